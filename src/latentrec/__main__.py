@@ -1,0 +1,3 @@
+from latentrec.cli import main
+
+main()

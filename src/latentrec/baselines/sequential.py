@@ -1,0 +1,435 @@
+"""Traditional sequential recommenders of the LatentR3/FLR papers: Caser, GRU4Rec and SASRec.
+
+Training protocol (LatentR3 appendix C):
+  * every sample row (history of at most 10 items -> target item) is one training example;
+  * Adam with L2 weight decay, binary cross-entropy against `n_negatives` items per positive, drawn
+    uniformly from all items other than the target and redrawn every epoch;
+  * after every epoch, full ranking of the validation rows over all items; the state with the best
+    validation NDCG@10 is kept, and training stops after `patience` epochs without improvement;
+  * at test time, full ranking over all items (`score_batch` returns [n, n_items]).
+
+Histories are left-padded to MAX_LEN with the padding index `n_items` (embedding tables have
+n_items + 1 rows, the last one a fixed zero `padding_idx` row), so the most recent item always sits
+in the last column. Each encoder is written so that padding never leaks into a score: SASRec masks
+padded keys, GRU4Rec packs the sequences, Caser ignores all-padding convolution windows.
+
+Batch construction is vectorised: the padded history matrix of a split is built once as an int64
+tensor, an epoch indexes it with one random permutation, and the epoch's negatives come from one
+torch.randint call.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentrec.baselines.base import Recommender, register
+from latentrec.data.processed_io import ProcessedDataset
+from latentrec.io_utils import progress
+
+MAX_LEN = 10
+
+COMMON_DEFAULTS = {
+    "lr": 1e-3,
+    "weight_decay": 1e-6,
+    "hidden": 64,
+    "dropout": 0.2,
+    "max_epochs": 200,
+    "batch_size": 256,
+    "patience": 5,
+    "n_negatives": 1,
+    "eval_batch_size": 1024,
+    "max_len": MAX_LEN,
+    "device": "cpu",
+}
+
+
+def pad_histories(histories, pad: int, max_len: int = MAX_LEN) -> torch.Tensor:
+    """Left-pad lists of item ids (oldest first) into an int64 [n, max_len] matrix.
+
+    Histories longer than max_len keep their most recent max_len items. Vectorised: one flat array
+    of all ids, scattered into place by computed row/column indices.
+    """
+    histories = list(histories)
+    n = len(histories)
+    lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=n)
+    if n and lens.min() < 1:
+        raise ValueError("empty history in a sample row")
+    if n and lens.max() > max_len:
+        histories = [h[-max_len:] if len(h) > max_len else h for h in histories]
+        lens = np.minimum(lens, max_len)
+    total = int(lens.sum())
+    flat = np.fromiter(itertools.chain.from_iterable(histories), dtype=np.int64, count=total)
+    rows = np.repeat(np.arange(n), lens)
+    starts = np.cumsum(lens) - lens  # offset of each row's first id inside `flat`
+    cols = (max_len - lens)[rows] + (np.arange(total) - starts[rows])
+    out = np.full((n, max_len), pad, dtype=np.int64)
+    out[rows, cols] = flat
+    return torch.from_numpy(out)
+
+
+def ndcg_at_k_full(scores: torch.Tensor, targets: torch.Tensor, k: int = 10) -> torch.Tensor:
+    """Per-row NDCG@k of the target under full ranking, ties ranked by ascending item id
+    (the same rule as base.topk_stable)."""
+    t = scores.gather(1, targets[:, None])
+    ids = torch.arange(scores.shape[1], device=scores.device)
+    rank = (scores > t).sum(1) + ((scores == t) & (ids[None, :] < targets[:, None])).sum(1)
+    return torch.where(rank < k, 1.0 / torch.log2(rank.double() + 2.0), torch.zeros((), dtype=torch.float64))
+
+
+# ----------------------------------------------------------------------------- encoders
+
+
+class _SeqModel(nn.Module):
+    """Base: encode a padded history [B, L] into [B, hidden]; score against output item vectors."""
+
+    def __init__(self, n_items: int):
+        super().__init__()
+        self.n_items = n_items
+        self.pad = n_items
+
+    def encode(self, hist: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def output_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Item vectors [n_items, hidden] (padding row excluded) and an optional bias [n_items]."""
+        raise NotImplementedError
+
+    def full_scores(self, hist: torch.Tensor) -> torch.Tensor:
+        w, b = self.output_weights()
+        s = self.encode(hist) @ w.T
+        return s if b is None else s + b
+
+    def pair_scores(self, hist: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of given items [B, m] for each row, without building the full [B, n_items] matrix."""
+        w, b = self.output_weights()
+        h = self.encode(hist)
+        s = torch.einsum("bd,bmd->bm", h, w[items])
+        return s if b is None else s + b[items]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, hidden: int, n_heads: int, dropout: float):
+        super().__init__()
+        if hidden % n_heads:
+            raise ValueError(f"hidden {hidden} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        # allowed: bool [B, 1, L, L], True where query i may attend to key j.
+        B, L, H = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, H // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, L, H))
+
+
+class SASRecBlock(nn.Module):
+    def __init__(self, hidden: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(hidden, eps=1e-8)
+        self.attn = CausalSelfAttention(hidden, n_heads, dropout)
+        self.ln_ffn = nn.LayerNorm(hidden, eps=1e-8)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.Dropout(dropout)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, allowed, keep):
+        # Pre-LN block as in the SASRec reference code: the normalised input is the query/residual.
+        q = self.ln_attn(x)
+        x = q + self.drop(self.attn(q, allowed))
+        x = self.ln_ffn(x)
+        x = x + self.ffn(x)
+        return x * keep
+
+
+class SASRecModel(_SeqModel):
+    def __init__(self, n_items, hidden, dropout, max_len, n_layers, n_heads):
+        super().__init__(n_items)
+        self.hidden = hidden
+        self.item_emb = nn.Embedding(n_items + 1, hidden, padding_idx=n_items)
+        self.pos_emb = nn.Embedding(max_len, hidden)
+        self.emb_drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(SASRecBlock(hidden, n_heads, dropout) for _ in range(n_layers))
+        self.ln_out = nn.LayerNorm(hidden, eps=1e-8)
+        causal = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool))
+        self.register_buffer("causal", causal, persistent=False)
+        self.apply(_init_normal)
+
+    def encode(self, hist):
+        B, L = hist.shape
+        keep_b = hist != self.pad  # [B, L]
+        keep = keep_b.unsqueeze(-1).to(self.item_emb.weight.dtype)
+        # Left padding puts the latest item in column L-1, so positions count back from the end.
+        x = self.item_emb(hist) * math.sqrt(self.hidden) + self.pos_emb.weight[-L:]
+        x = self.emb_drop(x) * keep
+        # Causal, and never attend to padding; the diagonal stays open so all-padding query rows
+        # (whose outputs are zeroed) do not produce NaNs.
+        eye = torch.eye(L, dtype=torch.bool, device=hist.device)
+        allowed = (self.causal[:L, :L] & keep_b[:, None, :]) | eye
+        allowed = allowed.unsqueeze(1)
+        for block in self.blocks:
+            x = block(x, allowed, keep)
+        return self.ln_out(x[:, -1])
+
+    def output_weights(self):
+        return self.item_emb.weight[: self.n_items], None
+
+
+class GRU4RecModel(_SeqModel):
+    def __init__(self, n_items, hidden, dropout):
+        super().__init__(n_items)
+        self.item_emb = nn.Embedding(n_items + 1, hidden, padding_idx=n_items)
+        self.emb_drop = nn.Dropout(dropout)
+        self.gru = nn.GRU(hidden, hidden, num_layers=1, batch_first=True)
+        self.dense = nn.Linear(hidden, hidden)
+        nn.init.xavier_normal_(self.item_emb.weight)
+        with torch.no_grad():
+            self.item_emb.weight[n_items].zero_()
+        for name, p in self.gru.named_parameters():
+            if name.startswith("weight"):
+                nn.init.xavier_uniform_(p)
+            else:
+                nn.init.zeros_(p)
+
+    def encode(self, hist):
+        B, L = hist.shape
+        lens = (hist != self.pad).sum(1)
+        # Left-padded -> right-padded (latest item at column len-1), then pack so the GRU never
+        # sees padding and h_n is the state after each row's last real item.
+        col = torch.arange(L, device=hist.device)[None, :] + (L - lens)[:, None]
+        right = hist.gather(1, col.clamp(max=L - 1))
+        x = self.emb_drop(self.item_emb(right))
+        packed = nn.utils.rnn.pack_padded_sequence(x, lens.cpu(), batch_first=True, enforce_sorted=False)
+        _, h_n = self.gru(packed)
+        return self.dense(h_n[-1])
+
+    def output_weights(self):
+        return self.item_emb.weight[: self.n_items], None
+
+
+class CaserModel(_SeqModel):
+    """Caser without its user embedding.
+
+    The original model concatenates a per-user embedding to the convolutional features. In these
+    splits most valid/test users are unseen or pseudo ids (the CDs train file uses `pseudo_<row>`
+    user ids), so a user table would be untrained noise; we use the sequence-only variant.
+    """
+
+    def __init__(self, n_items, hidden, dropout, max_len, n_h, n_v):
+        super().__init__(n_items)
+        self.max_len = max_len
+        self.item_emb = nn.Embedding(n_items + 1, hidden, padding_idx=n_items)
+        self.conv_v = nn.Conv2d(1, n_v, (max_len, 1))
+        self.conv_h = nn.ModuleList(nn.Conv2d(1, n_h, (h, hidden)) for h in range(1, max_len + 1))
+        self.fc = nn.Linear(n_v * hidden + n_h * max_len, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.out_emb = nn.Embedding(n_items, hidden)
+        self.out_bias = nn.Embedding(n_items, 1)
+        nn.init.normal_(self.item_emb.weight, std=1.0 / hidden)
+        nn.init.normal_(self.out_emb.weight, std=1.0 / hidden)
+        nn.init.zeros_(self.out_bias.weight)
+        with torch.no_grad():
+            self.item_emb.weight[n_items].zero_()
+
+    def encode(self, hist):
+        B, L = hist.shape
+        if L != self.max_len:
+            raise ValueError(f"Caser needs histories padded to {self.max_len}, got {L}")
+        valid = (hist != self.pad).to(self.item_emb.weight.dtype)  # [B, L]
+        # Padding rows as explicit zero vectors (zero padding, whatever the padding row holds).
+        e = (self.item_emb(hist) * valid.unsqueeze(-1)).unsqueeze(1)  # [B, 1, L, d]
+        out_v = self.conv_v(e).reshape(B, -1)  # [B, n_v * d]
+        feats = [out_v]
+        for h, conv in enumerate(self.conv_h, start=1):
+            c = F.relu(conv(e).squeeze(3))  # [B, n_h, L-h+1]
+            # A window made only of padding (its last row is padding, given left padding) would
+            # contribute relu(bias); zero it (<= any real window after ReLU). The window ending at
+            # the latest item is always real, so the max is over real windows only.
+            c = c * valid[:, None, h - 1 :]
+            feats.append(c.max(dim=2).values)
+        z = F.relu(self.fc(torch.cat(feats, dim=1)))
+        return self.drop(z)
+
+    def output_weights(self):
+        return self.out_emb.weight, self.out_bias.weight.squeeze(1)
+
+
+def _init_normal(module):
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------- recommender
+
+
+class SequentialRecommender(Recommender):
+    """Shared training/evaluation loop; subclasses build their encoder in `_build_model`."""
+
+    model_defaults: dict = {}
+
+    def __init__(self, params: dict, seed: int = 0):
+        super().__init__(params, seed)
+        known = set(COMMON_DEFAULTS) | set(self.model_defaults)
+        unknown = set(self.params) - known
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(known)}")
+        self.hp = {**COMMON_DEFAULTS, **self.model_defaults, **self.params}
+        self.model: _SeqModel | None = None
+
+    def _build_model(self, n_items: int) -> _SeqModel:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- data
+
+    def _matrix(self, df: pd.DataFrame) -> torch.Tensor:
+        return pad_histories(df["history_item_ids"], pad=self.n_items, max_len=int(self.hp["max_len"]))
+
+    # -- training
+
+    def fit(self, data: ProcessedDataset) -> dict:
+        hp = self.hp
+        t_start = time.perf_counter()
+        torch.manual_seed(self.seed)  # model init and dropout
+        gen = torch.Generator().manual_seed(self.seed)  # permutations and negatives
+        device = torch.device(hp["device"])
+        self.n_items = n_items = data.n_items
+        self.model = model = self._build_model(n_items).to(device)
+        n_params = sum(p.numel() for p in model.parameters())
+
+        hist = self._matrix(data.train)
+        target = torch.as_tensor(data.train["item_id"].to_numpy(copy=True), dtype=torch.int64)
+        valid_hist = self._matrix(data.valid).to(device)
+        valid_target = torch.as_tensor(data.valid["item_id"].to_numpy(copy=True), dtype=torch.int64, device=device)
+        n, bs, n_neg = len(target), int(hp["batch_size"]), int(hp["n_negatives"])
+
+        opt = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
+        log = {
+            "family": self.family, "seed": self.seed, "params": dict(hp), "n_parameters": n_params,
+            "n_train": n, "n_valid": len(valid_target), "train_loss": [], "valid_ndcg@10": [],
+            "epoch_seconds": [], "batch_seconds": [], "compute_seconds": [], "eval_seconds": [],
+        }
+        best, best_epoch, best_state, bad = -1.0, 0, None, 0
+        bar = progress(range(1, int(hp["max_epochs"]) + 1), desc=f"{self.family}: epoch", unit="epoch")
+        for epoch in bar:
+            t0 = time.perf_counter()
+            model.train()
+            t_batch = t_compute = 0.0
+            perm = torch.randperm(n, generator=gen)
+            # Uniform over the n_items-1 items other than the target: draw in [0, n_items-1) and
+            # shift draws >= target up by one.
+            neg = torch.randint(0, n_items - 1, (n, n_neg), generator=gen)
+            neg += (neg >= target[:, None]).long()
+            total, count = 0.0, 0
+            for s in range(0, n, bs):
+                tb = time.perf_counter()
+                idx = perm[s : s + bs]
+                h_b, pos_b, neg_b = hist[idx].to(device), target[idx].to(device), neg[idx].to(device)
+                items = torch.cat([pos_b[:, None], neg_b], dim=1)
+                tc = time.perf_counter()
+                logits = model.pair_scores(h_b, items)  # [B, 1 + n_neg]
+                # BCE: mean over positives plus mean over negatives (Caser/SASRec reference form).
+                loss = F.softplus(-logits[:, 0]).mean() + F.softplus(logits[:, 1:]).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+                t_batch += tc - tb
+                t_compute += time.perf_counter() - tc
+            te = time.perf_counter()
+            ndcg = self._evaluate(valid_hist, valid_target)
+            t1 = time.perf_counter()
+            log["train_loss"].append(total / count)
+            log["valid_ndcg@10"].append(ndcg)
+            log["epoch_seconds"].append(t1 - t0)
+            log["batch_seconds"].append(t_batch)
+            log["compute_seconds"].append(t_compute)
+            log["eval_seconds"].append(t1 - te)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{total / count:.4f}", ndcg10=f"{ndcg:.4f}", best=best_epoch)
+            if ndcg > best:
+                best, best_epoch, bad = ndcg, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+                if bad >= int(hp["patience"]):
+                    break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        log["epochs_run"] = len(log["train_loss"])
+        log["best_epoch"] = best_epoch
+        log["best_valid_ndcg@10"] = best
+        log["stopped_early"] = log["epochs_run"] < int(hp["max_epochs"])
+        log["total_seconds"] = time.perf_counter() - t_start
+        return log
+
+    @torch.no_grad()
+    def _evaluate(self, hist: torch.Tensor, target: torch.Tensor) -> float:
+        self.model.eval()
+        bs = int(self.hp["eval_batch_size"])
+        total = 0.0
+        for s in range(0, len(target), bs):
+            scores = self.model.full_scores(hist[s : s + bs])
+            total += float(ndcg_at_k_full(scores, target[s : s + bs], 10).sum())
+        return total / max(len(target), 1)
+
+    # -- inference
+
+    @torch.no_grad()
+    def score_batch(self, samples: pd.DataFrame) -> torch.Tensor:
+        if self.model is None:
+            raise RuntimeError(f"{self.family}: call fit() before score_batch()")
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        hist = self._matrix(samples).to(device)
+        bs = int(self.hp["eval_batch_size"])
+        return torch.cat([self.model.full_scores(hist[s : s + bs]) for s in range(0, len(hist), bs)]) if len(hist) else \
+            torch.empty(0, self.n_items)
+
+
+@register("sasrec")
+class SASRec(SequentialRecommender):
+    model_defaults = {"n_layers": 2, "n_heads": 1}
+
+    def _build_model(self, n_items):
+        hp = self.hp
+        return SASRecModel(n_items, int(hp["hidden"]), float(hp["dropout"]), int(hp["max_len"]),
+                           int(hp["n_layers"]), int(hp["n_heads"]))
+
+
+@register("gru4rec")
+class GRU4Rec(SequentialRecommender):
+    def _build_model(self, n_items):
+        hp = self.hp
+        return GRU4RecModel(n_items, int(hp["hidden"]), float(hp["dropout"]))
+
+
+@register("caser")
+class Caser(SequentialRecommender):
+    model_defaults = {"n_h": 16, "n_v": 4}
+
+    def _build_model(self, n_items):
+        hp = self.hp
+        return CaserModel(n_items, int(hp["hidden"]), float(hp["dropout"]), int(hp["max_len"]),
+                          int(hp["n_h"]), int(hp["n_v"]))

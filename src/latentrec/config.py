@@ -1,0 +1,60 @@
+"""Config access and the semantic checks a JSON schema cannot express.
+
+The schema (workflow/schemas/config.schema.yaml) checks types; `validate_config` checks meaning:
+methods that exist, ratios that sum to 1, known time zones, a source block for every dataset.
+"""
+
+from __future__ import annotations
+
+import copy
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from latentrec.errors import InputError
+
+# Families that rank items by score (rule fit_predict_recommender); LLM families get their own rules.
+RECOMMENDER_FAMILIES = {"mostpop", "caser", "gru4rec", "sasrec", "alpharec"}
+
+
+def dataset_config(config: dict, name: str) -> dict:
+    return config["datasets"][name]
+
+
+def processing_config(config: dict, name: str) -> dict:
+    """The global processing block with the dataset's overrides applied."""
+    merged = copy.deepcopy(config["processing"])
+    merged.update(config["datasets"][name].get("processing", {}))
+    return merged
+
+
+def method_config(config: dict, name: str) -> dict:
+    return config["methods"][name]
+
+
+def recommender_methods(config: dict) -> list[str]:
+    return [m for m, c in config["methods"].items() if c["family"] in RECOMMENDER_FAMILIES]
+
+
+def validate_config(config: dict) -> None:
+    def fail(where, msg):
+        raise InputError(f"config: {where}: {msg} (see config/README.md)")
+
+    for m in config["run_methods"]:
+        if m not in config["methods"]:
+            fail("run_methods", f"method {m!r} is not defined under `methods` ({sorted(config['methods'])})")
+    for name in config["datasets"]:
+        d = config["datasets"][name]
+        if d["source"] == "synthetic" and "synthetic" not in d:
+            fail(f"datasets.{name}", "source 'synthetic' needs a `synthetic` block")
+        if d["source"] == "processed" and "folder" not in d:
+            fail(f"datasets.{name}", "source 'processed' needs `folder` (with info.txt and train/valid/test.csv)")
+        p = processing_config(config, name)
+        ratios = p.get("split_ratios", [0.8, 0.1, 0.1])
+        if abs(sum(ratios) - 1) > 1e-9:
+            fail(f"datasets.{name}.processing.split_ratios", f"must sum to 1, got {ratios}")
+        try:
+            ZoneInfo(p.get("timezone", "UTC"))
+        except (ZoneInfoNotFoundError, ValueError):
+            fail(f"datasets.{name}.processing.timezone", f"unknown time zone {p.get('timezone')!r}")
+    for b in config["report"].get("baselines", []):
+        if b not in config["methods"]:
+            fail("report.baselines", f"{b!r} is not a method")

@@ -1,0 +1,49 @@
+"""Paired significance tests between runs evaluated on the same test rows.
+
+Two kinds, both two-sided paired t-tests (scipy.stats.ttest_rel):
+  per row    one run of A against one run of B, paired by test row (the per-row metric values);
+  per seed   the seed-level aggregates of A against those of B, paired by seed (as the FLR paper does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def paired_rows(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> dict:
+    if len(a) != len(b) or not (a["row"].to_numpy() == b["row"].to_numpy()).all():
+        raise ValueError("paired test needs both runs on the same test rows in the same order")
+    x, y = a[metric].to_numpy(float), b[metric].to_numpy(float)
+    return _ttest(x, y, metric, "row")
+
+
+def paired_seeds(a: dict[int, float], b: dict[int, float], metric: str) -> dict:
+    seeds = sorted(set(a) & set(b))
+    x = np.array([a[s] for s in seeds], float)
+    y = np.array([b[s] for s in seeds], float)
+    return _ttest(x, y, metric, "seed") | {"seeds": seeds}
+
+
+def _ttest(x: np.ndarray, y: np.ndarray, metric: str, unit: str) -> dict:
+    n = len(x)
+    out = {"metric": metric, "unit": unit, "n": n, "mean_a": float(x.mean()) if n else math.nan,
+           "mean_b": float(y.mean()) if n else math.nan}
+    diff = x - y
+    if n < 2 or np.allclose(diff, diff[0]):
+        # No variance in the differences: t is undefined (identical runs, or a single seed).
+        out.update(t=math.nan, p=math.nan)
+    else:
+        res = stats.ttest_rel(x, y)
+        out.update(t=float(res.statistic), p=float(res.pvalue))
+    out["mean_diff"] = float(diff.mean()) if n else math.nan
+    return out
+
+
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    v = np.asarray(list(values), float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0

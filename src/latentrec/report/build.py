@@ -1,0 +1,50 @@
+"""The report stage: results tables (Markdown, CSV, LaTeX), dataset statistics and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from latentrec.io_utils import read_json, read_yaml
+from latentrec.report.figures import plot_against_paper
+from latentrec.report.tables import collect, to_latex, to_markdown, write_csv, write_text
+
+STATS_COLUMNS = ["dataset", "n_train", "n_valid", "n_test", "n_items", "n_users", "mean_history_len"]
+PAPER_STATS = {"train": "n_train", "valid": "n_valid", "test": "n_test", "items": "n_items"}
+
+
+def build_report(metrics_paths: list[str], stats_paths: list[str], cfg: dict, out_dir: Path) -> None:
+    paper = read_yaml(cfg["paper_results"]) if cfg.get("paper_results") else {}
+    names = cfg.get("paper_names", {})
+    records = [read_json(p) for p in metrics_paths]
+    order = cfg.get("method_order") or list(dict.fromkeys(r["method"] for r in records))
+    records.sort(key=lambda r: (order.index(r["method"]) if r["method"] in order else len(order), r["seed"]))
+
+    table = cfg.get("table", {"paper_key": "latentr3_table1", "name": "table1", "title": "LatentR3 Table 1"})
+    published = paper.get(table["paper_key"], {})
+    by_id = collect(records, published, names, match="id")
+    by_title = collect(records, published, names, match="title")
+    stem = out_dir / table["name"]
+    write_csv(pd.concat([by_id, by_title]), stem.with_suffix(".csv"))
+    md = to_markdown(by_id, f"{table['title']} — ours matched by item id")
+    md += "\n" + to_markdown(by_title, f"{table['title']} — ours matched by title string (as the reference scripts)")
+    write_text(md, stem.with_suffix(".md"))
+    write_text(to_latex(by_id), stem.with_suffix(".tex"))
+    plot_against_paper(by_id, out_dir / f"{table['name']}_ndcg10.png", metric="N@10")
+
+    stats = pd.DataFrame([{"dataset": Path(p).parent.parent.name if Path(p).parent.name == "data" else Path(p).parent.name,
+                           **read_json(p)} for p in stats_paths])
+    pub_stats = paper.get("datasets", {})
+    for key, col in PAPER_STATS.items():
+        stats[f"paper_{col}"] = stats["dataset"].map(lambda d: pub_stats.get(d, {}).get(key))
+    write_csv(stats, out_dir / "dataset_stats.csv")
+    lines = ["## Dataset statistics (LatentR3 Table 3 layout; published values in parentheses)", "",
+             "| dataset | train | valid | test | items | users | mean history |", "|---|---|---|---|---|---|---|"]
+    for r in stats.to_dict("records"):
+        def cell(col):
+            pub = r.get(f"paper_{col}")
+            return f"{r[col]:,}" + (f" ({int(pub):,})" if pub is not None and not pd.isna(pub) else "")
+        lines.append(f"| {r['dataset']} | {cell('n_train')} | {cell('n_valid')} | {cell('n_test')} | "
+                     f"{cell('n_items')} | {r['n_users']:,} | {r['mean_history_len']:.2f} |")
+    write_text("\n".join(lines) + "\n", out_dir / "dataset_stats.md")

@@ -1,0 +1,32 @@
+"""Figures: ours against the published value, per method and dataset."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: clusters and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from latentrec.io_utils import atomic_path  # noqa: E402
+
+
+def plot_against_paper(long: pd.DataFrame, path, metric: str = "N@10") -> None:
+    d = long[long.metric == metric]
+    datasets = list(dict.fromkeys(d["dataset"]))
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.5 * max(1, len(datasets)), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        g = d[d.dataset == dataset]
+        x = np.arange(len(g))
+        ax.bar(x - 0.2, g["ours_mean"], 0.4, yerr=g["ours_std"], label="ours", color="#3b75af", capsize=2)
+        paper = pd.to_numeric(g["paper"], errors="coerce")
+        ax.bar(x + 0.2, paper.fillna(0), 0.4, label="published", color="#ef8636")
+        ax.set_xticks(x, g["method"], rotation=45, ha="right", fontsize=8)
+        ax.set_title(dataset, fontsize=9)
+        ax.set_ylabel(metric.replace("N@", "NDCG@").replace("H@", "HR@"))
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)

@@ -1,0 +1,68 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from latentrec.eval.metrics import (
+    MISS,
+    aggregate,
+    evaluate_predictions,
+    hit_positions_by_id,
+    hit_positions_by_title,
+    row_metrics,
+)
+from latentrec.eval.significance import mean_std, paired_rows, paired_seeds
+
+
+def test_positions_and_ndcg_by_hand():
+    pos = hit_positions_by_id(np.array([[3, 1, 2], [5, 6, 7], [9, 8, 4]]), np.array([1, 0, 9]))
+    assert pos.tolist() == [1, MISS, 0]
+    m = row_metrics(pos, ks=(1, 3))
+    assert m["HR@1"].tolist() == [0, 0, 1]
+    assert m["HR@3"].tolist() == [1, 0, 1]
+    assert m["NDCG@3"].tolist() == pytest.approx([1 / math.log2(3), 0, 1])
+    assert m["NDCG@1"].tolist() == pytest.approx([0, 0, 1])
+
+
+def test_title_match_takes_last_position_and_reference_strips():
+    preds = [['"Greatest Hits"\n', "Other", " Greatest Hits "], ["A", "B"]]
+    pos = hit_positions_by_title(preds, ["Greatest Hits", "C"])
+    assert pos.tolist() == [2, MISS]
+
+
+def test_evaluate_predictions_id_vs_title_with_duplicate_titles():
+    titles = ["Greatest Hits", "Greatest Hits", "Solo"]
+    test = pd.DataFrame({"user_id": ["u", "v"], "item_id": [1, 2]})
+    preds = pd.DataFrame({"row": [0, 1], "pred_item_ids": [[0, 2], [2, 0]],
+                          "pred_titles": [["Greatest Hits", "Solo"], ["Solo", "Greatest Hits"]]})
+    rows = evaluate_predictions(preds, test, titles)
+    # Row 0 recommends item 0, which shares item 1's title: a hit by title, a miss by id.
+    assert rows["HR@1"].tolist() == [0, 1]
+    assert rows["title_HR@1"].tolist() == [1, 1]
+    agg = aggregate(rows)
+    assert agg["HR@10"] == 0.5 and agg["title_HR@10"] == 1.0 and agg["n_rows"] == 2
+
+
+def test_evaluate_rejects_misaligned_rows():
+    test = pd.DataFrame({"user_id": ["u"], "item_id": [0]})
+    preds = pd.DataFrame({"row": [0, 1], "pred_item_ids": [[0], [0]], "pred_titles": [["a"], ["a"]]})
+    with pytest.raises(ValueError):
+        evaluate_predictions(preds, test, ["a"])
+
+
+def test_paired_tests_agree_with_scipy():
+    rng = np.random.default_rng(0)
+    a = pd.DataFrame({"row": np.arange(200), "NDCG@10": rng.random(200)})
+    b = pd.DataFrame({"row": np.arange(200), "NDCG@10": rng.random(200) * 0.5})
+    res = paired_rows(a, b, "NDCG@10")
+    ref = stats.ttest_rel(a["NDCG@10"], b["NDCG@10"])
+    assert res["p"] == pytest.approx(ref.pvalue) and res["t"] == pytest.approx(ref.statistic)
+    assert res["p"] < 1e-6
+    same = paired_rows(a, a, "NDCG@10")
+    assert math.isnan(same["p"])
+    s = paired_seeds({0: 0.1, 1: 0.12, 2: 0.11}, {0: 0.05, 1: 0.06, 2: 0.04, 3: 0.9}, "NDCG@10")
+    assert s["seeds"] == [0, 1, 2] and s["n"] == 3 and s["p"] < 0.05
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    assert mean_std([5.0]) == (5.0, 0.0)

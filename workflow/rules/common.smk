@@ -1,0 +1,84 @@
+# Config access, wildcard constraints, target lists and resource helpers shared by every rule file.
+import json
+import re
+import shlex
+
+from latentrec.config import (
+    dataset_config,
+    method_config,
+    processing_config,
+    recommender_methods,
+    validate_config,
+)
+
+validate_config(config)
+
+DATASETS = list(config["datasets"])
+SEEDS = [int(s) for s in config["seeds"]]
+RUN_METHODS = list(config["run_methods"])
+
+
+def _alternatives(names):
+    return "|".join(re.escape(n) for n in names) or "^$"
+
+
+wildcard_constraints:
+    dataset=_alternatives(DATASETS),
+    method=_alternatives(config["methods"]),
+    seed=r"\d+",
+
+
+def as_arg(obj):
+    """A config slice as one shell-safe JSON argument (Snakemake re-runs a job when it changes)."""
+    return shlex.quote(json.dumps(obj, sort_keys=True))
+
+
+def datasets_with_source(*sources):
+    return [d for d in DATASETS if config["datasets"][d]["source"] in sources]
+
+
+def raw_files(dataset):
+    """Reviews and meta file of a raw or synthetic dataset, where the data rules put them."""
+    d = dataset_config(config, dataset)
+    if d["source"] == "synthetic":
+        return {
+            "reviews": f"resources/synthetic/{dataset}_5.json.gz",
+            "meta": f"resources/synthetic/meta_{dataset}.json.gz",
+        }
+    cat = d.get("category", dataset)
+    suffix = "_5" if config["download"].get("review_file", "5core") == "5core" else ""
+    return {
+        "reviews": f"resources/amazon2018/{cat}{suffix}.json.gz",
+        "meta": f"resources/amazon2018/meta_{cat}.json.gz",
+    }
+
+
+def processed(dataset):
+    return expand(
+        "results/{dataset}/data/{table}.parquet",
+        dataset=dataset,
+        table=["items", "train", "valid", "test"],
+    )
+
+
+def run_dir(dataset, method, seed):
+    return f"results/{dataset}/{method}/seed{seed}"
+
+
+def all_metrics():
+    return [
+        f"{run_dir(d, m, s)}/metrics.json"
+        for d in DATASETS
+        for m in RUN_METHODS
+        for s in SEEDS
+    ]
+
+
+def all_targets():
+    return [
+        "results/tables/table1.md",
+        "results/tables/table1.csv",
+        "results/tables/table1.tex",
+        "results/tables/dataset_stats.md",
+        "results/tables/significance.md",
+    ]
