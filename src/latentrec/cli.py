@@ -80,14 +80,43 @@ def cmd_fit_predict(a) -> None:
     t0 = time.time()
     train_log = model.fit(ds) or {}
     train_log["fit_seconds"] = time.time() - t0
-    split = ds.split(a.split)
-    t1 = time.time()
-    ids, scores = model.recommend(split, k=a.k)
-    train_log[f"predict_seconds_{a.split}"] = time.time() - t1
     out = Path(a.out)
-    write_run_metadata(out, {"dataset": a.dataset, "method": a.method, "seed": a.seed, "split": a.split,
+    # Valid predictions feed model selection over a grid; test predictions are what gets reported.
+    for split, name in (("valid", "predictions_valid.parquet"), ("test", "predictions.parquet")):
+        t1 = time.time()
+        ids, scores = model.recommend(ds.split(split), k=a.k)
+        train_log[f"predict_seconds_{split}"] = time.time() - t1
+        write_predictions(predictions_frame(ds.split(split), ids, scores, ds.titles), out / name)
+    write_run_metadata(out, {"dataset": a.dataset, "method": a.method, "seed": a.seed, "split": "test",
                              "method_config": method}, train_log)
-    write_predictions(predictions_frame(split, ids, scores, ds.titles), out / "predictions.parquet")
+
+
+def cmd_select_grid(a) -> None:
+    """Pick the grid point with the best validation metric and install its test run as the method's run."""
+    import shutil
+
+    import pandas as pd
+
+    from latentrec.data.processed_io import load_dataset
+    from latentrec.eval.metrics import aggregate, evaluate_predictions
+    from latentrec.report.tables import write_csv
+
+    ds = load_dataset(a.data)
+    scores = []
+    for point in a.points:
+        preds = pd.read_parquet(Path(point) / "predictions_valid.parquet")
+        m = aggregate(evaluate_predictions(preds, ds.valid, ds.titles))
+        scores.append({"point": Path(point).name, "path": point, **{k: m[k] for k in ("HR@10", "NDCG@10")}})
+    table = pd.DataFrame(scores)
+    best = table.loc[table[a.metric].idxmax()]  # first best on ties: the grid's listed order
+    table["selected"] = table["point"] == best["point"]
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(table.drop(columns="path"), out / "grid_selection.csv")
+    for name in ("config.yaml", "train_log.json", "predictions_valid.parquet", "predictions.parquet"):
+        shutil.copyfile(Path(best["path"]) / name, out / f".{name}.tmp")
+        Path(out / f".{name}.tmp").replace(out / name)  # predictions.parquet last: the rule's main output
+    log.info("selected %s (valid %s=%.4f)", best["point"], a.metric, best[a.metric])
 
 
 def cmd_evaluate(a) -> None:
@@ -157,10 +186,16 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", required=True)
     s.add_argument("--cfg", type=_json_arg, required=True, help="method config (JSON)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--split", default="test", choices=["valid", "test"])
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_fit_predict)
+
+    s = sub.add_parser("select-grid", help="choose a grid point on validation and install its test run")
+    s.add_argument("--data", required=True)
+    s.add_argument("--points", nargs="+", required=True, help="grid point run folders")
+    s.add_argument("--metric", default="NDCG@10")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_select_grid)
 
     s = sub.add_parser("evaluate", help="ranked lists -> per-row and aggregate HR/NDCG")
     s.add_argument("--data", required=True)
@@ -183,7 +218,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_report)
 
-    for module in ("latentrec.data.download", "latentrec.data.synthetic"):
+    for module in ("latentrec.data.download", "latentrec.data.synthetic", "latentrec.gpu_lease"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as err:  # pragma: no cover - only while a module is being written

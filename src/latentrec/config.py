@@ -7,6 +7,7 @@ methods that exist, ratios that sum to 1, known time zones, a source block for e
 from __future__ import annotations
 
 import copy
+import itertools
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from latentrec.errors import InputError
@@ -30,8 +31,27 @@ def method_config(config: dict, name: str) -> dict:
     return config["methods"][name]
 
 
-def recommender_methods(config: dict) -> list[str]:
-    return [m for m, c in config["methods"].items() if c["family"] in RECOMMENDER_FAMILIES]
+def recommender_methods(config: dict, grid: bool | None = None) -> list[str]:
+    """Score-based methods; grid=True/False keeps only those with/without a hyperparameter grid."""
+    out = [m for m, c in config["methods"].items() if c["family"] in RECOMMENDER_FAMILIES]
+    if grid is not None:
+        out = [m for m in out if bool(config["methods"][m].get("grid")) == grid]
+    return out
+
+
+def grid_points(method: dict) -> dict[str, dict]:
+    """The method's grid as {point name: full params}, in a fixed order (product of the listed values).
+
+    Names read like `lr0.001_weight_decay1e-06`, so result folders say what they hold.
+    """
+    base = dict(method.get("params", {}))
+    grid = method.get("grid") or {}
+    points = {"default": base} if not grid else {}
+    for values in itertools.product(*grid.values()):
+        params = dict(base, **dict(zip(grid, values)))
+        name = "_".join(f"{k}{v}" for k, v in zip(grid, values))
+        points[name] = params
+    return points
 
 
 def validate_config(config: dict) -> None:
@@ -41,6 +61,9 @@ def validate_config(config: dict) -> None:
     for m in config["run_methods"]:
         if m not in config["methods"]:
             fail("run_methods", f"method {m!r} is not defined under `methods` ({sorted(config['methods'])})")
+    for name in config["run_datasets"]:
+        if name not in config["datasets"]:
+            fail("run_datasets", f"dataset {name!r} is not defined under `datasets` ({sorted(config['datasets'])})")
     for name in config["datasets"]:
         d = config["datasets"][name]
         if d["source"] == "synthetic" and "synthetic" not in d:

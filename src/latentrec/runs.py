@@ -65,7 +65,7 @@ def write_run_metadata(out_dir: str | os.PathLike, config: dict, train_log: dict
     resolved["environment"] = {
         "latentrec": latentrec.__version__,
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_yaml(resolved, out_dir / "config.yaml")

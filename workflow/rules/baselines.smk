@@ -1,4 +1,5 @@
 # Score-based recommenders (MostPop, Caser, GRU4Rec, SASRec, AlphaRec): one fit/predict interface.
+# A method with a `grid` fans out into one job per grid point; a gather job selects on validation.
 
 
 rule fit_predict_recommender:
@@ -6,10 +7,10 @@ rule fit_predict_recommender:
         processed("{dataset}"),
     output:
         predictions="results/{dataset}/{method}/seed{seed}/predictions.parquet",
+        valid="results/{dataset}/{method}/seed{seed}/predictions_valid.parquet",
         config="results/{dataset}/{method}/seed{seed}/config.yaml",
-        train_log="results/{dataset}/{method}/seed{seed}/train_log.json",
     wildcard_constraints:
-        method=_alternatives(recommender_methods(config)),
+        method=_alternatives(recommender_methods(config, grid=False)),
     params:
         cfg=lambda w: as_arg(method_config(config, w.method)),
     threads: 2
@@ -22,3 +23,48 @@ rule fit_predict_recommender:
         " --dataset {wildcards.dataset} --method {wildcards.method} --cfg {params.cfg}"
         " --seed {wildcards.seed} --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed}"
         " 2> {log}"
+
+
+rule fit_grid_point:
+    input:
+        processed("{dataset}"),
+    output:
+        predictions="results/{dataset}/{method}/seed{seed}/grid/{point}/predictions.parquet",
+        valid="results/{dataset}/{method}/seed{seed}/grid/{point}/predictions_valid.parquet",
+        config="results/{dataset}/{method}/seed{seed}/grid/{point}/config.yaml",
+        train_log="results/{dataset}/{method}/seed{seed}/grid/{point}/train_log.json",
+    wildcard_constraints:
+        method=_alternatives(recommender_methods(config, grid=True)),
+    params:
+        cfg=lambda w: as_arg(grid_method_config(w.method, w.point)),
+    threads: 2
+    log:
+        "logs/fit_grid_point/{dataset}/{method}/seed{seed}/{point}.log",
+    benchmark:
+        "benchmarks/fit_grid_point/{dataset}/{method}/seed{seed}/{point}.tsv"
+    shell:
+        "python -m latentrec fit-predict --data results/{wildcards.dataset}/data"
+        " --dataset {wildcards.dataset} --method {wildcards.method} --cfg {params.cfg}"
+        " --seed {wildcards.seed} --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed}/grid/{wildcards.point}"
+        " 2> {log}"
+
+
+rule select_grid_point:
+    input:
+        data=processed("{dataset}"),
+        points=lambda w: expand(
+            "results/{{dataset}}/{{method}}/seed{{seed}}/grid/{point}/predictions_valid.parquet",
+            point=grid_points(method_config(config, w.method)),
+        ),
+    output:
+        predictions="results/{dataset}/{method}/seed{seed}/predictions.parquet",
+        selection="results/{dataset}/{method}/seed{seed}/grid_selection.csv",
+    wildcard_constraints:
+        method=_alternatives(recommender_methods(config, grid=True)),
+    params:
+        points=lambda w, input: [os.path.dirname(p) for p in input.points],
+    log:
+        "logs/select_grid_point/{dataset}/{method}/seed{seed}.log",
+    shell:
+        "python -m latentrec select-grid --data results/{wildcards.dataset}/data --points {params.points}"
+        " --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} 2> {log}"

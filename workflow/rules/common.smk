@@ -1,10 +1,12 @@
 # Config access, wildcard constraints, target lists and resource helpers shared by every rule file.
 import json
+import os
 import re
 import shlex
 
 from latentrec.config import (
     dataset_config,
+    grid_points,
     method_config,
     processing_config,
     recommender_methods,
@@ -13,7 +15,7 @@ from latentrec.config import (
 
 validate_config(config)
 
-DATASETS = list(config["datasets"])
+DATASETS = list(config["run_datasets"])
 SEEDS = [int(s) for s in config["seeds"]]
 RUN_METHODS = list(config["run_methods"])
 
@@ -23,7 +25,7 @@ def _alternatives(names):
 
 
 wildcard_constraints:
-    dataset=_alternatives(DATASETS),
+    dataset=_alternatives(config["datasets"]),
     method=_alternatives(config["methods"]),
     seed=r"\d+",
 
@@ -34,7 +36,7 @@ def as_arg(obj):
 
 
 def datasets_with_source(*sources):
-    return [d for d in DATASETS if config["datasets"][d]["source"] in sources]
+    return [d for d in config["datasets"] if config["datasets"][d]["source"] in sources]
 
 
 def raw_files(dataset):
@@ -59,6 +61,13 @@ def processed(dataset):
         dataset=dataset,
         table=["items", "train", "valid", "test"],
     )
+
+
+def grid_method_config(method, point):
+    """The method config with the grid point's params and no grid (one job = one point)."""
+    cfg = {k: v for k, v in method_config(config, method).items() if k != "grid"}
+    cfg["params"] = grid_points(method_config(config, method))[point]
+    return cfg
 
 
 def run_dir(dataset, method, seed):

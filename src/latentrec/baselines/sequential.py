@@ -231,8 +231,11 @@ class CaserModel(_SeqModel):
         super().__init__(n_items)
         self.max_len = max_len
         self.item_emb = nn.Embedding(n_items + 1, hidden, padding_idx=n_items)
-        self.conv_v = nn.Conv2d(1, n_v, (max_len, 1))
-        self.conv_h = nn.ModuleList(nn.Conv2d(1, n_h, (h, hidden)) for h in range(1, max_len + 1))
+        # Caser's vertical filters (max_len x 1) are weighted sums over positions; its horizontal
+        # filters (h x hidden) slide over time only, i.e. Conv2d(1, n_h, (h, d)) on [B, 1, L, d] is
+        # Conv1d(d, n_h, h) on [B, d, L], which is several times faster on CPU.
+        self.conv_v = nn.Linear(max_len, n_v)
+        self.conv_h = nn.ModuleList(nn.Conv1d(hidden, n_h, h) for h in range(1, max_len + 1))
         self.fc = nn.Linear(n_v * hidden + n_h * max_len, hidden)
         self.drop = nn.Dropout(dropout)
         self.out_emb = nn.Embedding(n_items, hidden)
@@ -249,11 +252,11 @@ class CaserModel(_SeqModel):
             raise ValueError(f"Caser needs histories padded to {self.max_len}, got {L}")
         valid = (hist != self.pad).to(self.item_emb.weight.dtype)  # [B, L]
         # Padding rows as explicit zero vectors (zero padding, whatever the padding row holds).
-        e = (self.item_emb(hist) * valid.unsqueeze(-1)).unsqueeze(1)  # [B, 1, L, d]
-        out_v = self.conv_v(e).reshape(B, -1)  # [B, n_v * d]
+        e = (self.item_emb(hist) * valid.unsqueeze(-1)).transpose(1, 2)  # [B, d, L]
+        out_v = self.conv_v(e).reshape(B, -1)  # [B, d, n_v] -> [B, d * n_v]
         feats = [out_v]
         for h, conv in enumerate(self.conv_h, start=1):
-            c = F.relu(conv(e).squeeze(3))  # [B, n_h, L-h+1]
+            c = F.relu(conv(e))  # [B, n_h, L-h+1]
             # A window made only of padding (its last row is padding, given left padding) would
             # contribute relu(bias); zero it (<= any real window after ReLU). The window ending at
             # the latest item is always real, so the max is over real windows only.

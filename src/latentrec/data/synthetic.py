@@ -299,7 +299,11 @@ P_START_AT_ONE = 0.6  # chance a free pick of a later album is swapped for the a
 ZIPF_EXPONENT = 1.0  # item popularity ~ 1 / rank^a within a genre
 GROWTH = 2.6  # exponential growth rate of new users over the whole period
 MEAN_GAP_DAYS = 45.0
-RELEASE_BOOST = 4.0  # extra weight of a brand-new album, fading over ~200 days
+EXTRA_REVIEWS_P = 0.16  # reviews per user = 5 + Geometric(p) - 1, capped at 30
+RELEASE_BOOST = 4.0  # extra weight of a brand-new album ...
+BOOST_DAYS = 200.0  # ... fading over a few months
+FADE_FLOOR = 1.0  # long-run share of an album's appeal ...
+FADE_DAYS = 700.0  # ... reached after a few years
 
 
 def _simulate(rng: np.random.Generator, cat: Catalog, n_users: int, first_day: int, last_day: int) -> Interactions:
@@ -324,7 +328,7 @@ def _simulate(rng: np.random.Generator, cat: Catalog, n_users: int, first_day: i
         mood = rng.normal(4.3, 0.35)  # the user's rating bias
 
         # 5-30 reviews, skewed towards few; gaps are mostly weeks to months, some same-day binges.
-        n = 5 + min(25, int(rng.geometric(0.16)) - 1)
+        n = 5 + min(25, int(rng.geometric(EXTRA_REVIEWS_P)) - 1)
         gaps = np.floor(rng.exponential(MEAN_GAP_DAYS, size=n)).astype(int)
         gaps[0] = 0
         gaps[rng.random(n) < 0.1] = 0
@@ -391,7 +395,10 @@ def _simulate(rng: np.random.Generator, cat: Catalog, n_users: int, first_day: i
 def _pick(rng: np.random.Generator, cat: Catalog, cand: np.ndarray, t: int, owned: np.ndarray) -> int:
     """Popularity-weighted choice among released, unowned candidates; new releases get a boost."""
     age = t - cat.release[cand]
-    w = cat.base_pop[cand] * (1.0 + RELEASE_BOOST * np.exp(-np.maximum(age, 0) / 200.0))
+    age = np.maximum(age, 0)
+    fade = FADE_FLOOR + (1.0 - FADE_FLOOR) * np.exp(-age / FADE_DAYS)  # albums slowly go out of fashion
+    w = cat.base_pop[cand] * fade * (1.0 + RELEASE_BOOST * np.exp(-age / BOOST_DAYS))
+    age = t - cat.release[cand]
     w[(age < 0) | owned[cand]] = 0.0
     cum = np.cumsum(w)
     if cum[-1] <= 0:

