@@ -1,6 +1,12 @@
 # latentrec: LatentR3 and FLR reproduced from the raw Amazon 2018 dumps to the papers' tables.
 # Usage: see README.md. Logic lives in workflow/rules/common.smk; rules only wire files together.
+import sys
+
 from snakemake.utils import min_version, validate
+
+sys.path.insert(
+    0, f"{workflow.basedir}/src"
+)  # the package of this checkout, installed or not
 
 min_version("9.0")
 
@@ -19,6 +25,6 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

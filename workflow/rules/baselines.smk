@@ -9,15 +9,17 @@ rule fit_predict_recommender:
         predictions="results/{dataset}/{method}/seed{seed}/predictions.parquet",
         valid="results/{dataset}/{method}/seed{seed}/predictions_valid.parquet",
         config="results/{dataset}/{method}/seed{seed}/config.yaml",
-    wildcard_constraints:
-        method=_alternatives(recommender_methods(config, grid=False)),
-    params:
-        cfg=lambda w: as_arg(method_config(config, w.method)),
-    threads: 2
     log:
         "logs/fit_predict_recommender/{dataset}/{method}/seed{seed}.log",
     benchmark:
         "benchmarks/fit_predict_recommender/{dataset}/{method}/seed{seed}.tsv"
+    wildcard_constraints:
+        method=_alternatives(recommender_methods(config, grid=False)),
+    conda:
+        ENV
+    threads: 2
+    params:
+        cfg=lambda w: as_arg(method_config(config, w.method)),
     shell:
         "python -m latentrec fit-predict --data results/{wildcards.dataset}/data"
         " --dataset {wildcards.dataset} --method {wildcards.method} --cfg {params.cfg}"
@@ -33,15 +35,17 @@ rule fit_grid_point:
         valid="results/{dataset}/{method}/seed{seed}/grid/{point}/predictions_valid.parquet",
         config="results/{dataset}/{method}/seed{seed}/grid/{point}/config.yaml",
         train_log="results/{dataset}/{method}/seed{seed}/grid/{point}/train_log.json",
-    wildcard_constraints:
-        method=_alternatives(recommender_methods(config, grid=True)),
-    params:
-        cfg=lambda w: as_arg(grid_method_config(w.method, w.point)),
-    threads: 2
     log:
         "logs/fit_grid_point/{dataset}/{method}/seed{seed}/{point}.log",
     benchmark:
         "benchmarks/fit_grid_point/{dataset}/{method}/seed{seed}/{point}.tsv"
+    wildcard_constraints:
+        method=_alternatives(recommender_methods(config, grid=True)),
+    conda:
+        ENV
+    threads: 2
+    params:
+        cfg=lambda w: as_arg(grid_method_config(w.method, w.point)),
     shell:
         "python -m latentrec fit-predict --data results/{wildcards.dataset}/data"
         " --dataset {wildcards.dataset} --method {wildcards.method} --cfg {params.cfg}"
@@ -59,12 +63,14 @@ rule select_grid_point:
     output:
         predictions="results/{dataset}/{method}/seed{seed}/predictions.parquet",
         selection="results/{dataset}/{method}/seed{seed}/grid_selection.csv",
-    wildcard_constraints:
-        method=_alternatives(recommender_methods(config, grid=True)),
-    params:
-        points=lambda w, input: [os.path.dirname(p) for p in input.points],
     log:
         "logs/select_grid_point/{dataset}/{method}/seed{seed}.log",
+    wildcard_constraints:
+        method=_alternatives(recommender_methods(config, grid=True)),
+    conda:
+        ENV
+    params:
+        points=lambda w, input: [os.path.dirname(p) for p in input.points],
     shell:
         "python -m latentrec select-grid --data results/{wildcards.dataset}/data --points {params.points}"
         " --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} 2> {log}"

@@ -4,6 +4,7 @@ import os
 import re
 import shlex
 
+from latentrec.data.download import amazon2018_urls
 from latentrec.config import (
     dataset_config,
     grid_points,
@@ -14,6 +15,12 @@ from latentrec.config import (
 )
 
 validate_config(config)
+
+# Rules run this checkout's package whatever environment they are in (venv, conda, cluster node).
+# (Snakemake formats the prefix too: the doubled braces reach the shell as single ones.)
+SRC = shlex.quote(os.path.join(workflow.basedir, "src"))
+shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+ENV = "../../envs/latentrec.yaml"
 
 DATASETS = list(config["run_datasets"])
 SEEDS = [int(s) for s in config["seeds"]]
@@ -91,3 +98,12 @@ def all_targets():
         "results/tables/dataset_stats.md",
         "results/tables/significance.md",
     ]
+
+
+def download_url(w):
+    kind = "meta" if w.file.startswith("meta_") else "reviews"
+    stem = w.file.removesuffix(".json.gz")
+    category = stem.removeprefix("meta_").removesuffix("_5")
+    review_file = "5core" if stem.endswith("_5") else "full"
+    urls = amazon2018_urls(category, review_file, config["download"]["base_url"])
+    return urls[kind]

@@ -10,6 +10,8 @@ rule evaluate_run:
         metrics="results/{dataset}/{method}/seed{seed}/metrics.json",
     log:
         "logs/evaluate_run/{dataset}/{method}/seed{seed}.log",
+    conda:
+        ENV
     shell:
         "python -m latentrec evaluate --data results/{wildcards.dataset}/data"
         " --predictions {input.predictions} --rows {output.rows} --metrics {output.metrics} 2> {log}"
@@ -22,16 +24,20 @@ rule significance_tests:
     output:
         csv="results/tables/significance.csv",
         md="results/tables/significance.md",
+    log:
+        "logs/significance_tests.log",
+    conda:
+        ENV
     params:
         cfg=as_arg(
             {
                 "baselines": config["report"].get("baselines", []),
-                "metrics": config["report"].get("significance_metrics", ["HR@10", "NDCG@10"]),
+                "metrics": config["report"].get(
+                    "significance_metrics", ["HR@10", "NDCG@10"]
+                ),
                 "primary_metric": config["report"].get("primary_metric", "NDCG@10"),
             }
         ),
-    log:
-        "logs/significance_tests.log",
     shell:
         "python -m latentrec significance --metrics {input.metrics} --cfg {params.cfg}"
         " --out-csv {output.csv} --out-md {output.md} 2> {log}"

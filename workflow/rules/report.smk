@@ -25,6 +25,10 @@ rule report_tables:
             category="Tables",
         ),
         stats_csv="results/tables/dataset_stats.csv",
+    log:
+        "logs/report_tables.log",
+    conda:
+        ENV
     params:
         cfg=as_arg(
             {
@@ -34,8 +38,6 @@ rule report_tables:
                 "method_order": RUN_METHODS,
             }
         ),
-    log:
-        "logs/report_tables.log",
     shell:
         "python -m latentrec report --metrics {input.metrics} --stats {input.stats}"
         " --cfg {params.cfg} --out-dir results/tables 2> {log}"
