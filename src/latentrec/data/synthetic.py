@@ -226,11 +226,9 @@ def _build_catalog(rng: np.random.Generator, n_items: int, n_genres: int, first_
                 day += int(rng.integers(90, 420))  # the next album follows a few months later
             discography.append(items)
             genre_items += items
-        # Zipf-like popularity within the genre, over a random order of its items.
+        # Zipf-like popularity within the genre, over a random order of its (contiguous) items.
         ranks = rng.permutation(len(genre_items)) + 1
         base_pop += list(1.0 / ranks**ZIPF_EXPONENT)
-        # base_pop must line up with the item indices appended above.
-        assert len(base_pop) == len(genre)
 
     n = len(genre)
     asins = sorted(_ids(rng, n, "B0", [8], [1.0]))
@@ -255,14 +253,20 @@ def _build_catalog(rng: np.random.Generator, n_items: int, n_genres: int, first_
 
 def _plant_title_faults(rng: np.random.Generator, cat: Catalog) -> None:
     """Overwrite a few titles with the faults found in the real meta (each item gets at most one)."""
-    n = len(cat.title)
-    order = iter(rng.permutation(n).tolist())
-    for _ in range(max(3, n // 160)):  # a handful of scraped HTML instead of a title
+    # Compilations sharing a bare title across artists ("Greatest Hits"): the last album of a few
+    # discographies that are not numbered series.
+    last_albums = [d[-1] for d in cat.discography if len(d) >= 3 and "Vol." not in cat.album[d[-1]]]
+    picks = rng.choice(last_albums, size=min(len(DUPLICATE_TITLES), len(last_albums)), replace=False)
+    for t, i in zip(DUPLICATE_TITLES, picks.tolist()):
+        cat.album[i] = cat.title[i] = t
+
+    order = iter(i for i in rng.permutation(len(cat.title)).tolist() if i not in set(picks.tolist()))
+    for _ in range(max(3, len(cat.title) // 160)):  # a handful of scraped HTML instead of a title
         cat.title[next(order)] = HTML_FRAGMENT
     cat.title[next(order)] = HTML_FRAGMENT_ID  # the variant the reference filter looks for
     for _ in range(2):  # records without a "title" key
         cat.title[next(order)] = None
-    for k in range(max(4, n // 120)):  # HTML entities that the filters must unescape
+    for k in range(max(4, len(cat.title) // 120)):  # HTML entities that the filters must unescape
         i = next(order)
         if k % 2 == 0:
             cat.title[i] = f"{cat.artist_name[cat.artist[i]]} &amp; Friends - {cat.album[i]}"
@@ -273,12 +277,6 @@ def _plant_title_faults(rng: np.random.Generator, cat: Catalog) -> None:
         f"{cat.title[i]} (Deluxe 25th Anniversary Remastered Edition with Bonus Tracks, Rare Demos, "
         "Alternate Takes and Previously Unreleased Live Recordings)"
     )
-    # Compilations with the same bare title by different artists: last albums of long discographies.
-    last_albums = [d[-1] for d in cat.discography if len(d) >= 3]
-    picks = rng.choice(len(last_albums), size=min(len(DUPLICATE_TITLES), len(last_albums)), replace=False)
-    for t, p in zip(DUPLICATE_TITLES, picks):
-        i = last_albums[int(p)]
-        cat.album[i] = cat.title[i] = t
 
 
 # ----------------------------------------------------------------------------- users
@@ -300,7 +298,7 @@ P_FAVOURITE = 0.8  # share of free choices drawn from the user's favourite genre
 P_SEQUEL = 0.55  # chance to buy the artist's next album right after the previous one (if released)
 P_START_AT_ONE = 0.6  # chance a free pick of a later album is swapped for the artist's earliest unowned one
 ZIPF_EXPONENT = 1.5  # item appeal ~ 1 / rank^a within a genre
-GROWTH = 0.8  # new shoppers per day grow by e^GROWTH (~2.2x) from the first to the last month
+GROWTH = 0.8  # shopper activity grows by a factor e^GROWTH (~2.2x) from the first to the last month
 EXTRA_REVIEWS_P = 0.3  # reviews per user = 4 + Geometric(p), capped at 30 (mean ~7)
 MEAN_GAP_DAYS = 45.0  # mean days between a user's reviews
 RELEASE_BOOST = 3.0  # a brand-new album is (1 + boost) times as appealing ...
@@ -375,6 +373,8 @@ def _simulate(rng: np.random.Generator, cat: Catalog, n_users: int, first_day: i
             owned[i] = True
             prev = i
         mine = np.array(items[start:], dtype=int)
+        if not len(mine):
+            continue
         owned[mine] = False
         # Sequels came sooner than planned: shift the history right so it still ends where planned
         # (keeps late activity dense; a later date never precedes a release).
@@ -398,11 +398,10 @@ def _simulate(rng: np.random.Generator, cat: Catalog, n_users: int, first_day: i
 def _pick(rng: np.random.Generator, cat: Catalog, cand: np.ndarray, t: int, owned: np.ndarray) -> int:
     """Popularity-weighted choice among released, unowned candidates; new releases get a boost."""
     age = t - cat.release[cand]
-    age = np.maximum(age, 0)
-    fade = FADE_FLOOR + (1.0 - FADE_FLOOR) * np.exp(-age / FADE_DAYS)  # albums slowly go out of fashion
-    w = cat.base_pop[cand] * fade * (1.0 + RELEASE_BOOST * np.exp(-age / BOOST_DAYS))
-    age = t - cat.release[cand]
-    w[(age < 0) | owned[cand]] = 0.0
+    aged = np.maximum(age, 0)
+    fade = FADE_FLOOR + (1.0 - FADE_FLOOR) * np.exp(-aged / FADE_DAYS)
+    w = cat.base_pop[cand] * fade * (1.0 + RELEASE_BOOST * np.exp(-aged / BOOST_DAYS))
+    w[(age < 0) | owned[cand]] = 0.0  # not out yet, or already owned
     cum = np.cumsum(w)
     if cum[-1] <= 0:
         return -1
@@ -539,8 +538,9 @@ def generate(
     # File order of the real dumps: items by asin, each item's reviews in no particular order.
     asin_rank = np.argsort(np.argsort(np.array(cat.asin)))
     order = np.lexsort((rng.random(len(item)), asin_rank[item]))
-    year = (first.year + (day - first_day) / 365.25).astype(int)  # rough, only for `verified`
-    verified = rng.random(len(item)) < np.clip(0.45 + 0.08 * (year - 2014), 0.3, 0.9)
+    review_years = day.astype("datetime64[D]").astype("datetime64[Y]").astype(int) + 1970
+    # More reviews carry the "Verified Purchase" badge in later years, as in the real data.
+    verified = rng.random(len(item)) < np.clip(0.45 + 0.08 * (review_years - 2014), 0.3, 0.9)
     votes = np.where(rng.random(len(item)) < 0.15, rng.geometric(0.35, size=len(item)) + 1, 0)
 
     texts, summaries = _review_texts(
@@ -589,7 +589,6 @@ def generate(
         meta_lines.append(json.dumps(_meta_record(cat, i, rank, price, [cat.asin[j] for j in co])))
     _write_gz_lines(out_meta, meta_lines, out_meta.name.removesuffix(".gz"))
 
-    review_years = day.astype("datetime64[D]").astype("datetime64[Y]").astype(int) + 1970
     per_year = {int(y): int(c) for y, c in zip(*np.unique(review_years, return_counts=True))}
     titles = [t for t in cat.title if t is not None]
     return {
