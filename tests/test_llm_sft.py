@@ -1,0 +1,126 @@
+"""Prompts (reference-exact text and segment encoding) and SFT on a tiny model with a real tokenizer."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from latentrec.llm.backbone import tiny_llama_like
+from latentrec.llm.prompts import (
+    IGNORE_INDEX,
+    SegmentEncoder,
+    add_thought_token,
+    encode_sample,
+    prompt_segments,
+)
+from latentrec.llm.sft import SFTConfig, length_grouped_batches, train_sft
+
+
+def test_reference_prompt_text_keeps_typos():
+    a, b = prompt_segments(["T1", "It's 2"], "musics")
+    assert a == (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request. \n\n### Instruction:\n"
+        "Given a list of musics the user recetenly enjoy, please write a new musics that the user may bought\n"
+    )
+    assert b == ('### User Input: \nThe user has palyed the following musicss before: "T1", "It\'s 2"'
+                 "\n\n### Response: \n")
+
+
+def test_segments_are_encoded_separately_and_loss_is_on_target_only(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    enc = SegmentEncoder(tok)
+    s = encode_sample(enc, ["Abbey Road"], "Let It Be", "musics")
+    a, b = prompt_segments(["Abbey Road"], "musics")
+    expected_prompt = tok.encode(a, add_special_tokens=False) + tok.encode(b, add_special_tokens=False)
+    target = tok.encode('"Let It Be"\n', add_special_tokens=False) + [tok.eos_token_id]
+    assert s.input_ids == expected_prompt + target
+    assert s.labels == [IGNORE_INDEX] * len(expected_prompt) + target
+    assert s.prompt_len == len(expected_prompt)
+    short = encode_sample(enc, ["Abbey Road"], "Let It Be", "musics", max_len=10)
+    assert short.input_ids == s.input_ids[-10:] and short.labels[-len(target):] == target
+
+
+def test_thought_token_is_appended_after_the_prompt(smollm2_tokenizer):
+    tok = copy.deepcopy(smollm2_tokenizer)
+    model = tiny_llama_like(tok)
+    tid = add_thought_token(tok, model)
+    assert model.get_input_embeddings().num_embeddings >= len(tok) > tid
+    s = encode_sample(SegmentEncoder(tok), ["A b"], "C d", "musics", thought=True)
+    assert s.input_ids[s.prompt_len - 1] == tid and s.labels[s.prompt_len - 1] == IGNORE_INDEX
+
+
+def test_length_grouped_batches_cover_every_sample_once():
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(5, 500, size=1000))
+    batches = length_grouped_batches(lengths, 8, rng, group=4)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(1000))
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
+    random_spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b)
+                             for b in np.array_split(rng.permutation(1000), 125)])
+    assert spread < 0.4 * random_spread  # sorted within groups: much less padding
+
+
+def _toy_samples(tok, n=48):
+    enc = SegmentEncoder(tok)
+    titles = [f"Album {w}" for w in ("Alpha", "Beta", "Gamma", "Delta", "Omega", "Sigma")]
+    # A learnable rule: the target is the title after the last history title.
+    out = []
+    for i in range(n):
+        h = [titles[(i + k) % 6] for k in range(3)]
+        out.append(encode_sample(enc, h, titles[(i + 3) % 6], "musics"))
+    return out
+
+
+def test_sft_lowers_loss_and_changes_weights(smollm2_tokenizer, tmp_path):
+    tok = smollm2_tokenizer
+    model = tiny_llama_like(tok)
+    before = copy.deepcopy(model.state_dict())
+    train, valid = _toy_samples(tok, 32), _toy_samples(tok, 12)
+    cfg = SFTConfig(lr=1e-2, warmup_steps=1, effective_batch=16, micro_batch=8, max_epochs=5, patience=5,
+                    checkpoint_every=0, valid_limit=None)
+    log = train_sft(model, tok, train, valid, cfg, tmp_path)
+    losses = [h["valid_loss"] for h in log["history"]]
+    assert losses[-1] < losses[0] * 0.8, losses
+    assert (tmp_path / "model" / "config.json").exists()
+    changed = sum(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert changed >= len(before) - 1
+    assert log["grad_accum"] == 2 and log["steps"] == 5 * 2
+
+
+def test_killed_run_resumes_to_the_same_weights(smollm2_tokenizer, tmp_path, monkeypatch):
+    tok = smollm2_tokenizer
+    train, valid = _toy_samples(tok, 24), _toy_samples(tok, 8)
+    cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=4, max_epochs=2, patience=5,
+                    checkpoint_every=1, valid_limit=None)
+    straight = tiny_llama_like(tok, seed=1)
+    train_sft(straight, tok, train, valid, cfg, tmp_path / "a")
+
+    import latentrec.llm.sft as sft
+
+    real_progress = sft.progress
+
+    class Killer:
+        def __init__(self, *a, **k):
+            self.bar, self.n = real_progress(*a, **k), 0
+
+        def update(self, k):
+            self.n += 1
+            if self.n == 5:  # mid second epoch (3 steps per epoch), after step 4's checkpoint
+                raise KeyboardInterrupt
+            self.bar.update(k)
+
+        def close(self):
+            self.bar.close()
+
+    monkeypatch.setattr(sft, "progress", Killer)
+    victim = tiny_llama_like(tok, seed=1)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(victim, tok, train, valid, cfg, tmp_path / "b")
+    monkeypatch.setattr(sft, "progress", real_progress)
+    resumed = tiny_llama_like(tok, seed=1)  # a fresh process would start from the base weights
+    train_sft(resumed, tok, train, valid, cfg, tmp_path / "b")
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-5, atol=1e-6)
