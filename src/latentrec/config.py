@@ -39,6 +39,13 @@ def recommender_methods(config: dict, grid: bool | None = None) -> list[str]:
     return out
 
 
+LLM_FAMILIES = {"llm"}
+
+
+def llm_methods(config: dict) -> list[str]:
+    return [m for m, c in config["methods"].items() if c["family"] in LLM_FAMILIES]
+
+
 def grid_points(method: dict) -> dict[str, dict]:
     """The method's grid as {point name: full params}, in a fixed order (product of the listed values).
 

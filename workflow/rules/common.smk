@@ -8,6 +8,7 @@ from latentrec.data.download import amazon2018_urls
 from latentrec.config import (
     dataset_config,
     grid_points,
+    llm_methods,
     method_config,
     processing_config,
     recommender_methods,
@@ -25,6 +26,9 @@ ENV = "../../envs/latentrec.yaml"
 DATASETS = list(config["run_datasets"])
 SEEDS = [int(s) for s in config["seeds"]]
 RUN_METHODS = list(config["run_methods"])
+LLM = config["llm"]
+TEST_LIMIT = config.get("evaluation", {}).get("test_limit")
+TEST_LIMIT_ARG = "" if TEST_LIMIT is None else f"--test-limit {int(TEST_LIMIT)}"
 
 
 def _alternatives(names):
@@ -107,3 +111,20 @@ def download_url(w):
     review_file = "5core" if stem.endswith("_5") else "full"
     urls = amazon2018_urls(category, review_file, config["download"]["base_url"])
     return urls[kind]
+
+
+def launcher(n_gpus, single=False):
+    """The command prefix of a GPU job (local GPU lease; accelerate for several GPUs)."""
+    if not n_gpus:
+        return "python -m latentrec"
+    lease = f"python -m latentrec lease-gpus {n_gpus} --"
+    if n_gpus == 1 or single:
+        return f"{lease} python -m latentrec"
+    return f"{lease} accelerate launch --num_processes {n_gpus} -m latentrec"
+
+
+def llm_model_input(w):
+    """Base decodes the untuned backbone; tuned methods decode the SFT model of their seed."""
+    if method_config(config, w.method).get("tuned", True):
+        return f"results/{w.dataset}/sft/seed{w.seed}/model"
+    return f"resources/models/{LLM['backbone']}"

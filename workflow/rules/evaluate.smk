@@ -14,7 +14,8 @@ rule evaluate_run:
         ENV
     shell:
         "python -m latentrec evaluate --data results/{wildcards.dataset}/data"
-        " --predictions {input.predictions} --rows {output.rows} --metrics {output.metrics} 2> {log}"
+        " --predictions {input.predictions} --rows {output.rows} --metrics {output.metrics}"
+        " {params.limit} 2> {log}"
 
 
 rule significance_tests:

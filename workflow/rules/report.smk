@@ -36,6 +36,7 @@ rule report_tables:
                 "table": config["report"]["table"],
                 "paper_names": config["report"].get("paper_names", {}),
                 "method_order": RUN_METHODS,
+                "test_limit": TEST_LIMIT,
             }
         ),
     shell:

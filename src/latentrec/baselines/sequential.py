@@ -49,6 +49,9 @@ COMMON_DEFAULTS = {
     "eval_batch_size": 1024,
     "max_len": MAX_LEN,
     "device": "cpu",
+    # Rank the row's history items last (score -inf), as RecBole does for non-repeatable
+    # sequential data. Off by default: the protocol ranks all items. See _mask_history.
+    "exclude_history": False,
 }
 
 
@@ -387,13 +390,29 @@ class SequentialRecommender(Recommender):
         log["total_seconds"] = time.perf_counter() - t_start
         return log
 
+    def _full_scores(self, hist: torch.Tensor) -> torch.Tensor:
+        scores = self.model.full_scores(hist)
+        return self._mask_history(scores, hist) if self.hp["exclude_history"] else scores
+
+    def _mask_history(self, scores: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        """Set the scores of each row's history items to -inf.
+
+        Why it exists: with uniform negatives an item almost never appears as its own negative, and
+        models that share input/output item embeddings (SASRec above all, through its residual
+        path) learn to score the latest history item highest although it is rarely the target.
+        """
+        # Padding (index n_items) has no score column; point it at the row's latest item, which
+        # is always real and masked anyway.
+        idx = torch.where(hist != self.n_items, hist, hist[:, -1:])
+        return scores.scatter(1, idx, float("-inf"))
+
     @torch.no_grad()
     def _evaluate(self, hist: torch.Tensor, target: torch.Tensor) -> float:
         self.model.eval()
         bs = int(self.hp["eval_batch_size"])
         total = 0.0
         for s in range(0, len(target), bs):
-            scores = self.model.full_scores(hist[s : s + bs])
+            scores = self._full_scores(hist[s : s + bs])
             total += float(ndcg_at_k_full(scores, target[s : s + bs], 10).sum())
         return total / max(len(target), 1)
 
@@ -407,8 +426,9 @@ class SequentialRecommender(Recommender):
         device = next(self.model.parameters()).device
         hist = self._matrix(samples).to(device)
         bs = int(self.hp["eval_batch_size"])
-        return torch.cat([self.model.full_scores(hist[s : s + bs]) for s in range(0, len(hist), bs)]) if len(hist) else \
-            torch.empty(0, self.n_items)
+        if not len(hist):
+            return torch.empty(0, self.n_items, device=device)
+        return torch.cat([self._full_scores(hist[s : s + bs]) for s in range(0, len(hist), bs)])
 
 
 @register("sasrec")

@@ -37,6 +37,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from transformers.cache_utils import DynamicLayer
+
 from latentrec.llm.trie import TitleTrie
 
 Hypothesis = tuple[int, float]  # (trie node of the generated sequence, final score)
@@ -81,6 +83,182 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torc
     return ids, mask
 
 
+# ---------------------------------------------------------------------------------- KV-cache layouts
+_TREE_ATTN = "latentrec_beam_tree_sdpa"
+
+
+def _beam_tree_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """SDPA for the tree layout: many beam queries per prompt row, custom 4D mask, GQA without copying K/V.
+
+    The ``g`` query heads sharing a key/value head are stacked along the query axis (as HF's
+    ``pack_gqa`` does for one query), so the keys and values are never repeated per head.
+    """
+    if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None or kwargs.get("s_aux") is not None:
+        raise ValueError("the beam-tree KV layout supports plain full attention only; use kv_layout='expand'")
+    b, hq, q, d = query.shape
+    hkv = key.shape[1]
+    g = hq // hkv
+    mask = attention_mask
+    if g > 1:
+        query = query.reshape(b, hkv, g * q, d)
+        if mask is not None:
+            mask = mask.expand(b, 1, q, mask.shape[-1]).repeat(1, 1, g, 1)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, scale=scaling)
+    return out.reshape(b, hq, q, d).transpose(1, 2).contiguous(), None
+
+
+def _register_tree_attention() -> None:
+    from transformers import AttentionInterface
+
+    if _TREE_ATTN not in AttentionInterface._global_mapping:
+        AttentionInterface.register(_TREE_ATTN, _beam_tree_sdpa)
+
+
+class _BufferLayer(DynamicLayer):
+    """Cache layer over a preallocated buffer: appending writes in place (no torch.cat of the whole cache)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int):
+        super().__init__()
+        b, h, length, d = keys.shape
+        self.dtype, self.device = keys.dtype, keys.device
+        self._kbuf = keys.new_empty((b, h, capacity, d))
+        self._vbuf = values.new_empty((b, values.shape[1], capacity, values.shape[-1]))
+        self._kbuf[:, :, :length] = keys
+        self._vbuf[:, :, :length] = values
+        self.length = length
+        self.is_initialized = True
+        self._views()
+
+    def _views(self) -> None:
+        self.keys = self._kbuf[:, :, : self.length]
+        self.values = self._vbuf[:, :, : self.length]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        if end > self._kbuf.shape[2]:
+            raise RuntimeError("beam-tree KV buffer overflow")
+        self._kbuf[:, :, self.length : end] = key_states
+        self._vbuf[:, :, self.length : end] = value_states
+        self.length = end
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._kbuf = self._kbuf[indices]
+        self._vbuf = self._vbuf[indices]
+        self._views()
+
+
+class _ExpandLayout:
+    """One KV row per live beam, gathered from its prompt's prefill row and reordered every step (HF's layout)."""
+
+    def __init__(self, model, cache, *, prompt_mask, has_padding, next_position, num_beams, keep_one):
+        self.model, self.cache, self.keep_one = model, cache, keep_one
+        self.prompt_mask, self.has_padding, self.next_position = prompt_mask, has_padding, next_position
+        b = prompt_mask.shape[0]
+        device = prompt_mask.device
+        self.row_of = torch.full((b, num_beams), -1, dtype=torch.int64, device=device)
+        self.row_of[:, 0] = torch.arange(b, device=device)  # after prefill: row p = prompt p, beam 0
+        self.gen_mask = torch.ones((b, 0), dtype=prompt_mask.dtype, device=device)
+
+    def select_prompts(self, idx: torch.Tensor) -> None:
+        # The reorder below drops the rows of prompts that left.
+        self.row_of, self.prompt_mask = self.row_of[idx], self.prompt_mask[idx]
+        self.gen_mask, self.next_position = self.gen_mask[idx], self.next_position[idx]
+
+    def forward(self, src_beam, tokens, alive, step) -> torch.Tensor:
+        a, k = tokens.shape
+        device = tokens.device
+        flat_alive = alive.reshape(-1)
+        src_row = torch.gather(self.row_of, 1, src_beam).reshape(-1)[flat_alive]
+        self.cache.reorder_cache(src_row)
+        n_live = int(flat_alive.sum())
+        self.row_of = torch.full((a, k), -1, dtype=torch.int64, device=device)
+        self.row_of[alive] = torch.arange(n_live, device=device)
+        prompt_of_row = torch.arange(a, device=device).repeat_interleave(k)[flat_alive]
+        self.gen_mask = torch.cat((self.gen_mask, self.gen_mask.new_ones((a, 1))), dim=1)
+        mask = torch.cat((self.prompt_mask, self.gen_mask), dim=1)[prompt_of_row] if self.has_padding else None
+        logits, self.cache = _forward_last(
+            self.model,
+            self.keep_one,
+            input_ids=tokens.reshape(-1)[flat_alive][:, None],
+            attention_mask=mask,
+            position_ids=(self.next_position[prompt_of_row] + step)[:, None],
+            past_key_values=self.cache,
+        )
+        full = logits.new_zeros((a * k, logits.shape[-1]))  # dead beams: any finite row (masked to -inf)
+        full[flat_alive] = logits
+        return full
+
+
+class _TreeLayout:
+    """One KV row per prompt; every step appends the ``num_beams`` new tokens as columns of that row.
+
+    A beam's query attends to the prompt and to the columns of its own ancestors (a custom 4D mask), so
+    the prompt's keys/values are stored once and never copied or reordered; beams that die simply
+    stop being referenced.
+    """
+
+    def __init__(self, model, cache, *, prompt_mask, next_position, num_beams, max_new_tokens):
+        self.model, self.next_position = model, next_position
+        self.prompt_mask = prompt_mask.bool()
+        self.prompt_len = prompt_mask.shape[1]
+        b = prompt_mask.shape[0]
+        capacity = self.prompt_len + num_beams * max_new_tokens
+        for i, layer in enumerate(cache.layers):
+            cache.layers[i] = _BufferLayer(layer.keys, layer.values, capacity)
+        self.cache = cache
+        self.anc = torch.zeros((b, num_beams, 0), dtype=torch.int64, device=prompt_mask.device)
+        self.dtype = next(model.parameters()).dtype
+
+    def select_prompts(self, idx: torch.Tensor) -> None:
+        self.cache.batch_select_indices(idx)
+        self.prompt_mask, self.anc, self.next_position = self.prompt_mask[idx], self.anc[idx], self.next_position[idx]
+
+    def forward(self, src_beam, tokens, alive, step) -> torch.Tensor:
+        a, k = tokens.shape
+        device = tokens.device
+        own = (self.prompt_len + k * step + torch.arange(k, device=device)).expand(a, k)
+        parents = torch.gather(self.anc, 1, src_beam[:, :, None].expand(a, k, step))
+        parents = torch.where(alive[:, :, None], parents, own[:, :, None])
+        self.anc = torch.cat((parents, own[:, :, None]), dim=2)
+        cols = self.prompt_len + k * (step + 1)
+        allowed = torch.zeros((a, k, cols), dtype=torch.bool, device=device)
+        allowed[:, :, : self.prompt_len] = self.prompt_mask[:, None, :]
+        allowed.scatter_(2, self.anc, True)
+        mask = torch.zeros((a, 1, k, cols), dtype=self.dtype, device=device)
+        mask.masked_fill_(~allowed[:, None], torch.finfo(self.dtype).min)
+        config = self.model.config
+        previous = config._attn_implementation
+        config._attn_implementation = _TREE_ATTN
+        try:
+            out = self.model(
+                input_ids=tokens,
+                attention_mask=mask,
+                position_ids=(self.next_position + step)[:, None].expand(a, k),
+                past_key_values=self.cache,
+                use_cache=True,
+                return_dict=True,
+            )
+        finally:
+            config._attn_implementation = previous
+        return out.logits.reshape(a * k, -1).to(dtype=torch.float32)
+
+
+def _tree_supported(model, cache) -> bool:
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    if getattr(config, "is_encoder_decoder", False) or getattr(config, "sliding_window", None):
+        return False
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+
+
+# ------------------------------------------------------------------------------------ beam search
 def _search_batch(
     model: torch.nn.Module,
     trie: TitleTrie,
@@ -94,6 +272,7 @@ def _search_batch(
     max_new_tokens: int,
     eos_ids: torch.Tensor,
     keep_one: bool,
+    kv_layout: str,
 ) -> list[list[Hypothesis]]:
     """Beam search for one left-padded batch of prompts (mask [B, L], 1 = real token)."""
     device = attention_mask.device
@@ -116,35 +295,34 @@ def _search_batch(
         attention_mask=attention_mask if has_padding else None,
         position_ids=position_ids,
     )
+    if kv_layout == "auto":
+        kv_layout = "tree" if _tree_supported(model, cache) else "expand"
+    if kv_layout == "tree":
+        _register_tree_attention()
+        layout = _TreeLayout(model, cache, prompt_mask=attention_mask, next_position=next_position,
+                             num_beams=k, max_new_tokens=max_new_tokens)
+    else:
+        layout = _ExpandLayout(model, cache, prompt_mask=attention_mask, has_padding=has_padding,
+                               next_position=next_position, num_beams=k, keep_one=keep_one)
+    # Only beam 0 holds a real prefix at the start (HF seeds beams 1.. with -1e9, which only ever yields
+    # non-catalog padding hypotheses): the other beams start dead (-inf) on node -1.
+    logits = logits.repeat_interleave(k, dim=0)  # [B * K, V]; rows of dead beams are masked anyway
 
-    # Active prompts (indices into the batch) and their beams. Only beam 0 holds a real prefix at the
-    # start (HF seeds beams 1.. with -1e9, which only ever yields non-catalog padding hypotheses).
-    active = torch.arange(b, device=device)
+    active = torch.arange(b, device=device)  # batch index of each active prompt
     run_scores = torch.full((b, k), NEG_INF, device=device)
     run_scores[:, 0] = 0.0
     run_nodes = torch.full((b, k), -1, dtype=torch.int64, device=device)
     run_nodes[:, 0] = 0
-    # Row of the model cache / of `logits` that holds each (active prompt, beam); -1 for dead beams.
-    row_of = torch.full((b, k), -1, dtype=torch.int64, device=device)
-    row_of[:, 0] = torch.arange(b, device=device)
-    live_prompt = torch.arange(b, device=device)  # prompt slot (index into `active`) of each cache row
-    live_nodes = torch.zeros(b, dtype=torch.int64, device=device)
-
     fin_scores = torch.full((b, k), NEG_INF, device=device)
     fin_nodes = torch.full((b, k), -1, dtype=torch.int64, device=device)
     results: list[list[Hypothesis]] = [[] for _ in range(b)]
     top_rank = torch.arange(n_keep, device=device) < k  # HF's `top_num_beam_mask`
-    gen_mask = torch.ones((b, 0), dtype=attention_mask.dtype, device=device)
-    prompt_mask = attention_mask
 
     for step in range(max_new_tokens):
         a = active.numel()
         vocab = logits.shape[-1]
         # log-softmax over the full vocabulary, then the catalog constraint (-inf elsewhere).
-        logp_rows = trie.constrain(F.log_softmax(logits, dim=-1), live_nodes)
-        logp = torch.full((a * k, vocab), NEG_INF, device=device)
-        live_flat = (row_of >= 0).reshape(-1)
-        logp[live_flat] = logp_rows[row_of.reshape(-1)[live_flat]]
+        logp = trie.constrain(F.log_softmax(logits, dim=-1), run_nodes.reshape(-1))
         total = (logp.view(a, k, vocab) + run_scores[:, :, None]).view(a, k * vocab)
 
         cand_scores, cand_idx = torch.topk(total, n_keep, dim=1)  # sorted, best first
@@ -169,10 +347,8 @@ def _search_batch(
         run_scores, pick = torch.topk(torch.where(cand_done, NEG_INF, cand_scores), k, dim=1)
         src_beam = torch.gather(cand_beam, 1, pick)
         next_tok = torch.gather(cand_tok, 1, pick)
-        run_nodes = torch.gather(cand_nodes, 1, pick)
-        src_row = torch.gather(row_of, 1, src_beam)
         alive = torch.isfinite(run_scores)
-        run_nodes = torch.where(alive, run_nodes, -1)
+        run_nodes = torch.where(alive, torch.gather(cand_nodes, 1, pick), -1)
 
         # HF's early_stopping=False heuristic: stop once the best running beam, normalised by the
         # current generated length, cannot beat the worst of `num_beams` finished hypotheses.
@@ -192,37 +368,15 @@ def _search_batch(
                 nodes = fin_nodes[slot][keep][:num_return].tolist()
                 vals = scores[keep][:num_return].tolist()
                 results[int(active[slot])] = list(zip(nodes, vals))
-            stay = ~done
-            if not bool(stay.any()):
+            stay = torch.nonzero(~done).flatten()
+            if stay.numel() == 0:
                 break
-            active = active[stay]
-            run_scores, run_nodes, src_row, next_tok, alive = (
-                t[stay] for t in (run_scores, run_nodes, src_row, next_tok, alive)
-            )
+            active, run_scores, run_nodes = active[stay], run_scores[stay], run_nodes[stay]
+            src_beam, next_tok, alive = src_beam[stay], next_tok[stay], alive[stay]
             fin_scores, fin_nodes = fin_scores[stay], fin_nodes[stay]
-            prompt_mask, gen_mask, next_position = prompt_mask[stay], gen_mask[stay], next_position[stay]
+            layout.select_prompts(stay)
 
-        # Gather the cache rows of the surviving beams (this also expands a prompt's single prefill
-        # row into its beams after the first step) and feed their last tokens.
-        a = active.numel()
-        flat_alive = alive.reshape(-1)
-        beam_idx = src_row.reshape(-1)[flat_alive]
-        row_of = torch.full((a, k), -1, dtype=torch.int64, device=device)
-        row_of[alive] = torch.arange(int(flat_alive.sum()), device=device)
-        live_prompt = torch.arange(a, device=device).repeat_interleave(k)[flat_alive]
-        live_nodes = run_nodes.reshape(-1)[flat_alive]
-        cache.reorder_cache(beam_idx)
-
-        gen_mask = torch.cat((gen_mask, torch.ones((a, 1), dtype=gen_mask.dtype, device=device)), dim=1)
-        step_mask = torch.cat((prompt_mask, gen_mask), dim=1)[live_prompt] if has_padding else None
-        logits, cache = _forward_last(
-            model,
-            keep_one,
-            input_ids=next_tok.reshape(-1)[flat_alive][:, None],
-            attention_mask=step_mask,
-            position_ids=(next_position[live_prompt] + step)[:, None],
-            past_key_values=cache,
-        )
+        logits = layout.forward(src_beam, next_tok, alive, step)
     return results
 
 
@@ -242,6 +396,7 @@ def constrained_beam_search(
     eos_token_id: int | Sequence[int],
     pad_token_id: int | None = None,
     sort_by_length: bool = True,
+    kv_layout: str = "auto",
 ) -> list[list[Hypothesis]]:
     """Catalog-constrained beam search; for each prompt its ranked ``[(trie_node, score), ...]``.
 
@@ -264,6 +419,8 @@ def constrained_beam_search(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if kv_layout not in ("auto", "tree", "expand"):
+        raise ValueError(f"kv_layout must be 'auto', 'tree' or 'expand', got {kv_layout!r}")
     if (prompts is None) == (prefix_embeds is None):
         raise ValueError("give exactly one of `prompts` (token ids) and `prefix_embeds`")
 
@@ -317,6 +474,7 @@ def constrained_beam_search(
             max_new_tokens=max_new_tokens,
             eos_ids=eos_ids,
             keep_one=keep_one,
+            kv_layout=kv_layout,
         )
         for i, hyps in zip(chunk, out):
             results[i] = hyps

@@ -25,6 +25,8 @@ def build_report(metrics_paths: list[str], stats_paths: list[str], cfg: dict, ou
     published = paper.get(table["paper_key"], {})
     by_id = collect(records, published, names, match="id")
     by_title = collect(records, published, names, match="title")
+    if cfg.get("test_limit"):
+        table = dict(table, title=f"{table['title']} (first {cfg['test_limit']} test rows only)")
     stem = out_dir / table["name"]
     write_csv(pd.concat([by_id, by_title]), stem.with_suffix(".csv"))
     md = to_markdown(by_id, f"{table['title']} — ours matched by item id")

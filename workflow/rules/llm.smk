@@ -1,0 +1,96 @@
+# Generative recommenders: backbone fetch, SFT (shared by BIGRec and D3), sharded constrained decoding.
+
+
+scattergather:
+    decode=LLM["decode_shards"],
+
+
+rule fetch_model:
+    output:
+        directory("resources/models/{model}"),
+    log:
+        "logs/fetch_model/{model}.log",
+    conda:
+        ENV
+    params:
+        spec=lambda w: LLM["models"][w.model]["spec"],
+    shell:
+        "python -m latentrec fetch-model --spec {params.spec:q} --out {output} 2> {log}"
+
+
+rule sft_backbone:
+    input:
+        data=processed("{dataset}"),
+        model=f"resources/models/{LLM['backbone']}",
+    output:
+        model=directory("results/{dataset}/sft/seed{seed}/model"),
+        log="results/{dataset}/sft/seed{seed}/train_log.json",
+    log:
+        "logs/sft_backbone/{dataset}/seed{seed}.log",
+    benchmark:
+        "benchmarks/sft_backbone/{dataset}/seed{seed}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=LLM["sft_gpus"],
+    params:
+        cfg=as_arg(LLM["sft"]),
+        domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
+        launch=launcher(LLM["sft_gpus"]),
+    shell:
+        "{params.launch} sft --data results/{wildcards.dataset}/data --model {input.model}"
+        " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
+        " --out results/{wildcards.dataset}/sft/seed{wildcards.seed} 2> {log}"
+
+
+rule decode_llm_shard:
+    input:
+        data=processed("{dataset}"),
+        model=llm_model_input,
+    output:
+        temp("results/{dataset}/{method}/seed{seed}/shards/{scatteritem}.parquet"),
+    log:
+        "logs/decode_llm_shard/{dataset}/{method}/seed{seed}/{scatteritem}.log",
+    benchmark:
+        "benchmarks/decode_llm_shard/{dataset}/{method}/seed{seed}/{scatteritem}.tsv"
+    wildcard_constraints:
+        method=_alternatives(llm_methods(config)),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=LLM["decode_gpus"],
+    params:
+        cfg=lambda w: as_arg(method_config(config, w.method).get("decode", {})),
+        domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
+        launch=launcher(LLM["decode_gpus"], single=True),
+        shard=lambda w: int(w.scatteritem.split("-of-")[0]) - 1,
+        n_shards=LLM["decode_shards"],
+        limit=TEST_LIMIT_ARG,
+    shell:
+        "{params.launch} decode --data results/{wildcards.dataset}/data --model {input.model}"
+        " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
+        " --shard {params.shard} --num-shards {params.n_shards} {params.limit} --out {output} 2> {log}"
+
+
+rule gather_llm_shards:
+    input:
+        gather.decode(
+            "results/{{dataset}}/{{method}}/seed{{seed}}/shards/{scatteritem}.parquet"
+        ),
+    output:
+        predictions="results/{dataset}/{method}/seed{seed}/predictions.parquet",
+        config="results/{dataset}/{method}/seed{seed}/config.yaml",
+    log:
+        "logs/gather_llm_shards/{dataset}/{method}/seed{seed}.log",
+    wildcard_constraints:
+        method=_alternatives(llm_methods(config)),
+    conda:
+        ENV
+    params:
+        cfg=lambda w: as_arg(method_config(config, w.method)),
+    shell:
+        "python -m latentrec gather --shards {input} --dataset {wildcards.dataset} --method {wildcards.method}"
+        " --seed {wildcards.seed} --cfg {params.cfg}"
+        " --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} 2> {log}"
