@@ -157,7 +157,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--expand-too", action="store_true", help="also time our decoder with kv_layout='expand'")
-    ap.add_argument("--block", type=int, default=16, help="prompts per alternation block (default 16)")
+    ap.add_argument("--block", type=int, default=None,
+                    help="prompts per alternation block (default: 2 batches); keep it a multiple of the batch size")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
 
@@ -212,6 +213,7 @@ def main(argv=None):
     wall = dict.fromkeys(methods, 0.0)
     cpu = dict.fromkeys(methods, 0.0)
     names = list(methods)
+    args.block = args.block or 2 * args.batch_size
     for bi, start in enumerate(range(0, len(prompts), args.block)):
         block = prompts[start : start + args.block]
         for name in names[bi % len(names):] + names[: bi % len(names)]:

@@ -1,6 +1,7 @@
 """Prompts (reference-exact text and segment encoding) and SFT on a tiny model with a real tokenizer."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -124,3 +125,20 @@ def test_killed_run_resumes_to_the_same_weights(smollm2_tokenizer, tmp_path, mon
     train_sft(resumed, tok, train, valid, cfg, tmp_path / "b")
     for k, v in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_of_another_config_is_not_resumed(smollm2_tokenizer, tmp_path):
+    tok = smollm2_tokenizer
+    train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
+    cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=8, max_epochs=1, checkpoint_every=1,
+                    valid_limit=None)
+    first = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path)
+    assert first["steps"] == 2
+    again = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path)  # same run: already done
+    assert again["steps"] == 2 and len(again["history"]) == 1
+    changed = SFTConfig(**{**cfg.__dict__, "lr": 2e-3})
+    fresh = train_sft(tiny_llama_like(tok), tok, train, valid, changed, tmp_path)
+    assert fresh["steps"] == 2
+    # A resumed (finished) run would have kept the old losses; a fresh one trained anew at the new lr.
+    assert fresh["history"][0]["valid_loss"] != first["history"][0]["valid_loss"]
+    assert '"lr": 0.002' in json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())["fingerprint"]

@@ -5,13 +5,20 @@
 early_stopping=False, prefix_allowed_tokens_fn=<catalog trie>)`` returns (transformers 5.23,
 ``GenerationMixin._beam_search``), computed faster:
 
-* each prompt is prefilled once (not ``num_beams`` times); the beams' key/value rows are gathered from
-  the prompt's row afterwards;
-* only the last position is projected onto the vocabulary (``logits_to_keep=1``);
+* each prompt is prefilled once (not ``num_beams`` times), and only the last position is projected onto
+  the vocabulary (``logits_to_keep=1``);
+* ``kv_layout="tree"`` (the default where supported): the prompt's keys/values stay one cache row per
+  prompt; every step appends the ``num_beams`` new tokens as columns of that row and a custom 4D mask
+  lets each beam see the prompt and its own ancestors only, so the prompt's KV is never expanded,
+  reordered or re-concatenated (a preallocated buffer takes the new columns);
+  ``kv_layout="expand"``: HF's layout, one row per live beam gathered from the prompt's row after the
+  prefill (the ``repeat_interleave`` expansion) and reordered every step; it is the fallback for
+  attention implementations or caches the tree layout does not handle (flash-attention, sliding
+  windows, ...);
 * allowed tokens come from a :class:`~latentrec.llm.trie.TitleTrie` with tensor ops, no Python call per
   beam;
-* many prompts run per batch (sorted by length to limit padding), the model is only run on beams that
-  can still produce a catalog entry, and a prompt leaves the batch as soon as its result is final.
+* many prompts run per batch (sorted by length to limit padding), and a prompt leaves the batch as soon
+  as its result is final (HF keeps stepping it until the whole batch is done).
 
 Scoring follows HF step by step: log-softmax of the float32 logits over the full vocabulary, then the
 constraint (disallowed tokens -> -inf), plus the running beam score; the top
@@ -252,8 +259,9 @@ def _tree_supported(model, cache) -> bool:
     config = getattr(model, "config", None)
     if config is None or getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
-    if getattr(config, "is_encoder_decoder", False) or getattr(config, "sliding_window", None):
+    if getattr(config, "is_encoder_decoder", False):
         return False
+    # Sliding-window / hybrid models get other cache layer classes than plain DynamicLayer.
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
 
@@ -411,7 +419,8 @@ def constrained_beam_search(
     ``sum(logprob) / len ** length_penalty`` (1.0 = BIGRec, 0.0 = D3); lists are sorted best first and
     hold at most ``num_return`` entries. ``batch_size`` prompts are decoded together (each with
     ``num_beams`` beams); ``sort_by_length`` groups prompts of similar length to save padding.
-    The caller puts the model in eval mode.
+    ``kv_layout``: ``"tree"``, ``"expand"`` or ``"auto"`` (tree for sdpa/eager attention with a plain
+    dynamic cache, else expand); both give the same hypotheses. The caller puts the model in eval mode.
     """
     if num_beams < 1 or not 1 <= num_return <= num_beams:
         raise ValueError(f"need 1 <= num_return ({num_return}) <= num_beams ({num_beams})")

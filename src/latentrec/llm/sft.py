@@ -13,6 +13,7 @@ with the same loop.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -116,6 +117,7 @@ class TrainState:
     bad_epochs: int = 0
     done: bool = False
     history: list = field(default_factory=list)
+    fingerprint: str = ""  # the config and data the checkpoint belongs to
 
 
 def _mixed_precision(choice: str) -> str:
@@ -147,11 +149,16 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     model, opt = accelerator.prepare(model, opt)
     accelerator.register_for_checkpointing(sched)
 
-    state = TrainState()
+    fingerprint = json.dumps([asdict(cfg), len(train), len(valid), world], sort_keys=True)
+    state = TrainState(fingerprint=fingerprint)
     if (ckpt_dir / "trainer_state.json").exists():
-        accelerator.load_state(str(ckpt_dir))
-        state = TrainState(**read_json(ckpt_dir / "trainer_state.json"))
-        accelerator.print(f"resumed from {ckpt_dir}: epoch {state.epoch}, step {state.step}")
+        saved = TrainState(**read_json(ckpt_dir / "trainer_state.json"))
+        if saved.fingerprint == fingerprint and (saved.step == 0 or (out_dir / "model").exists() or not saved.history):
+            accelerator.load_state(str(ckpt_dir))
+            state = saved
+            accelerator.print(f"resumed from {ckpt_dir}: epoch {state.epoch}, step {state.step}")
+        else:  # another config, data or world size: resuming would silently mix two runs
+            accelerator.print(f"ignoring {ckpt_dir}: it belongs to a different run; starting afresh")
 
     def checkpoint():
         accelerator.wait_for_everyone()
