@@ -56,9 +56,18 @@ def _hr10(model, ds: ProcessedDataset) -> tuple[float, np.ndarray]:
     return float(row_metrics(pos, ks=(10,))["HR@10"].mean()), ids
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models: one thread is as fast, immune to oversubscription on a busy machine, and keeps
+    # float reduction order (hence the reproducibility checks) independent of the thread count.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def fitted(data):
-    torch.set_num_threads(2)
     out = {}
     for family in MODELS:
         model = base.build(family, _params(family), seed=7)
@@ -171,3 +180,26 @@ def test_exclude_history_masks_only_history_items(fitted, data):
         keep[hist] = False
         torch.testing.assert_close(masked[r, keep], plain[r, keep])
         assert not set(ids[r]) & set(hist)
+
+
+def test_caser_fused_horizontal_equals_separate_convolutions():
+    """The one-matmul horizontal layer computes Caser's L separate (h x d) convolutions + max-pool."""
+    from latentrec.baselines.sequential import CaserModel
+
+    torch.manual_seed(0)
+    L, d, n_h, n_items = MAX_LEN, 8, 3, 30
+    m = CaserModel(n_items, d, 0.0, L, n_h, n_v=2)
+    hist = pad_histories([[1], [2, 3, 4], list(range(5, 5 + L)), [7, 8, 9, 10, 11, 12]], pad=n_items)
+    valid = (hist != n_items).float()
+    e = m.item_emb(hist) * valid.unsqueeze(-1)
+    got = m.horizontal(e, valid)
+    expected = []
+    for h in range(1, L + 1):
+        conv = torch.nn.Conv1d(d, n_h, h)
+        with torch.no_grad():
+            conv.weight.copy_(m.conv_h_weight[h - 1, :, L - h :, :].transpose(1, 2))
+            conv.bias.copy_(m.conv_h_bias[h - 1])
+        c = torch.relu(conv(e.transpose(1, 2)))  # [B, n_h, L-h+1], windows starting at j
+        c = c * valid[:, None, h - 1 :]  # drop windows that end on padding
+        expected.append(c.amax(dim=2))
+    torch.testing.assert_close(got, torch.cat(expected, dim=1), rtol=1e-5, atol=1e-6)

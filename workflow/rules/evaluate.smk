@@ -12,6 +12,8 @@ rule evaluate_run:
         "logs/evaluate_run/{dataset}/{method}/seed{seed}.log",
     conda:
         ENV
+    params:
+        limit=TEST_LIMIT_ARG,
     shell:
         "python -m latentrec evaluate --data results/{wildcards.dataset}/data"
         " --predictions {input.predictions} --rows {output.rows} --metrics {output.metrics}"

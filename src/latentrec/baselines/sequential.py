@@ -197,7 +197,9 @@ class GRU4RecModel(_SeqModel):
         self.emb_drop = nn.Dropout(dropout)
         self.gru = nn.GRU(hidden, hidden, num_layers=1, batch_first=True)
         self.dense = nn.Linear(hidden, hidden)
-        nn.init.xavier_normal_(self.item_emb.weight)
+        # std 1/sqrt(d) rather than Xavier (std ~0.02 for 5k items): with dot-product scores the
+        # tiny init learns slowly (CDs valid NDCG@10 still ~0.010 after 15 epochs at lr 1e-3).
+        nn.init.normal_(self.item_emb.weight, std=1.0 / math.sqrt(hidden))
         with torch.no_grad():
             self.item_emb.weight[n_items].zero_()
         for name, p in self.gru.named_parameters():
@@ -232,22 +234,56 @@ class CaserModel(_SeqModel):
 
     def __init__(self, n_items, hidden, dropout, max_len, n_h, n_v):
         super().__init__(n_items)
-        self.max_len = max_len
-        self.item_emb = nn.Embedding(n_items + 1, hidden, padding_idx=n_items)
-        # Caser's vertical filters (max_len x 1) are weighted sums over positions; its horizontal
-        # filters (h x hidden) slide over time only, i.e. Conv2d(1, n_h, (h, d)) on [B, 1, L, d] is
-        # Conv1d(d, n_h, h) on [B, d, L], which is several times faster on CPU.
-        self.conv_v = nn.Linear(max_len, n_v)
-        self.conv_h = nn.ModuleList(nn.Conv1d(hidden, n_h, h) for h in range(1, max_len + 1))
-        self.fc = nn.Linear(n_v * hidden + n_h * max_len, hidden)
+        L, d = max_len, hidden
+        self.max_len, self.n_h = L, n_h
+        self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)
+        # Vertical filters (L x 1): n_v weighted sums over the L positions, per embedding dim.
+        self.conv_v = nn.Linear(L, n_v)
+        # Horizontal filters: n_h filters of each height h = 1..L spanning the whole embedding
+        # (Conv2d(1, n_h, (h, d)) in the paper). All L heights are applied in one matmul: every
+        # window of L rows ending at position t (rows before the sequence start are zeros) meets
+        # a [L*n_h, L, d] weight whose height-h filters are zero except in their last h rows;
+        # `h_mask` keeps those rows zero. Same function as L separate convolutions, ~10x faster.
+        self.conv_h_weight = nn.Parameter(torch.empty(L, n_h, L, d))
+        self.conv_h_bias = nn.Parameter(torch.empty(L, n_h))
+        rows = torch.arange(L)
+        heights = torch.arange(1, L + 1)
+        self.register_buffer("h_mask", (rows[None, :] >= L - heights[:, None]).float()[:, None, :, None],
+                             persistent=False)  # [L(h), 1, L(row), 1]
+        # Window ending at t holds a complete height-h window iff t >= h-1.
+        self.register_buffer("t_ok", (rows[None, :] >= heights[:, None] - 1).float(), persistent=False)  # [h, t]
+        self.fc = nn.Linear(n_v * d + n_h * L, d)
         self.drop = nn.Dropout(dropout)
-        self.out_emb = nn.Embedding(n_items, hidden)
+        self.out_emb = nn.Embedding(n_items, d)
         self.out_bias = nn.Embedding(n_items, 1)
-        nn.init.normal_(self.item_emb.weight, std=1.0 / hidden)
-        nn.init.normal_(self.out_emb.weight, std=1.0 / hidden)
-        nn.init.zeros_(self.out_bias.weight)
         with torch.no_grad():
+            for h in range(1, L + 1):  # PyTorch's Conv default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+                bound = 1.0 / math.sqrt(h * d)
+                self.conv_h_weight[h - 1].uniform_(-bound, bound)
+                self.conv_h_bias[h - 1].uniform_(-bound, bound)
+            # The reference initialises embeddings with std 1/d; at d=64 that leaves the model in
+            # a popularity-only plateau for ~10 epochs on CDs, which patience-5 early stopping
+            # mistakes for convergence (test HR@10 ~0.02, MostPop level). std 1/sqrt(d) does not.
+            nn.init.normal_(self.item_emb.weight, std=1.0 / math.sqrt(d))
+            nn.init.normal_(self.out_emb.weight, std=1.0 / math.sqrt(d))
+            nn.init.zeros_(self.out_bias.weight)
             self.item_emb.weight[n_items].zero_()
+
+    def horizontal(self, e: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Max-pooled horizontal convolution features [B, L * n_h] (height-major) of e [B, L, d]."""
+        B, L, d = e.shape
+        padded = F.pad(e, (0, 0, L - 1, 0))  # [B, 2L-1, d]
+        windows = padded.unfold(1, L, 1)  # [B, L(t), d, L(row)]
+        windows = windows.transpose(2, 3).reshape(B * L, L * d)  # row-major [row, d]
+        w = (self.conv_h_weight * self.h_mask).reshape(L * self.n_h, L * d)
+        c = (windows @ w.T).view(B, L, L, self.n_h)  # [B, t, h, n_h]
+        c = F.relu(c + self.conv_h_bias)
+        # Drop incomplete windows (t < h-1) and windows ending on padding (given left padding,
+        # those are all padding and would only contribute relu(bias)): zero them, which is <= any
+        # ReLU output; the window ending at the latest item is always kept, so the max over t is a
+        # max over real windows.
+        keep = self.t_ok.T[None, :, :, None] * valid[:, :, None, None]  # [B, t, h, 1]
+        return (c * keep).amax(dim=1).reshape(B, L * self.n_h)
 
     def encode(self, hist):
         B, L = hist.shape
@@ -255,17 +291,9 @@ class CaserModel(_SeqModel):
             raise ValueError(f"Caser needs histories padded to {self.max_len}, got {L}")
         valid = (hist != self.pad).to(self.item_emb.weight.dtype)  # [B, L]
         # Padding rows as explicit zero vectors (zero padding, whatever the padding row holds).
-        e = (self.item_emb(hist) * valid.unsqueeze(-1)).transpose(1, 2)  # [B, d, L]
-        out_v = self.conv_v(e).reshape(B, -1)  # [B, d, n_v] -> [B, d * n_v]
-        feats = [out_v]
-        for h, conv in enumerate(self.conv_h, start=1):
-            c = F.relu(conv(e))  # [B, n_h, L-h+1]
-            # A window made only of padding (its last row is padding, given left padding) would
-            # contribute relu(bias); zero it (<= any real window after ReLU). The window ending at
-            # the latest item is always real, so the max is over real windows only.
-            c = c * valid[:, None, h - 1 :]
-            feats.append(c.max(dim=2).values)
-        z = F.relu(self.fc(torch.cat(feats, dim=1)))
+        e = self.item_emb(hist) * valid.unsqueeze(-1)  # [B, L, d]
+        out_v = self.conv_v(e.transpose(1, 2)).reshape(B, -1)  # [B, d, n_v] -> [B, d * n_v]
+        z = F.relu(self.fc(torch.cat([out_v, self.horizontal(e, valid)], dim=1)))
         return self.drop(z)
 
     def output_weights(self):
