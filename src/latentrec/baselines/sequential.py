@@ -252,6 +252,8 @@ class CaserModel(_SeqModel):
                              persistent=False)  # [L(h), 1, L(row), 1]
         # Window ending at t holds a complete height-h window iff t >= h-1.
         self.register_buffer("t_ok", (rows[None, :] >= heights[:, None] - 1).float(), persistent=False)  # [h, t]
+        # Entries of conv_h_weight that h_mask keeps at zero: not parameters of the model.
+        self.n_structural_zeros = int((1 - self.h_mask).sum().item()) * n_h * d
         self.fc = nn.Linear(n_v * d + n_h * L, d)
         self.drop = nn.Dropout(dropout)
         self.out_emb = nn.Embedding(n_items, d)
@@ -348,7 +350,7 @@ class SequentialRecommender(Recommender):
         device = torch.device(hp["device"])
         self.n_items = n_items = data.n_items
         self.model = model = self._build_model(n_items).to(device)
-        n_params = sum(p.numel() for p in model.parameters())
+        n_params = sum(p.numel() for p in model.parameters()) - getattr(model, "n_structural_zeros", 0)
 
         hist = self._matrix(data.train)
         target = torch.as_tensor(data.train["item_id"].to_numpy(copy=True), dtype=torch.int64)
