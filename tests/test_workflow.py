@@ -66,19 +66,36 @@ def test_bad_config_type_stops_before_any_job(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_tiny_run_end_to_end(tmp_path):
-    """Synthetic raw files → split → MostPop → metrics → tables, in a scratch working directory."""
+def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
+    """Synthetic raw files → split → MostPop, SASRec and the LLM chain (fetch, SFT, sharded decode,
+    gather) on a tiny random Llama → metrics → tables, in a scratch working directory."""
+    from latentrec.llm.backbone import tiny_llama_like
+
+    model_dir = tmp_path / "tiny_model"
+    tiny_llama_like(smollm2_tokenizer).save_pretrained(model_dir)
+    smollm2_tokenizer.save_pretrained(model_dir)
+
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     cfg["datasets"]["Synthetic_Music"]["synthetic"].update(n_users=600, n_items=200)
     cfg["datasets"]["Synthetic_Music"]["processing"]["min_items"] = 50
     cfg["seeds"] = [0, 1]
     cfg["report"]["paper_results"] = str(ROOT / "config" / "paper_results.yaml")
+    cfg["methods"]["SASRec"]["params"].update(max_epochs=2, hidden=16)
+    cfg["llm"]["models"] = {"tiny": {"spec": str(model_dir)}}
+    cfg["llm"].update(backbone="tiny", decode_shards=2)
+    cfg["llm"]["sft"].update(max_steps=1, micro_batch=4, effective_batch=4, train_limit=8, valid_limit=4)
+    for m in ("Base", "BIGRec", "D3"):
+        cfg["methods"][m]["decode"].update(num_beams=2, num_return=2, max_new_tokens=24)
+    cfg["evaluation"]["test_limit"] = 6
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake("--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2")
     table = (tmp_path / "results" / "tables" / "table1.md").read_text()
-    assert "MostPop" in table and "Synthetic_Music" in table
+    for method in ("MostPop", "SASRec", "Base", "BIGRec", "D3"):
+        assert f"| {method} |" in table
     m = json.loads((tmp_path / "results/Synthetic_Music/MostPop/seed1/metrics.json").read_text())
-    assert m["seed"] == 1 and 0 < m["metrics"]["HR@10"] < 1
+    assert m["seed"] == 1 and 0 <= m["metrics"]["HR@10"] <= 1 and m["metrics"]["n_rows"] == 6
+    d3 = yaml.safe_load((tmp_path / "results/Synthetic_Music/D3/seed0/config.yaml").read_text())
+    assert d3["generation_config"]["length_penalty"] == 0.0 and d3["generation_config"]["do_sample"] is False
     assert (tmp_path / "results/Synthetic_Music/data/csv/info.txt").exists()
-    assert (tmp_path / "results/Synthetic_Music/MostPop/seed0/config.yaml").exists()
+    assert (tmp_path / "results/Synthetic_Music/sft/seed0/model/config.json").exists()
