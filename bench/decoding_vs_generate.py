@@ -152,8 +152,9 @@ def main(argv=None):
     ap.add_argument("--num-beams", type=int, default=10)
     ap.add_argument("--length-penalty", type=float, default=1.0)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=8, help="prompts per batch, both methods")
-    ap.add_argument("--ours-batch-size", type=int, default=None, help="override our batch size")
+    ap.add_argument("--batch-size", type=int, default=8, help="prompts per batch of the reference (default 8)")
+    ap.add_argument("--ours-batch-sizes", default=None,
+                    help="comma-separated batch sizes to time our decoder with (default: --batch-size)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--expand-too", action="store_true", help="also time our decoder with kv_layout='expand'")
@@ -186,9 +187,9 @@ def main(argv=None):
           f"threads {torch.get_num_threads()}", flush=True)
 
     kw = dict(num_beams=args.num_beams, length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens)
-    ours_bs = args.ours_batch_size or args.batch_size
+    ours_bss = [int(x) for x in args.ours_batch_sizes.split(",")] if args.ours_batch_sizes else [args.batch_size]
 
-    def ours_fn(layout):
+    def ours_fn(layout, ours_bs):
         def run(batch):
             res = constrained_beam_search(model, batch, trie, num_return=args.num_beams, eos_token_id=eos,
                                           pad_token_id=pad, batch_size=ours_bs, kv_layout=layout, **kw)
@@ -199,14 +200,14 @@ def main(argv=None):
         return run_reference(model, batch, sequences, eos=eos, pad=pad, batch_size=args.batch_size,
                              num_beams=args.num_beams, lp=args.length_penalty, max_new_tokens=args.max_new_tokens)
 
-    methods = {"ours": ours_fn("auto")}
+    methods = {f"ours[b={b}]": ours_fn("auto", b) for b in ours_bss}
     if args.expand_too:
-        methods["ours-expand"] = ours_fn("expand")
+        methods[f"ours-expand[b={ours_bss[0]}]"] = ours_fn("expand", ours_bss[0])
     if not args.skip_reference:
         methods["reference"] = ref_fn
 
     # Warm-up on two prompts so no timing pays one-off allocation costs.
-    ours_fn("auto")(prompts[:2])
+    ours_fn("auto", 2)(prompts[:2])
     # The methods alternate block by block (order rotating), so that load from other processes on a
     # shared machine falls on all of them alike.
     outputs = {m: [] for m in methods}
@@ -227,7 +228,7 @@ def main(argv=None):
     n = len(prompts)
     result = {"n": n, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     for m in names:
-        print(f"{m:12s} {n / wall[m]:.3f} users/s  (wall {wall[m]:.1f} s, process CPU {cpu[m]:.1f} s)")
+        print(f"{m:18s} {n / wall[m]:.3f} users/s  (wall {wall[m]:.1f} s, process CPU {cpu[m]:.1f} s)")
         result[m] = {"wall_s": wall[m], "cpu_s": cpu[m], "users_per_s": n / wall[m]}
     for m in names:
         if m == "reference":
@@ -239,9 +240,9 @@ def main(argv=None):
                   f"(up to near-ties {same_ties:.3f}); max |score diff| {max_diff:.2e}")
             result[m].update(speedup_wall=wall["reference"] / wall[m], speedup_cpu=cpu["reference"] / cpu[m],
                              identical=same, identical_up_to_ties=same_ties, max_score_diff=max_diff)
-        elif m != "ours":
-            same, same_ties, max_diff = compare(outputs[m], outputs["ours"])
-            print(f"{m} vs ours: identical {same:.3f}; max |score diff| {max_diff:.2e}")
+        elif m != names[0]:
+            same, same_ties, max_diff = compare(outputs[m], outputs[names[0]])
+            print(f"{m} vs {names[0]}: identical {same:.3f}; max |score diff| {max_diff:.2e}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

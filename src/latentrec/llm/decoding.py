@@ -10,7 +10,7 @@ early_stopping=False, prefix_allowed_tokens_fn=<catalog trie>)`` returns (transf
 * ``kv_layout="tree"`` (the default where supported): the prompt's keys/values stay one cache row per
   prompt; every step appends the ``num_beams`` new tokens as columns of that row and a custom 4D mask
   lets each beam see the prompt and its own ancestors only, so the prompt's KV is never expanded,
-  reordered or re-concatenated (a preallocated buffer takes the new columns);
+  reordered or re-concatenated (a buffer with spare room takes the new columns);
   ``kv_layout="expand"``: HF's layout, one row per live beam gathered from the prompt's row after the
   prefill (the ``repeat_interleave`` expansion) and reordered every step; it is the fallback for
   attention implementations or caches the tree layout does not handle (flash-attention, sliding
@@ -122,7 +122,7 @@ def _register_tree_attention() -> None:
 
 
 class _BufferLayer(DynamicLayer):
-    """Cache layer over a preallocated buffer: appending writes in place (no torch.cat of the whole cache)."""
+    """Cache layer over a buffer with spare room: appending writes in place (no torch.cat of the whole cache)."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int):
         super().__init__()
@@ -140,10 +140,18 @@ class _BufferLayer(DynamicLayer):
         self.keys = self._kbuf[:, :, : self.length]
         self.values = self._vbuf[:, :, : self.length]
 
+    def _grow(self, needed: int) -> None:
+        capacity = max(needed, self._kbuf.shape[2] + self._kbuf.shape[2] // 2)
+        for name in ("_kbuf", "_vbuf"):
+            old = getattr(self, name)
+            new = old.new_empty((*old.shape[:2], capacity, old.shape[-1]))
+            new[:, :, : self.length] = old[:, :, : self.length]
+            setattr(self, name, new)
+
     def update(self, key_states, value_states, *args, **kwargs):
         end = self.length + key_states.shape[-2]
         if end > self._kbuf.shape[2]:
-            raise RuntimeError("beam-tree KV buffer overflow")
+            self._grow(end)
         self._kbuf[:, :, self.length : end] = key_states
         self._vbuf[:, :, self.length : end] = value_states
         self.length = end
@@ -214,7 +222,9 @@ class _TreeLayout:
         self.prompt_mask = prompt_mask.bool()
         self.prompt_len = prompt_mask.shape[1]
         b = prompt_mask.shape[0]
-        capacity = self.prompt_len + num_beams * max_new_tokens
+        # Room for 16 steps to start with; the buffer grows by half when full (max_new_tokens is often
+        # far from reached, and the batch of prompts can be large).
+        capacity = self.prompt_len + num_beams * min(max_new_tokens, 16)
         for i, layer in enumerate(cache.layers):
             cache.layers[i] = _BufferLayer(layer.keys, layer.values, capacity)
         self.cache = cache
