@@ -20,6 +20,7 @@ torch.randint call.
 
 from __future__ import annotations
 
+import abc
 import copy
 import itertools
 import math
@@ -91,7 +92,7 @@ def ndcg_at_k_full(scores: torch.Tensor, targets: torch.Tensor, k: int = 10) -> 
 # ----------------------------------------------------------------------------- encoders
 
 
-class _SeqModel(nn.Module):
+class _SeqModel(nn.Module, abc.ABC):
     """Base: encode a padded history [B, L] into [B, hidden]; score against output item vectors."""
 
     def __init__(self, n_items: int):
@@ -99,12 +100,13 @@ class _SeqModel(nn.Module):
         self.n_items = n_items
         self.pad = n_items
 
-    def encode(self, hist: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def encode(self, hist: torch.Tensor) -> torch.Tensor:
+        """[B, L] padded histories -> [B, hidden] sequence representations."""
 
+    @abc.abstractmethod
     def output_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Item vectors [n_items, hidden] (padding row excluded) and an optional bias [n_items]."""
-        raise NotImplementedError
 
     def full_scores(self, hist: torch.Tensor) -> torch.Tensor:
         w, b = self.output_weights()
@@ -332,8 +334,9 @@ class SequentialRecommender(Recommender):
         self.hp = {**COMMON_DEFAULTS, **self.model_defaults, **self.params}
         self.model: _SeqModel | None = None
 
-    def _build_model(self, n_items: int) -> _SeqModel:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _build_model(self, n_items: int) -> _SeqModel:
+        """The family's network for a catalog of n_items."""
 
     # -- data
 
