@@ -28,26 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from latentrec.llm.decoding import constrained_beam_search  # noqa: E402
-from latentrec.llm.trie import TitleTrie  # noqa: E402
+from latentrec.llm.prompts import prompt_segments  # noqa: E402
+from latentrec.llm.trie import TitleTrie, reference_dict_trie  # noqa: E402
 
 DEFAULT_SPLIT = ROOT.parent / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
 DEFAULT_MODEL_DIR = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# The reference prompt, typos included (C = "musics").
-PROMPT_A = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request. \n\n### Instruction:\n"
-    "Given a list of musics the user recetenly enjoy, please write a new musics that the user may bought\n"
-)
-
-
-def prompt_b(history_titles: list[str]) -> str:
-    return (
-        "### User Input: \nThe user has palyed the following musicss before: "
-        + ", ".join('"' + t + '"' for t in history_titles)
-        + "\n\n### Response: \n"
-    )
 
 
 def load_model(model_dir: Path):
@@ -78,19 +65,11 @@ def load_model(model_dir: Path):
     return model, tok
 
 
-def dict_trie(sequences: list[list[int]]) -> dict[tuple[int, ...], list[int]]:
-    allowed: dict[tuple[int, ...], set[int]] = {}
-    for seq in sequences:
-        for i in range(len(seq)):
-            allowed.setdefault(tuple(seq[:i]), set()).add(seq[i])
-    return {k: sorted(v) for k, v in allowed.items()}
-
-
 def run_reference(model, prompts, sequences, *, eos, pad, num_beams, lp, max_new_tokens, batch_size):
     """HF generate with a per-beam Python prefix_allowed_tokens_fn; per prompt [(token tuple, score)]."""
     from transformers import GenerationConfig
 
-    allowed = dict_trie(sequences)
+    allowed = reference_dict_trie(sequences)
     cfg = GenerationConfig(
         num_beams=num_beams, num_return_sequences=num_beams, do_sample=False, length_penalty=lp,
         early_stopping=False, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
@@ -178,8 +157,7 @@ def main(argv=None):
     import pandas as pd
 
     test = pd.read_csv(args.split / "test.csv", nrows=args.n)
-    head = enc(PROMPT_A)
-    prompts = [head + enc(prompt_b(ast.literal_eval(h))) for h in test["history_item_title"]]
+    prompts = [sum(map(enc, prompt_segments(ast.literal_eval(h), "musics")), []) for h in test["history_item_title"]]
     lens = [len(p) for p in prompts]
     print(f"{len(prompts)} prompts (tokens: mean {sum(lens) / len(lens):.0f}, max {max(lens)}), "
           f"catalog {len(titles)} titles / {len(trie.terminals)} distinct, trie {trie.num_nodes} nodes, "

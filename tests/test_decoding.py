@@ -12,17 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from latentrec.llm.decoding import constrained_beam_search, hypotheses_to_items
-from latentrec.llm.trie import TitleTrie
+from latentrec.llm.prompts import prompt_segments
+from latentrec.llm.trie import TitleTrie, reference_dict_trie
 
 CDS_SPLIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOL = 1e-4
 
-PROMPT_A = (
-    "Below is an instruction that describes a task, paired with an input that provides further context. "
-    "Write a response that appropriately completes the request. \n\n### Instruction:\n"
-    "Given a list of musics the user recetenly enjoy, please write a new musics that the user may bought\n"
-)
 
 
 # ---------------------------------------------------------------------------------------------- trie
@@ -161,28 +157,15 @@ def _realistic_titles_and_histories(n_titles: int, n_prompts: int) -> tuple[list
 
 
 def _prompt_ids(tok, history: list[str]) -> list[int]:
-    b = (
-        "### User Input: \nThe user has palyed the following musicss before: "
-        + ", ".join('"' + t + '"' for t in history)
-        + "\n\n### Response: \n"
-    )
-    return _enc(tok, PROMPT_A) + _enc(tok, b)
-
-
-def _dict_trie(sequences: list[list[int]]) -> dict[tuple[int, ...], list[int]]:
-    """The reference representation: generated-prefix tuple -> allowed next tokens."""
-    allowed: dict[tuple[int, ...], set[int]] = {}
-    for seq in sequences:
-        for i in range(len(seq)):
-            allowed.setdefault(tuple(seq[:i]), set()).add(seq[i])
-    return {k: sorted(v) for k, v in allowed.items()}
+    a, b = prompt_segments(history, "musics")
+    return _enc(tok, a) + _enc(tok, b)
 
 
 def _hf_beam_search(model, tok, prompts, sequences, *, num_beams, lp, max_new_tokens):
     """HF generate + prefix_allowed_tokens_fn over a Python dict trie; per prompt [(node-prefix, score)]."""
     from transformers import GenerationConfig
 
-    allowed = _dict_trie(sequences)
+    allowed = reference_dict_trie(sequences)
     eos = tok.eos_token_id
     pad = tok.pad_token_id
     width = max(len(p) for p in prompts)

@@ -233,3 +233,16 @@ class TitleTrie:
         hit = valid & (self.keys[pos] == query)
         out = torch.where(hit, self.child_nodes[pos], torch.full_like(pos, DEAD))
         return out.reshape(shape)
+
+
+def reference_dict_trie(sequences: Sequence[Sequence[int]]) -> dict[tuple[int, ...], list[int]]:
+    """The reference's representation: generated-prefix tuple -> sorted allowed next tokens.
+
+    Plain and obviously correct; the tests and the benchmark check TitleTrie and the decoder
+    against HF generate driven by this dict.
+    """
+    allowed: dict[tuple[int, ...], set[int]] = {}
+    for seq in sequences:
+        for i in range(len(seq)):
+            allowed.setdefault(tuple(seq[:i]), set()).add(seq[i])
+    return {k: sorted(v) for k, v in allowed.items()}
