@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from latentrec.llm.decoding import constrained_beam_search  # noqa: E402
+from latentrec.llm.decoding import constrained_beam_search, left_pad  # noqa: E402
 from latentrec.llm.prompts import prompt_segments  # noqa: E402
 from latentrec.llm.trie import TitleTrie, reference_dict_trie  # noqa: E402
 
@@ -78,12 +78,8 @@ def run_reference(model, prompts, sequences, *, eos, pad, num_beams, lp, max_new
     out_all = []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
-        width = max(len(p) for p in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(batch):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
+        ids, mask = left_pad(batch, pad)
+        width = ids.shape[1]
 
         def prefix_fn(_batch_id, sent, width=width):
             return allowed.get(tuple(sent[width:].tolist()), [eos])

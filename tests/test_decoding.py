@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latentrec.llm.decoding import constrained_beam_search, hypotheses_to_items
+from latentrec.llm.decoding import constrained_beam_search, hypotheses_to_items, left_pad
 from latentrec.llm.prompts import prompt_segments
 from latentrec.llm.trie import TitleTrie, reference_dict_trie
 
@@ -168,12 +168,8 @@ def _hf_beam_search(model, tok, prompts, sequences, *, num_beams, lp, max_new_to
     allowed = reference_dict_trie(sequences)
     eos = tok.eos_token_id
     pad = tok.pad_token_id
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p)
-        mask[i, width - len(p) :] = 1
+    ids, mask = left_pad(prompts, pad)
+    width = ids.shape[1]
 
     def prefix_fn(_batch_id, sent):
         # Beams past a catalog end (or seeded by HF's -1e9 initial scores) only get EOS: HF rejects [].

@@ -79,7 +79,8 @@ def _forward_last(model: torch.nn.Module, keep_one: bool, **kwargs: Any) -> tupl
     return out.logits[:, -1, :].to(dtype=torch.float32), out.past_key_values
 
 
-def _left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded [B, L] ids and attention mask (1 = real token), as HF generation expects."""
     length = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), length), pad_token_id, dtype=torch.int64)
     mask = torch.zeros((len(prompts), length), dtype=torch.int64)
@@ -473,7 +474,7 @@ def constrained_beam_search(
     for start in range(0, n, batch_size):
         chunk = order[start : start + batch_size]
         if prompts is not None:
-            ids, mask = _left_pad([prompts[i] for i in chunk], pad)
+            ids, mask = left_pad([prompts[i] for i in chunk], pad)
             ids, mask, embeds = ids.to(device), mask.to(device), None
         else:
             rows = torch.as_tensor(chunk, dtype=torch.int64)
