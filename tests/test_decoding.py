@@ -362,3 +362,22 @@ def test_argument_checks(model, tokenizer):
     with pytest.raises(ValueError):  # right padding is refused
         constrained_beam_search(model, None, trie, prefix_embeds=emb, prefix_attention_mask=torch.tensor([[1, 1, 0]]),
                                 eos_token_id=2)
+
+
+@pytest.mark.parametrize("layout", ["tree", "expand"])
+def test_shared_prompt_prefix_does_not_change_results(model, tokenizer, realistic, layout):
+    """The instruction prefix common to all prompts is prefilled once; results equal whole-prompt prefills."""
+    from latentrec.llm.decoding import _common_prefix_len
+
+    _, trie, prompts = realistic
+    prompts = prompts[:6]
+    assert _common_prefix_len(prompts) >= 20  # the reference instruction text
+    kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48, batch_size=4,
+              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, kv_layout=layout)
+    shared = constrained_beam_search(model, prompts, trie, share_prefix=True, **kw)
+    whole = constrained_beam_search(model, prompts, trie, share_prefix=False, **kw)
+    for a, b in zip(shared, whole):
+        assert [n for n, _ in a] == [n for n, _ in b]
+        assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
+    assert _common_prefix_len([[1, 2, 3], [1, 2, 4], [5]]) == 0
+    assert _common_prefix_len([[1, 2, 3], [1, 2, 4]]) == 2

@@ -179,7 +179,8 @@ def cmd_sft(a) -> None:
     seed_everything(a.seed)
     ds = load_dataset(a.data)
     model, tok = load_backbone(a.model)
-    train = encode_split(ds, "train", tok, a.domain, style=cfg.prompt_style, max_len=cfg.max_len, limit=cfg.train_limit)
+    train = encode_split(ds, "train", tok, a.domain, style=cfg.prompt_style, max_len=cfg.max_len, limit=cfg.train_limit,
+                         sample_seed=cfg.seed if cfg.train_sample == "random" else None)
     valid = encode_split(ds, "valid", tok, a.domain, style=cfg.prompt_style, max_len=cfg.max_len, limit=cfg.valid_limit)
     out = Path(a.out)
     log_ = train_sft(model, tok, train, valid, cfg, out)

@@ -6,7 +6,8 @@ early_stopping=False, prefix_allowed_tokens_fn=<catalog trie>)`` returns (transf
 ``GenerationMixin._beam_search``), computed faster:
 
 * each prompt is prefilled once (not ``num_beams`` times), and only the last position is projected onto
-  the vocabulary (``logits_to_keep=1``);
+  the vocabulary (``logits_to_keep=1``); the token prefix that all prompts of a call share (the
+  instruction text of the recommendation prompt, about half of it) is prefilled only once per call;
 * ``kv_layout="tree"`` (the default where supported): the prompt's keys/values stay one cache row per
   prompt; every step appends the ``num_beams`` new tokens as columns of that row and a custom 4D mask
   lets each beam see the prompt and its own ancestors only, so the prompt's KV is never expanded,
@@ -53,6 +54,8 @@ Hypothesis = tuple[int, float]  # (trie node of the generated sequence, final sc
 NEG_INF = float("-inf")
 # HF's threshold for a finished slot that is still empty (`_check_early_stop_heuristic`).
 _EMPTY_SLOT_SCORE = -1.0e9
+# A common prompt prefix shorter than this is not worth a separate prefill.
+_MIN_SHARED_PREFIX = 8
 
 
 def _as_id_list(eos_token_id: int | Sequence[int]) -> list[int]:
@@ -89,6 +92,31 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch
             ids[i, length - len(p) :] = torch.as_tensor(list(p), dtype=torch.int64)
             mask[i, length - len(p) :] = 1
     return ids, mask
+
+
+def _common_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by every prompt."""
+    first = prompts[0]
+    n = min(len(p) for p in prompts)
+    for p in prompts[1:]:
+        i = 0
+        while i < n and p[i] == first[i]:
+            i += 1
+        n = i
+        if n == 0:
+            break
+    return n
+
+
+def _prefill_shared(model: torch.nn.Module, prefix: Sequence[int], device, keep_one: bool):
+    """Keys/values of a token prefix shared by all prompts (batch of one), or None where the cache is
+    not a plain dynamic cache (sliding windows, hybrid models): then every prompt is prefilled whole."""
+    ids = torch.as_tensor([list(prefix)], dtype=torch.int64, device=device)
+    _, cache = _forward_last(model, keep_one, input_ids=ids)
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers):
+        return None
+    return [(layer.keys, layer.values) for layer in layers]
 
 
 # ---------------------------------------------------------------------------------- KV-cache layouts
@@ -292,8 +320,14 @@ def _search_batch(
     eos_ids: torch.Tensor,
     keep_one: bool,
     kv_layout: str,
+    shared: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[list[Hypothesis]]:
-    """Beam search for one left-padded batch of prompts (mask [B, L], 1 = real token)."""
+    """Beam search for one left-padded batch of prompts (mask [B, L], 1 = real token).
+
+    With ``shared`` (per layer the keys/values [1, H, P, D] of a prefix common to all prompts),
+    ``input_ids`` / ``attention_mask`` hold the rest of each prompt, left-padded; the cache row of a
+    prompt is then ``[shared prefix | padding | rest]`` with positions ``0..len-1`` over its real tokens.
+    """
     device = attention_mask.device
     b = attention_mask.shape[0]
     k = num_beams
@@ -302,8 +336,15 @@ def _search_batch(
 
     # HF drops an all-ones mask before the forward passes; padded batches keep theirs.
     has_padding = not bool(attention_mask.all())
-    position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    n_shared = 0 if shared is None else shared[0][0].shape[2]
+    position_ids = (n_shared + attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
     next_position = position_ids[:, -1] + 1  # [B]; the last column is a real token (left padding)
+    past = None
+    if shared is not None:
+        from transformers import DynamicCache
+
+        past = DynamicCache(ddp_cache_data=[(kk.expand(b, -1, -1, -1), vv.expand(b, -1, -1, -1)) for kk, vv in shared])
+        attention_mask = torch.cat((attention_mask.new_ones((b, n_shared)), attention_mask), dim=1)
 
     # ---- prefill: one row per prompt --------------------------------------------------------------
     logits, cache = _forward_last(
@@ -313,6 +354,7 @@ def _search_batch(
         inputs_embeds=inputs_embeds,
         attention_mask=attention_mask if has_padding else None,
         position_ids=position_ids,
+        past_key_values=past,
     )
     if kv_layout == "auto":
         kv_layout = "tree" if _tree_supported(model, cache) else "expand"
@@ -416,6 +458,7 @@ def constrained_beam_search(
     pad_token_id: int | None = None,
     sort_by_length: bool = True,
     kv_layout: str = "auto",
+    share_prefix: bool = True,
 ) -> list[list[Hypothesis]]:
     """Catalog-constrained beam search; for each prompt its ranked ``[(trie_node, score), ...]``.
 
@@ -431,7 +474,9 @@ def constrained_beam_search(
     hold at most ``num_return`` entries. ``batch_size`` prompts are decoded together (each with
     ``num_beams`` beams); ``sort_by_length`` groups prompts of similar length to save padding.
     ``kv_layout``: ``"tree"``, ``"expand"`` or ``"auto"`` (tree for sdpa/eager attention with a plain
-    dynamic cache, else expand); both give the same hypotheses. The caller puts the model in eval mode.
+    dynamic cache, else expand); both give the same hypotheses. ``share_prefix``: prefill the token prefix
+    common to all ``prompts`` once and reuse its keys/values for every prompt (ids path; same hypotheses,
+    scores equal up to float rounding). The caller puts the model in eval mode.
     """
     if num_beams < 1 or not 1 <= num_return <= num_beams:
         raise ValueError(f"need 1 <= num_return ({num_return}) <= num_beams ({num_beams})")
@@ -469,12 +514,21 @@ def constrained_beam_search(
             raise ValueError("prefix_attention_mask must be left-padded (zeros, then ones up to the end)")
         lengths = prefix_attention_mask.sum(1).tolist()
 
+    shared, n_shared = None, 0
+    if prompts is not None and share_prefix and n > 1:
+        # Every prompt keeps at least one token of its own: its last position gives the first logits.
+        n_shared = min(_common_prefix_len(prompts), min(lengths) - 1)
+        if n_shared >= _MIN_SHARED_PREFIX:
+            shared = _prefill_shared(model, prompts[0][:n_shared], device, keep_one)
+        if shared is None:
+            n_shared = 0
+
     order = sorted(range(n), key=lambda i: -lengths[i]) if sort_by_length else list(range(n))
     results: list[list[Hypothesis]] = [[] for _ in range(n)]
     for start in range(0, n, batch_size):
         chunk = order[start : start + batch_size]
         if prompts is not None:
-            ids, mask = left_pad([prompts[i] for i in chunk], pad)
+            ids, mask = left_pad([prompts[i][n_shared:] for i in chunk], pad)
             ids, mask, embeds = ids.to(device), mask.to(device), None
         else:
             rows = torch.as_tensor(chunk, dtype=torch.int64)
@@ -495,6 +549,7 @@ def constrained_beam_search(
             eos_ids=eos_ids,
             keep_one=keep_one,
             kv_layout=kv_layout,
+            shared=shared,
         )
         for i, hyps in zip(chunk, out):
             results[i] = hyps

@@ -21,10 +21,15 @@ def history_titles(ds: ProcessedDataset, split: pd.DataFrame) -> list[list[str]]
 
 
 def encode_split(ds: ProcessedDataset, split: str, tokenizer, domain: str, *, style="reference", thought=False,
-                 max_len=512, limit: int | None = None) -> list[EncodedSample]:
+                 max_len=512, limit: int | None = None, sample_seed: int | None = None) -> list[EncodedSample]:
+    """Encode a split; `limit` keeps N rows: the first N, or with `sample_seed` a seeded random
+    sample of N rows (in split order)."""
     df = ds.split(split)
-    if limit is not None:
-        df = df.iloc[:limit]
+    if limit is not None and limit < len(df):
+        if sample_seed is None:
+            df = df.iloc[:limit]
+        else:
+            df = df.iloc[np.sort(np.random.default_rng(sample_seed).choice(len(df), limit, replace=False))]
     enc = SegmentEncoder(tokenizer)
     titles = ds.titles
     return [

@@ -41,7 +41,8 @@ class SFTConfig:
     mixed_precision: str = "auto"  # auto: bf16 on a GPU that has it, else fp32; or "no" / "bf16" / "fp16"
     group_by_length: bool = True
     checkpoint_every: int = 50  # optimiser steps; 0 = epoch ends only
-    train_limit: int | None = None  # use only the first N train rows (CPU smoke runs), None = all
+    train_limit: int | None = None  # train on N rows only (CPU-sized runs), None = all
+    train_sample: str = "random"  # how train_limit picks rows: "random" (seeded by `seed`) or "first" (earliest)
     valid_limit: int | None = 2000  # validation-loss rows (a fixed subset keeps evaluation cheap)
     max_steps: int | None = None  # stop after this many optimiser steps (small default runs)
     prompt_style: str = "reference"
@@ -54,6 +55,8 @@ class SFTConfig:
         if unknown:
             raise ValueError(f"unknown SFT option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         cfg = cls(**d)
+        if cfg.train_sample not in ("random", "first"):
+            raise ValueError(f"train_sample must be 'random' or 'first', not {cfg.train_sample!r}")
         if cfg.effective_batch % cfg.micro_batch:
             raise ValueError(f"effective_batch {cfg.effective_batch} must be a multiple of micro_batch {cfg.micro_batch}")
         return cfg
