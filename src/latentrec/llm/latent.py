@@ -1,0 +1,376 @@
+"""Latent reasoning: a head that writes latent tokens into the LLM's input-embedding space.
+
+LatentR3 (REFERENCE.md §3): after the prompt, the model "thinks" N latent tokens (N = 1 by default,
+paper eq. 2-3 for N > 1). Latent n is a head's function of the backbone's final-norm hidden states of
+everything before it (prompt and latents 1..n-1); it is fed back as the input embedding at the
+`<|Thought|>` position; the LLM then predicts the item title from [prompt, latents].
+
+Heads implement :class:`LatentHead` (LatentRATT here, FLR's factorised head later), so SFT, RL,
+decoding and reports never fork on the head.
+
+Computation (REFERENCE §9.3 items 3-5, exact-equivalent): the prompt is run ONCE through the backbone
+(no LM head); its final-norm states feed the head and its KV cache serves the latent and target
+positions, instead of the reference's two full passes. Gradients in SFT flow through that cache into
+the LLM, which is the same total gradient as the reference's two passes. Prompts are LEFT-padded
+(the last column is each row's last real token); positions count real tokens only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.cache_utils import DynamicCache
+
+from latentrec.errors import InputError
+from latentrec.llm.sft import SFTTask
+
+HEAD_FILE = "latent_head.safetensors"
+HEAD_CONFIG = "latent_head.json"
+
+
+# ------------------------------------------------------------------------------------------- heads
+class LatentHead(nn.Module):
+    """Maps hidden states [B, L, d] of a left-padded sequence (mask [B, L], positions [B, L]) to the
+    next latent [B, d]. ``regularisers()`` returns the head's auxiliary losses of the last forward
+    (FLR's orthogonality/diversity/sparsity; none for LatentRATT)."""
+
+    kind: ClassVar[str] = ""
+    registry: ClassVar[dict[str, type]] = {}
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.kind:
+            LatentHead.registry[cls.kind] = cls
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+    def regularisers(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    @classmethod
+    def build(cls, kind: str, hidden_size: int, **options) -> "LatentHead":
+        if kind not in cls.registry:
+            raise InputError(f"unknown latent head {kind!r}; known: {sorted(cls.registry)}")
+        return cls.registry[kind](hidden_size=hidden_size, **options)
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    """Rotary embedding over the full last dimension, rotate-half pairing (j with j + d/2), fp32 angles."""
+    d = x.shape[-1]
+    inv_freq = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    angles = positions.to(torch.float32)[..., None] * inv_freq  # [..., d/2]
+    cos = torch.cat((angles.cos(), angles.cos()), -1).to(x.dtype)
+    sin = torch.cat((angles.sin(), angles.sin()), -1).to(x.dtype)
+    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+    return x * cos + torch.cat((-x2, x1), -1) * sin
+
+
+class LatentRATT(LatentHead):
+    """LatentR3's attention layer: one head over the full width, Q/K/V with bias, RoPE (base 1000) on Q
+    and K, scale 1/sqrt(d), the query at the last position, keys/values over every real position, no
+    output projection, norm or residual; weights N(0, 0.02), biases 0."""
+
+    kind = "latentratt"
+
+    def __init__(self, hidden_size: int, rope_base: float = 1000.0, init_std: float = 0.02):
+        super().__init__()
+        if hidden_size % 2:
+            raise ValueError(f"RoPE needs an even hidden size, got {hidden_size}")
+        self.hidden_size, self.rope_base, self.init_std = hidden_size, rope_base, init_std
+        self.q, self.k, self.v = (nn.Linear(hidden_size, hidden_size) for _ in range(3))
+        for lin in (self.q, self.k, self.v):
+            nn.init.normal_(lin.weight, std=init_std)
+            nn.init.zeros_(lin.bias)
+
+    def config(self) -> dict:
+        return {"hidden_size": self.hidden_size, "rope_base": self.rope_base, "init_std": self.init_std}
+
+    def forward(self, hidden, mask, positions, return_weights: bool = False):
+        # Padding rows may hold anything (even NaN from fully masked attention): zero them.
+        h = hidden.to(self.q.weight.dtype).masked_fill(mask[..., None] == 0, 0)
+        q = rope(self.q(h[:, -1]), positions[:, -1], self.rope_base)  # [B, d]
+        k = rope(self.k(h), positions, self.rope_base)  # [B, L, d]
+        scores = torch.einsum("bd,bld->bl", q.float(), k.float()) / math.sqrt(self.hidden_size)
+        weights = scores.masked_fill(mask == 0, float("-inf")).softmax(-1)
+        out = torch.einsum("bl,bld->bd", weights.to(h.dtype), self.v(h))
+        return (out, weights) if return_weights else out
+
+
+class LastHiddenHead(LatentHead):
+    """The "w/o LatentRATT" ablation: the last hidden state itself is the latent (no parameters)."""
+
+    kind = "last_hidden"
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+
+    def config(self) -> dict:
+        return {"hidden_size": self.hidden_size}
+
+    def forward(self, hidden, mask, positions):
+        return hidden[:, -1]
+
+
+# ----------------------------------------------------------------------------------- the reasoner
+@dataclass
+class SeqState:
+    """Backbone states of a left-padded batch: final-norm hidden [B, L, d], mask, positions, KV cache."""
+
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    cache: DynamicCache = field(repr=False)
+
+    def repeat(self, n: int) -> "SeqState":
+        """Each row n times (rows r*n .. r*n+n-1 copy row r), with a fresh cache (the original stays)."""
+        if n == 1:
+            return SeqState(self.hidden, self.mask, self.positions, _copy_cache(self.cache, 1))
+        rep = lambda t: t.repeat_interleave(n, dim=0)  # noqa: E731
+        return SeqState(rep(self.hidden), rep(self.mask), rep(self.positions), _copy_cache(self.cache, n))
+
+
+def _copy_cache(cache: DynamicCache, n: int) -> DynamicCache:
+    return DynamicCache(ddp_cache_data=[(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0))
+                                        for layer in cache.layers])
+
+
+def left_positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class LatentReasoner(nn.Module):
+    """An HF causal LM plus a latent head that thinks `n_latents` tokens before the answer.
+
+    ``forward`` (what the trainers call, so DDP sees every parameter use) returns the per-token
+    log-probabilities of the targets given [prompt, latents], for ``copies`` latent draws per prompt
+    with optional additive ``noise`` [B, copies, N, d] on the latents.
+    """
+
+    def __init__(self, llm, head: LatentHead, n_latents: int = 1):
+        super().__init__()
+        if n_latents < 1:
+            raise ValueError(f"n_latents must be >= 1, got {n_latents}")
+        self.llm, self.head, self.n_latents = llm, head, n_latents
+
+    # -- pieces ------------------------------------------------------------------------------------
+    @property
+    def backbone(self):
+        return self.llm.get_decoder()
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.get_input_embeddings()(ids)
+
+    def _run(self, embeds, mask, positions, cache) -> torch.Tensor:
+        out = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                            past_key_values=cache, use_cache=True, return_dict=True)
+        return out.last_hidden_state
+
+    def encode_prompt(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> SeqState:
+        """One backbone pass over left-padded prompts (no LM head)."""
+        if not bool(prompt_mask[:, -1].all()):
+            raise ValueError("prompts must be left-padded (the last column a real token in every row)")
+        positions = left_positions(prompt_mask)
+        cache = DynamicCache()
+        hidden = self._run(self.embed(prompt_ids), prompt_mask, positions, cache)
+        return SeqState(hidden, prompt_mask, positions, cache)
+
+    def extend(self, state: SeqState, embeds: torch.Tensor) -> SeqState:
+        """Append input embeddings [B, t, d] to a sequence state (its cache grows in place)."""
+        t = embeds.shape[1]
+        pos = state.positions[:, -1:] + 1 + torch.arange(t, device=embeds.device)
+        mask = torch.cat((state.mask, state.mask.new_ones((embeds.shape[0], t))), 1)
+        hidden = self._run(embeds, mask, pos, state.cache)
+        return SeqState(torch.cat((state.hidden, hidden), 1), mask, torch.cat((state.positions, pos), 1), state.cache)
+
+    def think(self, state: SeqState, copies: int = 1, noise: torch.Tensor | None = None, head=None):
+        """(latents [B*copies, N, d] in the embedding dtype, state over prompt + latents[:-1]).
+
+        The first latent is computed once per prompt and shared by its copies; noise [B, copies, N, d]
+        is added to each latent as it is written, so later latents see the noisy earlier ones.
+        """
+        emb_dtype = self.llm.get_input_embeddings().weight.dtype
+        head = head or self.head
+        z = head(state.hidden, state.mask, state.positions)
+        state = state.repeat(copies)
+        z = z.repeat_interleave(copies, 0)
+        flat_noise = None if noise is None else noise.reshape(-1, *noise.shape[2:])
+        latents = []
+        for n in range(self.n_latents):
+            if n:
+                z = head(state.hidden, state.mask, state.positions)
+            z = z.to(emb_dtype)
+            if flat_noise is not None:
+                z = z + flat_noise[:, n].to(emb_dtype)
+            latents.append(z)
+            if n < self.n_latents - 1:
+                state = self.extend(state, z[:, None])
+        return torch.stack(latents, 1), state
+
+    def target_logprobs(self, state: SeqState, last_latent: torch.Tensor, target_ids: torch.Tensor,
+                        target_mask: torch.Tensor) -> torch.Tensor:
+        """log p(target_t | prompt, latents, target_<t) [B, T] (fp32; 0 on padding). Uses up `state`."""
+        inputs = torch.cat((last_latent[:, None], self.embed(target_ids[:, :-1])), 1)
+        ext = self.extend(state, inputs)
+        t = target_ids.shape[1]
+        logits = self.llm.get_output_embeddings()(ext.hidden[:, -t:]).float()
+        logp = torch.gather(F.log_softmax(logits, -1), 2, target_ids[:, :, None])[:, :, 0]
+        return logp * target_mask
+
+    # -- what trainers call --------------------------------------------------------------------------
+    def forward(self, prompt_ids, prompt_mask, target_ids, target_mask, copies: int = 1, noise=None,
+                frozen_llm: bool = False, head: LatentHead | None = None, return_latents: bool = False):
+        """Per-token target log-probs [B*copies, T]. ``frozen_llm``: the prompt pass runs without
+        gradient (RL: only the head trains), so only the head and latent positions build a graph;
+        ``head`` overrides the model's head (the KL reference); ``return_latents`` also returns the
+        noise-free latents [B*copies, N, d] (for the Gaussian-policy ratio)."""
+        if frozen_llm:
+            with torch.no_grad():
+                state = self.encode_prompt(prompt_ids, prompt_mask)
+        else:
+            state = self.encode_prompt(prompt_ids, prompt_mask)
+        latents, state = self.think(state, copies, noise, head)
+        rep = lambda t: t.repeat_interleave(copies, 0)  # noqa: E731
+        logp = self.target_logprobs(state, latents[:, -1], rep(target_ids), rep(target_mask))
+        if return_latents:
+            clean = latents if noise is None else latents - noise.reshape(latents.shape).to(latents.dtype)
+            return logp, clean
+        return logp
+
+    @torch.no_grad()
+    def prefix_embeds(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+        """Left-padded [prompt, latents] input embeddings and mask for decoding (latents once per user)."""
+        latents, _ = self.think(self.encode_prompt(prompt_ids, prompt_mask))
+        embeds = torch.cat((self.embed(prompt_ids), latents), 1)
+        mask = torch.cat((prompt_mask, prompt_mask.new_ones(latents.shape[:2])), 1)
+        return embeds, mask
+
+    # -- slow, obviously-correct restatement (tests and bench) ---------------------------------------
+    def reference_logprobs(self, prompt: list[int], target: list[int], noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One prompt, no cache, no padding: every latent from a full pass over [prompt, latents so far],
+        then a full pass over [prompt, latents, target]. noise [N, d] -> [T]; or [K, N, d] -> [K, T]
+        (K copies of the whole computation, as the reference's K-row batches)."""
+        dev = self.llm.get_input_embeddings().weight.device
+        single = noise is None or noise.dim() == 2
+        noise = (None if noise is None else noise[None]) if single else noise
+        k = 1 if noise is None else noise.shape[0]
+        emb = self.embed(torch.tensor([prompt], device=dev)).expand(k, -1, -1)
+        for n in range(self.n_latents):
+            pos = torch.arange(emb.shape[1], device=dev).expand(k, -1)
+            hidden = self.backbone(inputs_embeds=emb, position_ids=pos).last_hidden_state
+            z = self.head(hidden, torch.ones_like(pos), pos).to(emb.dtype)
+            if noise is not None:
+                z = z + noise[:, n].to(emb.dtype)
+            emb = torch.cat((emb, z[:, None]), 1)
+        tgt = torch.tensor([target], device=dev).expand(k, -1)
+        emb = torch.cat((emb, self.embed(tgt[:, :-1])), 1)
+        pos = torch.arange(emb.shape[1], device=dev).expand(k, -1)
+        hidden = self.backbone(inputs_embeds=emb, position_ids=pos).last_hidden_state
+        logits = self.llm.get_output_embeddings()(hidden[:, -len(target):]).float()
+        logp = torch.gather(F.log_softmax(logits, -1), 2, tgt[:, :, None])[:, :, 0]
+        return logp[0] if single else logp
+
+    # -- persistence --------------------------------------------------------------------------------
+    def save(self, out_dir: str | Path, tokenizer=None) -> None:
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        self.llm.save_pretrained(out)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(out / HEAD_FILE))
+        (out / HEAD_CONFIG).write_text(json.dumps(
+            {"kind": self.head.kind, "options": self.head.config(), "n_latents": self.n_latents}, indent=2))
+
+    @classmethod
+    def load(cls, folder: str | Path, dtype=None, device=None, n_latents: int | None = None):
+        """(reasoner, tokenizer) from a folder written by :meth:`save`."""
+        from safetensors.torch import load_file
+
+        from latentrec.llm.backbone import load_backbone
+
+        folder = Path(folder)
+        if not (folder / HEAD_CONFIG).exists():
+            raise InputError(f"{folder}: no {HEAD_CONFIG}; not a latent-reasoning model (train it with `latent-sft`)")
+        spec = json.loads((folder / HEAD_CONFIG).read_text())
+        llm, tok = load_backbone(folder, dtype=dtype)
+        head = LatentHead.build(spec["kind"], **spec["options"])
+        head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+        model = cls(llm, head, n_latents or spec["n_latents"])
+        if device is not None:
+            model.to(device)
+        return model, tok
+
+
+def load_decodable(path: str | Path, dtype=None, device=None):
+    """(model, tokenizer) for decoding: a LatentReasoner where the folder has a latent head, else the
+    plain backbone. ``path`` may be a selection file naming the folder (select-latent)."""
+    from latentrec.llm.backbone import load_backbone
+    from latentrec.llm.latent_cli import resolve_model
+
+    folder = resolve_model(path)
+    if (folder / HEAD_CONFIG).exists():
+        return LatentReasoner.load(folder, dtype=dtype, device=device)
+    return load_backbone(folder, dtype=dtype, device=device)
+
+
+def new_reasoner(llm, tokenizer, head: str = "latentratt", n_latents: int = 1, head_options: dict | None = None,
+                 seed: int = 0) -> LatentReasoner:
+    """Add `<|Thought|>` to the tokenizer and LLM, and a freshly initialised head (seeded)."""
+    from latentrec.llm.prompts import add_thought_token
+
+    add_thought_token(tokenizer, llm)
+    gen = torch.random.fork_rng()
+    with gen:
+        torch.manual_seed(seed)
+        h = LatentHead.build(head, llm.config.hidden_size, **(head_options or {}))
+    return LatentReasoner(llm, h, n_latents)
+
+
+# --------------------------------------------------------------------------------------- training
+def collate_prompt_target(samples, pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded prompts and right-padded targets (the split a latent model needs)."""
+    from latentrec.llm.decoding import left_pad
+
+    prompts = [s.input_ids[: s.prompt_len] for s in samples]
+    targets = [s.input_ids[s.prompt_len :] for s in samples]
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id)
+    t = max(len(x) for x in targets)
+    target_ids = torch.full((len(samples), t), pad_id, dtype=torch.long)
+    target_mask = torch.zeros((len(samples), t))
+    for i, x in enumerate(targets):
+        target_ids[i, : len(x)] = torch.tensor(x)
+        target_mask[i, : len(x)] = 1
+    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "target_ids": target_ids, "target_mask": target_mask}
+
+
+class LatentSFTTask(SFTTask):
+    """Warm-up SFT with the latent in the loop: the whole model (LLM and head) trains on the target CE;
+    a head's regularisers (FLR) are added with their learned weights, scaled per target token."""
+
+    def collate(self, samples, pad_id):
+        return collate_prompt_target(samples, pad_id)
+
+    def count_tokens(self, batch) -> int:
+        return int(batch["prompt_mask"].sum() + batch["target_mask"].sum())
+
+    def loss_sum(self, model, batch):
+        logp = model(**batch)
+        n = int(batch["target_mask"].sum())
+        loss = -logp.sum()
+        head = getattr(model, "module", model).head
+        reg = head.regularisers()
+        if reg:
+            loss = loss + n * sum(reg.values())
+        return loss, n
+
+    def save(self, model, tokenizer, out_dir: Path) -> None:
+        model.save(out_dir, tokenizer)

@@ -1,0 +1,166 @@
+"""CLI commands of latent reasoning (LatentR3, and FLR through the same head interface).
+
+  latent-sft     warm-up SFT of backbone + fresh latent head (stage 1)
+  latent-rl      LR-GRPO on a warm-up model, LLM frozen (stage 2), one grid point
+  select-latent  pick the RL grid point with the best validation -PPL; writes a pointer file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from latentrec.errors import InputError
+
+SELECTION_FILE = "selected.json"
+
+
+def _json(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg}): {text[:80]!r}") from None
+
+
+def resolve_model(path: str | Path) -> Path:
+    """A model folder, or a selection file (written by select-latent) naming one."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".json":
+        return Path(json.loads(path.read_text())["model"])
+    return path
+
+
+def _encode(ds, split, tok, domain, cfg, limit, sample_seed=None):
+    from latentrec.llm.recommender import encode_split
+
+    return encode_split(ds, split, tok, domain, style=cfg.prompt_style, max_len=cfg.max_len, limit=limit,
+                        sample_seed=sample_seed)
+
+
+def cmd_latent_sft(a) -> None:
+    from latentrec.data.processed_io import load_dataset
+    from latentrec.io_utils import write_json, write_yaml
+    from latentrec.llm.backbone import load_backbone
+    from latentrec.llm.latent import LatentSFTTask, new_reasoner
+    from latentrec.llm.sft import SFTConfig, train_sft
+    from latentrec.runs import seed_everything
+
+    recipe = a.cfg
+    cfg = SFTConfig.from_dict(dict(recipe.get("sft", {}), seed=a.seed))
+    seed_everything(a.seed)
+    ds = load_dataset(a.data)
+    llm, tok = load_backbone(a.model)
+    model = new_reasoner(llm, tok, head=recipe.get("head", "latentratt"), n_latents=int(recipe.get("n_latents", 1)),
+                         head_options=recipe.get("head_options"), seed=a.seed)
+    sample_seed = cfg.seed if getattr(cfg, "train_sample", "first") == "random" else None
+    train = _encode(ds, "train", tok, a.domain, cfg, cfg.train_limit, sample_seed)
+    valid = _encode(ds, "valid", tok, a.domain, cfg, cfg.valid_limit)
+    out = Path(a.out)
+    log = train_sft(model, tok, train, valid, cfg, out, task=LatentSFTTask())
+    write_json(log, out / "train_log.json")
+    write_yaml({"stage": "latent warm-up SFT", "data": a.data, "base_model": a.model, "domain": a.domain,
+                "seed": a.seed, "recipe": recipe}, out / "config.yaml")
+
+
+def cmd_latent_rl(a) -> None:
+    import torch
+
+    from latentrec.data.processed_io import load_dataset
+    from latentrec.io_utils import write_json, write_yaml
+    from latentrec.llm.grpo import LRGRPOConfig, train_lr_grpo
+    from latentrec.llm.latent import LatentReasoner
+    from latentrec.runs import seed_everything
+
+    cfg = LRGRPOConfig.from_dict(dict(a.cfg, seed=a.seed))
+    seed_everything(a.seed)
+    ds = load_dataset(a.data)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tok = LatentReasoner.load(resolve_model(a.model), device=device)
+    train = _encode(ds, "train", tok, a.domain, cfg, cfg.train_limit, cfg.seed)
+    valid = _encode(ds, "valid", tok, a.domain, cfg, cfg.valid_limit)
+    log = train_lr_grpo(model, tok, train, valid, cfg)
+    out = Path(a.out)
+    model.save(out / "model", tok)
+    write_json(log, out / "rl_log.json")
+    write_yaml({"stage": "LR-GRPO", "data": a.data, "warmup_model": a.model, "seed": a.seed, "rl": a.cfg},
+               out / "config.yaml")
+    _plot_rewards(log, out / "rl_rewards.png")
+
+
+def _plot_rewards(log: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in log["history"]]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(steps, [h["reward_clean"] for h in log["history"]], label="noise-free latent")
+    ax.plot(steps, [h["reward"] for h in log["history"]], label="all draws", alpha=0.7)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("reward (-perplexity of the target)")
+    ax.set_title(f"LR-GRPO, lr {log['config']['lr']:g}: valid -PPL {log['valid_neg_ppl_before']:.3f} -> {log['valid_neg_ppl']:.3f}",
+                 fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cmd_select_latent(a) -> None:
+    from latentrec.io_utils import read_json, write_json
+
+    logs = {}
+    for point in a.points:
+        f = Path(point) / "rl_log.json"
+        if not f.exists():
+            raise InputError(f"{f}: missing; the RL grid point did not finish")
+        logs[point] = read_json(f)
+    best = max(logs, key=lambda p: logs[p]["valid_neg_ppl"])
+    write_json({"model": str(Path(best) / "model"), "selected_by": "validation -perplexity of the target",
+                "candidates": {p: {"lr": v["config"]["lr"], "valid_neg_ppl": v["valid_neg_ppl"],
+                                   "valid_neg_ppl_before": v["valid_neg_ppl_before"], "seconds": v["seconds"]}
+                               for p, v in logs.items()}}, a.out)
+
+
+def cmd_report_latentr3(a) -> None:
+    from latentrec.io_utils import read_yaml
+    from latentrec.report.latentr3 import build
+
+    data_dirs = dict(x.split("=", 1) for x in a.data)
+    build(a.metrics, data_dirs, a.rl_logs, a.cfg, read_yaml(a.paper), Path(a.out_dir))
+
+
+def add_cli(sub) -> None:
+    s = sub.add_parser("latent-sft", help="warm-up SFT of a backbone with a latent reasoning head (stage 1)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--model", required=True, help="backbone folder")
+    s.add_argument("--domain", required=True)
+    s.add_argument("--cfg", type=_json, required=True, help="latent recipe (JSON: head, n_latents, sft, ...)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_latent_sft)
+
+    s = sub.add_parser("latent-rl", help="LR-GRPO on a warm-up model (stage 2; only the head trains)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--model", required=True, help="warm-up model folder")
+    s.add_argument("--domain", required=True)
+    s.add_argument("--cfg", type=_json, required=True, help="RL config (JSON)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_latent_rl)
+
+    s = sub.add_parser("select-latent", help="choose the RL grid point with the best validation -PPL")
+    s.add_argument("--points", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_select_latent)
+
+    s = sub.add_parser("report-latentr3", help="LatentR3 gains, ablation table and analysis figures")
+    s.add_argument("--metrics", nargs="+", required=True, help="metrics.json of the runs (rows.parquet beside)")
+    s.add_argument("--data", nargs="+", default=[], help="DATASET=processed folder (for item popularity)")
+    s.add_argument("--rl-logs", nargs="*", default=[])
+    s.add_argument("--cfg", type=_json, required=True, help="report.latentr3 config (JSON)")
+    s.add_argument("--paper", required=True, help="paper_results.yaml")
+    s.add_argument("--out-dir", required=True)
+    s.set_defaults(func=cmd_report_latentr3)
