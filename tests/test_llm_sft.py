@@ -142,3 +142,33 @@ def test_checkpoint_of_another_config_is_not_resumed(smollm2_tokenizer, tmp_path
     # A resumed (finished) run would have kept the old losses; a fresh one trained anew at the new lr.
     assert fresh["history"][0]["valid_loss"] != first["history"][0]["valid_loss"]
     assert '"lr": 0.002' in json.loads((tmp_path / "checkpoint" / "trainer_state.json").read_text())["fingerprint"]
+
+
+def test_train_limit_takes_a_seeded_random_sample_or_the_first_rows(smollm2_tokenizer):
+    import pandas as pd
+
+    from latentrec.data.processed_io import ProcessedDataset
+    from latentrec.llm.recommender import encode_split
+
+    titles = [f"Album {i}" for i in range(40)]
+    items = pd.DataFrame({"item_id": range(40), "asin": [f"A{i}" for i in range(40)], "title": titles})
+    rows = pd.DataFrame({"user_id": range(40), "history_item_ids": [[(i + 1) % 40] for i in range(40)],
+                         "item_id": range(40)})
+    ds = ProcessedDataset(items, rows, rows.iloc[:0], rows.iloc[:0])
+    tok = smollm2_tokenizer
+    target = SegmentEncoder(tok).target_ids
+
+    def targets(samples):
+        return [s.input_ids[s.prompt_len:] for s in samples]
+
+    first = encode_split(ds, "train", tok, "musics", limit=10)
+    assert targets(first) == [target(t) for t in titles[:10]]
+    a = encode_split(ds, "train", tok, "musics", limit=10, sample_seed=3)
+    b = encode_split(ds, "train", tok, "musics", limit=10, sample_seed=3)
+    c = encode_split(ds, "train", tok, "musics", limit=10, sample_seed=4)
+    assert targets(a) == targets(b) != targets(c)
+    picked = [titles.index(t) for t in titles if target(t) in targets(a)]
+    assert len(picked) == 10 and picked != list(range(10))  # in split order, not the first rows
+    assert len(encode_split(ds, "train", tok, "musics", limit=100, sample_seed=3)) == 40
+    with pytest.raises(ValueError):
+        SFTConfig.from_dict({"train_sample": "last"})

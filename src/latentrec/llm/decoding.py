@@ -233,17 +233,17 @@ class _ExpandLayout:
             position_ids=(self.next_position[prompt_of_row] + step)[:, None],
             past_key_values=self.cache,
         )
-        full = logits.new_zeros((a * k, logits.shape[-1]))  # dead beams: any finite row (masked to -inf)
-        full[flat_alive] = logits
-        return full
+        return logits  # [n_live, V], live beams in (prompt, beam) order
 
 
 class _TreeLayout:
-    """One KV row per prompt; every step appends the ``num_beams`` new tokens as columns of that row.
+    """One KV row per prompt; every step appends the new tokens of the live beams as columns of that row.
 
     A beam's query attends to the prompt and to the columns of its own ancestors (a custom 4D mask), so
     the prompt's keys/values are stored once and never copied or reordered; beams that die simply
-    stop being referenced.
+    stop being referenced. Only live beams are computed: each step runs ``m`` queries per prompt, ``m``
+    the largest live-beam count of the batch (late in a search most beams have finished), and a prompt
+    with fewer live beams fills its spare slots with a copy that is never read.
     """
 
     def __init__(self, model, cache, *, prompt_mask, next_position, num_beams, max_new_tokens):
@@ -258,6 +258,7 @@ class _TreeLayout:
             cache.layers[i] = _BufferLayer(layer.keys, layer.values, capacity)
         self.cache = cache
         self.anc = torch.zeros((b, num_beams, 0), dtype=torch.int64, device=prompt_mask.device)
+        self.cols = self.prompt_len  # columns written so far in every row
         self.dtype = next(model.parameters()).dtype
 
     def select_prompts(self, idx: torch.Tensor) -> None:
@@ -267,31 +268,39 @@ class _TreeLayout:
     def forward(self, src_beam, tokens, alive, step) -> torch.Tensor:
         a, k = tokens.shape
         device = tokens.device
-        own = (self.prompt_len + k * step + torch.arange(k, device=device)).expand(a, k)
+        n_alive = alive.sum(1)  # >= 1: a prompt whose beams all died has left the batch
+        m = int(n_alive.max())
+        slot = alive.cumsum(1) - 1  # a live beam's query slot (and new column) among its prompt's live beams
+        own = self.cols + slot
         parents = torch.gather(self.anc, 1, src_beam[:, :, None].expand(a, k, step))
-        parents = torch.where(alive[:, :, None], parents, own[:, :, None])
-        self.anc = torch.cat((parents, own[:, :, None]), dim=2)
-        cols = self.prompt_len + k * (step + 1)
-        allowed = torch.zeros((a, k, cols), dtype=torch.bool, device=device)
+        self.anc = torch.cat((parents, own[:, :, None]), dim=2)  # rows of dead beams are never read
+        beam_of_slot = torch.zeros((a, m), dtype=torch.int64, device=device)  # spare slots: beam 0 (live)
+        p_idx, b_idx = torch.nonzero(alive, as_tuple=True)
+        beam_of_slot[p_idx, slot[p_idx, b_idx]] = b_idx
+        q_anc = torch.gather(self.anc, 1, beam_of_slot[:, :, None].expand(a, m, step + 1))
+        cols = self.cols + m
+        allowed = torch.zeros((a, m, cols), dtype=torch.bool, device=device)
         allowed[:, :, : self.prompt_len] = self.prompt_mask[:, None, :]
-        allowed.scatter_(2, self.anc, True)
-        mask = torch.zeros((a, 1, k, cols), dtype=self.dtype, device=device)
+        allowed.scatter_(2, q_anc, True)
+        mask = torch.zeros((a, 1, m, cols), dtype=self.dtype, device=device)
         mask.masked_fill_(~allowed[:, None], torch.finfo(self.dtype).min)
         config = self.model.config
         previous = config._attn_implementation
         config._attn_implementation = _TREE_ATTN
         try:
             out = self.model(
-                input_ids=tokens,
+                input_ids=torch.gather(tokens, 1, beam_of_slot),
                 attention_mask=mask,
-                position_ids=(self.next_position + step)[:, None].expand(a, k),
+                position_ids=(self.next_position + step)[:, None].expand(a, m),
                 past_key_values=self.cache,
                 use_cache=True,
                 return_dict=True,
             )
         finally:
             config._attn_implementation = previous
-        return out.logits.reshape(a * k, -1).to(dtype=torch.float32)
+        self.cols = cols
+        used = torch.arange(m, device=device)[None, :] < n_alive[:, None]
+        return out.logits[used].to(dtype=torch.float32)  # [n_live, V], live beams in (prompt, beam) order
 
 
 def _tree_supported(model, cache) -> bool:
@@ -367,7 +376,8 @@ def _search_batch(
                                next_position=next_position, num_beams=k, keep_one=keep_one)
     # Only beam 0 holds a real prefix at the start (HF seeds beams 1.. with -1e9, which only ever yields
     # non-catalog padding hypotheses): the other beams start dead (-inf) on node -1.
-    logits = logits.repeat_interleave(k, dim=0)  # [B * K, V]; rows of dead beams are masked anyway
+    # `logits` holds one row per live beam; `live` its flat index prompt * k + beam.
+    live = torch.arange(b, device=device) * k
 
     active = torch.arange(b, device=device)  # batch index of each active prompt
     run_scores = torch.full((b, k), NEG_INF, device=device)
@@ -381,20 +391,38 @@ def _search_batch(
 
     for step in range(max_new_tokens):
         a = active.numel()
-        vocab = logits.shape[-1]
-        # log-softmax over the full vocabulary, then the catalog constraint (-inf elsewhere).
-        logp = trie.constrain(F.log_softmax(logits, dim=-1), run_nodes.reshape(-1))
-        total = (logp.view(a, k, vocab) + run_scores[:, :, None]).view(a, k * vocab)
+        # log-softmax over the full vocabulary, then the catalog constraint: only the tokens the trie
+        # allows after each live beam's node are finite, so only those candidates are formed (HF's
+        # dense beams x vocabulary matrix holds -inf everywhere else).
+        lse = torch.logsumexp(logits, dim=-1)
+        rows, edges = trie._edges(run_nodes.reshape(-1)[live])
+        toks = trie.child_tokens[edges]
+        flat = live[rows]  # ascending: candidates come grouped by prompt
+        scores = run_scores.reshape(-1)[flat] + (logits[rows, toks] - lse[rows])
+        prompt = flat // k
+        counts = torch.bincount(prompt, minlength=a)
+        width = max(n_keep, int(counts.max()))
+        pos = torch.arange(prompt.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[prompt]
+        dense = torch.full((a, width), NEG_INF, device=device)
+        dense[prompt, pos] = scores
+        dense_id = torch.zeros((a, width), dtype=torch.int64, device=device)  # index into the candidates
+        dense_id[prompt, pos] = torch.arange(prompt.numel(), device=device)
 
-        cand_scores, cand_idx = torch.topk(total, n_keep, dim=1)  # sorted, best first
-        cand_beam = cand_idx // vocab
-        cand_tok = cand_idx % vocab
+        cand_scores, pick = torch.topk(dense, n_keep, dim=1)  # sorted, best first; -inf past the real ones
+        cand = torch.gather(dense_id, 1, pick)
+        real = torch.isfinite(cand_scores)
+        if prompt.numel() == 0:  # nothing allowed anywhere: every beam dies
+            cand_beam = cand_tok = torch.zeros_like(cand)
+            cand_nodes = torch.full_like(cand, -1)
+        else:
+            cand_beam = flat[cand] % k
+            cand_tok = toks[cand]
+            cand_nodes = torch.where(real, trie.child_nodes[edges][cand], -1)
         last_step = step + 1 >= max_new_tokens
         if last_step:  # HF's max-length criterion marks every candidate as finished
             cand_done = torch.ones_like(cand_tok, dtype=torch.bool)
         else:
             cand_done = torch.isin(cand_tok, eos_ids)
-        cand_nodes = trie.advance(torch.gather(run_nodes, 1, cand_beam), cand_tok)
 
         # Finalise finished candidates in the top `num_beams` ranks, length-normalised.
         new_fin = cand_scores / ((step + 1) ** length_penalty)
@@ -438,6 +466,7 @@ def _search_batch(
             layout.select_prompts(stay)
 
         logits = layout.forward(src_beam, next_tok, alive, step)
+        live = torch.nonzero(alive.reshape(-1)).flatten()
     return results
 
 

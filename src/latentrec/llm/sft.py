@@ -142,7 +142,7 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     world = accelerator.num_processes
     accum = max(1, cfg.effective_batch // (cfg.micro_batch * world))
     per_epoch = math.ceil(len(train) / cfg.micro_batch)
-    steps_per_epoch = math.ceil(per_epoch / (accum * world))
+    steps_per_epoch = per_epoch // (accum * world) or 1  # whole optimiser steps: the loop drops a partial one
     total_steps = cfg.max_steps or steps_per_epoch * cfg.max_epochs
 
     params = task.trainable_parameters(model)
