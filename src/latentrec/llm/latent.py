@@ -5,8 +5,13 @@ paper eq. 2-3 for N > 1). Latent n is a head's function of the backbone's final-
 everything before it (prompt and latents 1..n-1); it is fed back as the input embedding at the
 `<|Thought|>` position; the LLM then predicts the item title from [prompt, latents].
 
-Heads implement :class:`LatentHead` (LatentRATT here, FLR's factorised head later), so SFT, RL,
+Heads implement :class:`LatentHead` (LatentRATT here, FLR's factorised head in flr.py), so SFT, RL,
 decoding and reports never fork on the head.
+
+Refinement (FLR §4.1): with `refine_steps` T > 1 each latent slot is rewritten T times: the head's
+output z_t is written at the slot, the LLM runs over it (the prompt's KV cache extended by that one
+position, then cropped back), and the head recomputes z_{t+1} from the hidden states of
+[prompt, z_t]. T = 1 is LatentR3's single computation.
 
 Computation (REFERENCE §9.3 items 3-5, exact-equivalent): the prompt is run ONCE through the backbone
 (no LM head); its final-norm states feed the head and its KV cache serves the latent and target
@@ -55,8 +60,13 @@ class LatentHead(nn.Module):
     def regularisers(self) -> dict[str, torch.Tensor]:
         return {}
 
+    def reset(self) -> None:
+        """Forget the regularisers of earlier forwards (the reasoner calls it before each thought)."""
+
     @classmethod
     def build(cls, kind: str, hidden_size: int, **options) -> "LatentHead":
+        import latentrec.llm.flr  # noqa: F401  (registers "flr")
+
         if kind not in cls.registry:
             raise InputError(f"unknown latent head {kind!r}; known: {sorted(cls.registry)}")
         return cls.registry[kind](hidden_size=hidden_size, **options)
@@ -148,18 +158,21 @@ def left_positions(mask: torch.Tensor) -> torch.Tensor:
 
 
 class LatentReasoner(nn.Module):
-    """An HF causal LM plus a latent head that thinks `n_latents` tokens before the answer.
+    """An HF causal LM plus a latent head that thinks `n_latents` tokens before the answer, each
+    refined `refine_steps` times (FLR's T; 1 = LatentR3).
 
     ``forward`` (what the trainers call, so DDP sees every parameter use) returns the per-token
     log-probabilities of the targets given [prompt, latents], for ``copies`` latent draws per prompt
     with optional additive ``noise`` [B, copies, N, d] on the latents.
     """
 
-    def __init__(self, llm, head: LatentHead, n_latents: int = 1):
+    def __init__(self, llm, head: LatentHead, n_latents: int = 1, refine_steps: int = 1):
         super().__init__()
         if n_latents < 1:
             raise ValueError(f"n_latents must be >= 1, got {n_latents}")
-        self.llm, self.head, self.n_latents = llm, head, n_latents
+        if refine_steps < 1:
+            raise ValueError(f"refine_steps must be >= 1, got {refine_steps}")
+        self.llm, self.head, self.n_latents, self.refine_steps = llm, head, n_latents, refine_steps
 
     # -- pieces ------------------------------------------------------------------------------------
     @property
@@ -191,22 +204,36 @@ class LatentReasoner(nn.Module):
         hidden = self._run(embeds, mask, pos, state.cache)
         return SeqState(torch.cat((state.hidden, hidden), 1), mask, torch.cat((state.positions, pos), 1), state.cache)
 
+    def latent(self, state: SeqState, head: LatentHead) -> torch.Tensor:
+        """The next latent [B, d] after `state`, refined `refine_steps` times: each refinement writes the
+        current latent at the next position (the cache grows by one), reruns the head over the hidden
+        states of [state, latent], and crops the cache back. `state` is left as it was."""
+        emb_dtype = self.llm.get_input_embeddings().weight.dtype
+        z = head(state.hidden, state.mask, state.positions)
+        for _ in range(self.refine_steps - 1):
+            ext = self.extend(state, z.to(emb_dtype)[:, None])
+            z = head(ext.hidden, ext.mask, ext.positions)
+            state.cache.crop(-1)  # drop the slot again: the next refinement (or the caller) rewrites it
+        return z
+
     def think(self, state: SeqState, copies: int = 1, noise: torch.Tensor | None = None, head=None):
         """(latents [B*copies, N, d] in the embedding dtype, state over prompt + latents[:-1]).
 
-        The first latent is computed once per prompt and shared by its copies; noise [B, copies, N, d]
-        is added to each latent as it is written, so later latents see the noisy earlier ones.
+        The first latent (all its refinements) is computed once per prompt and shared by its copies;
+        noise [B, copies, N, d] is added to each latent as it is written (after its last refinement),
+        so later latents see the noisy earlier ones.
         """
         emb_dtype = self.llm.get_input_embeddings().weight.dtype
         head = head or self.head
-        z = head(state.hidden, state.mask, state.positions)
+        head.reset()
+        z = self.latent(state, head)
         state = state.repeat(copies)
         z = z.repeat_interleave(copies, 0)
         flat_noise = None if noise is None else noise.reshape(-1, *noise.shape[2:])
         latents = []
         for n in range(self.n_latents):
             if n:
-                z = head(state.hidden, state.mask, state.positions)
+                z = self.latent(state, head)
             z = z.to(emb_dtype)
             if flat_noise is not None:
                 z = z + flat_noise[:, n].to(emb_dtype)
@@ -255,18 +282,23 @@ class LatentReasoner(nn.Module):
 
     # -- slow, obviously-correct restatement (tests and bench) ---------------------------------------
     def reference_logprobs(self, prompt: list[int], target: list[int], noise: torch.Tensor | None = None) -> torch.Tensor:
-        """One prompt, no cache, no padding: every latent from a full pass over [prompt, latents so far],
-        then a full pass over [prompt, latents, target]. noise [N, d] -> [T]; or [K, N, d] -> [K, T]
-        (K copies of the whole computation, as the reference's K-row batches)."""
+        """One prompt, no cache, no padding: every latent from a full pass over [prompt, latents so far]
+        (each refinement from a full pass over [prompt, latents so far, current latent]), then a full
+        pass over [prompt, latents, target]. noise [N, d] -> [T]; or [K, N, d] -> [K, T] (K copies of
+        the whole computation, as the reference's K-row batches)."""
         dev = self.llm.get_input_embeddings().weight.device
         single = noise is None or noise.dim() == 2
         noise = (None if noise is None else noise[None]) if single else noise
         k = 1 if noise is None else noise.shape[0]
         emb = self.embed(torch.tensor([prompt], device=dev)).expand(k, -1, -1)
+        self.head.reset()
         for n in range(self.n_latents):
-            pos = torch.arange(emb.shape[1], device=dev).expand(k, -1)
-            hidden = self.backbone(inputs_embeds=emb, position_ids=pos).last_hidden_state
-            z = self.head(hidden, torch.ones_like(pos), pos).to(emb.dtype)
+            seq = emb
+            for _ in range(self.refine_steps):
+                pos = torch.arange(seq.shape[1], device=dev).expand(k, -1)
+                hidden = self.backbone(inputs_embeds=seq, position_ids=pos).last_hidden_state
+                z = self.head(hidden, torch.ones_like(pos), pos).to(emb.dtype)
+                seq = torch.cat((emb, z[:, None]), 1)
             if noise is not None:
                 z = z + noise[:, n].to(emb.dtype)
             emb = torch.cat((emb, z[:, None]), 1)
@@ -288,7 +320,8 @@ class LatentReasoner(nn.Module):
             tokenizer.save_pretrained(out)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(out / HEAD_FILE))
         (out / HEAD_CONFIG).write_text(json.dumps(
-            {"kind": self.head.kind, "options": self.head.config(), "n_latents": self.n_latents}, indent=2))
+            {"kind": self.head.kind, "options": self.head.config(), "n_latents": self.n_latents,
+             "refine_steps": self.refine_steps}, indent=2))
 
     @classmethod
     def load(cls, folder: str | Path, dtype=None, device=None, n_latents: int | None = None):
@@ -304,7 +337,7 @@ class LatentReasoner(nn.Module):
         llm, tok = load_backbone(folder, dtype=dtype)
         head = LatentHead.build(spec["kind"], **spec["options"])
         head.load_state_dict(load_file(str(folder / HEAD_FILE)))
-        model = cls(llm, head, n_latents or spec["n_latents"])
+        model = cls(llm, head, n_latents or spec["n_latents"], spec.get("refine_steps", 1))
         if device is not None:
             model.to(device)
         return model, tok
@@ -323,7 +356,7 @@ def load_decodable(path: str | Path, dtype=None, device=None):
 
 
 def new_reasoner(llm, tokenizer, head: str = "latentratt", n_latents: int = 1, head_options: dict | None = None,
-                 seed: int = 0) -> LatentReasoner:
+                 seed: int = 0, refine_steps: int = 1) -> LatentReasoner:
     """Add `<|Thought|>` to the tokenizer and LLM, and a freshly initialised head (seeded)."""
     from latentrec.llm.prompts import add_thought_token
 
@@ -332,7 +365,7 @@ def new_reasoner(llm, tokenizer, head: str = "latentratt", n_latents: int = 1, h
     with gen:
         torch.manual_seed(seed)
         h = LatentHead.build(head, llm.config.hidden_size, **(head_options or {}))
-    return LatentReasoner(llm, h, n_latents)
+    return LatentReasoner(llm, h, n_latents, refine_steps)
 
 
 # --------------------------------------------------------------------------------------- training
@@ -354,7 +387,9 @@ def collate_prompt_target(samples, pad_id: int) -> dict[str, torch.Tensor]:
 
 class LatentSFTTask(SFTTask):
     """Warm-up SFT with the latent in the loop: the whole model (LLM and head) trains on the target CE;
-    a head's regularisers (FLR) are added with their learned weights, scaled per target token."""
+    a head's regularisers (FLR eq. 8) are added with their learned weights, scaled per target token, in
+    training only: the validation loss that picks the kept epoch is the target CE alone (the learned
+    weights and their s/2 terms would make it incomparable across epochs)."""
 
     def collate(self, samples, pad_id):
         return collate_prompt_target(samples, pad_id)
@@ -366,8 +401,8 @@ class LatentSFTTask(SFTTask):
         logp = model(**batch)
         n = int(batch["target_mask"].sum())
         loss = -logp.sum()
-        head = getattr(model, "module", model).head
-        reg = head.regularisers()
+        inner = getattr(model, "module", model)
+        reg = inner.head.regularisers() if inner.training else {}
         if reg:
             loss = loss + n * sum(reg.values())
         return loss, n

@@ -52,7 +52,8 @@ def cmd_latent_sft(a) -> None:
     ds = load_dataset(a.data)
     llm, tok = load_backbone(a.model)
     model = new_reasoner(llm, tok, head=recipe.get("head", "latentratt"), n_latents=int(recipe.get("n_latents", 1)),
-                         head_options=recipe.get("head_options"), seed=a.seed)
+                         head_options=recipe.get("head_options"), seed=a.seed,
+                         refine_steps=int(recipe.get("refine_steps", 1)))
     sample_seed = cfg.seed if getattr(cfg, "train_sample", "first") == "random" else None
     train = _encode(ds, "train", tok, a.domain, cfg, cfg.train_limit, sample_seed)
     valid = _encode(ds, "valid", tok, a.domain, cfg, cfg.valid_limit)
