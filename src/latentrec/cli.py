@@ -73,10 +73,18 @@ def cmd_fit_predict(a) -> None:
     from latentrec.data.processed_io import load_dataset
     from latentrec.runs import predictions_frame, seed_everything, write_predictions, write_run_metadata
 
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)  # small models: one thread per job is fastest on a shared CPU
     seed_everything(a.seed)
     ds = load_dataset(a.data)
     method = a.cfg
-    model = build(method["family"], method.get("params", {}), seed=a.seed)
+    params = dict(method.get("params", {}))
+    if a.item_embeddings:  # precomputed inputs (AlphaRec's title embeddings), produced by their own rule
+        params["item_embeddings"] = a.item_embeddings
+    model = build(method["family"], params, seed=a.seed)
+
     t0 = time.time()
     train_log = model.fit(ds) or {}
     train_log["fit_seconds"] = time.time() - t0
@@ -89,6 +97,33 @@ def cmd_fit_predict(a) -> None:
         write_predictions(predictions_frame(ds.split(split), ids, scores, ds.titles), out / name)
     write_run_metadata(out, {"dataset": a.dataset, "method": a.method, "seed": a.seed, "split": "test",
                              "method_config": method}, train_log)
+
+
+def cmd_item_embeddings(a) -> None:
+    """AlphaRec's input: the backbone's mean-pooled last hidden state of every item title (.npy)."""
+    import numpy as np
+    import torch
+
+    from latentrec.baselines.alpharec import title_embeddings
+    from latentrec.data.processed_io import load_dataset
+    from latentrec.io_utils import atomic_path, write_json
+    from latentrec.llm.backbone import load_backbone
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    ds = load_dataset(a.data)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model, tok = load_backbone(a.model, dtype=dtype, device=device)
+    t0 = time.time()
+    emb = title_embeddings(model, tok, ds.titles, batch_size=a.batch_size)
+    seconds = time.time() - t0
+    with atomic_path(a.out) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, emb)
+    write_json({"model": str(a.model), "n_items": int(emb.shape[0]), "dim": int(emb.shape[1]), "pooling": "mean",
+                "layer": "last", "device": device, "dtype": str(dtype), "seconds": seconds},
+               Path(a.out).with_suffix(".json"))
+    log.info("title embeddings %s of %s in %.1fs", list(emb.shape), a.model, seconds)
 
 
 def cmd_select_grid(a) -> None:
@@ -264,8 +299,18 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--cfg", type=_json_arg, required=True, help="method config (JSON)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--k", type=int, default=10)
+    s.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    s.add_argument("--item-embeddings", default=None, help="item embedding file (.npy) for families that take one")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_fit_predict)
+
+    s = sub.add_parser("item-embeddings", help="LLM title embeddings of a dataset's items (AlphaRec's input)")
+    s.add_argument("--data", required=True)
+    s.add_argument("--model", required=True, help="backbone folder")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    s.add_argument("--out", required=True, help=".npy [n_items, hidden]; a .json with provenance beside")
+    s.set_defaults(func=cmd_item_embeddings)
 
     s = sub.add_parser("select-grid", help="choose a grid point on validation and install its test run")
     s.add_argument("--data", required=True)

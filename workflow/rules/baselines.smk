@@ -1,10 +1,34 @@
 # Score-based recommenders (MostPop, Caser, GRU4Rec, SASRec, AlphaRec): one fit/predict interface.
 # A method with a `grid` fans out into one job per grid point; a gather job selects on validation.
+# AlphaRec's title embeddings are computed once per dataset and backbone and shared by every run.
+
+
+rule item_title_embeddings:
+    input:
+        data=processed("{dataset}"),
+        model="resources/models/{model}",
+    output:
+        "results/{dataset}/_cache/title_embeddings_{model}.npy",
+    log:
+        "logs/item_title_embeddings/{dataset}/{model}.log",
+    benchmark:
+        "benchmarks/item_title_embeddings/{dataset}/{model}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=LLM["decode_gpus"],
+    params:
+        launch=launcher(LLM["decode_gpus"], single=True),
+    shell:
+        "{params.launch} item-embeddings --data results/{wildcards.dataset}/data --model {input.model}"
+        " --threads {threads} --out {output} 2> {log}"
 
 
 rule fit_predict_recommender:
     input:
-        processed("{dataset}"),
+        data=processed("{dataset}"),
+        emb=item_embeddings_input,
     output:
         predictions="results/{dataset}/{method}/seed{seed}/predictions.parquet",
         valid="results/{dataset}/{method}/seed{seed}/predictions_valid.parquet",
@@ -17,19 +41,21 @@ rule fit_predict_recommender:
         method=_alternatives(recommender_methods(config, grid=False)),
     conda:
         ENV
-    threads: 2
+    threads: 1
     params:
+        emb=item_embeddings_arg,
         cfg=lambda w: as_arg(method_config(config, w.method)),
     shell:
         "python -m latentrec fit-predict --data results/{wildcards.dataset}/data"
         " --dataset {wildcards.dataset} --method {wildcards.method} --cfg {params.cfg}"
-        " --seed {wildcards.seed} --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed}"
+        " --seed {wildcards.seed} --threads {threads} {params.emb} --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed}"
         " 2> {log}"
 
 
 rule fit_grid_point:
     input:
-        processed("{dataset}"),
+        data=processed("{dataset}"),
+        emb=item_embeddings_input,
     output:
         predictions="results/{dataset}/{method}/seed{seed}/grid/{point}/predictions.parquet",
         valid="results/{dataset}/{method}/seed{seed}/grid/{point}/predictions_valid.parquet",
@@ -43,13 +69,14 @@ rule fit_grid_point:
         method=_alternatives(recommender_methods(config, grid=True)),
     conda:
         ENV
-    threads: 2
+    threads: 1
     params:
+        emb=item_embeddings_arg,
         cfg=lambda w: as_arg(grid_method_config(w.method, w.point)),
     shell:
         "python -m latentrec fit-predict --data results/{wildcards.dataset}/data"
         " --dataset {wildcards.dataset} --method {wildcards.method} --cfg {params.cfg}"
-        " --seed {wildcards.seed} --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed}/grid/{wildcards.point}"
+        " --seed {wildcards.seed} --threads {threads} {params.emb} --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed}/grid/{wildcards.point}"
         " 2> {log}"
 
 

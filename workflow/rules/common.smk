@@ -81,6 +81,18 @@ def grid_method_config(method, point):
     return cfg
 
 
+def item_embeddings_input(w):
+    """AlphaRec reads the backbone's title embeddings of the dataset; other families read nothing."""
+    if method_config(config, w.method)["family"] != "alpharec":
+        return []
+    return f"results/{w.dataset}/_cache/title_embeddings_{LLM['backbone']}.npy"
+
+
+def item_embeddings_arg(w):
+    path = item_embeddings_input(w)
+    return f"--item-embeddings {path}" if path else ""
+
+
 def run_dir(dataset, method, seed):
     return f"results/{dataset}/{method}/seed{seed}"
 

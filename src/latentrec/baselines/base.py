@@ -46,6 +46,7 @@ def build(family: str, params: dict | None = None, seed: int = 0) -> "Recommende
 
 def _import_all() -> None:
     # Importing the modules registers their classes.
+    import latentrec.baselines.alpharec  # noqa: F401
     import latentrec.baselines.mostpop  # noqa: F401
 
     try:  # sequential models arrive with the baselines issue
