@@ -11,9 +11,20 @@ import torch
 
 from latentrec.llm.backbone import tiny_llama_like
 from latentrec.llm.flr import FLRHead, entropy, orthogonality_loss, pairwise_cosine
+from latentrec.llm.grpo import (
+    LRGRPOConfig,
+    _greedy_title,
+    advantages,
+    draw_noise,
+    reference_step,
+    step_loss,
+    surrogate,
+    train_lr_grpo,
+)
 from latentrec.llm.latent import LatentHead, LatentReasoner, LatentSFTTask, collate_prompt_target, new_reasoner
 from latentrec.llm.prompts import SegmentEncoder, encode_sample
 from latentrec.llm.sft import SFTConfig, train_sft
+from latentrec.llm.trie import TitleTrie
 
 TITLES = [f"Album {w}" for w in ("Alpha", "Beta", "Gamma", "Delta", "Omega", "Sigma")]
 
@@ -298,3 +309,96 @@ def test_flr_warmup_sft_trains_saves_and_loads(tok, tmp_path):
     batch = collate_prompt_target(train[:4], tok.pad_token_id)
     with torch.no_grad():
         assert torch.allclose(loaded.eval()(**batch), r.eval()(**batch), atol=1e-5)
+
+
+# -------------------------------------------------------------------------------------- FLR-GRPO
+def test_base_advantage_and_clipping_match_a_hand_computed_example():
+    r = torch.tensor([[1.0, 2.0, 4.0], [0.0, -1.0, -1.0]])
+    adv = advantages(r, "base")  # (r_i - r_0) / ||r_{1:} - r_0||_2 within each sample
+    want = torch.tensor([[0.0, 1 / math.sqrt(10), 3 / math.sqrt(10)], [0.0, -1 / math.sqrt(2), -1 / math.sqrt(2)]])
+    assert torch.allclose(adv, want, atol=1e-5)
+    cfg = LRGRPOConfig(clip_low=0.2, clip_high=0.28)
+    old = torch.zeros(4, 1)
+    logp = torch.log(torch.tensor([[1.5], [1.1], [0.5], [0.9]]))  # ratios 1.5, 1.1, 0.5, 0.9
+    a = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    got = surrogate(logp, old, a, torch.ones(4, 1), cfg)
+    # -min(ratio A, clip(ratio, 0.8, 1.28) A): A > 0 caps the ratio at 1.28; A < 0 floors it at 0.8.
+    assert torch.allclose(got, torch.tensor([-1.28, -1.1, 0.8, 0.9]), atol=1e-6)
+    with pytest.raises(ValueError, match="advantage"):
+        LRGRPOConfig.from_dict({"advantage": "nope"})
+    with pytest.raises(ValueError, match="reward"):
+        LRGRPOConfig.from_dict({"reward": "nope"})
+
+
+FLR_GRPO = dict(reward="hybrid", reward_alpha=0.1, reward_beta=1.0, advantage="base", regularisers=True,
+                clip_low=0.2, clip_high=0.28, noise_std=1.5)
+
+
+@pytest.fixture(scope="module")
+def fitted_flr(smollm2_tokenizer):
+    """A tiny FLR reasoner fitted to the toy rule, so greedy decodes hit the target for some draws."""
+    tok = copy.deepcopy(smollm2_tokenizer)
+    torch.manual_seed(0)
+    r = _reasoner(tok, refine_steps=2, n_factors=3)
+    train = _samples(tok, 24)
+    batch = collate_prompt_target(train, tok.pad_token_id)
+    opt = torch.optim.Adam(r.parameters(), lr=1e-2)
+    for _ in range(30):
+        loss = -r(**batch).sum() / batch["target_mask"].sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    enc = SegmentEncoder(tok)
+    catalog = [enc.target_ids(t) for t in TITLES]
+    trie = TitleTrie.build(catalog, vocab_size=r.llm.get_input_embeddings().num_embeddings)
+    return r, tok, train, catalog, trie
+
+
+def test_flr_grpo_step_equals_naive_step_and_greedy_hits_equal_beam1_decodes(fitted_flr):
+    r, tok, train, _, trie = fitted_flr
+    r = copy.deepcopy(r)
+    for p in r.llm.parameters():
+        p.requires_grad_(False)
+    cfg = LRGRPOConfig(group_size=4, **FLR_GRPO)
+    samples = train[:3]
+    noise = draw_noise(3, cfg, 1, r.llm.config.hidden_size, torch.Generator().manual_seed(0), "cpu")
+    batch = collate_prompt_target(samples, tok.pad_token_id)
+    with torch.no_grad():  # the batched greedy decodes on the loss forward's cache = one beam-1 search per draw
+        _, hits = r(**batch, copies=4, noise=noise, frozen_llm=True, match_trie=trie)
+        want = []
+        for i, s in enumerate(samples):
+            _, prefix = r.reference_logprobs(s.input_ids[: s.prompt_len], s.input_ids[s.prompt_len :], noise[i],
+                                             return_prefix=True)
+            want += [_greedy_title(r, prefix[j : j + 1], trie, tok.eos_token_id) == s.input_ids[s.prompt_len :]
+                     for j in range(4)]
+    assert hits.tolist() == want
+    assert 0 < sum(want) < len(want)  # both outcomes occur, so the exact-match term matters here
+    fast, stats = step_loss(r, batch, noise, cfg, trie=trie)
+    fast.backward()
+    g = {n: p.grad.clone() for n, p in r.head.named_parameters()}
+    r.zero_grad()
+    slow = reference_step(r, samples, noise, cfg, trie=trie, eos_token_id=tok.eos_token_id)
+    slow.backward()
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-4, abs=1e-6)
+    for n, p in r.head.named_parameters():
+        assert torch.allclose(g[n], p.grad, atol=1e-6, rtol=1e-3), n
+    assert stats["exact_match"] == pytest.approx(sum(want) / len(want))
+    assert all(g[f"log_vars.{name}"].abs() > 0 for name in ("orthogonality", "diversity", "sparsity"))
+
+
+@pytest.mark.parametrize("regularisers", [True, False])
+def test_flr_grpo_trains_only_flr_parameters(fitted_flr, regularisers):
+    r, tok, train, catalog, _ = copy.deepcopy(fitted_flr[0]), *fitted_flr[1:]
+    llm_before = {n: p.detach().clone() for n, p in r.llm.named_parameters()}
+    head_before = {n: p.detach().clone() for n, p in r.head.named_parameters()}
+    cfg = LRGRPOConfig(lr=1e-2, group_size=4, groups_per_step=4, advantage_groups=2, warmup_steps=1, max_steps=2,
+                       mixed_precision="no", beta=0.04, **dict(FLR_GRPO, regularisers=regularisers))
+    log = train_lr_grpo(r, tok, train, train[:4], cfg, catalog=catalog)
+    assert log["steps"] == 2 and "exact_match" in log["history"][0]
+    assert all(torch.equal(p, llm_before[n]) for n, p in r.llm.named_parameters())
+    moved = {n for n, p in r.head.named_parameters() if not torch.equal(p, head_before[n])}
+    weights = {"log_vars.orthogonality", "log_vars.diversity", "log_vars.sparsity"}
+    assert {"prototypes", "q.weight", "k.weight", "v.weight", "gate.0.weight", "gate.2.weight"} <= moved
+    assert (weights <= moved) if regularisers else not (weights & moved)
+    with pytest.raises(ValueError, match="catalog"):
+        train_lr_grpo(r, tok, train, train[:4], cfg)

@@ -138,6 +138,16 @@ class FLRHead(LatentHead):
     def reset(self) -> None:
         self._raw = []
 
+    def __getstate__(self):
+        """Copies and pickles leave the last forward's graph-holding values behind (deepcopy of a head with
+        them would fail: the KL reference is a deepcopy)."""
+        state = self.__dict__.copy()
+        state["_raw"], state["last"] = [], {}
+        return state
+
+    def auxiliary_parameters(self) -> list[nn.Parameter]:
+        return list(self.log_vars.values())
+
     def raw_regularisers(self) -> dict[str, torch.Tensor]:
         """Unweighted regularisers, averaged over the head calls since the last reset (the reasoner resets
         at the start of each thought computation, so: over the T refinements of every latent)."""

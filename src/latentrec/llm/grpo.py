@@ -16,6 +16,13 @@ the reference computes with four full passes over K copies of prompt + latent + 
 Fixed against the reference: gradients are synchronised across GPUs (every forward goes through the
 DDP wrapper); the baseline groups may span any number of GPUs; hyperparameters are chosen on
 validation (`valid_neg_ppl`), not on test.
+
+FLR-GRPO (FLR paper §4.2, docs/flr.md) is a set of options here, not a fork: `reward="hybrid"`
+(reward_alpha * mean target-token log-prob + reward_beta * [a greedy catalog-constrained decode after the
+noisy thought spells the target], read off the teacher-forced logits the loss forward computes anyway, so
+no decode runs), `advantage="base"` ((r_i - r_0) / (||r_{1:} - r_0||_2 + eps) within each sample,
+r_0 the noise-free draw), `regularisers=True` (the head's weighted regularisers join the loss, eq. 13),
+`beta` > 0 (k3 KL to the warm-up head), clip 0.2 / 0.28.
 """
 
 from __future__ import annotations
@@ -43,12 +50,18 @@ class LRGRPOConfig:
     noise_std: float = 1.5
     groups_per_step: int = 32  # distinct samples per optimiser step, over all GPUs
     advantage_groups: int = 2  # samples sharing a baseline/normaliser; one forward per device holds advantage_groups / world
-    advantage: str = "batch"  # batch: LR-GRPO; group: per-sample mean/std (the "w/o Batch Advantage" ablation)
+    advantage: str = "batch"  # batch: LR-GRPO; group: per-sample mean/std (the "w/o Batch Advantage" ablation);
+    #                           base: FLR-GRPO's (r - r_0) / ||r_{1:} - r_0||_2 per sample (r_0: the noise-free draw)
     policy: str = "target"  # ratio of: target = target-token likelihoods (the reference); latent = the Gaussian
     #                         density of the noisy latent around the head's output (a true policy gradient)
     clip_low: float = 0.2
     clip_high: float = 0.28
     beta: float = 0.0  # k3 KL to the starting head; 0 keeps no reference copy
+    reward: str = "neg_ppl"  # neg_ppl: -perplexity of the target (LR-GRPO); hybrid: FLR-GRPO's reward_alpha * mean
+    #                          target-token log-prob + reward_beta * [greedy constrained decode returns the target]
+    reward_alpha: float = 0.1
+    reward_beta: float = 1.0
+    regularisers: bool = False  # add the head's weighted regularisers (FLR eq. 13); off: their weights are frozen
     warmup_steps: int = 200
     max_epochs: int = 1
     max_steps: int | None = None
@@ -68,13 +81,24 @@ class LRGRPOConfig:
         cfg = cls(**d)
         if cfg.policy not in ("target", "latent"):
             raise ValueError(f"policy must be 'target' or 'latent', got {cfg.policy!r}")
-        if cfg.advantage not in ("batch", "group"):
-            raise ValueError(f"advantage must be 'batch' or 'group', got {cfg.advantage!r}")
+        if cfg.advantage not in ("batch", "group", "base"):
+            raise ValueError(f"advantage must be 'batch', 'group' or 'base', got {cfg.advantage!r}")
+        if cfg.reward not in ("neg_ppl", "hybrid"):
+            raise ValueError(f"reward must be 'neg_ppl' or 'hybrid', got {cfg.reward!r}")
         if cfg.group_size < 2:
             raise ValueError("group_size must be >= 2 (draw 0 is the noise-free baseline)")
         if cfg.groups_per_step % cfg.advantage_groups:
             raise ValueError(f"groups_per_step {cfg.groups_per_step} must be a multiple of advantage_groups {cfg.advantage_groups}")
         return cfg
+
+    @property
+    def exact_match(self) -> bool:
+        """The reward needs a constrained decode per draw (FLR-GRPO's exact-match term)."""
+        return self.reward == "hybrid" and self.reward_beta != 0
+
+    @property
+    def needs_catalog(self) -> bool:
+        return self.exact_match
 
 
 # ------------------------------------------------------------------------------- the math, shared
@@ -83,12 +107,22 @@ def rewards_from_logp(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return -torch.exp(-(logp.sum(1) / mask.sum(1)))
 
 
+def hybrid_rewards(logp: torch.Tensor, mask: torch.Tensor, hits: torch.Tensor | None, cfg: LRGRPOConfig) -> torch.Tensor:
+    """FLR-GRPO: reward_alpha * mean token log-prob of the target + reward_beta * exact match [rows]."""
+    r = cfg.reward_alpha * logp.sum(1) / mask.sum(1)
+    return r if hits is None else r + cfg.reward_beta * hits.to(r.dtype)
+
+
 def advantages(rewards: torch.Tensor, mode: str) -> torch.Tensor:
     """rewards [G, K] (column 0 noise-free) -> advantages [G, K].
 
     batch: (r - b) / (||r - b||_2 + 1e-6), b = mean of the G noise-free rewards (one scalar);
-    group: (r - mean_g) / (std_g + 1e-4) within each sample (standard GRPO).
+    group: (r - mean_g) / (std_g + 1e-4) within each sample (standard GRPO);
+    base: (r - r_g0) / (||r_g,1: - r_g0||_2 + 1e-6) within each sample, r_g0 its noise-free reward (FLR-GRPO).
     """
+    if mode == "base":
+        centred = rewards - rewards[:, :1]
+        return centred / (centred[:, 1:].norm(dim=1, keepdim=True) + 1e-6)
     if mode == "batch":
         centred = rewards - rewards[:, 0].mean()
         return centred / (centred.norm() + 1e-6)
@@ -113,14 +147,25 @@ def draw_noise(g: int, cfg: LRGRPOConfig, n_latents: int, hidden: int, generator
     return noise.to(device)
 
 
-def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_slice=slice(None), ref_head=None):
+def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_slice=slice(None), ref_head=None,
+              trie=None):
     """The loss of one micro-step (fast path) and its stats. Sum over this device's samples of the
-    per-sample token-mean surrogate; the caller scales by the number of samples per optimiser step."""
+    per-sample token-mean surrogate (+ the head's regularisers with `cfg.regularisers`); the caller scales
+    by the number of samples per optimiser step. `trie`: the catalog, for FLR-GRPO's exact-match reward."""
     k = cfg.group_size
-    logp, clean = model(**batch, copies=k, noise=noise, frozen_llm=True, return_latents=True)  # [g*K, T]
+    match = trie if cfg.exact_match else None
+    if cfg.exact_match and trie is None:
+        raise ValueError("the hybrid reward's exact-match term needs the catalog trie")
+    out = model(**batch, copies=k, noise=noise, frozen_llm=True, return_latents=True, match_trie=match)  # [g*K, T]
+    logp, clean = out[0], out[1]
+    hits = out[2] if match is not None else None
+    reg = getattr(model, "module", model).head.regularisers() if cfg.regularisers else {}
     mask = batch["target_mask"].repeat_interleave(k, 0)
     g = batch["prompt_ids"].shape[0]
-    rewards = rewards_from_logp(logp.detach(), mask).view(g, k)
+    if cfg.reward == "hybrid":
+        rewards = hybrid_rewards(logp.detach(), mask, hits, cfg).view(g, k)
+    else:
+        rewards = rewards_from_logp(logp.detach(), mask).view(g, k)
     adv = advantages(gather(rewards), cfg.advantage)[rank_slice].reshape(-1)
     ref_logp = None
     if cfg.beta and ref_head is not None:
@@ -136,24 +181,55 @@ def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_s
     else:
         per_row = surrogate(logp, logp.detach(), adv, mask, cfg, ref_logp)
         per_sample = per_row.view(g, k).sum(1) / mask.view(g, -1).sum(1)
-    return per_sample.sum(), {"reward": float(rewards.mean()), "reward_clean": float(rewards[:, 0].mean())}
+    loss = per_sample.sum()
+    stats = {"reward": float(rewards.mean()), "reward_clean": float(rewards[:, 0].mean())}
+    if reg:  # eq. 13: the regularisers once per sample (their mean over the step's samples, after scaling)
+        loss = loss + g * sum(reg.values())
+        stats["regularisers"] = float(sum(reg.values()).detach())
+    if hits is not None:
+        stats["exact_match"] = float(hits.float().mean())
+        stats["exact_match_clean"] = float(hits.view(g, k)[:, 0].float().mean())
+    return loss, stats
 
 
-def reference_step(reasoner: LatentReasoner, samples: list[EncodedSample], noise: torch.Tensor, cfg: LRGRPOConfig):
+def reference_step(reasoner: LatentReasoner, samples: list[EncodedSample], noise: torch.Tensor, cfg: LRGRPOConfig,
+                   trie=None, eos_token_id: int | None = None):
     """The naive computation the reference does (REFERENCE §5.2-5.3): per sample, K rows of the full
     prompt + latent + target, each latent from its own pass over the prompt; once without gradient for
-    the rewards, then again with gradient for the loss. Same value as :func:`step_loss` (target policy)."""
+    the rewards, then again with gradient for the loss. Same value as :func:`step_loss` (target policy,
+    beta 0). FLR-GRPO's exact match: one beam-1 constrained beam search per draw, each from its own
+    [prompt, noisy latents] prefill (no cache shared with anything)."""
     with torch.no_grad():
-        rewards = torch.stack([
-            -torch.exp(-reasoner.reference_logprobs(_prompt(s), _target(s), noise[i]).mean(1))
-            for i, s in enumerate(samples)])
+        rows = []
+        for i, s in enumerate(samples):
+            logp, prefix = reasoner.reference_logprobs(_prompt(s), _target(s), noise[i], return_prefix=True)
+            if cfg.reward != "hybrid":
+                rows.append(-torch.exp(-logp.mean(1)))
+                continue
+            r = cfg.reward_alpha * logp.mean(1)
+            if cfg.exact_match:
+                hits = [float(_greedy_title(reasoner, prefix[j : j + 1], trie, eos_token_id) == _target(s))
+                        for j in range(prefix.shape[0])]
+                r = r + cfg.reward_beta * torch.tensor(hits, device=r.device)
+            rows.append(r)
+        rewards = torch.stack(rows)
     adv = advantages(rewards, cfg.advantage)
     total = 0.0
     for i, s in enumerate(samples):
         logp = reasoner.reference_logprobs(_prompt(s), _target(s), noise[i])  # [K, T]
         mask = torch.ones_like(logp)
         total = total + surrogate(logp, logp.detach(), adv[i], mask, cfg).sum() / mask.sum()
+        if cfg.regularisers:
+            total = total + sum(reasoner.head.regularisers().values(), torch.tensor(0.0))
     return total
+
+
+def _greedy_title(reasoner: LatentReasoner, prefix: torch.Tensor, trie, eos_token_id) -> list[int]:
+    from latentrec.llm.decoding import constrained_beam_search
+
+    hyps = constrained_beam_search(reasoner.llm, None, trie, prefix_embeds=prefix, num_beams=1, num_return=1,
+                                   max_new_tokens=trie.max_depth, eos_token_id=eos_token_id)
+    return trie.sequence(hyps[0][0][0])
 
 
 def _prompt(s: EncodedSample) -> list[int]:
@@ -180,8 +256,9 @@ def valid_neg_ppl(model: LatentReasoner, samples: list[EncodedSample], pad: int,
 
 
 def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], valid: list[EncodedSample],
-                  cfg: LRGRPOConfig, log_every: int = 1) -> dict:
-    """Train the head in place; returns a log (per-step rewards, validation -PPL before and after)."""
+                  cfg: LRGRPOConfig, log_every: int = 1, catalog: list[list[int]] | None = None) -> dict:
+    """Train the head in place; returns a log (per-step rewards, validation -PPL before and after).
+    The hybrid reward's exact match needs the ``catalog`` token sequences."""
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
@@ -189,9 +266,18 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
 
     for p in model.llm.parameters():
         p.requires_grad_(False)
+    for p in model.head.auxiliary_parameters():  # only the regularisers use them: trainable iff those are in the loss
+        p.requires_grad_(cfg.regularisers)
     params = [p for p in model.head.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"latent head {model.head.kind!r} has no parameters to train with RL")
+    trie = None
+    if cfg.needs_catalog:
+        from latentrec.llm.trie import TitleTrie
+
+        if catalog is None:
+            raise ValueError("the hybrid reward's exact match needs the catalog token sequences")
+        trie = TitleTrie.build(catalog, vocab_size=model.llm.get_input_embeddings().num_embeddings)
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.advantage_groups % world:
@@ -233,7 +319,8 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
                 ctx = accelerator.no_sync(wrapped) if (world > 1 and not sync) else contextlib.nullcontext()
                 with ctx, accelerator.autocast():
                     loss, st = step_loss(wrapped, batch, noise, cfg, gather=accelerator.gather,
-                                         rank_slice=slice(rank * per_rank, (rank + 1) * per_rank), ref_head=ref_head)
+                                         rank_slice=slice(rank * per_rank, (rank + 1) * per_rank), ref_head=ref_head,
+                                         trie=trie)
                     # DDP averages over ranks: scale so the step's loss is the mean over all its samples.
                     accelerator.backward(loss * world / cfg.groups_per_step)
                 stats.append(st)
@@ -245,8 +332,7 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
             bar.update(1)
             if step % log_every == 0 or step == total_steps:
                 history.append({"step": step, "lr": sched.get_last_lr()[0],
-                                "reward": float(np.mean([x["reward"] for x in stats])),
-                                "reward_clean": float(np.mean([x["reward_clean"] for x in stats]))})
+                                **{key: float(np.mean([x[key] for x in stats])) for key in stats[0]}})
     bar.close()
     seconds = time.time() - t0
     after = valid_neg_ppl(model, valid, pad)

@@ -63,6 +63,12 @@ class LatentHead(nn.Module):
     def reset(self) -> None:
         """Forget the regularisers of earlier forwards (the reasoner calls it before each thought)."""
 
+    def auxiliary_parameters(self) -> list[nn.Parameter]:
+        """Parameters only ``regularisers()`` uses (FLR's uncertainty weights): frozen by a trainer whose
+        loss leaves the regularisers out, as DDP requires every trainable parameter to get a gradient."""
+        return []
+
+
     @classmethod
     def build(cls, kind: str, hidden_size: int, **options) -> "LatentHead":
         import latentrec.llm.flr  # noqa: F401  (registers "flr")
@@ -157,6 +163,24 @@ def left_positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+@torch.no_grad()
+def greedy_spells(trie, logits: torch.Tensor, target_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """Whether a greedy catalog-constrained decode would spell each row's target [R] (bool), from the
+    teacher-forced logits [R, T, V] along the target: greedy decoding is deterministic, so it returns the
+    target exactly when, at every target prefix, the target token is the argmax among the tokens the trie
+    allows there (and the target is a whole catalog title). No decode is run; a decode is only needed to
+    learn WHICH title a miss would return, and the reward does not use it."""
+    trie = trie.to(target_ids.device)
+    nodes = torch.zeros(target_ids.shape[0], dtype=torch.long, device=target_ids.device)
+    ok = torch.ones(target_ids.shape[0], dtype=torch.bool, device=target_ids.device)
+    for t in range(target_ids.shape[1]):
+        real = target_mask[:, t] > 0
+        best = trie.constrain(logits[:, t], nodes).argmax(-1)
+        ok &= ~real | (best == target_ids[:, t])
+        nodes = torch.where(real, trie.advance(nodes, target_ids[:, t]), nodes)
+    return ok & (nodes >= 0) & trie.is_terminal[nodes.clamp(min=0)]
+
+
 class LatentReasoner(nn.Module):
     """An HF causal LM plus a latent head that thinks `n_latents` tokens before the answer, each
     refined `refine_steps` times (FLR's T; 1 = LatentR3).
@@ -243,22 +267,27 @@ class LatentReasoner(nn.Module):
         return torch.stack(latents, 1), state
 
     def target_logprobs(self, state: SeqState, last_latent: torch.Tensor, target_ids: torch.Tensor,
-                        target_mask: torch.Tensor) -> torch.Tensor:
-        """log p(target_t | prompt, latents, target_<t) [B, T] (fp32; 0 on padding). Uses up `state`."""
+                        target_mask: torch.Tensor, return_logits: bool = False):
+        """log p(target_t | prompt, latents, target_<t) [B, T] (fp32; 0 on padding). Uses up `state`.
+        ``return_logits`` also returns the teacher-forced logits [B, T, V] (fp32)."""
         inputs = torch.cat((last_latent[:, None], self.embed(target_ids[:, :-1])), 1)
         ext = self.extend(state, inputs)
         t = target_ids.shape[1]
         logits = self.llm.get_output_embeddings()(ext.hidden[:, -t:]).float()
-        logp = torch.gather(F.log_softmax(logits, -1), 2, target_ids[:, :, None])[:, :, 0]
-        return logp * target_mask
+        logp = torch.gather(F.log_softmax(logits, -1), 2, target_ids[:, :, None])[:, :, 0] * target_mask
+        return (logp, logits) if return_logits else logp
 
     # -- what trainers call --------------------------------------------------------------------------
     def forward(self, prompt_ids, prompt_mask, target_ids, target_mask, copies: int = 1, noise=None,
-                frozen_llm: bool = False, head: LatentHead | None = None, return_latents: bool = False):
+                frozen_llm: bool = False, head: LatentHead | None = None, return_latents: bool = False,
+                match_trie=None):
         """Per-token target log-probs [B*copies, T]. ``frozen_llm``: the prompt pass runs without
         gradient (RL: only the head trains), so only the head and latent positions build a graph;
         ``head`` overrides the model's head (the KL reference); ``return_latents`` also returns the
-        noise-free latents [B*copies, N, d] (for the Gaussian-policy ratio)."""
+        noise-free latents [B*copies, N, d] (for the Gaussian-policy ratio); ``match_trie`` (a
+        :class:`~latentrec.llm.trie.TitleTrie`) also returns, last, whether a greedy catalog-constrained
+        decode after each row's (noisy) latents spells its target [B*copies] (FLR-GRPO's exact-match
+        reward), read off the teacher-forced logits this forward computes anyway (:func:`greedy_spells`)."""
         if frozen_llm:
             with torch.no_grad():
                 state = self.encode_prompt(prompt_ids, prompt_mask)
@@ -266,11 +295,19 @@ class LatentReasoner(nn.Module):
             state = self.encode_prompt(prompt_ids, prompt_mask)
         latents, state = self.think(state, copies, noise, head)
         rep = lambda t: t.repeat_interleave(copies, 0)  # noqa: E731
-        logp = self.target_logprobs(state, latents[:, -1], rep(target_ids), rep(target_mask))
+        target_ids, target_mask = rep(target_ids), rep(target_mask)
+        if match_trie is None:
+            logp = self.target_logprobs(state, latents[:, -1], target_ids, target_mask)
+        else:
+            logp, logits = self.target_logprobs(state, latents[:, -1], target_ids, target_mask, return_logits=True)
+            hits = greedy_spells(match_trie, logits.detach(), target_ids, target_mask)
+        out = [logp]
         if return_latents:
-            clean = latents if noise is None else latents - noise.reshape(latents.shape).to(latents.dtype)
-            return logp, clean
-        return logp
+            out.append(latents if noise is None else latents - noise.reshape(latents.shape).to(latents.dtype))
+        if match_trie is not None:
+            out.append(hits)
+        return out[0] if len(out) == 1 else tuple(out)
+
 
     @torch.no_grad()
     def prefix_embeds(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
@@ -281,11 +318,13 @@ class LatentReasoner(nn.Module):
         return embeds, mask
 
     # -- slow, obviously-correct restatement (tests and bench) ---------------------------------------
-    def reference_logprobs(self, prompt: list[int], target: list[int], noise: torch.Tensor | None = None) -> torch.Tensor:
+    def reference_logprobs(self, prompt: list[int], target: list[int], noise: torch.Tensor | None = None,
+                           return_prefix: bool = False):
         """One prompt, no cache, no padding: every latent from a full pass over [prompt, latents so far]
         (each refinement from a full pass over [prompt, latents so far, current latent]), then a full
         pass over [prompt, latents, target]. noise [N, d] -> [T]; or [K, N, d] -> [K, T] (K copies of
-        the whole computation, as the reference's K-row batches)."""
+        the whole computation, as the reference's K-row batches). ``return_prefix`` also returns the
+        [prompt, noisy latents] input embeddings [K, L + N, d] (what a decode would start from)."""
         dev = self.llm.get_input_embeddings().weight.device
         single = noise is None or noise.dim() == 2
         noise = (None if noise is None else noise[None]) if single else noise
@@ -302,13 +341,15 @@ class LatentReasoner(nn.Module):
             if noise is not None:
                 z = z + noise[:, n].to(emb.dtype)
             emb = torch.cat((emb, z[:, None]), 1)
+        prefix = emb
         tgt = torch.tensor([target], device=dev).expand(k, -1)
         emb = torch.cat((emb, self.embed(tgt[:, :-1])), 1)
         pos = torch.arange(emb.shape[1], device=dev).expand(k, -1)
         hidden = self.backbone(inputs_embeds=emb, position_ids=pos).last_hidden_state
         logits = self.llm.get_output_embeddings()(hidden[:, -len(target):]).float()
         logp = torch.gather(F.log_softmax(logits, -1), 2, tgt[:, :, None])[:, :, 0]
-        return logp[0] if single else logp
+        logp = logp[0] if single else logp
+        return (logp, prefix) if return_prefix else logp
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, out_dir: str | Path, tokenizer=None) -> None:

@@ -80,7 +80,12 @@ def cmd_latent_rl(a) -> None:
     model, tok = LatentReasoner.load(resolve_model(a.model), device=device)
     train = _encode(ds, "train", tok, a.domain, cfg, cfg.train_limit, cfg.seed)
     valid = _encode(ds, "valid", tok, a.domain, cfg, cfg.valid_limit)
-    log = train_lr_grpo(model, tok, train, valid, cfg)
+    catalog = None
+    if cfg.needs_catalog:  # FLR-GRPO's exact-match reward decodes catalog titles
+        from latentrec.llm.recommender import catalog_sequences
+
+        catalog = catalog_sequences(ds, tok)
+    log = train_lr_grpo(model, tok, train, valid, cfg, catalog=catalog)
     out = Path(a.out)
     model.save(out / "model", tok)
     write_json(log, out / "rl_log.json")
