@@ -68,7 +68,6 @@ class LatentHead(nn.Module):
         loss leaves the regularisers out, as DDP requires every trainable parameter to get a gradient."""
         return []
 
-
     @classmethod
     def build(cls, kind: str, hidden_size: int, **options) -> "LatentHead":
         import latentrec.llm.flr  # noqa: F401  (registers "flr")
@@ -307,7 +306,6 @@ class LatentReasoner(nn.Module):
         if match_trie is not None:
             out.append(hits)
         return out[0] if len(out) == 1 else tuple(out)
-
 
     @torch.no_grad()
     def prefix_embeds(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
