@@ -3,7 +3,8 @@
 Times what ``latentrec.llm.sft.train_sft`` does per optimiser step (collate, forward, summed
 target-token cross-entropy, backward, clip, AdamW step) on the BIGRec/D3 prompt of CDs train rows,
 with the trainer's own pieces (``collate``, ``length_grouped_batches``, ``SFTTask``); reports
-tokens/s (real tokens, i.e. non-padding, the figure ``train_log.json`` reports, and padded tokens) and
+tokens/s (real tokens, i.e. non-padding, the figure ``train_log.json`` reports, and padded tokens;
+wall clock, and per second of process CPU time, which other load on a shared machine does not inflate) and
 the padding ratio (padded / real tokens) of length-grouped against random micro-batches over the
 whole train split.
 
@@ -82,7 +83,7 @@ def main(argv=None):
     micro_step(grouped[0], 1)  # warm-up (allocations), not timed
     opt.zero_grad(set_to_none=True)
     real = padded = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for s in range(args.steps):
         group = grouped[1 + s * args.accum : 1 + (s + 1) * args.accum]
         n_target = sum(len(train[i].input_ids) - train[i].prompt_len for b in group for i in b)
@@ -92,17 +93,19 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     result = {
         "threads": torch.get_num_threads(), "micro_batch": args.micro_batch, "accum": args.accum, "steps": args.steps,
-        "seconds": seconds, "seconds_per_step": seconds / args.steps,
+        "seconds": seconds, "cpu_seconds": cpu, "seconds_per_step": seconds / args.steps,
+        "real_tokens_per_cpu_s": real / cpu,
         "real_tokens_per_s": real / seconds, "padded_tokens_per_s": padded / seconds,
         "samples_per_s": args.steps * args.accum * args.micro_batch / seconds,
         "padding_ratio_length_grouped": pad_grouped, "padding_ratio_random": pad_random,
     }
     print(f"{args.steps} steps of {args.accum} x {args.micro_batch} samples, {result['threads']} thread(s): "
           f"{result['real_tokens_per_s']:.0f} tokens/s ({result['padded_tokens_per_s']:.0f} with padding), "
-          f"{result['samples_per_s']:.2f} samples/s, {result['seconds_per_step']:.1f} s/step")
+          f"{result['samples_per_s']:.2f} samples/s, {result['seconds_per_step']:.1f} s/step; "
+          f"{result['real_tokens_per_cpu_s']:.0f} tokens per process-CPU second (load from other processes aside)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

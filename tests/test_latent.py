@@ -209,6 +209,22 @@ def test_rl_moves_only_the_head(fitted, policy):
     # perplexity (docs/latentr3.md has the numbers and the second-order argument).
 
 
+def test_original_grpo_decodes_rewards_exact_matches_and_tunes_the_whole_model(fitted):
+    r, tok, train = copy.deepcopy(fitted[0]), fitted[1], fitted[2]
+    enc = SegmentEncoder(tok)
+    catalog = [enc.target_ids(t) for t in TITLES]
+    llm_before = {n: p.detach().clone() for n, p in r.llm.named_parameters()}
+    cfg = LRGRPOConfig(lr=1e-3, group_size=4, groups_per_step=4, advantage_groups=2, rollout="decode",
+                       warmup_steps=1, max_steps=2, mixed_precision="no")
+    log = train_lr_grpo(r, tok, train, train[:4], cfg, catalog=catalog)
+    assert log["steps"] == 2 and log["trainable_parameters"] > 3 * (64 * 64 + 64)
+    # The fitted model ranks the true title among its 4 beams for some samples: rewards are 0/1 means.
+    assert 0 < np.mean([h["reward"] for h in log["history"]]) < 1
+    assert any(not torch.equal(p, llm_before[n]) for n, p in r.llm.named_parameters())
+    with pytest.raises(ValueError, match="catalog"):
+        train_lr_grpo(r, tok, train, train[:4], cfg)
+
+
 def test_rl_refuses_a_head_without_parameters(tok):
     r = _reasoner(tok, head="last_hidden")
     with pytest.raises(ValueError, match="no parameters"):

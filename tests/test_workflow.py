@@ -45,7 +45,9 @@ def test_paper_dry_run_has_every_dataset_and_seed():
     out = snakemake("-n", "--configfile", "config/paper.yaml", "--forceall")
     counts = job_counts(out.stdout)
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
-    n_runs = len(paper["run_datasets"]) * len(paper["seeds"]) * len(paper["run_methods"])
+    n_runs = len(paper["seeds"]) * sum(  # ablation methods name their datasets
+        len(set(paper["run_datasets"]) & set(paper["methods"][m].get("datasets", paper["run_datasets"])))
+        for m in paper["run_methods"])
     assert counts["process_raw_dataset"] == 4
     assert counts["download_amazon2018"] == 8  # reviews + meta per category
     assert counts["evaluate_run"] == n_runs
@@ -84,15 +86,21 @@ def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
     cfg["llm"]["models"] = {"tiny": {"spec": str(model_dir)}}
     cfg["llm"].update(backbone="tiny", decode_shards=2)
     cfg["llm"]["sft"].update(max_steps=1, micro_batch=4, effective_batch=4, train_limit=8, valid_limit=4)
-    for m in ("Base", "BIGRec", "D3"):
+    for m in ("Base", "BIGRec", "D3", "BIGRec+LatentR3"):
         cfg["methods"][m]["decode"].update(num_beams=2, num_return=2, max_new_tokens=24)
+    cfg["llm"]["latent"]["LatentR3"]["rl"].update(group_size=2, groups_per_step=2, max_steps=1, valid_limit=4)
     cfg["evaluation"]["test_limit"] = 6
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake("--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2")
     table = (tmp_path / "results" / "tables" / "table1.md").read_text()
-    for method in ("MostPop", "SASRec", "Base", "BIGRec", "D3"):
+    for method in ("MostPop", "SASRec", "Base", "BIGRec", "D3", "BIGRec+LatentR3"):
         assert f"| {method} |" in table
+    gains = (tmp_path / "results/tables/latentr3_gains.md").read_text()
+    assert "| Synthetic_Music | BIGRec+LatentR3 | BIGRec | N@10 |" in gains
+    assert (tmp_path / "results/tables/latentr3_fig3_popularity.png").stat().st_size > 0
+    rl = json.loads((tmp_path / "results/Synthetic_Music/latent/LatentR3/seed1/rl/default/rl_log.json").read_text())
+    assert rl["steps"] == 1 and rl["trainable_parameters"] == 3 * (64 * 64 + 64)
     m = json.loads((tmp_path / "results/Synthetic_Music/MostPop/seed1/metrics.json").read_text())
     assert m["seed"] == 1 and 0 <= m["metrics"]["HR@10"] <= 1 and m["metrics"]["n_rows"] == 6
     d3 = yaml.safe_load((tmp_path / "results/Synthetic_Music/D3/seed0/config.yaml").read_text())

@@ -84,7 +84,6 @@ def cmd_fit_predict(a) -> None:
     if a.item_embeddings:  # precomputed inputs (AlphaRec's title embeddings), produced by their own rule
         params["item_embeddings"] = a.item_embeddings
     model = build(method["family"], params, seed=a.seed)
-
     t0 = time.time()
     train_log = model.fit(ds) or {}
     train_log["fit_seconds"] = time.time() - t0
@@ -230,7 +229,7 @@ def cmd_decode(a) -> None:
 
     from latentrec.data.processed_io import load_dataset
     from latentrec.io_utils import write_json
-    from latentrec.llm.backbone import load_backbone
+    from latentrec.llm.latent import load_decodable
     from latentrec.llm.recommender import DECODE_DEFAULTS, decode_rows, shard_rows
     from latentrec.runs import seed_everything, write_predictions
 
@@ -238,7 +237,7 @@ def cmd_decode(a) -> None:
     ds = load_dataset(a.data)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model, tok = load_backbone(a.model, dtype=dtype, device=device)
+    model, tok = load_decodable(a.model, dtype=dtype, device=device)
     n_rows = len(ds.test) if a.test_limit is None else min(a.test_limit, len(ds.test))
     rows = shard_rows(n_rows, a.shard, a.num_shards)
     t0 = time.time()
@@ -376,7 +375,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_gather)
 
-    for module in ("latentrec.data.download", "latentrec.data.synthetic", "latentrec.gpu_lease"):
+    for module in ("latentrec.data.download", "latentrec.data.synthetic", "latentrec.gpu_lease", "latentrec.llm.latent_cli"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as err:  # pragma: no cover - only while a module is being written

@@ -39,7 +39,7 @@ def recommender_methods(config: dict, grid: bool | None = None) -> list[str]:
     return out
 
 
-LLM_FAMILIES = {"llm"}
+LLM_FAMILIES = {"llm", "latent"}  # decoded by the constrained beam search; "latent" = LatentR3 / FLR recipes
 
 
 def llm_methods(config: dict) -> list[str]:
@@ -53,7 +53,9 @@ def grid_points(method: dict) -> dict[str, dict]:
     """
     base = dict(method.get("params", {}))
     grid = method.get("grid") or {}
-    points = {"default": base} if not grid else {}
+    if not grid:
+        return {"default": base}
+    points = {}
     for values in itertools.product(*grid.values()):
         params = dict(base, **dict(zip(grid, values)))
         name = "_".join(f"{k}{v}" for k, v in zip(grid, values))
@@ -85,6 +87,56 @@ def validate_config(config: dict) -> None:
             ZoneInfo(p.get("timezone", "UTC"))
         except (ZoneInfoNotFoundError, ValueError):
             fail(f"datasets.{name}.processing.timezone", f"unknown time zone {p.get('timezone')!r}")
+    for m, c in config["methods"].items():
+        if c["family"] == "latent":
+            if "recipe" not in c:
+                fail(f"methods.{m}", "a latent method needs `recipe:` (a key of llm.latent)")
+            latent_recipe(config, c["recipe"])
+    for name, recipe in config["llm"].get("latent", {}).items():
+        for ds in (recipe or {}).get("per_dataset") or {}:
+            if ds not in config["datasets"]:
+                fail(f"llm.latent.{name}.per_dataset", f"{ds!r} is not a dataset")
     for b in config["report"].get("baselines", []):
         if b not in config["methods"]:
             fail("report.baselines", f"{b!r} is not a method")
+
+
+# Recipe keys a dataset may override (`per_dataset`): what the warm-up trains, never what shapes the DAG.
+PER_DATASET_KEYS = {"head", "head_options", "n_latents", "refine_steps", "sft"}
+
+
+def latent_recipe(config: dict, name: str, dataset: str | None = None) -> dict:
+    """A latent recipe with the warm-up SFT config resolved (llm.sft overlaid by the recipe's sft), and,
+    given a dataset, its `per_dataset` overrides applied (dicts merge one level: head_options, sft)."""
+    recipes = config["llm"].get("latent", {})
+    if name not in recipes:
+        raise InputError(f"config: llm.latent: no recipe {name!r} (known: {sorted(recipes)}) (see config/README.md)")
+    r = copy.deepcopy(recipes[name])
+    per_dataset = r.pop("per_dataset", None) or {}
+    for ds, over in per_dataset.items():
+        bad = set(over) - PER_DATASET_KEYS
+        if bad:
+            raise InputError(f"config: llm.latent.{name}.per_dataset.{ds}: {sorted(bad)} cannot differ per dataset "
+                             f"(allowed: {sorted(PER_DATASET_KEYS)}) (see config/README.md)")
+    for key, value in (per_dataset.get(dataset) or {}).items():
+        both_dicts = isinstance(value, dict) and isinstance(r.get(key), dict)
+        r[key] = {**r[key], **value} if both_dicts else copy.deepcopy(value)
+    r["sft"] = {**config["llm"]["sft"], **(r.get("sft") or {})}
+    r.setdefault("head", "latentratt")
+    r.setdefault("n_latents", 1)
+    r.setdefault("refine_steps", 1)
+    r.setdefault("rl", None)
+    return r
+
+
+def latent_rl_points(config: dict, name: str) -> dict[str, dict]:
+    """RL grid points of a recipe ({} when it has no RL stage)."""
+    r = latent_recipe(config, name)
+    if r["rl"] is None:
+        return {}
+    return grid_points({"params": r["rl"], "grid": r.get("rl_grid")})
+
+
+def latent_recipes_used(config: dict) -> list[str]:
+    return sorted({c["recipe"] for c in config["methods"].values() if c["family"] == "latent"})
+

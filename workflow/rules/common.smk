@@ -8,6 +8,9 @@ from latentrec.data.download import amazon2018_urls
 from latentrec.config import (
     dataset_config,
     grid_points,
+    latent_recipe,
+    latent_recipes_used,
+    latent_rl_points,
     llm_methods,
     method_config,
     processing_config,
@@ -39,6 +42,7 @@ wildcard_constraints:
     dataset=_alternatives(config["datasets"]),
     method=_alternatives(config["methods"]),
     seed=r"\d+",
+    recipe=_alternatives(config["llm"].get("latent", {})),
 
 
 def as_arg(obj):
@@ -97,16 +101,63 @@ def run_dir(dataset, method, seed):
     return f"results/{dataset}/{method}/seed{seed}"
 
 
+def runs_on(method, dataset):
+    only = method_config(config, method).get("datasets")
+    return only is None or dataset in only
+
+
 def all_metrics():
     return [
         f"{run_dir(d, m, s)}/metrics.json"
         for d in DATASETS
         for m in RUN_METHODS
         for s in SEEDS
+        if runs_on(m, d)
     ]
 
 
+def _latentr3_report_methods():
+    r = config["report"].get("latentr3", {})
+    names = (
+        set(r.get("pairs", {}))
+        | set(r.get("pairs", {}).values())
+        | set(r.get("ablation", {}))
+    )
+    names |= (
+        set(r.get("lengths", {}))
+        | set(r.get("popularity_methods", []))
+        | set(r.get("cost_methods", []))
+    )
+    return names
+
+
+def latentr3_report_metrics():
+    wanted = _latentr3_report_methods()
+    return [p for p in all_metrics() if p.split("/")[2] in wanted]
+
+
+def latentr3_rl_logs():
+    wanted = _latentr3_report_methods()
+    logs = []
+    for d in DATASETS:
+        for m in RUN_METHODS:
+            c = method_config(config, m)
+            if m in wanted and c["family"] == "latent" and runs_on(m, d):
+                for s in SEEDS:
+                    for point in latent_rl_points(config, c["recipe"]):
+                        logs.append(
+                            f"results/{d}/latent/{c['recipe']}/seed{s}/rl/{point}/rl_log.json"
+                        )
+    return sorted(set(logs))
+
+
 def all_targets():
+    if config["report"].get("latentr3") and latentr3_report_metrics():
+        return _core_targets() + ["results/tables/latentr3_gains.md"]
+    return _core_targets()
+
+
+def _core_targets():
     return [
         "results/tables/table1.md",
         "results/tables/table1.csv",
@@ -135,8 +186,33 @@ def launcher(n_gpus, single=False):
     return f"{lease} accelerate launch --num_processes {n_gpus} -m latentrec"
 
 
+def latent_warmup_model(dataset, recipe, seed):
+    """Recipes that differ only after the warm-up share one (`warmup_from`)."""
+    name = latent_recipe(config, recipe).get("warmup_from") or recipe
+    return f"results/{dataset}/latent/{name}/seed{seed}/warmup/model"
+
+
+def latent_init_model(dataset, recipe, seed):
+    """Where the warm-up starts: the base backbone (the paper), or the dataset's SFT model (`init: sft`,
+    a cheaper warm-up for CPU budgets)."""
+    if latent_recipe(config, recipe).get("init", "base") == "sft":
+        return f"results/{dataset}/sft/seed{seed}/model"
+    return f"resources/models/{LLM['backbone']}"
+
+
+def latent_model(dataset, recipe, seed, stage="final"):
+    """A latent recipe's model: the RL choice on validation, or the warm-up (no RL, or stage 'warmup')."""
+    if stage == "final" and latent_rl_points(config, recipe):
+        return f"results/{dataset}/latent/{recipe}/seed{seed}/selected.json"
+    return latent_warmup_model(dataset, recipe, seed)
+
+
 def llm_model_input(w):
-    """Base decodes the untuned backbone; tuned methods decode the SFT model of their seed."""
-    if method_config(config, w.method).get("tuned", True):
+    """Base decodes the untuned backbone; tuned methods decode the SFT model of their seed;
+    latent methods the final model of their recipe."""
+    m = method_config(config, w.method)
+    if m["family"] == "latent":
+        return latent_model(w.dataset, m["recipe"], w.seed, m.get("stage", "final"))
+    if m.get("tuned", True):
         return f"results/{w.dataset}/sft/seed{w.seed}/model"
     return f"resources/models/{LLM['backbone']}"

@@ -94,3 +94,77 @@ rule gather_llm_shards:
         "python -m latentrec gather --shards {input} --dataset {wildcards.dataset} --method {wildcards.method}"
         " --seed {wildcards.seed} --cfg {params.cfg}"
         " --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} 2> {log}"
+
+
+# ---- latent reasoning (LatentR3; FLR through the same head interface) --------------------------------
+# warm-up SFT of backbone + head -> LR-GRPO grid points (only the head trains) -> choice on validation.
+rule latent_warmup_sft:
+    input:
+        data=processed("{dataset}"),
+        model=lambda w: latent_init_model(w.dataset, w.recipe, w.seed),
+    output:
+        model=directory("results/{dataset}/latent/{recipe}/seed{seed}/warmup/model"),
+        log="results/{dataset}/latent/{recipe}/seed{seed}/warmup/train_log.json",
+    log:
+        "logs/latent_warmup_sft/{dataset}/{recipe}/seed{seed}.log",
+    benchmark:
+        "benchmarks/latent_warmup_sft/{dataset}/{recipe}/seed{seed}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=LLM["sft_gpus"],
+    params:
+        cfg=lambda w: as_arg(latent_recipe(config, w.recipe, w.dataset)),
+        domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
+        launch=launcher(LLM["sft_gpus"]),
+    shell:
+        "{params.launch} latent-sft --data results/{wildcards.dataset}/data --model {input.model}"
+        " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
+        " --out results/{wildcards.dataset}/latent/{wildcards.recipe}/seed{wildcards.seed}/warmup 2> {log}"
+
+
+rule latent_rl_point:
+    input:
+        data=processed("{dataset}"),
+        model=lambda w: latent_warmup_model(w.dataset, w.recipe, w.seed),
+    output:
+        model=directory("results/{dataset}/latent/{recipe}/seed{seed}/rl/{point}/model"),
+        log="results/{dataset}/latent/{recipe}/seed{seed}/rl/{point}/rl_log.json",
+        curve="results/{dataset}/latent/{recipe}/seed{seed}/rl/{point}/rl_rewards.png",
+    log:
+        "logs/latent_rl_point/{dataset}/{recipe}/seed{seed}/{point}.log",
+    benchmark:
+        "benchmarks/latent_rl_point/{dataset}/{recipe}/seed{seed}/{point}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=LLM.get("rl_gpus", 0),
+    params:
+        cfg=lambda w: as_arg(latent_rl_points(config, w.recipe)[w.point]),
+        domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
+        launch=launcher(LLM.get("rl_gpus", 0)),
+    shell:
+        "{params.launch} latent-rl --data results/{wildcards.dataset}/data --model {input.model}"
+        " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
+        " --out results/{wildcards.dataset}/latent/{wildcards.recipe}/seed{wildcards.seed}/rl/{wildcards.point}"
+        " 2> {log}"
+
+
+rule select_latent_rl:
+    input:
+        lambda w: expand(
+            "results/{{dataset}}/latent/{{recipe}}/seed{{seed}}/rl/{point}/rl_log.json",
+            point=list(latent_rl_points(config, w.recipe)),
+        ),
+    output:
+        "results/{dataset}/latent/{recipe}/seed{seed}/selected.json",
+    log:
+        "logs/select_latent_rl/{dataset}/{recipe}/seed{seed}.log",
+    conda:
+        ENV
+    params:
+        points=lambda w, input: " ".join(os.path.dirname(f) for f in input),
+    shell:
+        "python -m latentrec select-latent --points {params.points} --out {output} 2> {log}"

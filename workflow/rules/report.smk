@@ -42,3 +42,52 @@ rule report_tables:
     shell:
         "python -m latentrec report --metrics {input.metrics} --stats {input.stats}"
         " --cfg {params.cfg} --out-dir results/tables 2> {log}"
+
+
+rule report_latentr3:
+    input:
+        metrics=latentr3_report_metrics(),
+        rows=[
+            p.replace("metrics.json", "rows.parquet")
+            for p in latentr3_report_metrics()
+        ],
+        data=expand("results/{dataset}/data/train.parquet", dataset=DATASETS),
+        rl_logs=latentr3_rl_logs(),
+        paper=config["report"]["paper_results"],
+    output:
+        gains=report(
+            "results/tables/latentr3_gains.md",
+            caption="../report/latentr3.rst",
+            category="LatentR3",
+        ),
+        ablation=report(
+            "results/tables/latentr3_ablation.md",
+            caption="../report/latentr3.rst",
+            category="LatentR3",
+        ),
+        fig2=report(
+            "results/tables/latentr3_fig2_reasoning_length.png",
+            caption="../report/latentr3.rst",
+            category="LatentR3",
+        ),
+        fig3=report(
+            "results/tables/latentr3_fig3_popularity.png",
+            caption="../report/latentr3.rst",
+            category="LatentR3",
+        ),
+        fig4=report(
+            "results/tables/latentr3_fig4_cost.png",
+            caption="../report/latentr3.rst",
+            category="LatentR3",
+        ),
+    log:
+        "logs/report_latentr3.log",
+    conda:
+        ENV
+    params:
+        cfg=as_arg(dict(config["report"].get("latentr3", {}), test_limit=TEST_LIMIT)),
+        data=" ".join(f"{d}=results/{d}/data" for d in DATASETS),
+    shell:
+        "python -m latentrec report-latentr3 --metrics {input.metrics} --data {params.data}"
+        " --rl-logs {input.rl_logs} --cfg {params.cfg} --paper {input.paper}"
+        " --out-dir results/tables 2> {log}"

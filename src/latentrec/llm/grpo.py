@@ -52,6 +52,9 @@ class LRGRPOConfig:
     advantage_groups: int = 2  # samples sharing a baseline/normaliser; one forward per device holds advantage_groups / world
     advantage: str = "batch"  # batch: LR-GRPO; group: per-sample mean/std (the "w/o Batch Advantage" ablation);
     #                           base: FLR-GRPO's (r - r_0) / ||r_{1:} - r_0||_2 per sample (r_0: the noise-free draw)
+    rollout: str = "noise"  # noise: LR-GRPO; decode: the original GRPO of the paper's appendix F (group_size
+    #                         constrained beam-search completions, 0/1 exact-match reward, group advantage,
+    #                         the whole model trains)
     policy: str = "target"  # ratio of: target = target-token likelihoods (the reference); latent = the Gaussian
     #                         density of the noisy latent around the head's output (a true policy gradient)
     clip_low: float = 0.2
@@ -79,12 +82,16 @@ class LRGRPOConfig:
         if unknown:
             raise ValueError(f"unknown RL option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         cfg = cls(**d)
+        if cfg.rollout not in ("noise", "decode"):
+            raise ValueError(f"rollout must be 'noise' or 'decode', got {cfg.rollout!r}")
         if cfg.policy not in ("target", "latent"):
             raise ValueError(f"policy must be 'target' or 'latent', got {cfg.policy!r}")
         if cfg.advantage not in ("batch", "group", "base"):
             raise ValueError(f"advantage must be 'batch', 'group' or 'base', got {cfg.advantage!r}")
         if cfg.reward not in ("neg_ppl", "hybrid"):
             raise ValueError(f"reward must be 'neg_ppl' or 'hybrid', got {cfg.reward!r}")
+        if cfg.reward == "hybrid" and cfg.rollout != "noise":
+            raise ValueError("reward 'hybrid' (FLR-GRPO) scores noisy thoughts: it needs rollout 'noise'")
         if cfg.group_size < 2:
             raise ValueError("group_size must be >= 2 (draw 0 is the noise-free baseline)")
         if cfg.groups_per_step % cfg.advantage_groups:
@@ -98,7 +105,7 @@ class LRGRPOConfig:
 
     @property
     def needs_catalog(self) -> bool:
-        return self.exact_match
+        return self.rollout == "decode" or self.exact_match
 
 
 # ------------------------------------------------------------------------------- the math, shared
@@ -192,6 +199,45 @@ def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_s
     return loss, stats
 
 
+def decode_step_loss(model, batch, trie, cfg: LRGRPOConfig, eos_token_id: int):
+    """Original GRPO (appendix F): per sample, ``group_size`` completions from the catalog-constrained beam
+    search on [prompt, latent], reward 1 for the ground-truth title, group advantage, ratio-1 surrogate
+    over the completions' tokens with gradient into the whole model."""
+    from latentrec.llm.decoding import constrained_beam_search
+
+    inner = getattr(model, "module", model)
+    k = cfg.group_size
+    with torch.no_grad():
+        was_training = inner.training
+        inner.eval()
+        embeds, emask = inner.prefix_embeds(batch["prompt_ids"], batch["prompt_mask"])
+        hyps = constrained_beam_search(inner.llm, None, trie, prefix_embeds=embeds, prefix_attention_mask=emask,
+                                       num_beams=k, num_return=k, length_penalty=1.0, eos_token_id=eos_token_id)
+        inner.train(was_training)
+    g = batch["prompt_ids"].shape[0]
+    comps, rewards = [], torch.zeros(g, k)
+    for i in range(g):
+        target = batch["target_ids"][i][batch["target_mask"][i] > 0].tolist()
+        seqs = [trie.sequence(node) for node, _ in hyps[i]]
+        seqs += [seqs[-1]] * (k - len(seqs))  # fewer finished titles than beams: repeat the last
+        for j, seq in enumerate(seqs):
+            rewards[i, j] = float(list(seq) == target)
+        comps += seqs
+    width = max(len(c) for c in comps)
+    ids = torch.full((g * k, width), eos_token_id, dtype=torch.long)
+    mask = torch.zeros((g * k, width))
+    for r, c in enumerate(comps):
+        ids[r, : len(c)] = torch.tensor(list(c))
+        mask[r, : len(c)] = 1
+    dev = batch["prompt_ids"].device
+    ids, mask = ids.to(dev), mask.to(dev)
+    logp = model(batch["prompt_ids"], batch["prompt_mask"], ids, mask, copies=k)
+    adv = advantages(rewards.to(dev), "group").reshape(-1)
+    per_row = surrogate(logp, logp.detach(), adv, mask, cfg)
+    per_sample = per_row.view(g, k).sum(1) / mask.view(g, -1).sum(1)
+    return per_sample.sum(), {"reward": float(rewards.mean()), "reward_clean": float(rewards[:, 0].mean())}
+
+
 def reference_step(reasoner: LatentReasoner, samples: list[EncodedSample], noise: torch.Tensor, cfg: LRGRPOConfig,
                    trie=None, eos_token_id: int | None = None):
     """The naive computation the reference does (REFERENCE §5.2-5.3): per sample, K rows of the full
@@ -257,18 +303,19 @@ def valid_neg_ppl(model: LatentReasoner, samples: list[EncodedSample], pad: int,
 
 def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], valid: list[EncodedSample],
                   cfg: LRGRPOConfig, log_every: int = 1, catalog: list[list[int]] | None = None) -> dict:
-    """Train the head in place; returns a log (per-step rewards, validation -PPL before and after).
-    The hybrid reward's exact match needs the ``catalog`` token sequences."""
+    """Train the head in place (the whole model with ``rollout="decode"``, which needs the ``catalog``
+    token sequences); returns a log (per-step rewards, validation -PPL before and after, seconds)."""
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
     from latentrec.llm.sft import _mixed_precision
 
+    full_model = cfg.rollout == "decode"
     for p in model.llm.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(full_model)
     for p in model.head.auxiliary_parameters():  # only the regularisers use them: trainable iff those are in the loss
         p.requires_grad_(cfg.regularisers)
-    params = [p for p in model.head.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"latent head {model.head.kind!r} has no parameters to train with RL")
     trie = None
@@ -276,7 +323,7 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
         from latentrec.llm.trie import TitleTrie
 
         if catalog is None:
-            raise ValueError("the hybrid reward's exact match needs the catalog token sequences")
+            raise ValueError("rollout='decode' and the hybrid reward's exact match need the catalog token sequences")
         trie = TitleTrie.build(catalog, vocab_size=model.llm.get_input_embeddings().num_embeddings)
     accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -318,9 +365,12 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
                 sync = m == micro_steps - 1
                 ctx = accelerator.no_sync(wrapped) if (world > 1 and not sync) else contextlib.nullcontext()
                 with ctx, accelerator.autocast():
-                    loss, st = step_loss(wrapped, batch, noise, cfg, gather=accelerator.gather,
-                                         rank_slice=slice(rank * per_rank, (rank + 1) * per_rank), ref_head=ref_head,
-                                         trie=trie)
+                    if full_model:
+                        loss, st = decode_step_loss(wrapped, batch, trie, cfg, tokenizer.eos_token_id)
+                    else:
+                        loss, st = step_loss(wrapped, batch, noise, cfg, gather=accelerator.gather,
+                                             rank_slice=slice(rank * per_rank, (rank + 1) * per_rank), ref_head=ref_head,
+                                             trie=trie)
                     # DDP averages over ranks: scale so the step's loss is the mean over all its samples.
                     accelerator.backward(loss * world / cfg.groups_per_step)
                 stats.append(st)

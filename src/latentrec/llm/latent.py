@@ -280,7 +280,8 @@ class LatentReasoner(nn.Module):
     def forward(self, prompt_ids, prompt_mask, target_ids, target_mask, copies: int = 1, noise=None,
                 frozen_llm: bool = False, head: LatentHead | None = None, return_latents: bool = False,
                 match_trie=None):
-        """Per-token target log-probs [B*copies, T]. ``frozen_llm``: the prompt pass runs without
+        """Per-token target log-probs [B*copies, T]; targets are [B, T] (shared by a prompt's copies) or
+        [B*copies, T] (one per copy: decoded completions). ``frozen_llm``: the prompt pass runs without
         gradient (RL: only the head trains), so only the head and latent positions build a graph;
         ``head`` overrides the model's head (the KL reference); ``return_latents`` also returns the
         noise-free latents [B*copies, N, d] (for the Gaussian-policy ratio); ``match_trie`` (a
@@ -294,7 +295,8 @@ class LatentReasoner(nn.Module):
             state = self.encode_prompt(prompt_ids, prompt_mask)
         latents, state = self.think(state, copies, noise, head)
         rep = lambda t: t.repeat_interleave(copies, 0)  # noqa: E731
-        target_ids, target_mask = rep(target_ids), rep(target_mask)
+        if target_ids.shape[0] != latents.shape[0]:  # one target per prompt, shared by its copies
+            target_ids, target_mask = rep(target_ids), rep(target_mask)
         if match_trie is None:
             logp = self.target_logprobs(state, latents[:, -1], target_ids, target_mask)
         else:

@@ -81,7 +81,7 @@ def cmd_latent_rl(a) -> None:
     train = _encode(ds, "train", tok, a.domain, cfg, cfg.train_limit, cfg.seed)
     valid = _encode(ds, "valid", tok, a.domain, cfg, cfg.valid_limit)
     catalog = None
-    if cfg.needs_catalog:  # FLR-GRPO's exact-match reward decodes catalog titles
+    if cfg.needs_catalog:  # the original GRPO and FLR-GRPO's exact-match reward decode catalog titles
         from latentrec.llm.recommender import catalog_sequences
 
         catalog = catalog_sequences(ds, tok)

@@ -70,7 +70,7 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
     """Constrained beam search for the given test rows → prediction rows (ids, titles, scores)."""
     import torch
 
-    from latentrec.llm.decoding import constrained_beam_search
+    from latentrec.llm.decoding import constrained_beam_search, left_pad
     from latentrec.llm.trie import TitleTrie
 
     cfg = {**DECODE_DEFAULTS, **cfg}
@@ -78,7 +78,9 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
     enc = SegmentEncoder(tokenizer)
     titles = ds.titles
     prompts = [enc.prompt_ids([titles[i] for i in h], domain, cfg["prompt_style"]) for h in test["history_item_ids"]]
-    trie = TitleTrie.build(catalog_sequences(ds, tokenizer), vocab_size=model.get_input_embeddings().num_embeddings)
+    reasoner = model if hasattr(model, "prefix_embeds") else None  # a latent-reasoning model (LatentR3, FLR)
+    llm = reasoner.llm if reasoner is not None else model
+    trie = TitleTrie.build(catalog_sequences(ds, tokenizer), vocab_size=llm.get_input_embeddings().num_embeddings)
     device = next(model.parameters()).device
     trie = trie.to(device)
     pick = title_to_item(ds)
@@ -88,8 +90,14 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
     with torch.inference_mode():
         bs = cfg["batch_size"]
         for start in progress(range(0, len(prompts), bs), desc="decode", unit="batch"):
+            batch_prompts, embeds, emask = prompts[start : start + bs], None, None
+            if reasoner is not None:  # the latents are computed once per user and shared by its beams
+                ids, mask = left_pad(batch_prompts, tokenizer.pad_token_id)
+                embeds, emask = reasoner.prefix_embeds(ids.to(device), mask.to(device))
+                batch_prompts = None
             hyps = constrained_beam_search(
-                model, prompts[start : start + bs], trie, num_beams=cfg["num_beams"], num_return=k,
+                llm, batch_prompts, trie, prefix_embeds=embeds, prefix_attention_mask=emask,
+                num_beams=cfg["num_beams"], num_return=k,
                 length_penalty=cfg["length_penalty"], max_new_tokens=cfg["max_new_tokens"], batch_size=bs,
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
             )

@@ -13,6 +13,7 @@ with the same loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -93,6 +94,12 @@ def length_grouped_batches(lengths: list[int], micro_batch: int, rng: np.random.
 
 class SFTTask:
     """The plain causal-LM objective: summed cross-entropy over target tokens."""
+
+    def collate(self, samples: list[EncodedSample], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate(samples, pad_id)
+
+    def count_tokens(self, batch) -> int:
+        return int(batch["attention_mask"].sum())
 
     def loss_sum(self, model, batch) -> tuple[torch.Tensor, int]:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -189,14 +196,14 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
             # Normalise by the target tokens of the whole effective batch, on all ranks.
             n_tokens = sum(n_targets[i] for b in group for i in b)
             for k, idx in enumerate(mine):
-                batch = {key: v.to(accelerator.device) for key, v in collate([train[i] for i in idx], pad).items()}
+                batch = {key: v.to(accelerator.device) for key, v in task.collate([train[i] for i in idx], pad).items()}
                 sync = k == len(mine) - 1
-                ctx = accelerator.no_sync(model) if not sync and world > 1 else _nullcontext()
+                ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
                 with ctx, accelerator.autocast():
                     loss_sum, _ = task.loss_sum(model, batch)
                     # DDP averages gradients over ranks; scale back up by world to sum them.
                     accelerator.backward(loss_sum * world / max(1, n_tokens))
-                tokens_seen += int(batch["attention_mask"].sum())
+                tokens_seen += task.count_tokens(batch)
             accelerator.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
@@ -230,14 +237,6 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
             "world_size": world, "grad_accum": accum, "mixed_precision": accelerator.mixed_precision}
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
 @torch.no_grad()
 def evaluate_loss(model, samples: list[EncodedSample], cfg: SFTConfig, pad: int, accelerator, task: SFTTask) -> float:
     """Mean target-token cross-entropy over `samples`, split across ranks and summed."""
@@ -245,7 +244,7 @@ def evaluate_loss(model, samples: list[EncodedSample], cfg: SFTConfig, pad: int,
     idx = list(range(accelerator.process_index, len(samples), accelerator.num_processes))
     total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
     for start in range(0, len(idx), cfg.micro_batch * 2):
-        batch = collate([samples[i] for i in idx[start : start + cfg.micro_batch * 2]], pad)
+        batch = task.collate([samples[i] for i in idx[start : start + cfg.micro_batch * 2]], pad)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
             loss_sum, n = task.loss_sum(model, batch)
