@@ -22,6 +22,7 @@ the LLM, which is the same total gradient as the reference's two passes. Prompts
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ HEAD_CONFIG = "latent_head.json"
 
 
 # ------------------------------------------------------------------------------------------- heads
-class LatentHead(nn.Module):
+class LatentHead(nn.Module, abc.ABC):
     """Maps hidden states [B, L, d] of a left-padded sequence (mask [B, L], positions [B, L]) to the
     next latent [B, d]. ``regularisers()`` returns the head's auxiliary losses of the last forward
     (FLR's orthogonality/diversity/sparsity; none for LatentRATT)."""
@@ -54,8 +55,9 @@ class LatentHead(nn.Module):
         if cls.kind:
             LatentHead.registry[cls.kind] = cls
 
+    @abc.abstractmethod
     def config(self) -> dict:
-        raise NotImplementedError
+        """Constructor options, saved beside the weights."""
 
     def regularisers(self) -> dict[str, torch.Tensor]:
         return {}
