@@ -230,7 +230,7 @@ def cmd_decode(a) -> None:
     from latentrec.data.processed_io import load_dataset
     from latentrec.io_utils import write_json
     from latentrec.llm.latent import load_decodable
-    from latentrec.llm.recommender import DECODE_DEFAULTS, decode_rows, shard_rows
+    from latentrec.llm.recommender import DECODE_DEFAULTS, PER_ROW_COLUMNS, decode_rows, shard_rows
     from latentrec.runs import seed_everything, write_predictions
 
     seed_everything(a.seed)
@@ -245,7 +245,9 @@ def cmd_decode(a) -> None:
     seconds = time.time() - t0
     write_json({"generation_config": {**DECODE_DEFAULTS, **a.cfg}, "model": a.model, "device": device,
                 "dtype": str(dtype), "rows": len(rows), "seconds": seconds,
-                "users_per_second": len(rows) / max(seconds, 1e-9)}, Path(a.out).with_suffix(".json"))
+                "users_per_second": len(rows) / max(seconds, 1e-9),
+                "per_row": {c: preds[c].tolist() for c in ("row", *PER_ROW_COLUMNS) if c in preds}},
+               Path(a.out).with_suffix(".json"))
     write_predictions(preds, a.out)
 
 

@@ -64,10 +64,16 @@ DECODE_DEFAULTS = {
     "prompt_style": "reference",
     "do_sample": False,  # recorded: decoding is deterministic beam search
 }
+# Per-row columns decode_rows adds beside the predictions (the decode CLI keeps them in its timing file).
+PER_ROW_COLUMNS = ("seconds", "reasoning_tokens", "reasoning")
 
 
 def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain: str, cfg: dict) -> pd.DataFrame:
-    """Constrained beam search for the given test rows → prediction rows (ids, titles, scores)."""
+    """Constrained beam search for the given test rows → prediction rows (ids, titles, scores), plus
+    `seconds` (the batch's wall time shared equally by its rows) and, with the `cot` option (a
+    :class:`~latentrec.llm.cot.CoTConfig` dict: reason in text first), `reasoning_tokens` and `reasoning`."""
+    import time
+
     import torch
 
     from latentrec.llm.decoding import constrained_beam_search, left_pad
@@ -85,12 +91,28 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
     trie = trie.to(device)
     pick = title_to_item(ds)
     k = cfg["num_return"]
+    cot = None
+    if cfg.get("cot") is not None:
+        from latentrec.llm.cot import CoTConfig
+
+        if reasoner is not None:
+            raise ValueError("the cot decode option is for a plain backbone, not a latent-reasoning model")
+        cot = CoTConfig.from_dict(cfg["cot"])
     out_ids, out_titles, out_scores = [], [], []
+    seconds, n_reasoning, reasoning_text = [], [], []
     model.eval()
     with torch.inference_mode():
         bs = cfg["batch_size"]
         for start in progress(range(0, len(prompts), bs), desc="decode", unit="batch"):
+            t0 = time.perf_counter()
             batch_prompts, embeds, emask = prompts[start : start + bs], None, None
+            if cot is not None:  # greedy text reasoning, then the constrained title after the answer cue
+                from latentrec.llm.cot import reason
+
+                thought = reason(llm, tokenizer, batch_prompts, cot, domain)
+                batch_prompts = thought.prompts
+                n_reasoning += [len(r) for r in thought.tokens]
+                reasoning_text += [tokenizer.decode(r) for r in thought.tokens]
             if reasoner is not None:  # the latents are computed once per user and shared by its beams
                 ids, mask = left_pad(batch_prompts, tokenizer.pad_token_id)
                 embeds, emask = reasoner.prefix_embeds(ids.to(device), mask.to(device))
@@ -101,6 +123,7 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
                 length_penalty=cfg["length_penalty"], max_new_tokens=cfg["max_new_tokens"], batch_size=bs,
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
             )
+            seconds += [(time.perf_counter() - t0) / len(hyps)] * len(hyps)
             for row in hyps:
                 t = [titles[trie.items(node)[0]] if trie.items(node) else "" for node, _ in row]
                 ids = [pick[x] if x else -1 for x in t]
@@ -108,8 +131,11 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
                 out_ids.append(ids + [-1] * pad)
                 out_titles.append(t + [""] * pad)
                 out_scores.append([float(s) for _, s in row] + [float("-inf")] * pad)
-    return pd.DataFrame({"row": rows, "user_id": test["user_id"].to_numpy(), "pred_item_ids": out_ids,
-                         "pred_titles": out_titles, "pred_scores": out_scores})
+    out = pd.DataFrame({"row": rows, "user_id": test["user_id"].to_numpy(), "pred_item_ids": out_ids,
+                        "pred_titles": out_titles, "pred_scores": out_scores, "seconds": seconds})
+    if cot is not None:
+        out["reasoning_tokens"], out["reasoning"] = n_reasoning, reasoning_text
+    return out
 
 
 def shard_rows(n_rows: int, shard: int, n_shards: int) -> np.ndarray:
