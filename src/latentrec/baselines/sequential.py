@@ -3,7 +3,10 @@
 Training protocol (LatentR3 appendix C):
   * every sample row (history of at most 10 items -> target item) is one training example;
   * Adam with L2 weight decay, binary cross-entropy against `n_negatives` items per positive, drawn
-    uniformly from all items other than the target and redrawn every epoch;
+    uniformly from all items other than the target and redrawn every epoch (`loss: bce`, the papers'
+    protocol). `loss: ce` instead trains with cross-entropy over the full item set: the logits of a
+    row are its sequence representation times every output item vector (the softmax a well-kept
+    library such as RecBole uses with `loss_type: CE`); no negatives are drawn;
   * after every epoch, full ranking of the validation rows over all items; the state with the best
     validation NDCG@10 is kept, and training stops after `patience` epochs without improvement;
   * at test time, full ranking over all items (`score_batch` returns [n, n_items]).
@@ -53,7 +56,11 @@ COMMON_DEFAULTS = {
     # Rank the row's history items last (score -inf), as RecBole does for non-repeatable
     # sequential data. Off by default: the protocol ranks all items. See _mask_history.
     "exclude_history": False,
+    # "bce": the papers' BCE against n_negatives sampled items; "ce": full softmax over all items.
+    "loss": "bce",
 }
+
+LOSSES = ("bce", "ce")
 
 
 def pad_histories(histories, pad: int, max_len: int = MAX_LEN) -> torch.Tensor:
@@ -87,6 +94,16 @@ def ndcg_at_k_full(scores: torch.Tensor, targets: torch.Tensor, k: int = 10) -> 
     ids = torch.arange(scores.shape[1], device=scores.device)
     rank = (scores > t).sum(1) + ((scores == t) & (ids[None, :] < targets[:, None])).sum(1)
     return torch.where(rank < k, 1.0 / torch.log2(rank.double() + 2.0), torch.zeros((), dtype=torch.float64))
+
+
+def batch_loss(model: "_SeqModel", hist: torch.Tensor, target: torch.Tensor, neg: torch.Tensor | None,
+               loss: str) -> torch.Tensor:
+    """Training loss of one batch: histories [B, L], targets [B], sampled negatives [B, n_neg] (bce only)."""
+    if loss == "ce":
+        return F.cross_entropy(model.full_scores(hist), target)  # softmax over all n_items
+    logits = model.pair_scores(hist, torch.cat([target[:, None], neg], dim=1))  # [B, 1 + n_neg]
+    # BCE: mean over positives plus mean over negatives (Caser/SASRec reference form).
+    return F.softplus(-logits[:, 0]).mean() + F.softplus(logits[:, 1:]).mean()
 
 
 # ----------------------------------------------------------------------------- encoders
@@ -193,11 +210,11 @@ class SASRecModel(_SeqModel):
 
 
 class GRU4RecModel(_SeqModel):
-    def __init__(self, n_items, hidden, dropout):
+    def __init__(self, n_items, hidden, dropout, n_layers=1):
         super().__init__(n_items)
         self.item_emb = nn.Embedding(n_items + 1, hidden, padding_idx=n_items)
         self.emb_drop = nn.Dropout(dropout)
-        self.gru = nn.GRU(hidden, hidden, num_layers=1, batch_first=True)
+        self.gru = nn.GRU(hidden, hidden, num_layers=n_layers, batch_first=True)
         self.dense = nn.Linear(hidden, hidden)
         # std 1/sqrt(d) rather than Xavier (std ~0.02 for 5k items): with dot-product scores the
         # tiny init learns slowly (CDs valid NDCG@10 still ~0.010 after 15 epochs at lr 1e-3).
@@ -332,6 +349,8 @@ class SequentialRecommender(Recommender):
         if unknown:
             raise ValueError(f"{type(self).__name__}: unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(known)}")
         self.hp = {**COMMON_DEFAULTS, **self.model_defaults, **self.params}
+        if self.hp["loss"] not in LOSSES:
+            raise ValueError(f"{type(self).__name__}: loss must be one of {LOSSES}, got {self.hp['loss']!r}")
         self.model: _SeqModel | None = None
 
     @abc.abstractmethod
@@ -374,20 +393,20 @@ class SequentialRecommender(Recommender):
             model.train()
             t_batch = t_compute = 0.0
             perm = torch.randperm(n, generator=gen)
-            # Uniform over the n_items-1 items other than the target: draw in [0, n_items-1) and
-            # shift draws >= target up by one.
-            neg = torch.randint(0, n_items - 1, (n, n_neg), generator=gen)
-            neg += (neg >= target[:, None]).long()
+            neg = None
+            if hp["loss"] == "bce":
+                # Uniform over the n_items-1 items other than the target: draw in [0, n_items-1)
+                # and shift draws >= target up by one.
+                neg = torch.randint(0, n_items - 1, (n, n_neg), generator=gen)
+                neg += (neg >= target[:, None]).long()
             total, count = 0.0, 0
             for s in range(0, n, bs):
                 tb = time.perf_counter()
                 idx = perm[s : s + bs]
-                h_b, pos_b, neg_b = hist[idx].to(device), target[idx].to(device), neg[idx].to(device)
-                items = torch.cat([pos_b[:, None], neg_b], dim=1)
+                h_b, pos_b = hist[idx].to(device), target[idx].to(device)
+                neg_b = None if neg is None else neg[idx].to(device)
                 tc = time.perf_counter()
-                logits = model.pair_scores(h_b, items)  # [B, 1 + n_neg]
-                # BCE: mean over positives plus mean over negatives (Caser/SASRec reference form).
-                loss = F.softplus(-logits[:, 0]).mean() + F.softplus(logits[:, 1:]).mean()
+                loss = batch_loss(model, h_b, pos_b, neg_b, hp["loss"])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -476,9 +495,11 @@ class SASRec(SequentialRecommender):
 
 @register("gru4rec")
 class GRU4Rec(SequentialRecommender):
+    model_defaults = {"n_layers": 1}
+
     def _build_model(self, n_items):
         hp = self.hp
-        return GRU4RecModel(n_items, int(hp["hidden"]), float(hp["dropout"]))
+        return GRU4RecModel(n_items, int(hp["hidden"]), float(hp["dropout"]), int(hp["n_layers"]))
 
 
 @register("caser")
