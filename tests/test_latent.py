@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from latentrec.llm.backbone import tiny_llama_like
 from latentrec.llm.decoding import constrained_beam_search, left_pad
 from latentrec.llm.grpo import LRGRPOConfig, advantages, draw_noise, reference_step, step_loss, train_lr_grpo
 from latentrec.llm.latent import (
@@ -17,13 +16,12 @@ from latentrec.llm.latent import (
     LatentReasoner,
     LatentSFTTask,
     collate_prompt_target,
-    new_reasoner,
 )
-from latentrec.llm.prompts import SegmentEncoder, encode_sample
+from latentrec.llm.prompts import SegmentEncoder
 from latentrec.llm.sft import SFTConfig, train_sft
 from latentrec.llm.trie import TitleTrie
 
-TITLES = [f"Album {w}" for w in ("Alpha", "Beta", "Gamma", "Delta", "Omega", "Sigma")]
+from tests.latent_toys import TITLES, tiny_reasoner, toy_samples
 
 
 @pytest.fixture
@@ -32,16 +30,10 @@ def tok(smollm2_tokenizer):
 
 
 def _reasoner(tok, n_latents=1, head="latentratt", seed=0):
-    return new_reasoner(tiny_llama_like(tok, seed=seed), tok, head=head, n_latents=n_latents, seed=seed + 1)
+    return tiny_reasoner(tok, head=head, n_latents=n_latents, seed=seed)
 
 
-def _samples(tok, n=12):
-    enc = SegmentEncoder(tok)
-    out = []
-    for i in range(n):
-        hist = [TITLES[(i + k) % 6] for k in range(1 + i % 3)]  # varying prompt lengths
-        out.append(encode_sample(enc, hist, TITLES[(i + 3) % 6], "musics"))
-    return out
+_samples = toy_samples
 
 
 # ------------------------------------------------------------------------------------------ head

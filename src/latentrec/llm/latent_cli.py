@@ -7,20 +7,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from latentrec.cli import _json_arg as _json
 from latentrec.errors import InputError
 
 SELECTION_FILE = "selected.json"
-
-
-def _json(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg}): {text[:80]!r}") from None
 
 
 def resolve_model(path: str | Path) -> Path:
@@ -139,23 +132,20 @@ def cmd_report_latentr3(a) -> None:
 
 
 def add_cli(sub) -> None:
-    s = sub.add_parser("latent-sft", help="warm-up SFT of a backbone with a latent reasoning head (stage 1)")
-    s.add_argument("--data", required=True)
-    s.add_argument("--model", required=True, help="backbone folder")
-    s.add_argument("--domain", required=True)
-    s.add_argument("--cfg", type=_json, required=True, help="latent recipe (JSON: head, n_latents, sft, ...)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_latent_sft)
-
-    s = sub.add_parser("latent-rl", help="LR-GRPO on a warm-up model (stage 2; only the head trains)")
-    s.add_argument("--data", required=True)
-    s.add_argument("--model", required=True, help="warm-up model folder")
-    s.add_argument("--domain", required=True)
-    s.add_argument("--cfg", type=_json, required=True, help="RL config (JSON)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
-    s.set_defaults(func=cmd_latent_rl)
+    for name, func, what, model_help, cfg_help in (
+        ("latent-sft", cmd_latent_sft, "warm-up SFT of a backbone with a latent reasoning head (stage 1)",
+         "backbone folder", "latent recipe (JSON: head, n_latents, sft, ...)"),
+        ("latent-rl", cmd_latent_rl, "LR-GRPO on a warm-up model (stage 2; only the head trains)",
+         "warm-up model folder", "RL config (JSON)"),
+    ):
+        s = sub.add_parser(name, help=what)
+        s.add_argument("--data", required=True)
+        s.add_argument("--model", required=True, help=model_help)
+        s.add_argument("--domain", required=True)
+        s.add_argument("--cfg", type=_json, required=True, help=cfg_help)
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--out", required=True)
+        s.set_defaults(func=func)
 
     s = sub.add_parser("select-latent", help="choose the RL grid point with the best validation -PPL")
     s.add_argument("--points", nargs="+", required=True)

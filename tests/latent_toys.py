@@ -1,0 +1,23 @@
+"""Toy data and tiny reasoners shared by the latent-reasoning tests (LatentR3, FLR)."""
+
+from latentrec.llm.backbone import tiny_llama_like
+from latentrec.llm.latent import new_reasoner
+from latentrec.llm.prompts import SegmentEncoder, encode_sample
+
+TITLES = [f"Album {w}" for w in ("Alpha", "Beta", "Gamma", "Delta", "Omega", "Sigma")]
+
+
+def tiny_reasoner(tok, head="latentratt", n_latents=1, refine_steps=1, seed=0, **options):
+    """A tiny random Llama with a fresh head (adds <|Thought|> to `tok`: pass a copy)."""
+    return new_reasoner(tiny_llama_like(tok, seed=seed), tok, head=head, n_latents=n_latents,
+                        head_options=options or None, seed=seed + 1, refine_steps=refine_steps)
+
+
+def toy_samples(tok, n=12):
+    """A learnable rule with varying prompt lengths: the target is 3 titles after the first."""
+    enc = SegmentEncoder(tok)
+    out = []
+    for i in range(n):
+        hist = [TITLES[(i + k) % 6] for k in range(1 + i % 3)]
+        out.append(encode_sample(enc, hist, TITLES[(i + 3) % 6], "musics"))
+    return out
