@@ -86,15 +86,18 @@ def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
     cfg["llm"]["models"] = {"tiny": {"spec": str(model_dir)}}
     cfg["llm"].update(backbone="tiny", decode_shards=2)
     cfg["llm"]["sft"].update(max_steps=1, micro_batch=4, effective_batch=4, train_limit=8, valid_limit=4)
-    for m in ("Base", "BIGRec", "D3", "BIGRec+LatentR3"):
+    for m in ("Base", "CoT", "BIGRec", "D3", "BIGRec+LatentR3", "BIGRec+FLR"):
         cfg["methods"][m]["decode"].update(num_beams=2, num_return=2, max_new_tokens=24)
     cfg["llm"]["latent"]["LatentR3"]["rl"].update(group_size=2, groups_per_step=2, max_steps=1, valid_limit=4)
+    cfg["methods"]["CoT"]["decode"]["cot"]["max_reasoning_tokens"] = 3
     cfg["evaluation"]["test_limit"] = 6
+    cfg["report"]["flr"]["timing"].update(rows=3, decode={"batch_size": 2})
+    cfg["report"]["flr"]["factors"]["rows"] = 4
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake("--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2")
     table = (tmp_path / "results" / "tables" / "table1.md").read_text()
-    for method in ("MostPop", "SASRec", "Base", "BIGRec", "D3", "BIGRec+LatentR3"):
+    for method in ("MostPop", "SASRec", "Base", "CoT", "BIGRec", "D3", "BIGRec+LatentR3", "BIGRec+FLR"):
         assert f"| {method} |" in table
     gains = (tmp_path / "results/tables/latentr3_gains.md").read_text()
     assert "| Synthetic_Music | BIGRec+LatentR3 | BIGRec | N@10 |" in gains
@@ -107,3 +110,21 @@ def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
     assert d3["generation_config"]["length_penalty"] == 0.0 and d3["generation_config"]["do_sample"] is False
     assert (tmp_path / "results/Synthetic_Music/data/csv/info.txt").exists()
     assert (tmp_path / "results/Synthetic_Music/sft/seed0/model/config.json").exists()
+    # FLR: the warm-up model (K 4, T 2), its factors, Table 2 with CoT, timings (CoT beam 1), figures.
+    tables = tmp_path / "results/tables"
+    head = json.loads((tmp_path / "results/Synthetic_Music/latent/FLR/seed0/warmup/model/latent_head.json").read_text())
+    assert head["kind"] == "flr" and head["options"]["n_factors"] == 4 and head["refine_steps"] == 2
+    t2 = (tables / "flr_table2.md").read_text()
+    for row in ("FLR (BIGRec+FLR)", "CoT (CoT)", "LatentR3 (BIGRec+LatentR3)"):
+        assert f"| {row} | 2 |" in t2
+    assert "| Synthetic_Music |" in t2 and "| N@10 |" in t2  # FLR against the strongest baseline
+    assert "| Synthetic_Music | BIGRec+FLR | with constraints | 4 | 4 |" in (tables / "flr_disentanglement.md").read_text()
+    fig9 = (tables / "flr_fig9_inference_time.md").read_text()
+    assert "| Synthetic_Music | CoT | 1 | 2 | 3 | 1 |" in fig9 and "| Synthetic_Music | BIGRec+FLR | 2 | 2 | 3 | 1 |" in fig9
+    for name in ("fig4_factor_similarity", "fig6_factor_attention", "fig7_popularity", "fig8_factors_k",
+                 "fig9_inference_time"):
+        assert (tables / f"flr_{name}.png").stat().st_size > 0
+    cot = json.loads((tmp_path / "results/Synthetic_Music/CoT/seed0/train_log.json").read_text())
+    lengths = [n for s in cot["shards"] for n in s["per_row"]["reasoning_tokens"]]
+    assert len(lengths) == 6 and all(0 <= n <= 3 for n in lengths)
+    assert cot["shards"][0]["generation_config"]["cot"] == {"max_reasoning_tokens": 3}

@@ -377,7 +377,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_gather)
 
-    for module in ("latentrec.data.download", "latentrec.data.synthetic", "latentrec.gpu_lease", "latentrec.llm.latent_cli"):
+    for module in ("latentrec.data.download", "latentrec.data.synthetic", "latentrec.gpu_lease", "latentrec.llm.latent_cli",
+                   "latentrec.llm.flr_cli"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as err:  # pragma: no cover - only while a module is being written

@@ -153,8 +153,10 @@ def latentr3_rl_logs():
 
 def all_targets():
     if config["report"].get("latentr3") and latentr3_report_metrics():
-        return _core_targets() + ["results/tables/latentr3_gains.md"]
-    return _core_targets()
+        targets.append("results/tables/latentr3_gains.md")
+    if FLR_REPORT and (flr_report_metrics() or flr_timing_files()):
+        targets.append("results/tables/flr_table2.md")
+    return targets
 
 
 def _core_targets():
@@ -168,7 +170,82 @@ def _core_targets():
 
 
 def download_url(w):
+# ---- FLR analyses: the runs, factor dumps and decode timings that report_flr reads
+FLR_REPORT = config["report"].get("flr") or {}
+
+
+def _flr_report_methods():
+    r = FLR_REPORT
+    names = set(r.get("table2", {}).get("rows", {})) | set(r.get("table4", []))
+    names |= set(r.get("table3", {}).get("rows", {})) | set(r.get("k_methods", []))
+    return names | set(r.get("popularity_methods", []))
+
+
+def flr_report_metrics():
+    wanted = _flr_report_methods()
+    return [p for p in all_metrics() if p.split("/")[2] in wanted]
+
+
+def _first_seed_runs(methods):
+    """(dataset, method, seed) of the listed methods that run, on the first seed only."""
+    return [
+        (d, m, SEEDS[0])
+        for d in DATASETS
+        for m in RUN_METHODS
+        if m in methods and runs_on(m, d)
+    ]
+
+
+def _has_flr_head(method, dataset):
+    c = method_config(config, method)
+    return (
+        c["family"] == "latent"
+        and latent_recipe(config, c["recipe"], dataset)["head"] == "flr"
+    )
+
+
+def flr_factor_files():
+    methods = FLR_REPORT.get("factors", {}).get("methods", {})
+    return [
+        f"{run_dir(d, m, s)}/flr_factors.npz"
+        for d, m, s in _first_seed_runs(methods)
+        if _has_flr_head(m, d)
+    ]
+
+
+def flr_timing_files():
+    methods = FLR_REPORT.get("timing", {}).get("methods", [])
+    return [
+        f"{run_dir(d, m, s)}/inference_time.json"
+        for d, m, s in _first_seed_runs(methods)
+    ]
+
+
+def flr_timing_decode(method):
+    """The method's decode config with the timing protocol laid over it (batch, beams; CoT beam 1)."""
+    t = FLR_REPORT.get("timing", {})
+    per_method = (t.get("per_method") or {}).get(method, {})
+    return {
+        **method_config(config, method).get("decode", {}),
+        **(t.get("decode") or {}),
+        **per_method,
+    }
+
+
+def flr_n_factors():
+    """K of every Figure 8 method per dataset, read off its recipe (FLRHead's default K is 4)."""
+    out = {}
+    for d, m, _ in _first_seed_runs(FLR_REPORT.get("k_methods", [])):
+        if _has_flr_head(m, d):
+            r = latent_recipe(config, method_config(config, m)["recipe"], d)
+            out.setdefault(d, {})[m] = int(
+                (r.get("head_options") or {}).get("n_factors", 4)
+            )
+    return out
+
+
     kind = "meta" if w.file.startswith("meta_") else "reviews"
+    targets = _core_targets()
     stem = w.file.removesuffix(".json.gz")
     category = stem.removeprefix("meta_").removesuffix("_5")
     review_file = "5core" if stem.endswith("_5") else "full"

@@ -168,3 +168,57 @@ rule select_latent_rl:
         points=lambda w, input: " ".join(os.path.dirname(f) for f in input),
     shell:
         "python -m latentrec select-latent --points {params.points} --out {output} 2> {log}"
+
+
+# ---- FLR analyses that need a model: factors of test users (Figures 4, 6) and decode timing (Figure 9)
+rule flr_factors:
+    input:
+        data=processed("{dataset}"),
+        model=llm_model_input,
+    output:
+        "results/{dataset}/{method}/seed{seed}/flr_factors.npz",
+    log:
+        "logs/flr_factors/{dataset}/{method}/seed{seed}.log",
+    wildcard_constraints:
+        method=_alternatives(llm_methods(config)),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=LLM["decode_gpus"],
+    params:
+        domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
+        launch=launcher(LLM["decode_gpus"], single=True),
+        rows=FLR_REPORT.get("factors", {}).get("rows", 100),
+    shell:
+        "{params.launch} flr-factors --data results/{wildcards.dataset}/data --model {input.model}"
+        " --domain {params.domain} --rows {params.rows} --threads {threads} --out {output} 2> {log}"
+
+
+rule time_inference:
+    input:
+        data=processed("{dataset}"),
+        model=llm_model_input,
+    output:
+        "results/{dataset}/{method}/seed{seed}/inference_time.json",
+    log:
+        "logs/time_inference/{dataset}/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/time_inference/{dataset}/{method}/seed{seed}.tsv"
+    wildcard_constraints:
+        method=_alternatives(llm_methods(config)),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=LLM["decode_gpus"],
+    params:
+        cfg=lambda w: as_arg(flr_timing_decode(w.method)),
+        domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
+        launch=launcher(LLM["decode_gpus"], single=True),
+        rows=FLR_REPORT.get("timing", {}).get("rows", 100),
+        repeats=FLR_REPORT.get("timing", {}).get("repeats", 3),
+    shell:
+        "{params.launch} time-decode --data results/{wildcards.dataset}/data --model {input.model}"
+        " --domain {params.domain} --cfg {params.cfg} --rows {params.rows} --repeats {params.repeats}"
+        " --threads {threads} --out {output} 2> {log}"

@@ -91,3 +91,65 @@ rule report_latentr3:
         "python -m latentrec report-latentr3 --metrics {input.metrics} --data {params.data}"
         " --rl-logs {input.rl_logs} --cfg {params.cfg} --paper {input.paper}"
         " --out-dir results/tables 2> {log}"
+
+
+rule report_flr:
+    input:
+        metrics=flr_report_metrics(),
+        rows=[p.replace("metrics.json", "rows.parquet") for p in flr_report_metrics()],
+        data=expand("results/{dataset}/data/train.parquet", dataset=DATASETS),
+        factors=flr_factor_files(),
+        timings=flr_timing_files(),
+        paper=config["report"]["paper_results"],
+    output:
+        table2=report(
+            "results/tables/flr_table2.md", caption="../report/flr.rst", category="FLR"
+        ),
+        table3=report(
+            "results/tables/flr_table3.md", caption="../report/flr.rst", category="FLR"
+        ),
+        table4=report(
+            "results/tables/flr_table4.md", caption="../report/flr.rst", category="FLR"
+        ),
+        disentanglement=report(
+            "results/tables/flr_disentanglement.md",
+            caption="../report/flr.rst",
+            category="FLR",
+        ),
+        fig4=report(
+            "results/tables/flr_fig4_factor_similarity.png",
+            caption="../report/flr.rst",
+            category="FLR",
+        ),
+        fig6=report(
+            "results/tables/flr_fig6_factor_attention.png",
+            caption="../report/flr.rst",
+            category="FLR",
+        ),
+        fig7=report(
+            "results/tables/flr_fig7_popularity.png",
+            caption="../report/flr.rst",
+            category="FLR",
+        ),
+        fig8=report(
+            "results/tables/flr_fig8_factors_k.png",
+            caption="../report/flr.rst",
+            category="FLR",
+        ),
+        fig9=report(
+            "results/tables/flr_fig9_inference_time.png",
+            caption="../report/flr.rst",
+            category="FLR",
+        ),
+        fig9_md="results/tables/flr_fig9_inference_time.md",
+    log:
+        "logs/report_flr.log",
+    conda:
+        ENV
+    params:
+        cfg=as_arg(dict(FLR_REPORT, n_factors=flr_n_factors(), test_limit=TEST_LIMIT)),
+        data=" ".join(f"{d}=results/{d}/data" for d in DATASETS),
+    shell:
+        "python -m latentrec report-flr --metrics {input.metrics} --data {params.data}"
+        " --factors {input.factors} --timings {input.timings} --cfg {params.cfg}"
+        " --paper {input.paper} --out-dir results/tables 2> {log}"

@@ -1,0 +1,364 @@
+"""The FLR paper's tables and figures, from the runs, beside the published values (paper_results.yaml flr_*).
+
+- Table 2: every method on every dataset (mean ± std over seeds), FLR against the strongest baseline of
+  its dataset with paired t-tests (over seeds, as the paper; and over test rows pooled over seeds);
+- Table 3: the regulariser combinations (Games, Toys); Table 4: LatentR3, FLR, FLR + LR-GRPO, FLR + FLR-GRPO;
+- Figure 4: cosine similarity between the K factors (mean over users), without and with the regularisers,
+  with the mean |Pearson correlation| of factor pairs (the paper: 0.44 -> 0.03), and the
+  disentanglement score DS = (1 - S_avg) * A_max;
+- Figure 6: each factor's attention over one user's history items;
+- Figure 7: popular vs unpopular targets, FLR against LatentR3; Figure 8: NDCG@10 against K;
+- Figure 9: inference seconds per user (BIGRec, LatentR3, FLR, CoT) from the `time-decode` runs.
+
+Methods (and files) absent from a run are skipped: every table and figure is still written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from latentrec.eval.significance import paired_seeds
+from latentrec.io_utils import read_json
+from latentrec.report.latentr3 import _mean, _plt, _pooled_rows, popularity, popularity_figure
+from latentrec.report.significance_table import load_runs, strongest
+from latentrec.report.tables import PAPER_METRICS, write_csv, write_text
+
+METRIC = "NDCG@10"
+TABLE4_COLUMNS = ["LatentR3", "FLR", "FLR + LR-GRPO", "FLR + FLR-GRPO"]  # the published column order
+
+
+def _have(runs: pd.DataFrame, dataset: str, method: str) -> bool:
+    return bool(len(runs[(runs.dataset == dataset) & (runs.method == method)]))
+
+
+def _cell(mean, std, paper=None) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–" if paper is None else f"– ({paper:.4f})"
+    s = f"{mean:.4f} ± {std:.4f}"
+    return s + (f" ({paper:.4f})" if paper is not None and not pd.isna(paper) else "")
+
+
+def _datasets(runs: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(runs.dataset)) if len(runs) else []
+
+
+# ----------------------------------------------------------------------------------------- Table 2
+def table2(runs: pd.DataFrame, cfg: dict, paper: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(long table of every row method, FLR-vs-strongest-baseline tests)."""
+    from scipy import stats
+
+    rows, ours, baselines = cfg.get("rows", {}), cfg.get("method"), cfg.get("baselines", [])
+    out, tests = [], []
+    for dataset in _datasets(runs):
+        for method, name in rows.items():
+            if not _have(runs, dataset, method):
+                continue
+            for pkey, metric in PAPER_METRICS.items():
+                mean, std = _mean(runs, dataset, method, metric)
+                n = int(((runs.dataset == dataset) & (runs.method == method)).sum())
+                out.append({"dataset": dataset, "row": name, "method": method, "metric": pkey, "ours_mean": mean,
+                            "ours_std": std, "n_seeds": n, "paper": paper.get(dataset, {}).get(name, {}).get(pkey)})
+        d = runs[runs.dataset == dataset]
+        base = strongest(d, [b for b in baselines if b != ours], METRIC)
+        if ours is None or base is None or not _have(runs, dataset, ours):
+            continue
+        a, b = d[d.method == ours].set_index("seed"), d[d.method == base].set_index("seed")
+        seeds = sorted(set(a.index) & set(b.index))
+        pooled = _pooled_rows(runs, dataset, ours).merge(_pooled_rows(runs, dataset, base), on=["seed", "row"],
+                                                         suffixes=("", "_b"))
+        for pkey, metric in PAPER_METRICS.items():
+            st = paired_seeds({s: a.at[s, "metrics"][metric] for s in seeds},
+                              {s: b.at[s, "metrics"][metric] for s in seeds}, metric)
+            x, y = pooled[metric], pooled[f"{metric}_b"]
+            p_rows = float(stats.ttest_rel(x, y).pvalue) if (x - y).std() > 0 else math.nan
+            tests.append({"dataset": dataset, "method": ours, "baseline": base, "metric": pkey,
+                          "ours": st["mean_a"], "baseline_mean": st["mean_b"],
+                          "improvement": st["mean_a"] / st["mean_b"] - 1 if st["mean_b"] else math.nan,
+                          "p_seeds": st["p"], "n_seeds": st["n"], "p_rows": p_rows, "paired_rows": len(pooled)})
+    return pd.DataFrame(out), pd.DataFrame(tests)
+
+
+def _p(p) -> str:
+    return "–" if p is None or pd.isna(p) else f"{p:.2g}"
+
+
+def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str) -> str:
+    lines = ["## FLR Table 2: mean ± std over seeds (published value in parentheses)", "", note, ""]
+    for dataset, g in (df.groupby("dataset", sort=False) if len(df) else []):
+        lines += [f"### {dataset}", "", "| row (our method) | seeds | H@5 | H@10 | N@5 | N@10 |",
+                  "|---|---|---|---|---|---|"]
+        for (name, method), gm in g.groupby(["row", "method"], sort=False):
+            cells = [_cell(r.ours_mean, r.ours_std, r.paper) for r in gm.itertuples()]
+            lines.append(f"| {name} ({method}) | {gm.n_seeds.iloc[0]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["### FLR against the strongest baseline (by N@10 among the baselines present)", "",
+              "Paired two-sided t-tests: over seeds (the paper's test; needs ≥ 2 seeds) and over test rows "
+              "pooled over seeds.", "",
+              "| dataset | baseline | metric | FLR | baseline | improvement | p (seeds) | p (rows) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in tests.itertuples():
+        lines.append(f"| {r.dataset} | {r.baseline} | {r.metric} | {r.ours:.4f} | {r.baseline_mean:.4f} | "
+                     f"{r.improvement:+.1%} | {_p(r.p_seeds)} ({r.n_seeds} seeds) | {_p(r.p_rows)} |")
+    if tests.empty:
+        lines.append("| – | FLR or every baseline is absent from this run | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------- Tables 3, 4
+def table3(runs: pd.DataFrame, rows: dict[str, str], datasets: list[str], paper: dict) -> pd.DataFrame:
+    """The regulariser combinations; published values are [Games x 4, Toys x 4] per combination."""
+    out = []
+    for method, combo in rows.items():
+        for i, dataset in enumerate(datasets):
+            if not _have(runs, dataset, method):
+                continue
+            for j, (pkey, metric) in enumerate(PAPER_METRICS.items()):
+                mean, std = _mean(runs, dataset, method, metric)
+                pub = paper.get(combo)
+                out.append({"regularisers": combo, "method": method, "dataset": dataset, "metric": pkey,
+                            "ours_mean": mean, "ours_std": std,
+                            "paper": pub[4 * i + j] if pub and len(pub) > 4 * i + j else None})
+    return pd.DataFrame(out, columns=["regularisers", "method", "dataset", "metric", "ours_mean", "ours_std", "paper"])
+
+
+def table4(runs: pd.DataFrame, columns: list[str], paper: dict) -> pd.DataFrame:
+    out = []
+    for dataset in _datasets(runs):
+        for i, method in enumerate(columns):
+            if not _have(runs, dataset, method):
+                continue
+            for pkey, metric in PAPER_METRICS.items():
+                mean, std = _mean(runs, dataset, method, metric)
+                pub = paper.get(dataset, {}).get(pkey)
+                out.append({"dataset": dataset, "column": TABLE4_COLUMNS[i] if i < 4 else method, "method": method,
+                            "metric": pkey, "ours_mean": mean,
+                            "ours_std": std, "paper": pub[i] if pub and len(pub) > i else None})
+    return pd.DataFrame(out, columns=["dataset", "column", "method", "metric", "ours_mean", "ours_std", "paper"])
+
+
+def grid_markdown(df: pd.DataFrame, title: str, group: str, row: str, note: str) -> str:
+    lines = [f"## {title} (mean ± std over seeds; published value in parentheses)", "", note, ""]
+    if df.empty:
+        return "\n".join(lines + ["(none of these methods ran)", ""])
+    for key, g in df.groupby(group, sort=False):
+        lines += [f"### {key}", "", f"| {row} | H@5 | H@10 | N@5 | N@10 |", "|---|---|---|---|---|"]
+        for (name, method), gm in g.groupby([row, "method"], sort=False):
+            lines.append(f"| {name} ({method}) | " + " | ".join(_cell(r.ours_mean, r.ours_std, r.paper)
+                                                               for r in gm.itertuples()) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------- factor analyses
+def _parts(path: str) -> tuple[str, str, int]:
+    """(dataset, method, seed) of results/{dataset}/{method}/seed{n}/<file>."""
+    p = Path(path).parts
+    return p[-4], p[-3], int(p[-2].removeprefix("seed"))
+
+
+def factor_stats(npz: dict) -> dict:
+    """Mean cosine matrix [K, K] of the factors over users, the mean |cos| and mean |Pearson r| over factor
+    pairs, A_max (each factor's largest share of its history attention, mean over factors and users) and
+    DS = (1 - S_avg) * A_max with S_avg the mean |cos|."""
+    f = npz["factors"].astype(np.float64)  # [N, K, d]
+    k = f.shape[1]
+    unit = f / np.maximum(np.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
+    cos = np.einsum("nkd,nld->nkl", unit, unit)
+    centred = f - f.mean(-1, keepdims=True)
+    centred /= np.maximum(np.linalg.norm(centred, axis=-1, keepdims=True), 1e-12)
+    corr = np.einsum("nkd,nld->nkl", centred, centred)
+    off = ~np.eye(k, dtype=bool)
+    s_avg = float(np.abs(cos[:, off]).mean()) if k > 1 else math.nan
+    items = npz["item_attention"]  # [N, K, H], NaN past a user's history
+    share = items / np.maximum(np.nansum(items, -1, keepdims=True), 1e-12)
+    a_max = float(np.nanmax(share, -1).mean()) if np.isfinite(share).any() else math.nan
+    return {"cos": cos.mean(0), "S_avg": s_avg, "abs_corr": float(np.abs(corr[:, off]).mean()) if k > 1 else math.nan,
+            "A_max": a_max, "DS": (1 - s_avg) * a_max if k > 1 else math.nan, "users": int(f.shape[0]), "K": k}
+
+
+def factor_figure(stats: list[dict], path: Path) -> None:
+    plt = _plt()
+    n = max(1, len(stats))
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.2), squeeze=False)
+    for ax, s in zip(axes[0], stats):
+        im = ax.imshow(s["cos"], vmin=-1, vmax=1, cmap="RdBu_r")
+        k = s["cos"].shape[0]
+        ax.set_xticks(range(k), [f"F{i + 1}" for i in range(k)])
+        ax.set_yticks(range(k), [f"F{i + 1}" for i in range(k)])
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{s['cos'][i, j]:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_title(f"{s['dataset']}: {s['label']}\n({s['method']}) avg |corr| {s['abs_corr']:.2f}", fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    if not stats:
+        axes[0][0].text(0.5, 0.5, "no FLR factors in this run", ha="center", va="center")
+        axes[0][0].set_axis_off()
+    fig.suptitle("Cosine similarity between factors (mean over test users; paper: avg |corr| 0.44 -> 0.03)",
+                 fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def attention_figure(npz: dict | None, meta: dict | None, user: int, label: str, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    if npz is None or user >= len(npz["item_attention"]):
+        ax.text(0.5, 0.5, "no FLR factors in this run", ha="center", va="center")
+        ax.set_axis_off()
+    else:
+        titles = meta["history_titles"][user]
+        att = np.concatenate((npz["item_attention"][user][:, : len(titles)], npz["other_attention"][user][:, None]), 1)
+        im = ax.imshow(att, aspect="auto", cmap="viridis")
+        short = [t if len(t) <= 18 else t[:17] + "…" for t in titles]
+        ax.set_xticks(range(len(titles) + 1), [*short, "(rest)"], rotation=40, ha="right", fontsize=6)
+        ax.set_yticks(range(att.shape[0]), [f"F{i + 1} (α {a:.2f})" for i, a in enumerate(npz["alpha"][user])],
+                      fontsize=7)
+        ax.set_title(f"{label}: attention of each factor over test user {user}'s history "
+                     f"(target: {meta['target_titles'][user][:30]})", fontsize=7)
+        fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------ K, timing
+def k_figure(runs: pd.DataFrame, n_factors: dict, path: Path) -> pd.DataFrame:
+    pts = []
+    for dataset in _datasets(runs):
+        for method, k in (n_factors.get(dataset) or {}).items():
+            mean, std = _mean(runs, dataset, method)
+            if not math.isnan(mean):
+                pts.append({"dataset": dataset, "K": int(k), "method": method, "mean": mean, "std": std})
+    df = pd.DataFrame(pts, columns=["dataset", "K", "method", "mean", "std"]).drop_duplicates(["dataset", "K"])
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for dataset, g in df.groupby("dataset", sort=False):
+        g = g.sort_values("K")
+        ax.errorbar(g["K"], g["mean"], yerr=g["std"], marker="o", capsize=3, label=dataset)
+    ax.set_xlabel("number of factors K")
+    ax.set_ylabel(METRIC)
+    ax.set_xticks([1, 2, 3, 4])
+    ax.set_title("Factors K (the paper: best K 3 on CDs, 4 on Games)", fontsize=9)
+    if len(df):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return df
+
+
+def timing(paths: list[str]) -> pd.DataFrame:
+    out = []
+    for p in paths:
+        dataset, method, seed = _parts(p)
+        t = read_json(p)
+        g = t.get("generation_config", {})
+        out.append({"dataset": dataset, "method": method, "seed": seed, "seconds_per_user": t["mean"],
+                    "std": t["std"], "repeats": t["repeats"], "rows": t["rows"], "num_beams": g.get("num_beams"),
+                    "batch_size": g.get("batch_size"), "reasoning_tokens": t.get("mean_reasoning_tokens"),
+                    "device": t.get("device_name", t.get("device"))})
+    return pd.DataFrame(out, columns=["dataset", "method", "seed", "seconds_per_user", "std", "repeats", "rows",
+                                      "num_beams", "batch_size", "reasoning_tokens", "device"])
+
+
+def timing_figure(df: pd.DataFrame, path: Path) -> None:
+    plt = _plt()
+    datasets = list(dict.fromkeys(df.dataset)) or ["(no timings)"]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        g = df[df.dataset == dataset]
+        ax.bar(range(len(g)), g["seconds_per_user"], yerr=g["std"], capsize=3)
+        ax.set_xticks(range(len(g)), [f"{m}\n(beam {b})" for m, b in zip(g.method, g.num_beams)], fontsize=7)
+        ax.set_ylabel("seconds per user")
+        ax.set_title(f"{dataset} ({g.device.iloc[0] if len(g) else ''})", fontsize=8)
+    fig.suptitle("Inference time per user", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def timing_markdown(df: pd.DataFrame) -> str:
+    lines = ["## FLR Figure 9: inference seconds per user (mean ± std over repeats)", "",
+             "| dataset | method | beams | batch | users | repeats | s/user | × first method | reasoning tokens | device |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for dataset, g in df.groupby("dataset", sort=False):
+        ref = g.seconds_per_user.iloc[0]
+        for r in g.itertuples():
+            rt = "–" if r.reasoning_tokens is None or pd.isna(r.reasoning_tokens) else f"{r.reasoning_tokens:.1f}"
+            lines.append(f"| {dataset} | {r.method} | {r.num_beams} | {r.batch_size} | {r.rows} | {r.repeats} | "
+                         f"{r.seconds_per_user:.4f} ± {r.std:.4f} | {r.seconds_per_user / ref:.2f} | {rt} | {r.device} |")
+    if df.empty:
+        lines.append("| – | no timings in this run | | | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- build
+def build(metrics_paths: list[str], data_dirs: dict[str, str], factor_paths: list[str], timing_paths: list[str],
+          cfg: dict, paper_all: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = load_runs(metrics_paths) if metrics_paths else pd.DataFrame(
+        columns=["dataset", "method", "seed", "metrics", "rows_path"])
+    note = (f"Scored on the first {cfg['test_limit']} test rows only." if cfg.get("test_limit") else
+            "Scored on the full test split.")
+
+    t2, tests = table2(runs, cfg.get("table2", {}), paper_all.get("flr_table2", {}))
+    write_csv(t2, out_dir / "flr_table2.csv")
+    write_csv(tests, out_dir / "flr_table2_tests.csv")
+    write_text(table2_markdown(t2, tests, note), out_dir / "flr_table2.md")
+
+    t3cfg = cfg.get("table3", {})
+    t3 = table3(runs, t3cfg.get("rows", {}), t3cfg.get("datasets", []), paper_all.get("flr_table3_regularizer_ablation", {}))
+    write_csv(t3, out_dir / "flr_table3.csv")
+    write_text(grid_markdown(t3, "FLR Table 3: regulariser combinations", "dataset", "regularisers", note),
+               out_dir / "flr_table3.md")
+    t4 = table4(runs, cfg.get("table4", []), paper_all.get("flr_table4_grpo", {}))
+    write_csv(t4, out_dir / "flr_table4.csv")
+    write_text(grid_markdown(t4, "FLR Table 4: RL on FLR", "dataset", "column", note), out_dir / "flr_table4.md")
+
+    # Factors: Figure 4 (similarity), disentanglement, Figure 6 (attention over one user's history).
+    fcfg = cfg.get("factors", {})
+    labels = fcfg.get("methods", {})
+    published = paper_all.get("flr_hyperparameters", {}).get("disentanglement_corr", {})
+    stats, first = [], {}
+    for p in sorted(factor_paths, key=lambda x: (_parts(x)[0], list(labels).index(_parts(x)[1])
+                                                 if _parts(x)[1] in labels else 99)):
+        dataset, method, seed = _parts(p)
+        with np.load(p) as z:
+            npz = {k: z[k] for k in z.files}
+        meta = json.loads(Path(p).with_suffix(".json").read_text())
+        s = factor_stats(npz)
+        stats.append({**s, "dataset": dataset, "method": method, "seed": seed, "label": labels.get(method, method)})
+        first.setdefault(method, (npz, meta, dataset))
+    factor_figure(stats, out_dir / "flr_fig4_factor_similarity.png")
+    dis = pd.DataFrame([{k: v for k, v in s.items() if k != "cos"} for s in stats],
+                       columns=["dataset", "method", "label", "seed", "users", "K", "S_avg", "abs_corr", "A_max", "DS"])
+    write_csv(dis, out_dir / "flr_disentanglement.csv")
+    lines = ["## FLR factor disentanglement (Figure 4 numbers; DS = (1 − S_avg) · A_max)", "",
+             f"Published mean |corr| between factors: {published.get('unconstrained', '–')} without the "
+             f"constraints, {published.get('with_constraints', '–')} with them.", "",
+             "| dataset | method | factors | users | K | S_avg (mean abs cos) | mean abs corr | A_max | DS |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.dataset} | {r.method} | {r.label} | {r.users} | {r.K} | {r.S_avg:.3f} | {r.abs_corr:.3f} | "
+              f"{r.A_max:.3f} | {r.DS:.3f} |" for r in dis.itertuples()]
+    write_text("\n".join(lines) + "\n", out_dir / "flr_disentanglement.md")
+    main = next(iter(labels), None)
+    npz, meta, dataset = first.get(main, (None, None, None))
+    attention_figure(npz, meta, int(fcfg.get("user", 0)), f"{dataset} {main}", out_dir / "flr_fig6_factor_attention.png")
+
+    pop = popularity(runs, cfg.get("popularity_methods", []), data_dirs, cfg.get("popular_fraction", 0.2))
+    write_csv(pop, out_dir / "flr_fig7_popularity.csv")
+    popularity_figure(pop, out_dir / "flr_fig7_popularity.png")
+    k_figure(runs, cfg.get("n_factors", {}), out_dir / "flr_fig8_factors_k.png").pipe(
+        write_csv, out_dir / "flr_fig8_factors_k.csv")
+    tm = timing(timing_paths)
+    order = {m: i for i, m in enumerate(cfg.get("timing", {}).get("methods", []))}
+    tm = tm.sort_values(["dataset", "method"], key=lambda c: c.map(order) if c.name == "method" else c, kind="stable")
+    write_csv(tm, out_dir / "flr_fig9_inference_time.csv")
+    write_text(timing_markdown(tm), out_dir / "flr_fig9_inference_time.md")
+    timing_figure(tm, out_dir / "flr_fig9_inference_time.png")

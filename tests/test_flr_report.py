@@ -1,0 +1,144 @@
+"""FLR analyses: factor dump (item-level attention), decode timing, and the report from run files."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from latentrec.data.processed_io import ProcessedDataset
+from latentrec.llm.analysis import dump_factors, item_token_spans, time_decode
+from latentrec.llm.backbone import tiny_llama_like
+from latentrec.llm.latent import new_reasoner
+from latentrec.report.flr import build, factor_stats
+
+TITLES = ["Abbey Road", "Blue Train", "Kind of Blue", "Rumours", "Thriller", "Back in Black", "Nevermind",
+          "The Wall", "Hotel California", "Purple Rain"]
+
+
+@pytest.fixture(scope="module")
+def ds():
+    n = len(TITLES)
+    items = pd.DataFrame({"item_id": range(n), "asin": [f"A{i}" for i in range(n)], "title": TITLES})
+    hist = [[(u + j) % n for j in range(2 + u % 3)] for u in range(5)]
+    test = pd.DataFrame({"user_id": [f"u{u}" for u in range(5)], "history_item_ids": hist,
+                         "item_id": [(u + 4) % n for u in range(5)]})
+    return ProcessedDataset(items, test, test, test)
+
+
+@pytest.fixture(scope="module")
+def flr(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    return new_reasoner(tiny_llama_like(tok, seed=2), tok, head="flr", head_options={"n_factors": 3},
+                        refine_steps=2, seed=0).eval()
+
+
+def test_item_token_spans_cover_each_title(smollm2_tokenizer):
+    tok = smollm2_tokenizer
+    titles = ["Kind of Blue", "Rumours", "The Wall"]
+    owner = item_token_spans(tok, titles, "musics")
+    from latentrec.llm.prompts import SegmentEncoder
+
+    ids = SegmentEncoder(tok).prompt_ids(titles, "musics")
+    assert len(owner) == len(ids)
+    for j, t in enumerate(titles):
+        text = tok.decode([i for i, o in zip(ids, owner) if o == j])
+        assert t in text and len(text) <= len(t) + 4  # the title's tokens (a quote may share one)
+
+
+def test_dump_factors_shapes_and_attention_mass(flr, smollm2_tokenizer, ds):
+    out = dump_factors(flr, smollm2_tokenizer, ds, np.arange(5), "musics", batch_size=2)
+    assert out["factors"].shape == (5, 3, 64) and out["alpha"].shape == (5, 3)
+    assert out["item_attention"].shape == (5, 3, 4)
+    hist_len = ds.test["history_item_ids"].map(len).to_numpy()
+    for u in range(5):
+        items = out["item_attention"][u]
+        assert np.isfinite(items[:, : hist_len[u]]).all() and np.isnan(items[:, hist_len[u]:]).all()
+        # every factor's attention over [prompt, thought slot] sums to 1: history items + the rest
+        np.testing.assert_allclose(np.nansum(items, 1) + out["other_attention"][u], 1.0, atol=1e-5)
+    # Batching does not change a user's factors (left padding is masked).
+    alone = dump_factors(flr, smollm2_tokenizer, ds, np.arange(4, 5), "musics", batch_size=1)
+    np.testing.assert_allclose(alone["factors"][0], out["factors"][4], atol=1e-5)
+    np.testing.assert_allclose(alone["item_attention"][0], out["item_attention"][4][:, :3], atol=1e-5)
+    s = factor_stats(out)
+    assert s["cos"].shape == (3, 3) and np.allclose(np.diag(s["cos"]), 1)
+    assert 0 <= s["S_avg"] <= 1 and 0 < s["A_max"] <= 1 and s["DS"] == pytest.approx((1 - s["S_avg"]) * s["A_max"])
+
+
+def test_factor_stats_on_orthogonal_and_identical_factors():
+    eye = np.eye(4)[None, :3].repeat(2, 0)  # orthogonal unit factors
+    att = np.array([[[1.0, 0, 0], [0, 0.5, 0.5], [0.2, 0.2, 0.6]]] * 2)
+    s = factor_stats({"factors": eye, "item_attention": att})
+    assert s["S_avg"] == pytest.approx(0) and s["A_max"] == pytest.approx((1 + 0.5 + 0.6) / 3)
+    same = factor_stats({"factors": np.ones((2, 3, 4)) + np.arange(4), "item_attention": att})
+    assert same["S_avg"] == pytest.approx(1) and same["DS"] == pytest.approx(0)
+
+
+def test_time_decode_reports_seconds_per_user(smollm2_tokenizer, ds):
+    llm = tiny_llama_like(smollm2_tokenizer, seed=1).eval()
+    t = time_decode(llm, smollm2_tokenizer, ds, np.arange(3), "musics",
+                    {"num_beams": 1, "num_return": 1, "batch_size": 2, "max_new_tokens": 16,
+                     "cot": {"max_reasoning_tokens": 2}}, repeats=2)
+    assert len(t["seconds_per_user"]) == 2 and t["mean"] > 0 and t["rows"] == 3
+    assert t["mean_reasoning_tokens"] <= 2 and t["generation_config"]["num_beams"] == 1
+
+
+def _run(root, dataset, method, seed, ndcg, n=6):
+    d = root / dataset / method / f"seed{seed}"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(hash((method, seed)) % 2**32)
+    rows = pd.DataFrame({"row": range(n), **{m: rng.random(n) * ndcg * 2 for m in
+                                             ("HR@5", "HR@10", "NDCG@5", "NDCG@10")}})
+    rows.to_parquet(d / "rows.parquet")
+    metrics = {c: float(rows[c].mean()) for c in ("HR@5", "HR@10", "NDCG@5", "NDCG@10")}
+    (d / "metrics.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed,
+                                                "metrics": metrics}))
+    return str(d / "metrics.json")
+
+
+def test_report_writes_every_table_and_figure_and_skips_absent_methods(tmp_path, flr, smollm2_tokenizer, ds):
+    root = tmp_path / "results"
+    metrics = [_run(root, "Video_Games", m, s, v) for m, v in
+               (("SASRec", 0.03), ("BIGRec", 0.04), ("BIGRec+FLR", 0.06), ("FLR-reg-none", 0.05),
+                ("BIGRec+LatentR3", 0.05), ("FLR-K1", 0.04)) for s in (0, 1)]
+    out = dump_factors(flr, smollm2_tokenizer, ds, np.arange(5), "musics")
+    fpath = root / "Video_Games" / "BIGRec+FLR" / "seed0" / "flr_factors.npz"
+    np.savez(fpath, **out)
+    fpath.with_suffix(".json").write_text(json.dumps({"history_titles": [[TITLES[i] for i in h] for h in
+                                                                         ds.test["history_item_ids"]],
+                                                      "target_titles": TITLES[:5]}))
+    tpath = root / "Video_Games" / "BIGRec" / "seed0" / "inference_time.json"
+    tpath.write_text(json.dumps({"mean": 0.5, "std": 0.01, "repeats": 3, "rows": 100, "device": "cpu",
+                                 "generation_config": {"num_beams": 10, "batch_size": 4}}))
+    cfg = {"table2": {"rows": {"SASRec": "SASRec", "CoT": "CoT", "BIGRec": "BIGRec", "BIGRec+LatentR3": "LatentR3",
+                               "BIGRec+FLR": "FLR"},
+                      "method": "BIGRec+FLR", "baselines": ["SASRec", "CoT", "BIGRec", "BIGRec+LatentR3"]},
+           "table3": {"rows": {"FLR-reg-none": "none", "BIGRec+FLR": "attn_div+orth+sparse"},
+                      "datasets": ["Video_Games", "Toys_and_Games"]},
+           "table4": ["BIGRec+LatentR3", "BIGRec+FLR", "FLR+LR-GRPO", "FLR+FLR-GRPO"],
+           "factors": {"methods": {"BIGRec+FLR": "with constraints", "FLR-reg-none": "without constraints"}},
+           "popularity_methods": ["BIGRec+LatentR3", "BIGRec+FLR"],
+           "n_factors": {"Video_Games": {"FLR-K1": 1, "BIGRec+FLR": 4}},
+           "timing": {"methods": ["BIGRec", "BIGRec+LatentR3"]}, "test_limit": 6}
+    paper = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "paper_results.yaml").read_text())
+    build(metrics, {}, [str(fpath)], [str(tpath)], cfg, paper, tmp_path / "tables")
+    t2 = (tmp_path / "tables" / "flr_table2.md").read_text()
+    assert "| FLR (BIGRec+FLR) | 2 |" in t2 and "(0.0548)" in t2  # published Games FLR N@10
+    assert "| Video_Games | BIGRec+LatentR3 | N@10 |" in t2 and "CoT" not in t2  # absent methods are skipped
+    t3 = (tmp_path / "tables" / "flr_table3.md").read_text()
+    assert "| none (FLR-reg-none) |" in t3 and "(0.0528)" in t3
+    t4 = (tmp_path / "tables" / "flr_table4.md").read_text()
+    assert "| FLR (BIGRec+FLR) |" in t4 and "| LatentR3 (BIGRec+LatentR3) |" in t4
+    dis = (tmp_path / "tables" / "flr_disentanglement.md").read_text()
+    assert "| Video_Games | BIGRec+FLR | with constraints | 5 | 3 |" in dis
+    k = pd.read_csv(tmp_path / "tables" / "flr_fig8_factors_k.csv")
+    assert sorted(k.K) == [1, 4]
+    assert "| Video_Games | BIGRec | 10 | 4 | 100 | 3 | 0.5000" in (tmp_path / "tables" / "flr_fig9_inference_time.md").read_text()
+    for name in ("fig4_factor_similarity", "fig6_factor_attention", "fig7_popularity", "fig8_factors_k",
+                 "fig9_inference_time"):
+        assert (tmp_path / "tables" / f"flr_{name}.png").stat().st_size > 0
+    # Nothing at all ran: the files are still written.
+    build([], {}, [], [], cfg, paper, tmp_path / "empty")
+    assert "absent" in (tmp_path / "empty" / "flr_table2.md").read_text()
