@@ -88,11 +88,11 @@ def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
     cfg["llm"]["sft"].update(max_steps=1, micro_batch=4, effective_batch=4, train_limit=8, valid_limit=4)
     for m in ("Base", "CoT", "BIGRec", "D3", "BIGRec+LatentR3", "BIGRec+FLR"):
         cfg["methods"][m]["decode"].update(num_beams=2, num_return=2, max_new_tokens=24)
-    cfg["llm"]["latent"]["LatentR3"]["rl"].update(group_size=2, groups_per_step=2, max_steps=1, valid_limit=4)
     cfg["methods"]["CoT"]["decode"]["cot"]["max_reasoning_tokens"] = 3
-    cfg["evaluation"]["test_limit"] = 6
+    cfg["llm"]["latent"]["LatentR3"]["rl"].update(group_size=2, groups_per_step=2, max_steps=1, valid_limit=4)
     cfg["report"]["flr"]["timing"].update(rows=3, decode={"batch_size": 2})
     cfg["report"]["flr"]["factors"]["rows"] = 4
+    cfg["evaluation"]["test_limit"] = 6
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake("--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2")
