@@ -185,6 +185,15 @@ def cmd_significance(a) -> None:
     write_text(md, a.out_md)
 
 
+def cmd_llm_vs_strongest(a) -> None:
+    from latentrec.report.llm_vs_strongest import llm_vs_strongest
+    from latentrec.report.tables import write_csv, write_text
+
+    df, md = llm_vs_strongest(a.metrics, a.cfg)
+    write_csv(df, a.out_csv)
+    write_text(md, a.out_md)
+
+
 def cmd_report(a) -> None:
     from latentrec.report.build import build_report
 
@@ -334,6 +343,13 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-csv", required=True)
     s.add_argument("--out-md", required=True)
     s.set_defaults(func=cmd_significance)
+
+    s = sub.add_parser("llm-vs-strongest", help="each LLM method against the strongest traditional baseline (paired t-tests)")
+    s.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (rows.parquet beside each)")
+    s.add_argument("--cfg", type=_json_arg, default={})
+    s.add_argument("--out-csv", required=True)
+    s.add_argument("--out-md", required=True)
+    s.set_defaults(func=cmd_llm_vs_strongest)
 
     s = sub.add_parser("report", help="tables and figures beside the published numbers")
     s.add_argument("--metrics", nargs="+", required=True)

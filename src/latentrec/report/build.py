@@ -14,6 +14,13 @@ STATS_COLUMNS = ["dataset", "n_train", "n_valid", "n_test", "n_items", "n_users"
 PAPER_STATS = {"train": "n_train", "valid": "n_valid", "test": "n_test", "items": "n_items"}
 
 
+def _display(long: pd.DataFrame, display_names: dict[str, str]) -> pd.DataFrame:
+    """Row labels: a method's display name (e.g. "SASRec (CE)") where it has one, its key otherwise."""
+    if long.empty or not display_names:
+        return long
+    return long.assign(method=long["method"].map(lambda m: display_names.get(m, m)))
+
+
 def build_report(metrics_paths: list[str], stats_paths: list[str], cfg: dict, out_dir: Path) -> None:
     paper = read_yaml(cfg["paper_results"]) if cfg.get("paper_results") else {}
     names = cfg.get("paper_names", {})
@@ -23,8 +30,8 @@ def build_report(metrics_paths: list[str], stats_paths: list[str], cfg: dict, ou
 
     table = cfg.get("table", {"paper_key": "latentr3_table1", "name": "table1", "title": "LatentR3 Table 1"})
     published = paper.get(table["paper_key"], {})
-    by_id = collect(records, published, names, match="id")
-    by_title = collect(records, published, names, match="title")
+    by_id = _display(collect(records, published, names, match="id"), cfg.get("display_names", {}))
+    by_title = _display(collect(records, published, names, match="title"), cfg.get("display_names", {}))
     if cfg.get("test_limit"):
         table = dict(table, title=f"{table['title']} (first {cfg['test_limit']} test rows only)")
     stem = out_dir / table["name"]
