@@ -83,6 +83,7 @@ def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
     cfg["seeds"] = [0, 1]
     cfg["report"]["paper_results"] = str(ROOT / "config" / "paper_results.yaml")
     cfg["methods"]["SASRec"]["params"].update(max_epochs=2, hidden=16)
+    cfg["methods"]["SASRec-CE"]["params"].update(max_epochs=2, hidden=16)
     cfg["llm"]["models"] = {"tiny": {"spec": str(model_dir)}}
     cfg["llm"].update(backbone="tiny", decode_shards=2)
     cfg["llm"]["sft"].update(max_steps=1, micro_batch=4, effective_batch=4, train_limit=8, valid_limit=4)
@@ -99,6 +100,8 @@ def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
     table = (tmp_path / "results" / "tables" / "table1.md").read_text()
     for method in ("MostPop", "SASRec", "Base", "CoT", "BIGRec", "D3", "BIGRec+LatentR3", "BIGRec+FLR"):
         assert f"| {method} |" in table
+    assert "| SASRec (CE) |" in table  # SASRec-CE's display name
+    assert "| Synthetic_Music | BIGRec |" in (tmp_path / "results/tables/llm_vs_strongest.md").read_text()
     gains = (tmp_path / "results/tables/latentr3_gains.md").read_text()
     assert "| Synthetic_Music | BIGRec+LatentR3 | BIGRec | N@10 |" in gains
     assert (tmp_path / "results/tables/latentr3_fig3_popularity.png").stat().st_size > 0

@@ -97,6 +97,23 @@ def item_embeddings_arg(w):
     return f"--item-embeddings {path}" if path else ""
 
 
+def report_paper_names():
+    """{method: its row in paper_results.yaml}: methods' `paper_name`, then report.paper_names."""
+    names = {
+        m: c["paper_name"] for m, c in config["methods"].items() if "paper_name" in c
+    }
+    return {**names, **config["report"].get("paper_names", {})}
+
+
+def report_display_names():
+    """{method: row label in the tables} for methods with a `display_name`."""
+    return {
+        m: c["display_name"]
+        for m, c in config["methods"].items()
+        if "display_name" in c
+    }
+
+
 def run_dir(dataset, method, seed):
     return f"results/{dataset}/{method}/seed{seed}"
 
@@ -151,25 +168,6 @@ def latentr3_rl_logs():
     return sorted(set(logs))
 
 
-def all_targets():
-    if config["report"].get("latentr3") and latentr3_report_metrics():
-        targets.append("results/tables/latentr3_gains.md")
-    if FLR_REPORT and (flr_report_metrics() or flr_timing_files()):
-        targets.append("results/tables/flr_table2.md")
-    return targets
-
-
-def _core_targets():
-    return [
-        "results/tables/table1.md",
-        "results/tables/table1.csv",
-        "results/tables/table1.tex",
-        "results/tables/dataset_stats.md",
-        "results/tables/significance.md",
-    ]
-
-
-def download_url(w):
 # ---- FLR analyses: the runs, factor dumps and decode timings that report_flr reads
 FLR_REPORT = config["report"].get("flr") or {}
 
@@ -244,8 +242,28 @@ def flr_n_factors():
     return out
 
 
-    kind = "meta" if w.file.startswith("meta_") else "reviews"
+def all_targets():
     targets = _core_targets()
+    if config["report"].get("latentr3") and latentr3_report_metrics():
+        targets.append("results/tables/latentr3_gains.md")
+    if FLR_REPORT and (flr_report_metrics() or flr_timing_files()):
+        targets.append("results/tables/flr_table2.md")
+    return targets
+
+
+def _core_targets():
+    return [
+        "results/tables/table1.md",
+        "results/tables/table1.csv",
+        "results/tables/table1.tex",
+        "results/tables/dataset_stats.md",
+        "results/tables/significance.md",
+        "results/tables/llm_vs_strongest.md",
+    ]
+
+
+def download_url(w):
+    kind = "meta" if w.file.startswith("meta_") else "reviews"
     stem = w.file.removesuffix(".json.gz")
     category = stem.removeprefix("meta_").removesuffix("_5")
     review_file = "5core" if stem.endswith("_5") else "full"

@@ -44,3 +44,36 @@ rule significance_tests:
     shell:
         "python -m latentrec significance --metrics {input.metrics} --cfg {params.cfg}"
         " --out-csv {output.csv} --out-md {output.md} 2> {log}"
+
+
+# Each LLM method against the strongest traditional baseline of its dataset, on the same test rows.
+rule llm_vs_strongest:
+    input:
+        metrics=all_metrics(),
+        rows=[p.replace("metrics.json", "rows.parquet") for p in all_metrics()],
+    output:
+        csv="results/tables/llm_vs_strongest.csv",
+        md=report(
+            "results/tables/llm_vs_strongest.md",
+            caption="../report/llm_vs_strongest.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/llm_vs_strongest.log",
+    conda:
+        ENV
+    params:
+        cfg=as_arg(
+            {
+                "baselines": config["report"].get("baselines", []),
+                "llm_methods": [m for m in RUN_METHODS if m in llm_methods(config)],
+                "metrics": config["report"].get(
+                    "significance_metrics", ["HR@10", "NDCG@10"]
+                ),
+                "primary_metric": config["report"].get("primary_metric", "NDCG@10"),
+                "same_split": config["report"].get("same_split", {}),
+            }
+        ),
+    shell:
+        "python -m latentrec llm-vs-strongest --metrics {input.metrics} --cfg {params.cfg}"
+        " --out-csv {output.csv} --out-md {output.md} 2> {log}"

@@ -34,7 +34,8 @@ rule report_tables:
             {
                 "paper_results": config["report"]["paper_results"],
                 "table": config["report"]["table"],
-                "paper_names": config["report"].get("paper_names", {}),
+                "paper_names": report_paper_names(),
+                "display_names": report_display_names(),
                 "method_order": RUN_METHODS,
                 "test_limit": TEST_LIMIT,
             }
