@@ -1,5 +1,6 @@
 """FLR analyses: factor dump (item-level attention), decode timing, and the report from run files."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -29,8 +30,13 @@ def ds():
 
 
 @pytest.fixture(scope="module")
-def flr(smollm2_tokenizer):
-    tok = smollm2_tokenizer
+def flr_tok(smollm2_tokenizer):
+    return copy.deepcopy(smollm2_tokenizer)  # new_reasoner adds <|Thought|>: keep the session's tokenizer clean
+
+
+@pytest.fixture(scope="module")
+def flr(flr_tok):
+    tok = flr_tok
     return new_reasoner(tiny_llama_like(tok, seed=2), tok, head="flr", head_options={"n_factors": 3},
                         refine_steps=2, seed=0).eval()
 
@@ -48,8 +54,8 @@ def test_item_token_spans_cover_each_title(smollm2_tokenizer):
         assert t in text and len(text) <= len(t) + 4  # the title's tokens (a quote may share one)
 
 
-def test_dump_factors_shapes_and_attention_mass(flr, smollm2_tokenizer, ds):
-    out = dump_factors(flr, smollm2_tokenizer, ds, np.arange(5), "musics", batch_size=2)
+def test_dump_factors_shapes_and_attention_mass(flr, flr_tok, ds):
+    out = dump_factors(flr, flr_tok, ds, np.arange(5), "musics", batch_size=2)
     assert out["factors"].shape == (5, 3, 64) and out["alpha"].shape == (5, 3)
     assert out["item_attention"].shape == (5, 3, 4)
     hist_len = ds.test["history_item_ids"].map(len).to_numpy()
@@ -59,7 +65,7 @@ def test_dump_factors_shapes_and_attention_mass(flr, smollm2_tokenizer, ds):
         # every factor's attention over [prompt, thought slot] sums to 1: history items + the rest
         np.testing.assert_allclose(np.nansum(items, 1) + out["other_attention"][u], 1.0, atol=1e-5)
     # Batching does not change a user's factors (left padding is masked).
-    alone = dump_factors(flr, smollm2_tokenizer, ds, np.arange(4, 5), "musics", batch_size=1)
+    alone = dump_factors(flr, flr_tok, ds, np.arange(4, 5), "musics", batch_size=1)
     np.testing.assert_allclose(alone["factors"][0], out["factors"][4], atol=1e-5)
     np.testing.assert_allclose(alone["item_attention"][0], out["item_attention"][4][:, :3], atol=1e-5)
     s = factor_stats(out)
@@ -98,12 +104,12 @@ def _run(root, dataset, method, seed, ndcg, n=6):
     return str(d / "metrics.json")
 
 
-def test_report_writes_every_table_and_figure_and_skips_absent_methods(tmp_path, flr, smollm2_tokenizer, ds):
+def test_report_writes_every_table_and_figure_and_skips_absent_methods(tmp_path, flr, flr_tok, ds):
     root = tmp_path / "results"
     metrics = [_run(root, "Video_Games", m, s, v) for m, v in
                (("SASRec", 0.03), ("BIGRec", 0.04), ("BIGRec+FLR", 0.06), ("FLR-reg-none", 0.05),
                 ("BIGRec+LatentR3", 0.05), ("FLR-K1", 0.04)) for s in (0, 1)]
-    out = dump_factors(flr, smollm2_tokenizer, ds, np.arange(5), "musics")
+    out = dump_factors(flr, flr_tok, ds, np.arange(5), "musics")
     fpath = root / "Video_Games" / "BIGRec+FLR" / "seed0" / "flr_factors.npz"
     np.savez(fpath, **out)
     fpath.with_suffix(".json").write_text(json.dumps({"history_titles": [[TITLES[i] for i in h] for h in
