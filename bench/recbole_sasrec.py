@@ -190,6 +190,10 @@ def run_seed(args, seed: int, sizes: dict) -> dict:
         "versions": versions(),
     }
     (out / "recbole.json").write_text(json.dumps(record, indent=2) + "\n")
+    # What `latentrec evaluate` reads beside predictions.parquet (JSON is valid YAML).
+    run_cfg = {"dataset": args.data.parent.name, "method": "RecBole-SASRec-CE", "seed": seed, "split": "test",
+               "settings": SETTINGS, "versions": record["versions"]}
+    (out / "config.yaml").write_text(json.dumps(run_cfg, indent=2) + "\n")
     return record
 
 
