@@ -1,7 +1,9 @@
 """Toy data and tiny reasoners shared by the latent-reasoning tests (LatentR3, FLR)."""
 
+import torch
+
 from latentrec.llm.backbone import tiny_llama_like
-from latentrec.llm.latent import new_reasoner
+from latentrec.llm.latent import collate_prompt_target, new_reasoner
 from latentrec.llm.prompts import SegmentEncoder, encode_sample
 
 TITLES = [f"Album {w}" for w in ("Alpha", "Beta", "Gamma", "Delta", "Omega", "Sigma")]
@@ -21,3 +23,15 @@ def toy_samples(tok, n=12):
         hist = [TITLES[(i + k) % 6] for k in range(1 + i % 3)]
         out.append(encode_sample(enc, hist, TITLES[(i + 3) % 6], "musics"))
     return out
+
+
+def fit_to_rule(reasoner, samples, pad_token_id, steps=30, lr=1e-2):
+    """Full-batch Adam on the target likelihood, so rewards and decodes carry signal as after SFT."""
+    batch = collate_prompt_target(samples, pad_token_id)
+    opt = torch.optim.Adam(reasoner.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = -reasoner(**batch).sum() / batch["target_mask"].sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return reasoner

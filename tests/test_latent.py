@@ -21,7 +21,7 @@ from latentrec.llm.prompts import SegmentEncoder
 from latentrec.llm.sft import SFTConfig, train_sft
 from latentrec.llm.trie import TitleTrie
 
-from tests.latent_toys import TITLES, tiny_reasoner, toy_samples
+from tests.latent_toys import TITLES, fit_to_rule, tiny_reasoner, toy_samples
 
 
 @pytest.fixture
@@ -173,13 +173,7 @@ def fitted(smollm2_tokenizer):
     torch.manual_seed(0)
     r = _reasoner(tok)
     train = _samples(tok, 32)
-    batch = collate_prompt_target(train, tok.pad_token_id)
-    opt = torch.optim.Adam(r.parameters(), lr=1e-2)
-    for _ in range(30):
-        loss = -r(**batch).sum() / batch["target_mask"].sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_to_rule(r, train, tok.pad_token_id)
     return r, tok, train
 
 
