@@ -1,7 +1,9 @@
 """Toy data and tiny reasoners shared by the latent-reasoning tests (LatentR3, FLR)."""
 
+import pandas as pd
 import torch
 
+from latentrec.data.processed_io import ProcessedDataset
 from latentrec.llm.backbone import tiny_llama_like
 from latentrec.llm.latent import collate_prompt_target, new_reasoner
 from latentrec.llm.prompts import SegmentEncoder, encode_sample
@@ -35,3 +37,11 @@ def fit_to_rule(reasoner, samples, pad_token_id, steps=30, lr=1e-2):
         loss.backward()
         opt.step()
     return reasoner
+
+
+def catalog_dataset(titles, histories, targets):
+    """A tiny dataset over `titles` whose every split holds the given users (history item ids, target id)."""
+    items = pd.DataFrame({"item_id": range(len(titles)), "asin": [f"A{i}" for i in range(len(titles))], "title": titles})
+    rows = pd.DataFrame({"user_id": [f"u{u}" for u in range(len(histories))], "history_item_ids": histories,
+                         "item_id": targets})
+    return ProcessedDataset(items, rows, rows, rows)

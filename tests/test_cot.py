@@ -1,16 +1,15 @@
 """The CoT baseline: greedy text reasoning, then the catalog-constrained title (tiny Llama, real tokenizer)."""
 
-import pandas as pd
 import pytest
 import torch
 
-from latentrec.data.processed_io import ProcessedDataset
 from latentrec.llm.backbone import tiny_llama_like
 from latentrec.llm.cot import CoTConfig, greedy_reasoning, reason
 from latentrec.llm.decoding import constrained_beam_search
 from latentrec.llm.prompts import SegmentEncoder
 from latentrec.llm.recommender import catalog_sequences, decode_rows
 from latentrec.llm.trie import TitleTrie
+from tests.latent_toys import catalog_dataset
 
 TITLES = ["Abbey Road", "Blue Train", "Kind of Blue", "Rumours", "Thriller", "Back in Black", "Nevermind",
           "The Wall", "Hotel California", "Purple Rain", "Born to Run", "Ten", "Is This It", "Blue Lines"]
@@ -19,12 +18,9 @@ TITLES = ["Abbey Road", "Blue Train", "Kind of Blue", "Rumours", "Thriller", "Ba
 @pytest.fixture(scope="module")
 def ds():
     n = len(TITLES)
-    items = pd.DataFrame({"item_id": range(n), "asin": [f"A{i}" for i in range(n)], "title": TITLES})
     # Histories of different lengths, so the batched reasoning runs on left-padded prompts.
-    hist = [[(u + j) % n for j in range(1 + u % 4)] for u in range(6)]
-    test = pd.DataFrame({"user_id": [f"u{u}" for u in range(6)], "history_item_ids": hist,
-                         "item_id": [(u + 5) % n for u in range(6)]})
-    return ProcessedDataset(items, test, test, test)
+    return catalog_dataset(TITLES, [[(u + j) % n for j in range(1 + u % 4)] for u in range(6)],
+                           [(u + 5) % n for u in range(6)])
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from latentrec.data.processed_io import ProcessedDataset
 from latentrec.llm.analysis import dump_factors, item_token_spans, time_decode
 from latentrec.llm.backbone import tiny_llama_like
 from latentrec.llm.latent import new_reasoner
 from latentrec.report.flr import build, factor_stats
+from tests.latent_toys import catalog_dataset
 
 TITLES = ["Abbey Road", "Blue Train", "Kind of Blue", "Rumours", "Thriller", "Back in Black", "Nevermind",
           "The Wall", "Hotel California", "Purple Rain"]
@@ -23,11 +23,8 @@ TITLES = ["Abbey Road", "Blue Train", "Kind of Blue", "Rumours", "Thriller", "Ba
 @pytest.fixture(scope="module")
 def ds():
     n = len(TITLES)
-    items = pd.DataFrame({"item_id": range(n), "asin": [f"A{i}" for i in range(n)], "title": TITLES})
-    hist = [[(u + j) % n for j in range(2 + u % 3)] for u in range(5)]
-    test = pd.DataFrame({"user_id": [f"u{u}" for u in range(5)], "history_item_ids": hist,
-                         "item_id": [(u + 4) % n for u in range(5)]})
-    return ProcessedDataset(items, test, test, test)
+    return catalog_dataset(TITLES, [[(u + j) % n for j in range(2 + u % 3)] for u in range(5)],
+                           [(u + 4) % n for u in range(5)])
 
 
 @pytest.fixture(scope="module")

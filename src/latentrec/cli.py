@@ -337,19 +337,17 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-limit", type=int, default=None, help="score only the first N test rows")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("significance", help="paired t-tests between methods (per row and per seed)")
-    s.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (rows.parquet beside each)")
-    s.add_argument("--cfg", type=_json_arg, default={})
-    s.add_argument("--out-csv", required=True)
-    s.add_argument("--out-md", required=True)
-    s.set_defaults(func=cmd_significance)
-
-    s = sub.add_parser("llm-vs-strongest", help="each LLM method against the strongest traditional baseline (paired t-tests)")
-    s.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (rows.parquet beside each)")
-    s.add_argument("--cfg", type=_json_arg, default={})
-    s.add_argument("--out-csv", required=True)
-    s.add_argument("--out-md", required=True)
-    s.set_defaults(func=cmd_llm_vs_strongest)
+    for name, func, text in (
+        ("significance", cmd_significance, "paired t-tests between methods (per row and per seed)"),
+        ("llm-vs-strongest", cmd_llm_vs_strongest,
+         "each LLM method against the strongest traditional baseline (paired t-tests)"),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (rows.parquet beside each)")
+        s.add_argument("--cfg", type=_json_arg, default={})
+        s.add_argument("--out-csv", required=True)
+        s.add_argument("--out-md", required=True)
+        s.set_defaults(func=func)
 
     s = sub.add_parser("report", help="tables and figures beside the published numbers")
     s.add_argument("--metrics", nargs="+", required=True)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from latentrec.eval.significance import paired_seeds
 from latentrec.io_utils import read_json
-from latentrec.report.latentr3 import _mean, _plt, _pooled_rows, popularity, popularity_figure
+from latentrec.report.latentr3 import _mean, _plt, _pooled_rows, popularity, popularity_figure, sweep_figure, sweep_points
 from latentrec.report.significance_table import load_runs, strongest
 from latentrec.report.tables import PAPER_METRICS, write_csv, write_text
 
@@ -229,27 +229,9 @@ def attention_figure(npz: dict | None, meta: dict | None, user: int, label: str,
 
 # ------------------------------------------------------------------------------------ K, timing
 def k_figure(runs: pd.DataFrame, n_factors: dict, path: Path) -> pd.DataFrame:
-    pts = []
-    for dataset in _datasets(runs):
-        for method, k in (n_factors.get(dataset) or {}).items():
-            mean, std = _mean(runs, dataset, method)
-            if not math.isnan(mean):
-                pts.append({"dataset": dataset, "K": int(k), "method": method, "mean": mean, "std": std})
-    df = pd.DataFrame(pts, columns=["dataset", "K", "method", "mean", "std"]).drop_duplicates(["dataset", "K"])
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for dataset, g in df.groupby("dataset", sort=False):
-        g = g.sort_values("K")
-        ax.errorbar(g["K"], g["mean"], yerr=g["std"], marker="o", capsize=3, label=dataset)
-    ax.set_xlabel("number of factors K")
-    ax.set_ylabel(METRIC)
-    ax.set_xticks([1, 2, 3, 4])
-    ax.set_title("Factors K (the paper: best K 3 on CDs, 4 on Games)", fontsize=9)
-    if len(df):
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    df = sweep_points(runs, {d: n_factors.get(d) or {} for d in _datasets(runs)}, "K").drop_duplicates(["dataset", "K"])
+    sweep_figure(df, "K", "number of factors K", "Factors K (the paper: best K 3 on CDs, 4 on Games)", path,
+                 xticks=[1, 2, 3, 4])
     return df
 
 

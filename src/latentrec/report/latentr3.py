@@ -108,27 +108,41 @@ def _plt():
     return plt
 
 
-def length_figure(runs: pd.DataFrame, lengths: dict[str, int], path: Path) -> pd.DataFrame:
+def sweep_points(runs: pd.DataFrame, settings: dict[str, dict[str, int]], key: str) -> pd.DataFrame:
+    """Mean/std of METRIC per dataset and method, with the method's value of the swept setting (N, K, ...):
+    `settings` maps dataset -> {method -> value}; methods absent from the runs are skipped."""
     pts = []
-    for dataset in dict.fromkeys(runs.dataset):
-        for method, n in lengths.items():
+    for dataset, per in settings.items():
+        for method, value in per.items():
             mean, std = _mean(runs, dataset, method)
             if not math.isnan(mean):
-                pts.append({"dataset": dataset, "N": n, "method": method, "mean": mean, "std": std})
-    df = pd.DataFrame(pts, columns=["dataset", "N", "method", "mean", "std"])
+                pts.append({"dataset": dataset, key: int(value), "method": method, "mean": mean, "std": std})
+    return pd.DataFrame(pts, columns=["dataset", key, "method", "mean", "std"])
+
+
+def sweep_figure(df: pd.DataFrame, key: str, xlabel: str, title: str, path: Path, xticks=None) -> None:
+    """METRIC against a swept setting, one line per dataset, error bars = std over seeds."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for dataset, g in df.groupby("dataset", sort=False):
-        g = g.sort_values("N")
-        ax.errorbar(g["N"], g["mean"], yerr=g["std"], marker="o", capsize=3, label=dataset)
-    ax.set_xlabel("reasoning length N (latent tokens; 0 = backbone)")
+        g = g.sort_values(key)
+        ax.errorbar(g[key], g["mean"], yerr=g["std"], marker="o", capsize=3, label=dataset)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(METRIC)
-    ax.set_title("Reasoning length (the paper finds N = 1 best)", fontsize=9)
+    if xticks is not None:
+        ax.set_xticks(xticks)
+    ax.set_title(title, fontsize=9)
     if len(df):
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def length_figure(runs: pd.DataFrame, lengths: dict[str, int], path: Path) -> pd.DataFrame:
+    df = sweep_points(runs, {d: lengths for d in dict.fromkeys(runs.dataset)}, "N")
+    sweep_figure(df, "N", "reasoning length N (latent tokens; 0 = backbone)",
+                 "Reasoning length (the paper finds N = 1 best)", path)
     return df
 
 
