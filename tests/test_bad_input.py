@@ -97,6 +97,21 @@ def test_semantic_config_errors():
         validate_config(config)
 
 
+def test_method_seeds_and_init_seed_are_checked():
+    from latentrec.config import validate_config
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["methods"]["BIGRec"]["seeds"] = [0, 3]          # 3 is not a seed of the run
+    with pytest.raises(InputError, match=r"methods\.BIGRec\.seeds.*\[3\]"):
+        validate_config(config)
+    del config["methods"]["BIGRec"]["seeds"]
+    config["llm"]["latent"]["LatentR3"]["init_seed"] = 0  # without init: sft it would be ignored
+    with pytest.raises(InputError, match="init_seed"):
+        validate_config(config)
+    config["llm"]["latent"]["LatentR3"]["init"] = "sft"
+    validate_config(config)
+
+
 def test_bad_info_file_names_line(tmp_path):
     from latentrec.data.processed_io import read_info
 

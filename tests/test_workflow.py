@@ -55,6 +55,26 @@ def test_paper_dry_run_has_every_dataset_and_seed():
         assert f"resources/amazon2018/meta_{cat}.json.gz" in out.stdout
 
 
+def test_method_seeds_and_init_seed_shape_the_dag(tmp_path):
+    """A method's `seeds` limits its runs; `init_seed` makes every seed's warm-up start from one SFT."""
+    over = tmp_path / "seeds.yaml"
+    over.write_text(yaml.safe_dump({
+        "seeds": [0, 1],
+        "methods": {"BIGRec": {"seeds": [0]}, "CoT": {"seeds": [1]}},
+        "llm": {"latent": {"LatentR3": {"init": "sft", "init_seed": 0}}},
+    }))
+    out = snakemake("-n", "--forceall", "--configfile", str(over))
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    counts = job_counts(out.stdout)
+    assert counts["evaluate_run"] == 2 * len(default["run_methods"]) - 2
+    assert "results/Synthetic_Music/BIGRec/seed1/" not in out.stdout
+    assert "results/Synthetic_Music/CoT/seed0/" not in out.stdout
+    assert "results/Synthetic_Music/CoT/seed1/inference_time.json" in out.stdout  # Figure 9 on its first seed
+    assert "sft/seed1/model" in out.stdout  # D3 seed 1 still needs its own SFT ...
+    warmups = [b for b in out.stdout.split("\n\n") if "rule latent_warmup_sft:" in b and "LatentR3/seed1" in b]
+    assert warmups and "results/Synthetic_Music/sft/seed0/model" in warmups[0]  # ... LatentR3 seed 1 does not
+
+
 def test_slurm_profile_dry_run():
     out = snakemake("-n", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml", "--forceall")
     assert "process_raw_dataset" in out.stdout

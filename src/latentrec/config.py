@@ -88,11 +88,16 @@ def validate_config(config: dict) -> None:
         except (ZoneInfoNotFoundError, ValueError):
             fail(f"datasets.{name}.processing.timezone", f"unknown time zone {p.get('timezone')!r}")
     for m, c in config["methods"].items():
+        extra = set(c.get("seeds") or []) - {int(s) for s in config["seeds"]}
+        if extra:
+            fail(f"methods.{m}.seeds", f"{sorted(extra)} not in the run's `seeds` {config['seeds']}")
         if c["family"] == "latent":
             if "recipe" not in c:
                 fail(f"methods.{m}", "a latent method needs `recipe:` (a key of llm.latent)")
             latent_recipe(config, c["recipe"])
     for name, recipe in config["llm"].get("latent", {}).items():
+        if "init_seed" in (recipe or {}) and (recipe or {}).get("init", "base") != "sft":
+            fail(f"llm.latent.{name}.init_seed", "only means something with `init: sft` (which SFT seed to start from)")
         for ds in (recipe or {}).get("per_dataset") or {}:
             if ds not in config["datasets"]:
                 fail(f"llm.latent.{name}.per_dataset", f"{ds!r} is not a dataset")

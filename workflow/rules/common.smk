@@ -123,12 +123,18 @@ def runs_on(method, dataset):
     return only is None or dataset in only
 
 
+def method_seeds(method):
+    """The run's seeds, or the subset a method lists under `seeds` (costly methods on a CPU budget)."""
+    only = method_config(config, method).get("seeds")
+    return SEEDS if only is None else [s for s in SEEDS if s in {int(x) for x in only}]
+
+
 def all_metrics():
     return [
         f"{run_dir(d, m, s)}/metrics.json"
         for d in DATASETS
         for m in RUN_METHODS
-        for s in SEEDS
+        for s in method_seeds(m)
         if runs_on(m, d)
     ]
 
@@ -160,7 +166,7 @@ def latentr3_rl_logs():
         for m in RUN_METHODS:
             c = method_config(config, m)
             if m in wanted and c["family"] == "latent" and runs_on(m, d):
-                for s in SEEDS:
+                for s in method_seeds(m):
                     for point in latent_rl_points(config, c["recipe"]):
                         logs.append(
                             f"results/{d}/latent/{c['recipe']}/seed{s}/rl/{point}/rl_log.json"
@@ -187,7 +193,7 @@ def flr_report_metrics():
 def _first_seed_runs(methods):
     """(dataset, method, seed) of the listed methods that run, on the first seed only."""
     return [
-        (d, m, SEEDS[0])
+        (d, m, method_seeds(m)[0])
         for d in DATASETS
         for m in RUN_METHODS
         if m in methods and runs_on(m, d)
@@ -212,10 +218,14 @@ def flr_factor_files():
 
 
 def flr_timing_files():
+    """Figure 9 times every listed method that is defined, in `run_methods` or not: a timing needs
+    only the method's model, not its full decode (CoT on a CPU budget)."""
     methods = FLR_REPORT.get("timing", {}).get("methods", [])
     return [
-        f"{run_dir(d, m, s)}/inference_time.json"
-        for d, m, s in _first_seed_runs(methods)
+        f"{run_dir(d, m, method_seeds(m)[0])}/inference_time.json"
+        for d in DATASETS
+        for m in methods
+        if m in config["methods"] and runs_on(m, d)
     ]
 
 
@@ -290,8 +300,10 @@ def latent_warmup_model(dataset, recipe, seed):
 def latent_init_model(dataset, recipe, seed):
     """Where the warm-up starts: the base backbone (the paper), or the dataset's SFT model (`init: sft`,
     a cheaper warm-up for CPU budgets)."""
-    if latent_recipe(config, recipe).get("init", "base") == "sft":
-        return f"results/{dataset}/sft/seed{seed}/model"
+    r = latent_recipe(config, recipe)
+    if r.get("init", "base") == "sft":
+        # `init_seed` pins one SFT model for every seed: seeds then vary the warm-up and RL only.
+        return f"results/{dataset}/sft/seed{r.get('init_seed', seed)}/model"
     return f"resources/models/{LLM['backbone']}"
 
 
