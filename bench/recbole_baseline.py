@@ -1,10 +1,15 @@
-"""RecBole's SASRec (loss_type CE) on our processed split, for comparison with our SASRec (CE).
+"""RecBole's sequential models (SASRec, GRU4Rec) on our processed split, beside our own runs.
+
+SASRec with loss CE checks our SASRec (CE) (issue 6); GRU4Rec with loss BPR and one uniformly sampled
+negative is the closest RecBole has to the papers' protocol (BCE against one sampled negative), a
+reference point for our GRU4Rec (issue 3). RecBole's Caser is left out: it learns a per-user
+embedding, and here every sample row is its own "user", so test rows would meet untrained users.
 
 Runs in its own environment, never in the package's (recbole is not a dependency of latentrec):
 
     python3 -m venv /work/recbole-venv
     /work/recbole-venv/bin/pip install torch==2.13.0 recbole==1.2.1 "numpy<2" pyarrow
-    OMP_NUM_THREADS=1 /work/recbole-venv/bin/python bench/recbole_sasrec.py \
+    OMP_NUM_THREADS=1 /work/recbole-venv/bin/python bench/recbole_baseline.py --model SASRec --loss CE \
         --data results/CDs_and_Vinyl/data --out results/CDs_and_Vinyl/_recbole/SASRec-CE --seeds 0 1 2
 
 Our samples enter RecBole unchanged. Each split becomes a benchmark atomic file
@@ -43,19 +48,15 @@ os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 SPLITS = ("train", "valid", "test")
 TOPK = 10
 
-# RecBole's SASRec defaults (properties/model/SASRec.yaml) with CE loss, written out so the record
-# says what ran; overall settings follow RecBole's defaults except where noted.
+# RecBole's model defaults (properties/model/{SASRec,GRU4Rec}.yaml), written out so the record says
+# what ran; the loss comes from --loss. Overall settings follow RecBole's defaults except where noted.
+MODEL_SETTINGS = {
+    "SASRec": {"n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256, "hidden_dropout_prob": 0.5,
+               "attn_dropout_prob": 0.5, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+               "initializer_range": 0.02},
+    "GRU4Rec": {"embedding_size": 64, "hidden_size": 128, "num_layers": 1, "dropout_prob": 0.3},
+}
 SETTINGS = {
-    "loss_type": "CE",
-    "n_layers": 2,
-    "n_heads": 2,
-    "hidden_size": 64,
-    "inner_size": 256,
-    "hidden_dropout_prob": 0.5,
-    "attn_dropout_prob": 0.5,
-    "hidden_act": "gelu",
-    "layer_norm_eps": 1e-12,
-    "initializer_range": 0.02,
     "learning_rate": 1e-3,
     "weight_decay": 0.0,
     # RecBole's default batch is 2048: 24 updates per CDs epoch, so at lr 1e-3 it needs several
@@ -85,9 +86,16 @@ def write_atomic(data: Path, work: Path, name: str) -> dict[str, int]:
     return sizes
 
 
-def recbole_config(work: Path, name: str, seed: int, out: Path) -> dict:
+def run_settings(model: str, loss: str) -> dict:
+    """Everything that shapes the model and its training: written into every record."""
+    # BPR needs negatives: one uniformly sampled item per positive, as the papers' BCE protocol.
+    neg = {"distribution": "uniform", "sample_num": 1} if loss == "BPR" else None
+    return {**SETTINGS, **MODEL_SETTINGS[model], "loss_type": loss, "train_neg_sample_args": neg}
+
+
+def recbole_config(work: Path, name: str, seed: int, out: Path, settings: dict) -> dict:
     return {
-        **SETTINGS,
+        **settings,
         "data_path": str(work.parent),
         "benchmark_filename": list(SPLITS),
         "USER_ID_FIELD": "session_id",
@@ -95,7 +103,6 @@ def recbole_config(work: Path, name: str, seed: int, out: Path) -> dict:
         "LIST_SUFFIX": "_list",
         "alias_of_item_id": ["item_id_list"],
         "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
-        "train_neg_sample_args": None,
         "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "group_by": "user",
                       "mode": {"valid": "full", "test": "full"}},
         "metrics": ["Hit", "NDCG"],
@@ -144,14 +151,17 @@ def test_predictions(model, test_data, dataset, titles: list[str]) -> pd.DataFra
 def run_seed(args, seed: int, sizes: dict) -> dict:
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
-    from recbole.model.sequential_recommender import SASRec
+    from recbole.model import sequential_recommender
     from recbole.trainer import Trainer
     from recbole.utils import init_logger, init_seed
 
     out = args.out / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     t0, c0 = time.perf_counter(), time.process_time()
-    config = Config(model="SASRec", dataset=args.name, config_dict=recbole_config(args.work, args.name, seed, out))
+    settings = run_settings(args.model, args.loss)
+    model_class = getattr(sequential_recommender, args.model)
+    config = Config(model=model_class, dataset=args.name,
+                    config_dict=recbole_config(args.work, args.name, seed, out, settings))
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     torch.set_num_threads(args.threads)
@@ -163,7 +173,7 @@ def run_seed(args, seed: int, sizes: dict) -> dict:
     for split, d in zip(SPLITS, (train_data, valid_data, test_data)):
         if len(d.dataset) != sizes[split]:
             raise RuntimeError(f"RecBole {split}: {len(d.dataset)} rows, ours {sizes[split]}")
-    model = SASRec(config, train_data.dataset).to(config["device"])
+    model = model_class(config, train_data.dataset).to(config["device"])
     trainer = Trainer(config, model)
     best_valid, valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
@@ -184,15 +194,15 @@ def run_seed(args, seed: int, sizes: dict) -> dict:
         "fit_wall_seconds": t_fit,
         "cpu_seconds": time.process_time() - c0,
         "threads": args.threads,
-        "settings": SETTINGS,
+        "settings": settings,
         "rows": sizes,
         "n_items_ranked": n_items_ranked,
         "versions": versions(),
     }
     (out / "recbole.json").write_text(json.dumps(record, indent=2) + "\n")
     # What `latentrec evaluate` reads beside predictions.parquet (JSON is valid YAML).
-    run_cfg = {"dataset": args.data.parent.name, "method": "RecBole-SASRec-CE", "seed": seed, "split": "test",
-               "settings": SETTINGS, "versions": record["versions"]}
+    run_cfg = {"dataset": args.data.parent.name, "method": f"RecBole-{args.model}-{args.loss}", "seed": seed,
+               "split": "test", "settings": settings, "versions": record["versions"]}
     (out / "config.yaml").write_text(json.dumps(run_cfg, indent=2) + "\n")
     return record
 
@@ -208,6 +218,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="our processed dataset folder (Parquet)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--model", choices=sorted(MODEL_SETTINGS), default="SASRec")
+    ap.add_argument("--loss", choices=["CE", "BPR"], default="CE")
     ap.add_argument("--work", type=Path, default=None, help="where the atomic files go (default: OUT/atomic/NAME)")
     ap.add_argument("--name", default="latentrec_split")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
