@@ -188,8 +188,10 @@ def run_seed(args, seed: int, sizes: dict) -> dict:
         "recbole_valid": {k: float(v) for k, v in valid_result.items()},
         "recbole_test": {k: float(v) for k, v in test_result.items()},
         "best_valid_ndcg@10": float(best_valid),
-        "epochs_run": int(trainer.cur_epoch if hasattr(trainer, "cur_epoch") else -1),
-        "best_epoch": int(getattr(trainer, "best_epoch", -1)) if hasattr(trainer, "best_epoch") else None,
+        # RecBole's Trainer keeps one loss per epoch run and, in cur_step, the epochs since the best
+        # validation (we validate every epoch), so the best epoch (1-based) is their difference.
+        "epochs_run": len(trainer.train_loss_dict),
+        "best_epoch": len(trainer.train_loss_dict) - int(trainer.cur_step),
         "wall_seconds": time.perf_counter() - t0,
         "fit_wall_seconds": t_fit,
         "cpu_seconds": time.process_time() - c0,

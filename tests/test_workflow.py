@@ -75,6 +75,16 @@ def test_method_seeds_and_init_seed_shape_the_dag(tmp_path):
     assert warmups and "results/Synthetic_Music/sft/seed0/model" in warmups[0]  # ... LatentR3 seed 1 does not
 
 
+def test_baselines_only_config_times_no_llm(tmp_path):
+    """Figure 9 may time methods outside `run_methods`, but only where one of its methods runs."""
+    over = tmp_path / "baselines.yaml"
+    over.write_text(yaml.safe_dump({"run_methods": ["MostPop", "SASRec"]}))
+    out = snakemake("-n", "--forceall", "--configfile", str(over))
+    assert "time_inference" not in out.stdout and "sft_backbone" not in out.stdout
+    assert job_counts(out.stdout)["evaluate_run"] == 2 * len(yaml.safe_load(
+        (ROOT / "config" / "config.yaml").read_text())["seeds"])
+
+
 def test_slurm_profile_dry_run():
     out = snakemake("-n", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml", "--forceall")
     assert "process_raw_dataset" in out.stdout

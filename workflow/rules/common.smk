@@ -218,12 +218,14 @@ def flr_factor_files():
 
 
 def flr_timing_files():
-    """Figure 9 times every listed method that is defined, in `run_methods` or not: a timing needs
-    only the method's model, not its full decode (CoT on a CPU budget)."""
+    """Figure 9 on every dataset where one of its methods is in `run_methods`; there it times every
+    listed method that is defined, run or not: a timing needs only the method's model, not its full
+    decode (CoT on a CPU budget). A baselines-only config times nothing."""
     methods = FLR_REPORT.get("timing", {}).get("methods", [])
     return [
         f"{run_dir(d, m, method_seeds(m)[0])}/inference_time.json"
         for d in DATASETS
+        if any(r in methods and runs_on(r, d) for r in RUN_METHODS)
         for m in methods
         if m in config["methods"] and runs_on(m, d)
     ]
