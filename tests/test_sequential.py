@@ -290,3 +290,37 @@ def test_ce_on_the_default_synthetic_dataset(tmp_path):
         return float(row_metrics(hit_positions_by_id(ids, ds.test["item_id"].to_numpy()), ks=(10,))["HR@10"].mean())
 
     assert hr10(model) > hr10(pop) + 0.05
+
+
+def test_caser_user_embedding_scores_train_users_only(data):
+    """With `user_embedding` Caser scores against [z; P_u]: a train user's vector changes the scores
+    of an identical history, every user without train rows shares the zero vector, and history
+    masking still sees only the history (not the user column)."""
+    model = base.build("caser", {**_params("caser"), "user_embedding": True, "max_epochs": 3}, seed=7)
+    log = model.fit(data)
+    assert log["train_loss"][-1] < log["train_loss"][0]
+    assert model.model.user_emb.num_embeddings == data.train["user_id"].nunique() + 1
+    samples = data.test.iloc[:4].copy()
+    samples["history_item_ids"] = [[1, 2, 3]] * 4
+    samples["user_id"] = ["tr0", "tr1", "nobody", "te5"]
+    scores = model.score_batch(samples)
+    assert not torch.allclose(scores[0], scores[1])  # two train users, same history
+    torch.testing.assert_close(scores[2], scores[3])  # both unseen: the zero user vector
+    # The unseen row is z against the item vectors' first half (the user half contributes 0).
+    hist = model._matrix(samples.iloc[2:3])
+    assert hist.shape == (1, MAX_LEN + 1) and int(hist[0, 0]) == 0
+    w, b = model.model.output_weights()
+    z = model.model.encode(hist)[:, : w.shape[1] // 2]
+    torch.testing.assert_close(scores[2], (z @ w[:, : w.shape[1] // 2].T + b)[0])
+    model.hp["exclude_history"] = True
+    try:
+        masked = model.score_batch(samples.iloc[:1])
+    finally:
+        model.hp["exclude_history"] = False
+    assert torch.isneginf(masked[0, [1, 2, 3]]).all() and torch.isinf(masked[0]).sum() == 3
+
+
+def test_caser_user_embedding_beats_mostpop(data, mostpop_hr10):
+    model = base.build("caser", {**_params("caser"), "user_embedding": True}, seed=7)
+    model.fit(data)
+    assert _hr10(model, data)[0] > mostpop_hr10 + 0.3

@@ -244,17 +244,21 @@ class GRU4RecModel(_SeqModel):
 
 
 class CaserModel(_SeqModel):
-    """Caser without its user embedding.
+    """Caser; by default without its user embedding.
 
-    The original model concatenates a per-user embedding to the convolutional features. In these
-    splits most valid/test users are unseen or pseudo ids (the CDs train file uses `pseudo_<row>`
-    user ids), so a user table would be untrained noise; we use the sequence-only variant.
+    The original model scores items against [z; P_u], the convolutional features z next to a
+    per-user embedding. In these splits most valid/test users are unseen or pseudo ids (the CDs
+    train file uses `pseudo_<row>` user ids), so the default is the sequence-only variant. With
+    n_users > 0 the input rows are [user index, history...] and the user table has a fixed zero
+    row 0 for users without train rows (they are scored from z alone).
     """
 
-    def __init__(self, n_items, hidden, dropout, max_len, n_h, n_v):
+    def __init__(self, n_items, hidden, dropout, max_len, n_h, n_v, n_users=0):
         super().__init__(n_items)
         L, d = max_len, hidden
         self.max_len, self.n_h = L, n_h
+        self.user_emb = nn.Embedding(n_users + 1, d, padding_idx=0) if n_users else None
+        d_out = 2 * d if n_users else d
         self.item_emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)
         # Vertical filters (L x 1): n_v weighted sums over the L positions, per embedding dim.
         self.conv_v = nn.Linear(L, n_v)
@@ -275,7 +279,7 @@ class CaserModel(_SeqModel):
         self.n_structural_zeros = int((1 - self.h_mask).sum().item()) * n_h * d
         self.fc = nn.Linear(n_v * d + n_h * L, d)
         self.drop = nn.Dropout(dropout)
-        self.out_emb = nn.Embedding(n_items, d)
+        self.out_emb = nn.Embedding(n_items, d_out)
         self.out_bias = nn.Embedding(n_items, 1)
         with torch.no_grad():
             for h in range(1, L + 1):  # PyTorch's Conv default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
@@ -289,6 +293,9 @@ class CaserModel(_SeqModel):
             nn.init.normal_(self.out_emb.weight, std=1.0 / math.sqrt(d))
             nn.init.zeros_(self.out_bias.weight)
             self.item_emb.weight[n_items].zero_()
+            if self.user_emb is not None:
+                nn.init.normal_(self.user_emb.weight, std=1.0 / math.sqrt(d))
+                self.user_emb.weight[0].zero_()
 
     def horizontal(self, e: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Max-pooled horizontal convolution features [B, L * n_h] (height-major) of e [B, L, d]."""
@@ -307,6 +314,9 @@ class CaserModel(_SeqModel):
         return (c * keep).amax(dim=1).reshape(B, L * self.n_h)
 
     def encode(self, hist):
+        users = None
+        if self.user_emb is not None:  # rows are [user index, history]
+            users, hist = hist[:, 0], hist[:, 1:]
         B, L = hist.shape
         if L != self.max_len:
             raise ValueError(f"Caser needs histories padded to {self.max_len}, got {L}")
@@ -314,8 +324,8 @@ class CaserModel(_SeqModel):
         # Padding rows as explicit zero vectors (zero padding, whatever the padding row holds).
         e = self.item_emb(hist) * valid.unsqueeze(-1)  # [B, L, d]
         out_v = self.conv_v(e.transpose(1, 2)).reshape(B, -1)  # [B, d, n_v] -> [B, d * n_v]
-        z = F.relu(self.fc(torch.cat([out_v, self.horizontal(e, valid)], dim=1)))
-        return self.drop(z)
+        z = self.drop(F.relu(self.fc(torch.cat([out_v, self.horizontal(e, valid)], dim=1))))
+        return z if users is None else torch.cat([z, self.user_emb(users)], dim=1)
 
     def output_weights(self):
         return self.out_emb.weight, self.out_bias.weight.squeeze(1)
@@ -504,9 +514,27 @@ class GRU4Rec(SequentialRecommender):
 
 @register("caser")
 class Caser(SequentialRecommender):
-    model_defaults = {"n_h": 16, "n_v": 4}
+    # user_embedding: the original Caser's per-user vector P_u (train users only; see CaserModel).
+    model_defaults = {"n_h": 16, "n_v": 4, "user_embedding": False}
+    user_index: dict = {}
+
+    def fit(self, data: ProcessedDataset) -> dict:
+        if self.hp["user_embedding"]:
+            # Index 0 is every user without train rows.
+            self.user_index = {u: i + 1 for i, u in enumerate(pd.unique(data.train["user_id"]))}
+        return super().fit(data)
+
+    def _matrix(self, df: pd.DataFrame) -> torch.Tensor:
+        hist = super()._matrix(df)
+        if not self.hp["user_embedding"]:
+            return hist
+        users = df["user_id"].map(self.user_index).fillna(0).to_numpy(dtype=np.int64, copy=True)
+        return torch.cat([torch.from_numpy(users)[:, None], hist], dim=1)
+
+    def _mask_history(self, scores: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        return super()._mask_history(scores, hist[:, 1:] if self.hp["user_embedding"] else hist)
 
     def _build_model(self, n_items):
         hp = self.hp
         return CaserModel(n_items, int(hp["hidden"]), float(hp["dropout"]), int(hp["max_len"]),
-                          int(hp["n_h"]), int(hp["n_v"]))
+                          int(hp["n_h"]), int(hp["n_v"]), n_users=len(self.user_index))
