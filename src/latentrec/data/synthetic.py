@@ -629,7 +629,10 @@ def generate(
 
 def add_cli(subparsers) -> None:
     """Register `synthesize`: write the synthetic category's reviews and meta files."""
-    p = subparsers.add_parser("synthesize", help="generate the synthetic default dataset (raw 2018 format)")
+    p = subparsers.add_parser(
+        "synthesize", help="generate the synthetic default dataset (raw 2018 format)",
+        description="Write a synthetic category's reviews and meta files in the raw Amazon 2018 formats "
+                    "(input of `process`); prints a JSON summary.")
     p.add_argument("--reviews", required=True, help="reviews output, e.g. data/raw/Synthetic_5.json.gz")
     p.add_argument("--meta", required=True, help="meta output, e.g. data/raw/meta_Synthetic.json.gz")
     p.add_argument("--n-users", type=int, default=2500, help="number of simulated users (default 2500)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from latentrec.cli import _json_arg
+from latentrec.cli import DATA_HELP, DECODE_CFG_HELP, DOMAIN_HELP, THREADS_HELP, _json_arg, cfg_help
 
 
 def _load(a):
@@ -72,31 +72,50 @@ def cmd_report_flr(a) -> None:
 
 
 def add_cli(sub) -> None:
-    for name, func, what in (
-        ("flr-factors", cmd_flr_factors, "FLR factors, gate and item-level attention of the first test users"),
-        ("time-decode", cmd_time_decode, "seconds per user of a decode on the first test rows (FLR Figure 9)"),
+    for name, func, what, description, out_help in (
+        ("flr-factors", cmd_flr_factors, "FLR factors, gate and item-level attention of the first test users",
+         "Dump the FLR head's factors, gate and item-level attention (final refinement) of the first test "
+         "users (FLR Figures 4 and 6).",
+         "file to write (.npz: factors, alpha, item_attention, other_attention); a .json beside with provenance "
+         "and the users' history and target titles"),
+        ("time-decode", cmd_time_decode, "seconds per user of a decode on the first test rows (FLR Figure 9)",
+         "Time the constrained beam search on the first test rows: one untimed warm-up batch, then --repeats "
+         "timed passes (FLR Figure 9).",
+         "timing file to write (.json: seconds per user of each repeat, model, device, threads)"),
     ):
-        s = sub.add_parser(name, help=what)
-        s.add_argument("--data", required=True)
-        s.add_argument("--model", required=True, help="model folder or selection file")
-        s.add_argument("--domain", required=True)
-        s.add_argument("--rows", type=int, default=100, help="the first N test rows")
-        s.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-        s.add_argument("--out", required=True)
+        s = sub.add_parser(name, help=what, description=description)
+        s.add_argument("--data", required=True, help=DATA_HELP)
+        s.add_argument("--model", required=True,
+                       help="model folder (a latent model for flr-factors: OUT/model of `latent-sft`/`latent-rl`; "
+                            "any decodable model for time-decode), or the selection file of `select-latent`")
+        s.add_argument("--domain", required=True, help=DOMAIN_HELP)
+        s.add_argument("--rows", type=int, default=100, help="use the first N test rows (default %(default)s)")
+        s.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
+        s.add_argument("--out", required=True, help=out_help)
         if name == "flr-factors":
-            s.add_argument("--batch-size", type=int, default=8)
-            s.add_argument("--prompt-style", default="reference")
+            s.add_argument("--batch-size", type=int, default=8, help="test rows per forward pass (default %(default)s)")
+            s.add_argument("--prompt-style", default="reference",
+                           help="prompt template: reference or clean (default %(default)s)")
         else:
-            s.add_argument("--cfg", type=_json_arg, default={}, help="decode config (JSON)")
-            s.add_argument("--repeats", type=int, default=3)
+            s.add_argument("--cfg", type=_json_arg, default={},
+                           help=DECODE_CFG_HELP + "; the workflow lays report.flr.timing.decode over it")
+            s.add_argument("--repeats", type=int, default=3,
+                           help="timed passes over the rows, after one untimed warm-up batch (default %(default)s)")
         s.set_defaults(func=func)
 
-    s = sub.add_parser("report-flr", help="FLR Tables 2-4 and Figures 4, 6-9")
-    s.add_argument("--metrics", nargs="*", default=[], help="metrics.json of the runs (rows.parquet beside)")
-    s.add_argument("--data", nargs="*", default=[], help="DATASET=processed folder (for item popularity)")
-    s.add_argument("--factors", nargs="*", default=[], help="flr_factors.npz files")
-    s.add_argument("--timings", nargs="*", default=[], help="inference_time.json files")
-    s.add_argument("--cfg", type=_json_arg, required=True, help="report.flr config (JSON)")
-    s.add_argument("--paper", required=True, help="paper_results.yaml")
-    s.add_argument("--out-dir", required=True)
+    s = sub.add_parser("report-flr", help="FLR Tables 2-4 and Figures 4, 6-9",
+                       description="FLR's Tables 2-4 and Figures 4, 6-9, beside the published values.")
+    s.add_argument("--metrics", nargs="*", default=[],
+                   help="metrics.json of the runs (from `evaluate`; rows.parquet beside each)")
+    s.add_argument("--data", nargs="*", default=[],
+                   help="DATASET=processed-data folder pairs, e.g. CDs_and_Vinyl=results/CDs_and_Vinyl/data "
+                        "(for item popularity)")
+    s.add_argument("--factors", nargs="*", default=[], help="flr_factors.npz files (from `flr-factors`)")
+    s.add_argument("--timings", nargs="*", default=[], help="inference_time.json files (from `time-decode`)")
+    s.add_argument("--cfg", type=_json_arg, required=True,
+                   help=cfg_help("the `report.flr` block of config.yaml, plus n_factors and test_limit; keys "
+                                 "table2, table3, table4, factors, timing, k_methods, popularity_methods, ...",
+                                 '{"table2": {"method": "BIGRec+FLR"}}'))
+    s.add_argument("--paper", required=True, help="the published values, e.g. config/paper_results.yaml")
+    s.add_argument("--out-dir", required=True, help="folder for the tables and figures (e.g. results/tables)")
     s.set_defaults(func=cmd_report_flr)

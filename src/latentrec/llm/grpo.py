@@ -38,6 +38,7 @@ import torch
 
 from latentrec.io_utils import progress
 from latentrec.llm.latent import LatentReasoner, collate_prompt_target
+from latentrec.llm.precision import resolve_mixed_precision, upcast
 from latentrec.llm.prompts import EncodedSample
 
 
@@ -48,6 +49,8 @@ class LRGRPOConfig:
     lr: float = 1e-4
     group_size: int = 8  # K latent draws per sample (draw 0 noise-free)
     noise_std: float = 1.5
+    noise_latents: str = "first"  # first: noise on the first latent only, later ones follow from it (LatentR3
+    #                               appendix E); all: independent noise on every latent
     groups_per_step: int = 32  # distinct samples per optimiser step, over all GPUs
     advantage_groups: int = 2  # samples sharing a baseline/normaliser; one forward per device holds advantage_groups / world
     advantage: str = "batch"  # batch: LR-GRPO; group: per-sample mean/std (the "w/o Batch Advantage" ablation);
@@ -86,6 +89,8 @@ class LRGRPOConfig:
             raise ValueError(f"rollout must be 'noise' or 'decode', got {cfg.rollout!r}")
         if cfg.policy not in ("target", "latent"):
             raise ValueError(f"policy must be 'target' or 'latent', got {cfg.policy!r}")
+        if cfg.noise_latents not in ("first", "all"):
+            raise ValueError(f"noise_latents must be 'first' or 'all', got {cfg.noise_latents!r}")
         if cfg.advantage not in ("batch", "group", "base"):
             raise ValueError(f"advantage must be 'batch', 'group' or 'base', got {cfg.advantage!r}")
         if cfg.reward not in ("neg_ppl", "hybrid"):
@@ -148,10 +153,15 @@ def surrogate(logp, old_logp, adv_rows, mask, cfg: LRGRPOConfig, ref_logp=None) 
     return (per_tok * mask).sum(1)
 
 
-def draw_noise(g: int, cfg: LRGRPOConfig, n_latents: int, hidden: int, generator: torch.Generator, device) -> torch.Tensor:
+def draw_noise(g: int, cfg: LRGRPOConfig, n_latents: int, hidden: int, generator: torch.Generator, device,
+               dtype=torch.float32) -> torch.Tensor:
+    """Gaussian noise [g, K, N, d]: draw 0 of each sample noise-free; with ``noise_latents="first"`` only
+    the first latent is perturbed (the later ones follow deterministically from the noisy first)."""
     noise = torch.randn((g, cfg.group_size, n_latents, hidden), generator=generator) * cfg.noise_std
     noise[:, 0] = 0.0
-    return noise.to(device)
+    if cfg.noise_latents == "first":
+        noise[:, :, 1:] = 0.0
+    return noise.to(device=device, dtype=dtype)
 
 
 def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_slice=slice(None), ref_head=None,
@@ -180,8 +190,8 @@ def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_s
             ref_logp = getattr(model, "module", model).forward(**batch, copies=k, noise=noise, frozen_llm=True, head=ref_head)
     if cfg.policy == "latent":
         # log N(z_old + eps; z(theta), sigma^2): one "token" per draw; its gradient is A * eps / sigma^2.
-        taken = (clean.detach() + noise.reshape(clean.shape)).float()
-        logpi = -((taken - clean.float()) ** 2).sum((1, 2)) / (2 * cfg.noise_std**2)
+        taken = upcast(clean.detach() + noise.reshape(clean.shape))
+        logpi = -((taken - upcast(clean)) ** 2).sum((1, 2)) / (2 * cfg.noise_std**2)
         one = torch.ones_like(logpi)[:, None]
         per_row = surrogate(logpi[:, None], logpi.detach()[:, None], adv, one, cfg)
         per_sample = per_row.view(g, k).sum(1) / k
@@ -308,8 +318,6 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
-    from latentrec.llm.sft import _mixed_precision
-
     full_model = cfg.rollout == "decode"
     for p in model.llm.parameters():
         p.requires_grad_(full_model)
@@ -325,7 +333,7 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
         if catalog is None:
             raise ValueError("rollout='decode' and the hybrid reward's exact match need the catalog token sequences")
         trie = TitleTrie.build(catalog, vocab_size=model.llm.get_input_embeddings().num_embeddings)
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     world, rank = accelerator.num_processes, accelerator.process_index
     if cfg.advantage_groups % world:
         raise ValueError(f"advantage_groups {cfg.advantage_groups} must be a multiple of the GPU count {world}")

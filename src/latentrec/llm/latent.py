@@ -35,6 +35,7 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 
 from latentrec.errors import InputError
+from latentrec.llm.precision import upcast
 from latentrec.llm.sft import SFTTask
 
 HEAD_FILE = "latent_head.safetensors"
@@ -115,7 +116,7 @@ class LatentRATT(LatentHead):
         h = hidden.to(self.q.weight.dtype).masked_fill(mask[..., None] == 0, 0)
         q = rope(self.q(h[:, -1]), positions[:, -1], self.rope_base)  # [B, d]
         k = rope(self.k(h), positions, self.rope_base)  # [B, L, d]
-        scores = torch.einsum("bd,bld->bl", q.float(), k.float()) / math.sqrt(self.hidden_size)
+        scores = torch.einsum("bd,bld->bl", upcast(q), upcast(k)) / math.sqrt(self.hidden_size)
         weights = scores.masked_fill(mask == 0, float("-inf")).softmax(-1)
         out = torch.einsum("bl,bld->bd", weights.to(h.dtype), self.v(h))
         return (out, weights) if return_weights else out
@@ -274,7 +275,7 @@ class LatentReasoner(nn.Module):
         inputs = torch.cat((last_latent[:, None], self.embed(target_ids[:, :-1])), 1)
         ext = self.extend(state, inputs)
         t = target_ids.shape[1]
-        logits = self.llm.get_output_embeddings()(ext.hidden[:, -t:]).float()
+        logits = upcast(self.llm.get_output_embeddings()(ext.hidden[:, -t:]))
         logp = torch.gather(F.log_softmax(logits, -1), 2, target_ids[:, :, None])[:, :, 0] * target_mask
         return (logp, logits) if return_logits else logp
 
@@ -348,7 +349,7 @@ class LatentReasoner(nn.Module):
         emb = torch.cat((emb, self.embed(tgt[:, :-1])), 1)
         pos = torch.arange(emb.shape[1], device=dev).expand(k, -1)
         hidden = self.backbone(inputs_embeds=emb, position_ids=pos).last_hidden_state
-        logits = self.llm.get_output_embeddings()(hidden[:, -len(target):]).float()
+        logits = upcast(self.llm.get_output_embeddings()(hidden[:, -len(target):]))
         logp = torch.gather(F.log_softmax(logits, -1), 2, tgt[:, :, None])[:, :, 0]
         logp = logp[0] if single else logp
         return (logp, prefix) if return_prefix else logp

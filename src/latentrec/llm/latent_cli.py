@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from latentrec.cli import DATA_HELP, DOMAIN_HELP, cfg_help
 from latentrec.cli import _json_arg as _json
 from latentrec.errors import InputError
 
@@ -132,31 +133,63 @@ def cmd_report_latentr3(a) -> None:
 
 
 def add_cli(sub) -> None:
-    for name, func, what, model_help, cfg_help in (
+    for name, func, what, description, model_help, cfg_text, out_help in (
         ("latent-sft", cmd_latent_sft, "warm-up SFT of a backbone with a latent reasoning head (stage 1)",
-         "backbone folder", "latent recipe (JSON: head, n_latents, sft, ...)"),
+         "Stage 1 of latent reasoning: SFT of a backbone together with a freshly initialised latent head "
+         "(LatentR3's LatentRATT, or FLR's factor head).",
+         "backbone folder (as written by `fetch-model`), or an SFT'd model folder (OUT/model of `sft`; "
+         "recipe `init: sft`)",
+         cfg_help("latent recipe: an llm.latent.<recipe> block of config.yaml, resolved (sft = llm.sft "
+                  "overlaid by the recipe's sft; per_dataset overrides applied); keys head, n_latents, "
+                  "head_options, refine_steps, sft", '{"head": "latentratt", "n_latents": 1, "sft": {"lr": 3e-4}}'),
+         "folder to write: model/ (backbone + head, best by validation loss), checkpoint/, train_log.json, "
+         "config.yaml"),
         ("latent-rl", cmd_latent_rl, "LR-GRPO on a warm-up model (stage 2; only the head trains)",
-         "warm-up model folder", "RL config (JSON)"),
+         "Stage 2 of latent reasoning: LR-GRPO on a warm-up model, the LLM frozen; one grid point of the "
+         "recipe's RL config.",
+         "warm-up model folder (OUT/model of `latent-sft`), or a selection file of `select-latent`",
+         cfg_help("RL config of one grid point: the llm.latent.<recipe>.rl block of config.yaml with the "
+                  "point's rl_grid values (keys of latentrec.llm.grpo.LRGRPOConfig)", '{"lr": 1e-4, "max_steps": 4}',
+                  "unset keys take the paper's defaults"),
+         "grid point folder to write: model/, rl_log.json, rl_rewards.png, config.yaml"),
     ):
-        s = sub.add_parser(name, help=what)
-        s.add_argument("--data", required=True)
+        s = sub.add_parser(name, help=what, description=description)
+        s.add_argument("--data", required=True, help=DATA_HELP)
         s.add_argument("--model", required=True, help=model_help)
-        s.add_argument("--domain", required=True)
-        s.add_argument("--cfg", type=_json, required=True, help=cfg_help)
-        s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--out", required=True)
+        s.add_argument("--domain", required=True, help=DOMAIN_HELP)
+        s.add_argument("--cfg", type=_json, required=True, help=cfg_text)
+        s.add_argument("--seed", type=int, default=0,
+                       help="random seed (head initialisation, data sample, noise); replaces any seed in --cfg "
+                            "(default %(default)s)")
+        s.add_argument("--out", required=True, help=out_help)
         s.set_defaults(func=func)
 
-    s = sub.add_parser("select-latent", help="choose the RL grid point with the best validation -PPL")
-    s.add_argument("--points", nargs="+", required=True)
-    s.add_argument("--out", required=True)
+    s = sub.add_parser(
+        "select-latent", help="choose the RL grid point with the best validation -PPL",
+        description="Pick the LR-GRPO grid point with the best validation -perplexity of the target and write "
+                    "a selection file naming its model folder.")
+    s.add_argument("--points", nargs="+", required=True,
+                   help="RL grid point folders (each written by `latent-rl`, with rl_log.json and model/)")
+    s.add_argument("--out", required=True,
+                   help=f"selection file to write (.json, e.g. {SELECTION_FILE}); `decode`, `latent-rl`, "
+                        "`flr-factors` and `time-decode` take it as --model")
     s.set_defaults(func=cmd_select_latent)
 
-    s = sub.add_parser("report-latentr3", help="LatentR3 gains, ablation table and analysis figures")
-    s.add_argument("--metrics", nargs="+", required=True, help="metrics.json of the runs (rows.parquet beside)")
-    s.add_argument("--data", nargs="+", default=[], help="DATASET=processed folder (for item popularity)")
-    s.add_argument("--rl-logs", nargs="*", default=[])
-    s.add_argument("--cfg", type=_json, required=True, help="report.latentr3 config (JSON)")
-    s.add_argument("--paper", required=True, help="paper_results.yaml")
-    s.add_argument("--out-dir", required=True)
+    s = sub.add_parser(
+        "report-latentr3", help="LatentR3 gains, ablation table and analysis figures",
+        description="LatentR3's gains over each backbone method, the ablation table and Figures 2-4, beside "
+                    "the published values.")
+    s.add_argument("--metrics", nargs="+", required=True,
+                   help="metrics.json of the runs (from `evaluate`; rows.parquet beside each)")
+    s.add_argument("--data", nargs="+", default=[],
+                   help="DATASET=processed-data folder pairs, e.g. CDs_and_Vinyl=results/CDs_and_Vinyl/data "
+                        "(for item popularity)")
+    s.add_argument("--rl-logs", nargs="*", default=[],
+                   help="rl_log.json files of the LR-GRPO grid points (from `latent-rl`; training cost)")
+    s.add_argument("--cfg", type=_json, required=True,
+                   help=cfg_help("the `report.latentr3` block of config.yaml, plus test_limit; keys pairs, "
+                                 "ablation, lengths, popularity_methods, popular_fraction, cost_methods",
+                                 '{"pairs": {"BIGRec+LatentR3": "BIGRec"}}'))
+    s.add_argument("--paper", required=True, help="the published values, e.g. config/paper_results.yaml")
+    s.add_argument("--out-dir", required=True, help="folder for the tables and figures (e.g. results/tables)")
     s.set_defaults(func=cmd_report_latentr3)

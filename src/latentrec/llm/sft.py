@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from latentrec.io_utils import progress, read_json, write_json
+from latentrec.llm.precision import resolve_mixed_precision, upcast
 from latentrec.llm.prompts import IGNORE_INDEX, EncodedSample
 
 
@@ -103,7 +104,7 @@ class SFTTask:
 
     def loss_sum(self, model, batch) -> tuple[torch.Tensor, int]:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        logits = out.logits[:, :-1].float()
+        logits = upcast(out.logits[:, :-1])
         labels = batch["labels"][:, 1:]
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
@@ -130,12 +131,6 @@ class TrainState:
     fingerprint: str = ""  # the config and data the checkpoint belongs to
 
 
-def _mixed_precision(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
 def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedSample], cfg: SFTConfig,
               out_dir: str | Path, task: SFTTask | None = None) -> dict:
     """Train, keep the best model (by validation loss) in out_dir/model, return a log dict."""
@@ -145,7 +140,7 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     task = task or SFTTask()
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoint"
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg.mixed_precision))
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     world = accelerator.num_processes
     accum = max(1, cfg.effective_batch // (cfg.micro_batch * world))
     per_epoch = math.ceil(len(train) / cfg.micro_batch)
