@@ -2,6 +2,7 @@
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from latentrec.llm.prompts import (
     encode_sample,
     prompt_segments,
 )
-from latentrec.llm.sft import SFTConfig, length_grouped_batches, train_sft
+from latentrec.llm.sft import SFTConfig, SFTTask, collate, length_grouped_batches, train_sft
 
 
 def test_reference_prompt_text_keeps_typos():
@@ -131,7 +132,7 @@ def test_checkpoint_of_another_config_is_not_resumed(smollm2_tokenizer, tmp_path
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
     cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=8, max_epochs=1, checkpoint_every=1,
-                    valid_limit=None)
+                    valid_limit=None, keep_checkpoint=True)
     first = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path)
     assert first["steps"] == 2
     again = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path)  # same run: already done
@@ -172,3 +173,80 @@ def test_train_limit_takes_a_seeded_random_sample_or_the_first_rows(smollm2_toke
     assert len(encode_split(ds, "train", tok, "musics", limit=100, sample_seed=3)) == 40
     with pytest.raises(ValueError):
         SFTConfig.from_dict({"train_sample": "last"})
+
+
+def test_target_only_logits_give_the_full_cross_entropy(smollm2_tokenizer):
+    """The SFT loss computes vocabulary logits only at target positions; it equals the textbook sum of
+    -log softmax(logits)[label] over every labelled position of the full [B, L, V] logits."""
+    tok = smollm2_tokenizer
+    model = tiny_llama_like(tok).double()
+    batch = collate(_toy_samples(tok, 5)[1:4], tok.pad_token_id)
+    loss, n = SFTTask().loss_sum(model, batch)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    want, count = 0.0, 0
+    for b in range(logits.shape[0]):
+        for t in range(1, logits.shape[1]):
+            y = int(batch["labels"][b, t])
+            if y != IGNORE_INDEX:
+                want = want - torch.log_softmax(logits[b, t - 1], -1)[y]
+                count += 1
+    assert n == count > 0
+    assert loss.item() == pytest.approx(want.item(), rel=1e-12)
+
+
+def test_finished_run_leaves_no_checkpoint_unless_kept(smollm2_tokenizer, tmp_path):
+    tok = smollm2_tokenizer
+    train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
+    cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=8, max_epochs=2, checkpoint_every=1,
+                    valid_limit=None)
+    log = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path / "a")
+    assert (tmp_path / "a/model/config.json").exists()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model"]
+    assert 0 < log["train_seconds"] <= log["seconds"] and log["tokens"] > 0
+    train_sft(tiny_llama_like(tok), tok, train, valid, SFTConfig(**{**cfg.__dict__, "keep_checkpoint": True}),
+              tmp_path / "b")
+    assert (tmp_path / "b/checkpoint/trainer_state.json").exists()
+
+
+@pytest.mark.parametrize("kill_at", ["state", "swap"])
+def test_kill_while_saving_a_checkpoint_resumes_from_the_previous_one(smollm2_tokenizer, tmp_path, monkeypatch,
+                                                                        kill_at):
+    """A kill during a checkpoint write (before its trainer_state.json, or between the two renames of the
+    swap) leaves the previous checkpoint in use; the resumed run ends with the uninterrupted weights."""
+    import latentrec.llm.sft as sft
+
+    tok = smollm2_tokenizer
+    train, valid = _toy_samples(tok, 24), _toy_samples(tok, 8)
+    cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=4, max_epochs=1, patience=5,
+                    checkpoint_every=1, valid_limit=None)
+    straight = tiny_llama_like(tok, seed=1)
+    train_sft(straight, tok, train, valid, cfg, tmp_path / "a")
+
+    saves = []
+    real_write, real_rename = sft.write_json, Path.rename
+
+    def write_json(obj, path):
+        saves.append(path)
+        if kill_at == "state" and len(saves) == 2:
+            raise KeyboardInterrupt  # the second checkpoint has its weights but not its counters
+        return real_write(obj, path)
+
+    def rename(self, target):
+        if kill_at == "swap" and len(saves) == 2 and str(target).endswith(".prev"):
+            real_rename(self, target)
+            raise KeyboardInterrupt  # between the renames: only checkpoint.prev and checkpoint.tmp exist
+        return real_rename(self, target)
+
+    monkeypatch.setattr(sft, "write_json", write_json)
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(tiny_llama_like(tok, seed=1), tok, train, valid, cfg, tmp_path / "b")
+    monkeypatch.undo()
+    if kill_at == "state":  # an incomplete folder, as a kill -9 leaves it: a 0-byte optimizer file
+        (tmp_path / "b/checkpoint.tmp/optimizer.bin").write_bytes(b"")
+    resumed = tiny_llama_like(tok, seed=1)
+    log = train_sft(resumed, tok, train, valid, cfg, tmp_path / "b")
+    assert log["steps"] == 3
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["model"]

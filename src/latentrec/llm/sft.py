@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ class SFTConfig:
     mixed_precision: str = "auto"  # auto: bf16 on a GPU that has it, else fp32; or "no" / "bf16" / "fp16"
     group_by_length: bool = True
     checkpoint_every: int = 50  # optimiser steps; 0 = epoch ends only
+    keep_checkpoint: bool = False  # keep checkpoint/ (optimizer state: 2x the model) after the run finished
     train_limit: int | None = None  # train on N rows only (CPU-sized runs), None = all
     train_sample: str = "random"  # how train_limit picks rows: "random" (seeded by `seed`) or "first" (earliest)
     valid_limit: int | None = 2000  # validation-loss rows (a fixed subset keeps evaluation cheap)
@@ -103,13 +105,15 @@ class SFTTask:
         return int(batch["attention_mask"].sum())
 
     def loss_sum(self, model, batch) -> tuple[torch.Tensor, int]:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        logits = upcast(out.logits[:, :-1])
+        # Vocabulary logits only where a target token is predicted (position t predicts label t+1): the
+        # prompt is most of each row, and [B, L, V] fp32 logits were most of SFT's memory.
         labels = batch["labels"][:, 1:]
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        return loss, int((labels != IGNORE_INDEX).sum())
+        keep = torch.zeros_like(batch["labels"], dtype=torch.bool)
+        keep[:, :-1] = labels != IGNORE_INDEX
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+        logits = upcast(out.logits).reshape(-1, out.logits.shape[-1])  # [targets, V], row-major like `keep`
+        loss = torch.nn.functional.cross_entropy(logits, labels[labels != IGNORE_INDEX], reduction="sum")
+        return loss, int(keep.sum())
 
     def trainable_parameters(self, model):
         return [p for p in model.parameters() if p.requires_grad]
@@ -156,25 +160,23 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
 
     fingerprint = json.dumps([asdict(cfg), len(train), len(valid), world], sort_keys=True)
     state = TrainState(fingerprint=fingerprint)
-    if (ckpt_dir / "trainer_state.json").exists():
-        saved = TrainState(**read_json(ckpt_dir / "trainer_state.json"))
+    found = latest_checkpoint(ckpt_dir, accelerator.print)
+    if found is not None:
+        saved = TrainState(**read_json(found / "trainer_state.json"))
         if saved.fingerprint == fingerprint and (saved.step == 0 or (out_dir / "model").exists() or not saved.history):
-            accelerator.load_state(str(ckpt_dir))
+            accelerator.load_state(str(found))
             state = saved
-            accelerator.print(f"resumed from {ckpt_dir}: epoch {state.epoch}, step {state.step}")
+            accelerator.print(f"resumed from {found}: epoch {state.epoch}, step {state.step}")
         else:  # another config, data or world size: resuming would silently mix two runs
-            accelerator.print(f"ignoring {ckpt_dir}: it belongs to a different run; starting afresh")
+            accelerator.print(f"ignoring {found}: it belongs to a different run; starting afresh")
 
     def checkpoint():
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(ckpt_dir))
-        if accelerator.is_main_process:
-            write_json(asdict(state), ckpt_dir / "trainer_state.json")
+        save_checkpoint(accelerator, ckpt_dir, asdict(state))
 
     lengths = [len(s.input_ids) for s in train]
     n_targets = [sum(1 for x in s.labels if x != IGNORE_INDEX) for s in train]
     pad = tokenizer.pad_token_id
-    t0, tokens_seen = time.time(), 0
+    t0, tokens_seen, train_seconds = time.time(), 0, 0.0
     bar = progress(total=total_steps, initial=state.step, desc="sft", unit="step", disable=not accelerator.is_main_process)
     while not state.done and state.epoch < cfg.max_epochs:
         rng = np.random.default_rng(cfg.seed + state.epoch)  # same order on every rank and on resume
@@ -186,6 +188,7 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
         batches = batches[:n_full]
         model.train()
         for w_start in range(state.batch_in_epoch, len(batches), window):
+            t_step = time.time()
             group = batches[w_start : w_start + window]
             mine = group[accelerator.process_index :: world]
             # Normalise by the target tokens of the whole effective batch, on all ranks.
@@ -205,6 +208,7 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
             opt.zero_grad(set_to_none=True)
             state.step += 1
             state.batch_in_epoch = w_start + window
+            train_seconds += time.time() - t_step
             bar.update(1)
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 checkpoint()
@@ -224,12 +228,62 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
         state.epoch += 1
         state.batch_in_epoch = 0
         state.done = state.bad_epochs >= cfg.patience or bool(cfg.max_steps and state.step >= cfg.max_steps)
-        checkpoint()
+        if not state.done or cfg.keep_checkpoint:  # a finished run's outputs are complete: nothing to resume
+            checkpoint()
     bar.close()
+    if not cfg.keep_checkpoint:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            remove_checkpoints(ckpt_dir)
     elapsed = time.time() - t0
+    # tokens_per_second counts the training loop only (forward, backward, optimiser); validation,
+    # checkpoints and saving are in `seconds`.
     return {"steps": state.step, "epochs": state.epoch, "best_valid_loss": state.best_valid_loss,
-            "history": state.history, "seconds": elapsed, "tokens_per_second": tokens_seen * world / max(elapsed, 1e-9),
+            "history": state.history, "seconds": elapsed, "train_seconds": train_seconds, "tokens": tokens_seen * world,
+            "tokens_per_second": tokens_seen * world / max(train_seconds, 1e-9),
             "world_size": world, "grad_accum": accum, "mixed_precision": accelerator.mixed_precision}
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+# A checkpoint is a folder holding accelerate's state and trainer_state.json (the counters it belongs to).
+# It is written whole under <name>.tmp, then swapped in by renames; the previous one survives as
+# <name>.prev until the swap is done, so a kill at any point leaves one complete checkpoint.
+
+
+def save_checkpoint(accelerator, ckpt_dir: Path, state: dict) -> None:
+    tmp, prev = ckpt_dir.with_name(ckpt_dir.name + ".tmp"), ckpt_dir.with_name(ckpt_dir.name + ".prev")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(state, tmp / "trainer_state.json")  # last file: its presence marks the folder complete
+        if ckpt_dir.exists():
+            if prev.exists():
+                shutil.rmtree(prev)
+            ckpt_dir.rename(prev)
+        tmp.rename(ckpt_dir)
+        if prev.exists():
+            shutil.rmtree(prev)
+    accelerator.wait_for_everyone()
+
+
+def latest_checkpoint(ckpt_dir: Path, say=print) -> Path | None:
+    """The newest complete checkpoint: <name>, else <name>.prev (a kill during the swap); a folder
+    without trainer_state.json (a kill during the write) is never used."""
+    for cand in (ckpt_dir, ckpt_dir.with_name(ckpt_dir.name + ".prev")):
+        if (cand / "trainer_state.json").exists():
+            if cand != ckpt_dir:
+                say(f"warning: {ckpt_dir} is incomplete (a run was killed while saving); using {cand}")
+            return cand
+    return None
+
+
+def remove_checkpoints(ckpt_dir: Path) -> None:
+    for suffix in ("", ".tmp", ".prev"):
+        shutil.rmtree(ckpt_dir.with_name(ckpt_dir.name + suffix), ignore_errors=True)
 
 
 @torch.no_grad()
