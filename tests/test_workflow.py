@@ -62,6 +62,7 @@ def test_method_seeds_and_init_seed_shape_the_dag(tmp_path):
         "seeds": [0, 1],
         "methods": {"BIGRec": {"seeds": [0]}, "CoT": {"seeds": [1]}},
         "llm": {"latent": {"LatentR3": {"init": "sft", "init_seed": 0}}},
+        "report": {"flr": {"timing": {"methods": ["BIGRec", "BIGRec+LatentR3", "BIGRec+FLR", "CoT"]}}},
     }))
     out = snakemake("-n", "--forceall", "--configfile", str(over))
     default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -78,11 +79,21 @@ def test_method_seeds_and_init_seed_shape_the_dag(tmp_path):
 def test_baselines_only_config_times_no_llm(tmp_path):
     """Figure 9 may time methods outside `run_methods`, but only where one of its methods runs."""
     over = tmp_path / "baselines.yaml"
-    over.write_text(yaml.safe_dump({"run_methods": ["MostPop", "SASRec"]}))
+    over.write_text(yaml.safe_dump({"run_methods": ["MostPop", "SASRec"],
+                                    "report": {"flr": {"timing": {"methods": ["BIGRec", "CoT"]}}}}))
     out = snakemake("-n", "--forceall", "--configfile", str(over))
     assert "time_inference" not in out.stdout and "sft_backbone" not in out.stdout
     assert job_counts(out.stdout)["evaluate_run"] == 2 * len(yaml.safe_load(
         (ROOT / "config" / "config.yaml").read_text())["seeds"])
+
+
+def test_default_times_nothing_and_demo_full_times_figure9():
+    """The default stays within its minutes; demo_full.yaml adds Figure 9's timings and CoT at length."""
+    default = job_counts(snakemake("-n", "--forceall").stdout)
+    full = snakemake("-n", "-p", "--forceall", "--configfile", "config/demo_full.yaml").stdout
+    assert "time_inference" not in default and job_counts(full)["time_inference"] == 4
+    assert default["evaluate_run"] == job_counts(full)["evaluate_run"]  # the same methods on the table
+    assert 'max_reasoning_tokens": 32' in full
 
 
 def test_slurm_profile_dry_run():
@@ -121,7 +132,8 @@ def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
         cfg["methods"][m]["decode"].update(num_beams=2, num_return=2, max_new_tokens=24)
     cfg["methods"]["CoT"]["decode"]["cot"]["max_reasoning_tokens"] = 3
     cfg["llm"]["latent"]["LatentR3"]["rl"].update(group_size=2, groups_per_step=2, max_steps=1, valid_limit=4)
-    cfg["report"]["flr"]["timing"].update(rows=3, decode={"batch_size": 2})
+    cfg["report"]["flr"]["timing"].update(rows=3, decode={"batch_size": 2},
+                                          methods=["BIGRec", "BIGRec+LatentR3", "BIGRec+FLR", "CoT"])
     cfg["report"]["flr"]["factors"]["rows"] = 4
     cfg["evaluation"]["test_limit"] = 6
     (tmp_path / "config").mkdir()

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -56,15 +57,65 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def progress(iterable=None, **kwargs):
-    """tqdm that stays quiet when stderr is not a terminal and LATENTREC_PROGRESS is unset.
+class _StatusBar(tqdm):
+    """tqdm that, when its bar is not on a terminal (a Snakemake job writes stderr to logs/<rule>/...),
+    also prints a one-line status to stdout every ``status_every`` seconds, which Snakemake passes to
+    the console: long jobs show their progress where the user looks, not only in the log."""
 
-    Snakemake logs stay readable (one final line), while interactive runs get a live bar.
+    def __init__(self, *args, status_every: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._count = kwargs.get("initial", 0) or 0
+        self._every = status_every
+        self._t0 = self._last = time.monotonic()
+
+    def __iter__(self):
+        for x in super().__iter__():
+            yield x
+            self._tick(1)
+
+    def update(self, n=1):
+        out = super().update(n)
+        self._tick(n)
+        return out
+
+    def _tick(self, n) -> None:
+        self._count += n
+        now = time.monotonic()
+        if self._every and now - self._last >= self._every:
+            self._last = now
+            print(self.status_line(now), flush=True)
+
+    def status_line(self, now: float | None = None) -> str:
+        elapsed = (now or time.monotonic()) - self._t0
+        total = self.total
+        done = f"{self._count}/{total}" if total else f"{self._count}"
+        left = ""
+        if total and self._count:
+            left = f", ~{_hms(elapsed * (total - self._count) / self._count)} left"
+        unit = "" if self.unit == "it" else " " + self.unit.strip()
+        return f"[latentrec] {self.desc or 'progress'}: {done}{unit} in {_hms(elapsed)}{left}"
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
+
+
+def progress(iterable=None, **kwargs):
+    """A progress bar for long loops.
+
+    On a terminal: a live tqdm bar. Otherwise (a Snakemake job, whose stderr goes to its log): the bar
+    writes a line to the log every 10 s, and a one-line status goes to stdout, hence to the Snakemake
+    console, every LATENTREC_STATUS_EVERY seconds (default 30; 0 turns it off).
+    LATENTREC_PROGRESS=1/0 forces the bar on/off.
     """
     force = os.environ.get("LATENTREC_PROGRESS")
     disable = kwargs.pop("disable", None)
+    quiet = bool(disable)  # a non-main process: neither bar nor status
     if disable is None:
         disable = False if force == "1" else (force == "0")
-    kwargs.setdefault("mininterval", 0.5 if sys.stderr.isatty() else 10.0)
+    tty = sys.stderr.isatty()
+    kwargs.setdefault("mininterval", 0.5 if tty else 10.0)
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, disable=disable, **kwargs)
+    every = 0.0 if (tty or quiet) else float(os.environ.get("LATENTREC_STATUS_EVERY", "30"))
+    return _StatusBar(iterable, disable=disable, status_every=every, **kwargs)

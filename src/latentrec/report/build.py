@@ -8,7 +8,8 @@ import pandas as pd
 
 from latentrec.io_utils import read_json, read_yaml
 from latentrec.report.figures import plot_against_paper
-from latentrec.report.tables import collect, to_latex, to_markdown, write_csv, write_text
+from latentrec.report.tables import (collect, no_published_note, to_latex, to_markdown, unpublished, write_csv,
+                                     write_text)
 
 STATS_COLUMNS = ["dataset", "n_train", "n_valid", "n_test", "n_items", "n_users", "mean_history_len"]
 PAPER_STATS = {"train": "n_train", "valid": "n_valid", "test": "n_test", "items": "n_items"}
@@ -36,8 +37,9 @@ def build_report(metrics_paths: list[str], stats_paths: list[str], cfg: dict, ou
         table = dict(table, title=f"{table['title']} (first {cfg['test_limit']} test rows only)")
     stem = out_dir / table["name"]
     write_csv(pd.concat([by_id, by_title]), stem.with_suffix(".csv"))
-    md = to_markdown(by_id, f"{table['title']} — ours matched by item id")
-    md += "\n" + to_markdown(by_title, f"{table['title']} — ours matched by title string (as the reference scripts)")
+    md = to_markdown(by_id, f"{table['title']} — ours matched by item id", published)
+    md += "\n" + to_markdown(by_title, f"{table['title']} — ours matched by title string (as the reference scripts)",
+                             published)
     write_text(md, stem.with_suffix(".md"))
     write_text(to_latex(by_id), stem.with_suffix(".tex"))
     plot_against_paper(by_id, out_dir / f"{table['name']}_ndcg10.png", metric="N@10")
@@ -56,4 +58,7 @@ def build_report(metrics_paths: list[str], stats_paths: list[str], cfg: dict, ou
             return f"{r[col]:,}" + (f" ({int(pub):,})" if pub is not None and not pd.isna(pub) else "")
         lines.append(f"| {r['dataset']} | {cell('n_train')} | {cell('n_valid')} | {cell('n_test')} | "
                      f"{cell('n_items')} | {r['n_users']:,} | {r['mean_history_len']:.2f} |")
+    missing = unpublished(stats["dataset"], published=pub_stats) if len(stats) else []
+    if missing:
+        lines += ["", *(no_published_note(d) for d in missing)]
     write_text("\n".join(lines) + "\n", out_dir / "dataset_stats.md")

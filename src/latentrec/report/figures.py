@@ -23,7 +23,7 @@ def plot_against_paper(long: pd.DataFrame, path, metric: str = "N@10") -> None:
         paper = pd.to_numeric(g["paper"], errors="coerce")
         ax.bar(x + 0.2, paper.fillna(0), 0.4, label="published", color="#ef8636")
         ax.set_xticks(x, g["method"], rotation=45, ha="right", fontsize=8)
-        ax.set_title(dataset, fontsize=9)
+        ax.set_title(dataset if paper.notna().any() else f"{dataset} (no published values)", fontsize=9)
         ax.set_ylabel(metric.replace("N@", "NDCG@").replace("H@", "HR@"))
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()

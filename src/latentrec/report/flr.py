@@ -26,7 +26,7 @@ from latentrec.eval.significance import paired_seeds
 from latentrec.io_utils import read_json
 from latentrec.report.latentr3 import _mean, _plt, _pooled_rows, popularity, popularity_figure, sweep_figure, sweep_points
 from latentrec.report.significance_table import load_runs, strongest
-from latentrec.report.tables import PAPER_METRICS, write_csv, write_text
+from latentrec.report.tables import PAPER_METRICS, no_published_note, unpublished, write_csv, write_text
 
 METRIC = "NDCG@10"
 TABLE4_COLUMNS = ["LatentR3", "FLR", "FLR + LR-GRPO", "FLR + FLR-GRPO"]  # the published column order
@@ -87,7 +87,8 @@ def _p(p) -> str:
     return "–" if p is None or pd.isna(p) else f"{p:.2g}"
 
 
-def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str) -> str:
+def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str, published=None) -> str:
+    """`published`: the paper's Table 2 by dataset; datasets absent from it get a line saying so."""
     lines = ["## FLR Table 2: mean ± std over seeds (published value in parentheses)", "", note, ""]
     for dataset, g in (df.groupby("dataset", sort=False) if len(df) else []):
         lines += [f"### {dataset}", "", "| row (our method) | seeds | H@5 | H@10 | N@5 | N@10 |",
@@ -95,6 +96,8 @@ def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str) -> str:
         for (name, method), gm in g.groupby(["row", "method"], sort=False):
             cells = [_cell(r.ours_mean, r.ours_std, r.paper) for r in gm.itertuples()]
             lines.append(f"| {name} ({method}) | {gm.n_seeds.iloc[0]} | " + " | ".join(cells) + " |")
+        if unpublished([dataset], g, published):
+            lines += ["", no_published_note(dataset)]
         lines.append("")
     lines += ["### FLR against the strongest baseline (by N@10 among the baselines present)", "",
               "Paired two-sided t-tests: over seeds (the paper's test; needs ≥ 2 seeds) and over test rows "
@@ -141,15 +144,20 @@ def table4(runs: pd.DataFrame, columns: list[str], paper: dict) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["dataset", "column", "method", "metric", "ours_mean", "ours_std", "paper"])
 
 
-def grid_markdown(df: pd.DataFrame, title: str, group: str, row: str, note: str) -> str:
+def grid_markdown(df: pd.DataFrame, title: str, group: str, row: str, note: str, published=None,
+                  empty: str = "(none of these methods ran)") -> str:
+    """`published`: the datasets the paper reports for this table (with `group` "dataset", those absent get
+    a line saying so); None: a dataset none of whose cells has a published value gets that line."""
     lines = [f"## {title} (mean ± std over seeds; published value in parentheses)", "", note, ""]
     if df.empty:
-        return "\n".join(lines + ["(none of these methods ran)", ""])
+        return "\n".join(lines + [empty, ""])
     for key, g in df.groupby(group, sort=False):
         lines += [f"### {key}", "", f"| {row} | H@5 | H@10 | N@5 | N@10 |", "|---|---|---|---|---|"]
         for (name, method), gm in g.groupby([row, "method"], sort=False):
             lines.append(f"| {name} ({method}) | " + " | ".join(_cell(r.ours_mean, r.ours_std, r.paper)
                                                                for r in gm.itertuples()) + " |")
+        if group == "dataset" and unpublished([key], g, published):
+            lines += ["", no_published_note(key)]
         lines.append("")
     return "\n".join(lines)
 
@@ -181,47 +189,89 @@ def factor_stats(npz: dict) -> dict:
             "A_max": a_max, "DS": (1 - s_avg) * a_max if k > 1 else math.nan, "users": int(f.shape[0]), "K": k}
 
 
+def _ink(rgba) -> str:
+    """Annotation colour readable on a cell of colour `rgba`: white on dark cells, black on light ones."""
+    r, g, b = rgba[:3]
+    return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5 else "black"
+
+
+def _annotate(ax, im, values: np.ndarray, fmt: str, fontsize: float = 7) -> None:
+    """Each cell's value written on the heatmap `im`, in a colour chosen by the cell's luminance."""
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            v = values[i, j]
+            if np.isfinite(v):
+                ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=fontsize,
+                        color=_ink(im.cmap(im.norm(v))))
+
+
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """`text` wrapped to lines that fit `width_in` inches at `fontsize` points (about 0.55 em per character)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, max(12, int(width_in * 72 / (0.55 * fontsize)))))
+
+
+def _ellipsize(text: str, n: int = 40) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
+
+
 def factor_figure(stats: list[dict], path: Path) -> None:
     plt = _plt()
     n = max(1, len(stats))
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.2), squeeze=False)
+    width = max(5.0, 3.6 * n)  # one panel still leaves room for the figure title
+    fig, axes = plt.subplots(1, n, figsize=(width, 3.6), squeeze=False)
     for ax, s in zip(axes[0], stats):
         im = ax.imshow(s["cos"], vmin=-1, vmax=1, cmap="RdBu_r")
         k = s["cos"].shape[0]
-        ax.set_xticks(range(k), [f"F{i + 1}" for i in range(k)])
-        ax.set_yticks(range(k), [f"F{i + 1}" for i in range(k)])
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, f"{s['cos'][i, j]:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(k), [f"F{i + 1}" for i in range(k)], fontsize=8)
+        ax.set_yticks(range(k), [f"F{i + 1}" for i in range(k)], fontsize=8)
+        _annotate(ax, im, s["cos"], ".2f", fontsize=7 if k <= 6 else 5)
         ax.set_title(f"{s['dataset']}: {s['label']}\n({s['method']}) avg |corr| {s['abs_corr']:.2f}", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        cb = fig.colorbar(im, ax=ax, fraction=0.046)
+        cb.set_label("cosine similarity", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
     if not stats:
         axes[0][0].text(0.5, 0.5, "no FLR factors in this run", ha="center", va="center")
         axes[0][0].set_axis_off()
-    fig.suptitle("Cosine similarity between factors (mean over test users; paper: avg |corr| 0.44 -> 0.03)",
-                 fontsize=8)
+    fig.suptitle(_wrap("Cosine similarity between factors (mean over test users; paper: avg |corr| 0.44 -> 0.03)",
+                       width - 0.4, 9), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def attention_figure(npz: dict | None, meta: dict | None, user: int, label: str, path: Path) -> None:
+    """Figure 6: one user's history items (rows, in history order) against the factors (columns); colour =
+    the factor's attention on the item's title tokens. The rest of the factor's attention (on the prompt
+    outside the titles) would swamp the per-item differences: it is left out of the colour scale and
+    written under each factor instead."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3))
     if npz is None or user >= len(npz["item_attention"]):
+        fig, ax = plt.subplots(figsize=(7, 3))
         ax.text(0.5, 0.5, "no FLR factors in this run", ha="center", va="center")
         ax.set_axis_off()
     else:
-        titles = meta["history_titles"][user]
-        att = np.concatenate((npz["item_attention"][user][:, : len(titles)], npz["other_attention"][user][:, None]), 1)
-        im = ax.imshow(att, aspect="auto", cmap="viridis")
-        short = [t if len(t) <= 18 else t[:17] + "…" for t in titles]
-        ax.set_xticks(range(len(titles) + 1), [*short, "(rest)"], rotation=40, ha="right", fontsize=6)
-        ax.set_yticks(range(att.shape[0]), [f"F{i + 1} (α {a:.2f})" for i, a in enumerate(npz["alpha"][user])],
-                      fontsize=7)
-        ax.set_title(f"{label}: attention of each factor over test user {user}'s history "
-                     f"(target: {meta['target_titles'][user][:30]})", fontsize=7)
-        fig.colorbar(im, ax=ax, fraction=0.03)
+        titles = list(meta["history_titles"][user])
+        att = np.asarray(npz["item_attention"][user], dtype=float)[:, : len(titles)].T  # [H, K]
+        rest = np.asarray(npz["other_attention"][user], dtype=float)
+        h, k = att.shape
+        fig, ax = plt.subplots(figsize=(7.5, max(3.2, 0.32 * h + 2.2)))
+        im = ax.imshow(att, aspect="auto", cmap="viridis", vmin=0, vmax=max(float(np.nanmax(att)), 1e-12) if h else 1)
+        _annotate(ax, im, att, ".3f", fontsize=7 if k <= 6 else 6)
+        # Numbered by history position: labels are unique even where titles repeat or share a prefix.
+        ax.set_yticks(range(h), [f"{i + 1}. {_ellipsize(t)}" for i, t in enumerate(titles)], fontsize=8)
+        ax.set_xticks(range(k), [f"F{i + 1}\nα {a:.2f}\nrest {r:.2f}" for i, (a, r) in
+                                 enumerate(zip(npz["alpha"][user], rest))], fontsize=8)
+        ax.set_ylabel("history item (oldest first)", fontsize=8)
+        ax.set_xlabel(_wrap("factor (α: its weight; rest: its attention outside the history titles, "
+                            "not on the colour scale)", 4.5, 8), fontsize=8)
+        fig.suptitle(_wrap(f"{label}: each factor's attention over test user {user}'s history "
+                           f"(target: {_ellipsize(meta['target_titles'][user])})", 7.0, 9), fontsize=9)
+        cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+        cb.set_label("attention on the item's title", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -255,7 +305,18 @@ def timing_figure(df: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.2), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         g = df[df.dataset == dataset]
-        ax.bar(range(len(g)), g["seconds_per_user"], yerr=g["std"], capsize=3)
+        single = np.array([_single(r) for r in g["repeats"]], dtype=bool)
+        std = pd.to_numeric(g["std"], errors="coerce").to_numpy(dtype=float)
+        bars = ax.bar(range(len(g)), g["seconds_per_user"])
+        spread = ~single & np.isfinite(std)
+        if spread.any():  # error bars only where there were repeats to spread
+            ax.errorbar(np.arange(len(g))[spread], g["seconds_per_user"].to_numpy(dtype=float)[spread],
+                        yerr=std[spread], fmt="none", ecolor="black", capsize=3)
+        for bar, one in zip(bars, single):
+            if one:  # one repeat: no spread to draw
+                ax.annotate("n = 1", (bar.get_x() + bar.get_width() / 2, bar.get_height()), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        ax.margins(y=0.12)
         ax.set_xticks(range(len(g)), [f"{m}\n(beam {b})" for m, b in zip(g.method, g.num_beams)], fontsize=7)
         ax.set_ylabel("seconds per user")
         ax.set_title(f"{dataset} ({g.device.iloc[0] if len(g) else ''})", fontsize=8)
@@ -265,8 +326,19 @@ def timing_figure(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def _single(repeats) -> bool:
+    """One timed repeat (or an unknown count): there is no spread to show."""
+    return repeats is None or pd.isna(repeats) or int(repeats) <= 1
+
+
+def _seconds(mean, std, repeats) -> str:
+    if _single(repeats):
+        return f"{mean:.4f} (n = 1)"
+    return f"{mean:.4f}" if std is None or pd.isna(std) else f"{mean:.4f} ± {std:.4f}"
+
+
 def timing_markdown(df: pd.DataFrame) -> str:
-    lines = ["## FLR Figure 9: inference seconds per user (mean ± std over repeats)", "",
+    lines = ["## FLR Figure 9: inference seconds per user (mean ± std over repeats; n = 1: one repeat, no std)", "",
              "| dataset | method | beams | batch | users | repeats | s/user | × first method | reasoning tokens | device |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for dataset, g in df.groupby("dataset", sort=False):
@@ -274,7 +346,8 @@ def timing_markdown(df: pd.DataFrame) -> str:
         for r in g.itertuples():
             rt = "–" if r.reasoning_tokens is None or pd.isna(r.reasoning_tokens) else f"{r.reasoning_tokens:.1f}"
             lines.append(f"| {dataset} | {r.method} | {r.num_beams} | {r.batch_size} | {r.rows} | {r.repeats} | "
-                         f"{r.seconds_per_user:.4f} ± {r.std:.4f} | {r.seconds_per_user / ref:.2f} | {rt} | {r.device} |")
+                         f"{_seconds(r.seconds_per_user, r.std, r.repeats)} | {r.seconds_per_user / ref:.2f} | {rt} | "
+                         f"{r.device} |")
     if df.empty:
         lines.append("| – | no timings in this run | | | | | | | | |")
     return "\n".join(lines) + "\n"
@@ -292,16 +365,21 @@ def build(metrics_paths: list[str], data_dirs: dict[str, str], factor_paths: lis
     t2, tests = table2(runs, cfg.get("table2", {}), paper_all.get("flr_table2", {}))
     write_csv(t2, out_dir / "flr_table2.csv")
     write_csv(tests, out_dir / "flr_table2_tests.csv")
-    write_text(table2_markdown(t2, tests, note), out_dir / "flr_table2.md")
+    write_text(table2_markdown(t2, tests, note, paper_all.get("flr_table2", {})), out_dir / "flr_table2.md")
 
     t3cfg = cfg.get("table3", {})
-    t3 = table3(runs, t3cfg.get("rows", {}), t3cfg.get("datasets", []), paper_all.get("flr_table3_regularizer_ablation", {}))
+    paper3 = paper_all.get("flr_table3_regularizer_ablation", {})
+    t3 = table3(runs, t3cfg.get("rows", {}), t3cfg.get("datasets", []), paper3)
     write_csv(t3, out_dir / "flr_table3.csv")
-    write_text(grid_markdown(t3, "FLR Table 3: regulariser combinations", "dataset", "regularisers", note),
+    t3sets = t3cfg.get("datasets", [])
+    published3 = {d for i, d in enumerate(t3sets) if any(len(v or []) > 4 * i for v in paper3.values())}
+    write_text(grid_markdown(t3, "FLR Table 3: regulariser combinations", "dataset", "regularisers", note, published3,
+                             empty=f"(none of these methods ran on this table's datasets: {', '.join(t3sets) or '–'})"),
                out_dir / "flr_table3.md")
     t4 = table4(runs, cfg.get("table4", []), paper_all.get("flr_table4_grpo", {}))
     write_csv(t4, out_dir / "flr_table4.csv")
-    write_text(grid_markdown(t4, "FLR Table 4: RL on FLR", "dataset", "column", note), out_dir / "flr_table4.md")
+    write_text(grid_markdown(t4, "FLR Table 4: RL on FLR", "dataset", "column", note,
+                             paper_all.get("flr_table4_grpo", {})), out_dir / "flr_table4.md")
 
     # Factors: Figure 4 (similarity), disentanglement, Figure 6 (attention over one user's history).
     fcfg = cfg.get("factors", {})

@@ -20,7 +20,7 @@ import pandas as pd
 from latentrec.eval.significance import mean_std
 from latentrec.io_utils import read_json
 from latentrec.report.significance_table import load_runs
-from latentrec.report.tables import PAPER_METRICS, write_csv, write_text
+from latentrec.report.tables import PAPER_METRICS, no_published_note, unpublished, write_csv, write_text
 
 METRIC = "NDCG@10"
 
@@ -64,13 +64,22 @@ def _pct(x) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.1%}"
 
 
-def gains_markdown(df: pd.DataFrame, note: str) -> str:
+def _p(p) -> str:
+    """A p-value, or "–" where there is none (no paired test: identical rows, one seed, ...)."""
+    return "–" if p is None or pd.isna(p) else f"{p:.3g}"
+
+
+def gains_markdown(df: pd.DataFrame, note: str, published=None) -> str:
+    """`published`: the paper's Table 1 by dataset; datasets absent from it get a line saying so."""
     lines = ["## LatentR3 against its backbone (relative gain; paired t-test on the same test rows)", "", note, "",
              "| dataset | method | vs | metric | ours | backbone | ours gain | paper gain | p |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
         lines.append(f"| {r.dataset} | {r.method} | {r.backbone} | {r.metric} | {r.ours:.4f} | {r.ours_backbone:.4f} | "
-                     f"{_pct(r.ours_gain)} | {_pct(r.paper_gain)} | {r.p:.3g} |")
+                     f"{_pct(r.ours_gain)} | {_pct(r.paper_gain)} | {_p(r.p)} |")
+    if len(df):
+        missing = unpublished(df["dataset"], df.rename(columns={"paper_gain": "paper"}), published)
+        lines += ["", *(no_published_note(d) for d in missing)] if missing else []
     return "\n".join(lines) + "\n"
 
 
@@ -87,7 +96,7 @@ def ablation(runs: pd.DataFrame, rows: dict[str, str], paper: dict) -> pd.DataFr
     return pd.DataFrame(out)
 
 
-def ablation_markdown(df: pd.DataFrame, note: str) -> str:
+def ablation_markdown(df: pd.DataFrame, note: str, published=None) -> str:
     lines = ["## LatentR3 ablation (paper Table 2 layout; published value in parentheses)", "", note, ""]
     for dataset, g in df.groupby("dataset", sort=False):
         lines += [f"### {dataset}", "", "| variant (our method) | H@5 | H@10 | N@5 | N@10 |", "|---|---|---|---|---|"]
@@ -95,6 +104,8 @@ def ablation_markdown(df: pd.DataFrame, note: str) -> str:
             cells = [f"{r.ours_mean:.4f}" + (f" ({r.paper:.4f})" if r.paper is not None and not pd.isna(r.paper) else "")
                      for r in gv.itertuples()]
             lines.append(f"| {variant} ({method}) | " + " | ".join(cells) + " |")
+        if unpublished([dataset], g, published):
+            lines += ["", no_published_note(dataset)]
         lines.append("")
     return "\n".join(lines)
 
@@ -121,16 +132,24 @@ def sweep_points(runs: pd.DataFrame, settings: dict[str, dict[str, int]], key: s
 
 
 def sweep_figure(df: pd.DataFrame, key: str, xlabel: str, title: str, path: Path, xticks=None) -> None:
-    """METRIC against a swept setting, one line per dataset, error bars = std over seeds."""
+    """METRIC against a swept (integer) setting, one line per dataset, error bars = std over seeds; x ticks
+    at `xticks`, else at the settings that ran, else at integers."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for dataset, g in df.groupby("dataset", sort=False):
         g = g.sort_values(key)
         ax.errorbar(g[key], g["mean"], yerr=g["std"], marker="o", capsize=3, label=dataset)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(METRIC)
+    ax.set_ylim(bottom=0)  # a ranking metric: no negative axis even where every point is 0
     if xticks is not None:
         ax.set_xticks(xticks)
+    elif len(df) and df[key].nunique() <= 12:
+        ax.set_xticks(sorted(int(v) for v in df[key].unique()))  # the integer settings that ran
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title, fontsize=9)
     if len(df):
         ax.legend(fontsize=7)
@@ -230,10 +249,11 @@ def build(metrics_paths: list[str], data_dirs: dict[str, str], rl_logs: list[str
             "Scored on the full test split.")
     g = gains(runs, cfg.get("pairs", {}), paper_all.get("latentr3_table1", {}))
     write_csv(g, out_dir / "latentr3_gains.csv")
-    write_text(gains_markdown(g, note), out_dir / "latentr3_gains.md")
+    write_text(gains_markdown(g, note, paper_all.get("latentr3_table1", {})), out_dir / "latentr3_gains.md")
     a = ablation(runs, cfg.get("ablation", {}), paper_all.get("latentr3_table2_ablation", {}))
     write_csv(a, out_dir / "latentr3_ablation.csv")
-    write_text(ablation_markdown(a, note), out_dir / "latentr3_ablation.md")
+    write_text(ablation_markdown(a, note, paper_all.get("latentr3_table2_ablation", {})),
+               out_dir / "latentr3_ablation.md")
     length_figure(runs, cfg.get("lengths", {}), out_dir / "latentr3_fig2_reasoning_length.png").pipe(
         write_csv, out_dir / "latentr3_fig2_reasoning_length.csv")
     pop = popularity(runs, cfg.get("popularity_methods", []), data_dirs, cfg.get("popular_fraction", 0.2))

@@ -95,7 +95,8 @@ def _markdown(df: pd.DataFrame, primary: str, alpha: float) -> str:
              f"Strongest baseline per dataset: highest test mean {primary} over seeds (the hardest "
              "comparator). Paired t-tests on the test rows both methods were scored on, per seed "
              f"(LLM seed / baseline seed); 'yes' needs a higher mean and p < {alpha} on every seed.", "",
-             "| dataset | method | baseline | metric | rows | seeds | method | baseline | max p | beats it? |",
+             "| dataset | LLM method | strongest baseline | metric | rows | seeds | LLM mean | baseline mean | max p "
+             "| beats it? |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
         p = "–" if pd.isna(r.max_p) else f"{r.max_p:.2g}"
