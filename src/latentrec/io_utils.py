@@ -67,15 +67,21 @@ class _StatusBar(tqdm):
         self._count = kwargs.get("initial", 0) or 0
         self._every = status_every
         self._t0 = self._last = time.monotonic()
+        self._iterating = False
 
     def __iter__(self):
-        for x in super().__iter__():
-            yield x
-            self._tick(1)
+        self._iterating = True  # tqdm's own iteration calls update() now and then: count items here only
+        try:
+            for x in super().__iter__():
+                yield x
+                self._tick(1)
+        finally:
+            self._iterating = False
 
     def update(self, n=1):
         out = super().update(n)
-        self._tick(n)
+        if not self._iterating:
+            self._tick(n)
         return out
 
     def _tick(self, n) -> None:
