@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -249,15 +250,22 @@ def cmd_decode(a) -> None:
     model, tok = load_decodable(a.model, dtype=dtype, device=device)
     n_rows = len(ds.test) if a.test_limit is None else min(a.test_limit, len(ds.test))
     rows = shard_rows(n_rows, a.shard, a.num_shards)
+    # Finished rows are kept beside the output in chunks: a killed shard resumes where it stopped.
+    resume = Path(a.out).with_name(f".{Path(a.out).name}.partial")
+    fingerprint = {"model": str(Path(a.model).resolve()), "data": str(Path(a.data).resolve()), "domain": a.domain}
     t0 = time.time()
-    preds = decode_rows(model, tok, ds, rows, a.domain, a.cfg)
-    seconds = time.time() - t0
+    preds = decode_rows(model, tok, ds, rows, a.domain, a.cfg, resume_dir=resume, resume_key=fingerprint)
+    wall = time.time() - t0
+    # Decode time of every row, resumed chunks included (their own timings): a resumed shard's users/s
+    # is not inflated by the rows it did not decode this time.
+    seconds = float(preds["seconds"].sum()) if len(preds) else wall
     write_json({"generation_config": {**DECODE_DEFAULTS, **a.cfg}, "model": a.model, "device": device,
-                "dtype": str(dtype), "rows": len(rows), "seconds": seconds,
+                "dtype": str(dtype), "rows": len(rows), "seconds": seconds, "wall_seconds_this_process": wall,
                 "users_per_second": len(rows) / max(seconds, 1e-9),
                 "per_row": {c: preds[c].tolist() for c in ("row", *PER_ROW_COLUMNS) if c in preds}},
                Path(a.out).with_suffix(".json"))
     write_predictions(preds, a.out)
+    shutil.rmtree(resume, ignore_errors=True)
 
 
 def cmd_gather(a) -> None:

@@ -7,6 +7,14 @@ D3      the same SFT model, length penalty 0 (summed log-prob: no amplification 
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -68,15 +76,18 @@ DECODE_DEFAULTS = {
 PER_ROW_COLUMNS = ("seconds", "reasoning_tokens", "reasoning")
 
 
-def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain: str, cfg: dict) -> pd.DataFrame:
+def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain: str, cfg: dict,
+                resume_dir=None, resume_key: dict | None = None, chunk_batches: int = 4) -> pd.DataFrame:
     """Constrained beam search for the given test rows → prediction rows (ids, titles, scores), plus
     `seconds` (the batch's wall time shared equally by its rows) and, with the `cot` option (a
-    :class:`~latentrec.llm.cot.CoTConfig` dict: reason in text first), `reasoning_tokens` and `reasoning`."""
-    import time
+    :class:`~latentrec.llm.cot.CoTConfig` dict: reason in text first), `reasoning_tokens` and `reasoning`.
 
+    ``resume_dir``: finished rows are written there every ``chunk_batches`` batches, and a rerun (same
+    rows, config and ``resume_key`` (model, data), recorded in its fingerprint.json) decodes only the
+    chunks that are missing.
+    Chunks are whole batches at the same offsets as an uninterrupted run, so the result is the same."""
     import torch
 
-    from latentrec.llm.decoding import constrained_beam_search, left_pad
     from latentrec.llm.trie import TitleTrie
 
     cfg = {**DECODE_DEFAULTS, **cfg}
@@ -89,8 +100,6 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
     trie = TitleTrie.build(catalog_sequences(ds, tokenizer), vocab_size=llm.get_input_embeddings().num_embeddings)
     device = next(model.parameters()).device
     trie = trie.to(device)
-    pick = title_to_item(ds)
-    k = cfg["num_return"]
     cot = None
     if cfg.get("cot") is not None:
         from latentrec.llm.cot import CoTConfig
@@ -98,44 +107,121 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
         if reasoner is not None:
             raise ValueError("the cot decode option is for a plain backbone, not a latent-reasoning model")
         cot = CoTConfig.from_dict(cfg["cot"])
-    out_ids, out_titles, out_scores = [], [], []
-    seconds, n_reasoning, reasoning_text = [], [], []
+    ctx = _DecodeContext(model, llm, reasoner, tokenizer, trie, cfg, cot, domain, device, titles, title_to_item(ds))
+    bs = cfg["batch_size"]
+    chunk = bs * chunk_batches
+    store = _ChunkStore(resume_dir, {"rows": [int(r) for r in rows], "cfg": cfg, "chunk": chunk,
+                                     "key": resume_key}) if resume_dir else None
+    frames = []
     model.eval()
     with torch.inference_mode():
-        bs = cfg["batch_size"]
-        for start in progress(range(0, len(prompts), bs), desc="decode", unit="batch"):
-            t0 = time.perf_counter()
-            batch_prompts, embeds, emask = prompts[start : start + bs], None, None
-            if cot is not None:  # greedy text reasoning, then the constrained title after the answer cue
-                from latentrec.llm.cot import reason
+        bar = progress(total=math.ceil(len(prompts) / bs), desc="decode", unit="batch")
+        for c0 in range(0, len(prompts), chunk):
+            done = store.load(c0) if store else None
+            if done is None:
+                out = defaultdict(list)
+                for start in range(c0, min(c0 + chunk, len(prompts)), bs):
+                    _decode_batch(ctx, prompts[start : start + bs], out)
+                    bar.update(1)
+                done = pd.DataFrame({"row": rows[c0 : c0 + chunk], "user_id": test["user_id"].to_numpy()[c0 : c0 + chunk],
+                                     **out})
+                if store:
+                    store.save(c0, done)
+            else:
+                bar.update(math.ceil(len(done) / bs))
+            frames.append(done)
+        bar.close()
+    columns = ["row", "user_id", "pred_item_ids", "pred_titles", "pred_scores", "seconds"]
+    columns += ["reasoning_tokens", "reasoning"] if cot is not None else []
+    if not frames:
+        return pd.DataFrame({c: [] for c in columns})
+    return pd.concat(frames, ignore_index=True)[columns]
 
-                thought = reason(llm, tokenizer, batch_prompts, cot, domain)
-                batch_prompts = thought.prompts
-                n_reasoning += [len(r) for r in thought.tokens]
-                reasoning_text += [tokenizer.decode(r) for r in thought.tokens]
-            if reasoner is not None:  # the latents are computed once per user and shared by its beams
-                ids, mask = left_pad(batch_prompts, tokenizer.pad_token_id)
-                embeds, emask = reasoner.prefix_embeds(ids.to(device), mask.to(device))
-                batch_prompts = None
-            hyps = constrained_beam_search(
-                llm, batch_prompts, trie, prefix_embeds=embeds, prefix_attention_mask=emask,
-                num_beams=cfg["num_beams"], num_return=k,
-                length_penalty=cfg["length_penalty"], max_new_tokens=cfg["max_new_tokens"], batch_size=bs,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-            )
-            seconds += [(time.perf_counter() - t0) / len(hyps)] * len(hyps)
-            for row in hyps:
-                t = [titles[trie.items(node)[0]] if trie.items(node) else "" for node, _ in row]
-                ids = [pick[x] if x else -1 for x in t]
-                pad = k - len(row)  # fewer finished catalog titles than beams: pad with misses
-                out_ids.append(ids + [-1] * pad)
-                out_titles.append(t + [""] * pad)
-                out_scores.append([float(s) for _, s in row] + [float("-inf")] * pad)
-    out = pd.DataFrame({"row": rows, "user_id": test["user_id"].to_numpy(), "pred_item_ids": out_ids,
-                        "pred_titles": out_titles, "pred_scores": out_scores, "seconds": seconds})
-    if cot is not None:
-        out["reasoning_tokens"], out["reasoning"] = n_reasoning, reasoning_text
-    return out
+
+@dataclass
+class _DecodeContext:
+    """What every batch of one decode shares."""
+
+    model: object
+    llm: object
+    reasoner: object  # the latent-reasoning model, or None for a plain backbone
+    tokenizer: object
+    trie: object
+    cfg: dict
+    cot: object  # CoTConfig, or None
+    domain: str
+    device: object
+    titles: list
+    pick: dict  # decoded title -> item id
+
+
+def _decode_batch(ctx: _DecodeContext, batch_prompts, out) -> None:
+    """Decode one batch of prompts; append its rows' columns to ``out`` (a dict of lists)."""
+    from latentrec.llm.decoding import constrained_beam_search, left_pad
+
+    t0 = time.perf_counter()
+    embeds = emask = None
+    cfg, tokenizer, trie = ctx.cfg, ctx.tokenizer, ctx.trie
+    k = cfg["num_return"]
+    if ctx.cot is not None:  # greedy text reasoning, then the constrained title after the answer cue
+        from latentrec.llm.cot import reason
+
+        thought = reason(ctx.llm, tokenizer, batch_prompts, ctx.cot, ctx.domain)
+        batch_prompts = thought.prompts
+        out["reasoning_tokens"] += [len(r) for r in thought.tokens]
+        out["reasoning"] += [tokenizer.decode(r) for r in thought.tokens]
+    if ctx.reasoner is not None:  # the latents are computed once per user and shared by its beams
+        ids, mask = left_pad(batch_prompts, tokenizer.pad_token_id)
+        embeds, emask = ctx.reasoner.prefix_embeds(ids.to(ctx.device), mask.to(ctx.device))
+        batch_prompts = None
+    hyps = constrained_beam_search(
+        ctx.llm, batch_prompts, trie, prefix_embeds=embeds, prefix_attention_mask=emask,
+        num_beams=cfg["num_beams"], num_return=k,
+        length_penalty=cfg["length_penalty"], max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"],
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    out["seconds"] += [(time.perf_counter() - t0) / len(hyps)] * len(hyps)
+    for row in hyps:
+        t = [ctx.titles[trie.items(node)[0]] if trie.items(node) else "" for node, _ in row]
+        ids = [ctx.pick[x] if x else -1 for x in t]
+        pad = k - len(row)  # fewer finished catalog titles than beams: pad with misses
+        out["pred_item_ids"].append(ids + [-1] * pad)
+        out["pred_titles"].append(t + [""] * pad)
+        out["pred_scores"].append([float(s) for _, s in row] + [float("-inf")] * pad)
+
+
+class _ChunkStore:
+    """Finished decode chunks under a folder, valid only for the fingerprint they were written with."""
+
+    def __init__(self, folder, fingerprint: dict):
+        from latentrec.io_utils import read_json, write_json
+
+        self.folder = Path(folder)
+        key = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+        meta = self.folder / "fingerprint.json"
+        if self.folder.exists() and (not meta.exists() or read_json(meta) != key):
+            shutil.rmtree(self.folder)  # another model, config or row set: nothing here is reusable
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True)
+            write_json(key, meta)
+
+    def _path(self, start: int) -> Path:
+        return self.folder / f"rows-{start:07d}.parquet"
+
+    def load(self, start: int) -> pd.DataFrame | None:
+        path = self._path(start)
+        if not path.exists():
+            return None
+        df = pd.read_parquet(path)
+        for col in ("pred_item_ids", "pred_titles", "pred_scores"):
+            df[col] = df[col].map(list)
+        return df
+
+    def save(self, start: int, df: pd.DataFrame) -> None:
+        from latentrec.io_utils import atomic_path
+
+        with atomic_path(self._path(start)) as tmp:
+            df.to_parquet(tmp, index=False)
 
 
 def shard_rows(n_rows: int, shard: int, n_shards: int) -> np.ndarray:
