@@ -30,6 +30,7 @@ valid/test metrics, the settings and the wall/CPU time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -40,10 +41,28 @@ import numpy as np
 import pandas as pd
 import torch
 
-# RecBole 1.2.1 reloads its own best checkpoint with torch.load's default, which torch >= 2.6 made
-# weights_only=True; the checkpoint holds its config object, so that load fails. The file is the
-# one this script just wrote.
-os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+@contextlib.contextmanager
+def unpickling_allowed_for(path: Path, written_after: float):
+    """Let torch.load unpickle (weights_only=False) during one call that loads `path`, the file this
+    process wrote after `written_after` (time.time()); the environment is restored afterwards.
+
+    RecBole 1.2.1 reloads its own best checkpoint with torch.load's default, which torch >= 2.6 made
+    weights_only=True; the checkpoint holds its config object, so that load fails. Only that one load,
+    of a file this run just wrote, is allowed to unpickle; nothing else in the process is.
+    """
+    if not path.is_file() or path.stat().st_mtime < written_after:
+        raise RuntimeError(f"{path}: not the checkpoint this run wrote; refusing to unpickle it")
+    key = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+    old = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
 
 SPLITS = ("train", "valid", "test")
 TOPK = 10
@@ -175,8 +194,10 @@ def run_seed(args, seed: int, sizes: dict) -> dict:
             raise RuntimeError(f"RecBole {split}: {len(d.dataset)} rows, ours {sizes[split]}")
     model = model_class(config, train_data.dataset).to(config["device"])
     trainer = Trainer(config, model)
+    fit_start = time.time()
     best_valid, valid_result = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    with unpickling_allowed_for(Path(trainer.saved_model_file), fit_start):
+        test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     t_fit = time.perf_counter() - t0
     titles = pd.read_parquet(args.data / "items.parquet")["title"].tolist()
     test_users = pd.read_parquet(args.data / "test.parquet", columns=["user_id"])["user_id"]

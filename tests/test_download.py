@@ -8,16 +8,20 @@ import hashlib
 import random
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from latentrec.data.download import add_cli, amazon2018_urls, download, part_path
+from latentrec.data.download import _RateGuard, add_cli, amazon2018_urls, download, part_path
 from latentrec.errors import InputError
 
 PAYLOAD = gzip.compress(random.Random(0).randbytes(50_000), mtime=0)
 CUT_AT = 8192  # bytes sent before the first connection is dropped (a multiple of CHUNK)
 CHUNK = 1024
+# mode: (bytes per write, seconds between writes). trickle: 50 B/s, never caught by a per-read timeout;
+# slow: ~0.4-0.8 MB/s with pauses between writes.
+DRIP = {"trickle": (1, 0.02), "slow": (4096, 0.005)}
 FAST = dict(backoff_s=0.01, timeout_s=5, chunk=CHUNK)
 
 
@@ -43,6 +47,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._reply(416, b"", {"Content-Range": f"bytes */{len(data)}"})
         body = data[start:]
         headers = {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"} if start else {}
+        if mode in DRIP:
+            return self._drip(206 if start else 200, body, headers, *DRIP[mode])
         self._reply(206 if start else 200, body, headers, cut=mode == "cut" and n_before == 0)
 
     def _reply(self, status, body, headers=None, cut=False):
@@ -53,6 +59,24 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body[:CUT_AT] if cut else body)
         self.close_connection = True  # with `cut`, the client sees a body shorter than Content-Length
+
+    def _drip(self, status, body, headers, size, pause, max_s=5.0):
+        """Send `size` bytes every `pause` seconds (for at most max_s, then hang up)."""
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        t0 = time.monotonic()
+        try:
+            for i in range(0, len(body), size):
+                if time.monotonic() - t0 > max_s:
+                    break
+                self.wfile.write(body[i : i + size])
+                time.sleep(pause)
+        except OSError:  # the client hung up
+            pass
+        self.close_connection = True
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +137,47 @@ def test_retries_exhausted_raises(server, tmp_path):
     with pytest.raises(InputError, match="failed after 2 attempts"):
         download(f"{server.base}/flaky/x.json.gz", dest, retries=1, **FAST)
     assert not dest.exists()
+
+
+def test_trickling_server_gives_up_after_the_retries(server, tmp_path):
+    """A byte every 20 ms keeps every read under the 5 s read timeout; the minimum rate (1000 B/s over
+    0.3 s) ends each attempt, each retry resumes the partial file, and the last one fails clearly."""
+    dest = tmp_path / "x.json.gz"
+    t0 = time.monotonic()
+    with pytest.raises(InputError) as e:
+        download(f"{server.base}/trickle/x.json.gz", dest, retries=2, min_rate=1000, stall_window_s=0.3, **FAST)
+    assert time.monotonic() - t0 < 10
+    msg = str(e.value)
+    assert re.search(r"failed after 3 attempts \(stalled: \d+ bytes in the last 0\.\d+ s, below the minimum of "
+                     r"1000 B/s averaged over 0\.3 s\)", msg), msg
+    assert "--min-rate" in msg and str(part_path(dest)) in msg
+    ranges = [r for _, r in server.seen]
+    assert len(ranges) == 3 and ranges[0] is None
+    offsets = [int(r.removeprefix("bytes=").rstrip("-")) for r in ranges[1:]]
+    assert 0 < offsets[0] < offsets[1] < part_path(dest).stat().st_size  # each attempt resumed the last
+    assert not dest.exists()
+
+
+def test_slow_but_steady_server_passes_the_rate_check(server, tmp_path):
+    dest = tmp_path / "x.json.gz"
+    download(f"{server.base}/slow/x.json.gz", dest, min_rate=5000, stall_window_s=0.05, retries=0, **FAST)
+    assert dest.read_bytes() == PAYLOAD and len(server.seen) == 1
+
+
+def test_rate_guard_averages_over_the_window():
+    now = [0.0]
+    guard = _RateGuard(min_rate=100, window_s=10, clock=lambda: now[0])
+    for _ in range(20):  # 150 B/s
+        now[0] += 1
+        guard.add(150)
+    now[0] += 3  # a pause: the last 10 s still average 105 B/s
+    guard.add(0)
+    now[0] += 3  # a longer one: 60 B/s
+    with pytest.raises(Exception, match=r"stalled: 600 bytes in the last 10 s"):
+        guard.add(0)
+    off = _RateGuard(min_rate=0, window_s=10, clock=lambda: now[0])
+    now[0] += 100
+    off.add(0)
 
 
 def test_404_raises_without_retry(server, tmp_path):
@@ -203,7 +268,9 @@ def test_cli(server, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers())
     url = f"{server.base}/ok/x.json.gz"
-    args = parser.parse_args(["download", "--url", url, "--out", str(tmp_path), "--retries", "1"])
+    args = parser.parse_args(["download", "--url", url, "--out", str(tmp_path), "--retries", "1",
+                              "--min-rate", "1", "--stall-window", "30", "--timeout", "5"])
+    assert (args.min_rate, args.stall_window, args.timeout) == (1, 30, 5)
     assert args.func(args) == 0
     assert (tmp_path / "x.json.gz").read_bytes() == PAYLOAD
     out = str(tmp_path / "y.json.gz")

@@ -61,7 +61,15 @@ def test_paired_tests_agree_with_scipy():
     assert res["p"] == pytest.approx(ref.pvalue) and res["t"] == pytest.approx(ref.statistic)
     assert res["p"] < 1e-6
     same = paired_rows(a, a, "NDCG@10")
-    assert math.isnan(same["p"])
+    assert same["p"] == 1.0 and same["t"] == 0.0  # identical runs: no evidence of a difference
+    shifted = a.assign(**{"NDCG@10": a["NDCG@10"] + 0.25})  # a constant non-zero difference: certain
+    up = paired_rows(shifted, a, "NDCG@10")
+    assert up["p"] == 0.0 and up["t"] == math.inf and up["mean_diff"] == pytest.approx(0.25)
+    assert paired_rows(a, shifted, "NDCG@10")["t"] == -math.inf
+    # The limit the convention stands for: a tiny jitter on the shift gives p -> 0 in scipy too.
+    jitter = a.assign(**{"NDCG@10": a["NDCG@10"] + 0.25 + rng.normal(0, 1e-6, 200)})
+    assert stats.ttest_rel(jitter["NDCG@10"], a["NDCG@10"]).pvalue < 1e-100
+    assert math.isnan(paired_seeds({0: 0.1}, {0: 0.2}, "NDCG@10")["p"])  # one seed: no test
     s = paired_seeds({0: 0.1, 1: 0.12, 2: 0.11}, {0: 0.05, 1: 0.06, 2: 0.04, 3: 0.9}, "NDCG@10")
     assert s["seeds"] == [0, 1, 2] and s["n"] == 3 and s["p"] < 0.05
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))

@@ -3,6 +3,11 @@
 Files are streamed into a hidden `.NAME.part` sibling, resumed with HTTP Range after an interruption,
 retried with exponential back-off, verified (size, sha256, full gzip decompression for .gz) and only
 then renamed onto the destination, so a corrupt or half-written file never sits at `dest`.
+
+An attempt ends when the server goes silent for `timeout_s` (one read) and also when it keeps sending
+too slowly: fewer than `min_rate` bytes per second averaged over the last `stall_window_s` seconds
+(a server trickling a byte every few seconds never trips a per-read timeout). Either counts as a
+transient failure: the next attempt resumes from the partial file.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import re
 import time
 import zlib
+from collections import deque
 from pathlib import Path
 
 import requests
@@ -23,6 +29,8 @@ from latentrec.io_utils import progress
 
 AMAZON2018_BASE_URL = "https://mcauleylab.ucsd.edu/public_datasets/data/amazon_v2/"
 REVIEW_FILES = ("5core", "full")
+MIN_RATE = 1024  # bytes/s: slower than this, averaged over STALL_WINDOW_S, abandons the attempt
+STALL_WINDOW_S = 60.0
 
 
 def amazon2018_filenames(category: str, review_file: str = "5core") -> dict[str, str]:
@@ -56,6 +64,42 @@ class _Retry(Exception):
     """A transient failure (5xx, truncated body, ...) worth another attempt."""
 
 
+class _Stalled(_Retry):
+    """The body arrives slower than the minimum rate: abandon this attempt, resume in the next."""
+
+
+class _RateGuard:
+    """Raises _Stalled once fewer than `min_rate` bytes/s arrived over the last `window_s` seconds.
+
+    Checked after every read, so the first check is `window_s` after the body started (a server that
+    sends nothing at all is caught sooner by the per-read timeout). `min_rate <= 0` turns it off.
+    """
+
+    def __init__(self, min_rate: float, window_s: float, clock=time.monotonic):
+        self.min_rate, self.window_s, self.clock = min_rate, window_s, clock
+        self.total = 0
+        # (time, bytes so far) samples, at most one per window/64, oldest first; samples[0] is the
+        # newest one at least window_s old, so the average spans window_s to window_s * (1 + 1/64).
+        self.samples = deque([(clock(), 0)])
+
+    def add(self, n: int) -> None:
+        if self.min_rate <= 0:
+            return
+        now = self.clock()
+        self.total += n
+        if now - self.samples[-1][0] >= self.window_s / 64:
+            self.samples.append((now, self.total))
+        while len(self.samples) > 1 and now - self.samples[1][0] >= self.window_s:
+            self.samples.popleft()
+        t_old, b_old = self.samples[0]
+        span = now - t_old
+        if span >= self.window_s and (got := self.total - b_old) < self.min_rate * span:
+            raise _Stalled(
+                f"stalled: {got} bytes in the last {span:.3g} s, below the minimum of {self.min_rate:g} B/s "
+                f"averaged over {self.window_s:g} s"
+            )
+
+
 # requests wraps most urllib3 errors, but reading r.raw directly surfaces urllib3's own.
 _TRANSIENT = (_Retry, requests.RequestException, urllib3.exceptions.HTTPError)
 
@@ -76,14 +120,20 @@ def download(
     offline: bool = False,
     timeout_s: float = 60,
     chunk: int = 1 << 20,
+    min_rate: float = MIN_RATE,
+    stall_window_s: float = STALL_WINDOW_S,
 ) -> Path:
     """Download `url` to `dest` (resuming, retrying, verifying) and return `dest`.
 
     An existing `dest` that verifies is returned without network access. With `offline=True` the
     network is never used. Raises InputError (naming the file and the fix) when the file cannot be had.
+    `timeout_s` bounds one read; an attempt whose body averages under `min_rate` bytes/s over the last
+    `stall_window_s` seconds is abandoned too (and retried, resuming); `min_rate=0` turns that off.
     """
     dest = Path(dest)
     part = part_path(dest)
+    if min_rate > 0 and not stall_window_s > 0:
+        raise InputError(f"stall window {stall_window_s} s: must be positive (or set the minimum rate to 0)")
     if dest.exists():
         problem = _verify(dest, dest.name, expected_size, sha256, chunk)
         if problem is None:
@@ -96,13 +146,15 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(retries + 1):
         try:
-            _fetch(url, part, dest.name, expected_size, sha256, timeout_s, chunk)
+            _fetch(url, part, dest.name, expected_size, sha256, timeout_s, chunk, min_rate, stall_window_s)
             break
         except _TRANSIENT as e:
             if attempt == retries:
+                slow = (" If the link is this slow, lower the minimum rate (--min-rate, bytes/s) or lengthen "
+                        "its window (--stall-window, seconds).") if isinstance(e, _Stalled) else ""
                 raise InputError(
                     f"{dest}: download of {url} failed after {retries + 1} attempts ({e}). Check the network and "
-                    f"rerun (the partial file {part} is resumed), or place the file at {dest} by hand."
+                    f"rerun (the partial file {part} is resumed), or place the file at {dest} by hand.{slow}"
                 ) from e
             time.sleep(backoff_s * 2**attempt)
 
@@ -117,7 +169,7 @@ def download(
     return dest
 
 
-def _fetch(url, part, name, expected_size, sha256, timeout_s, chunk) -> None:
+def _fetch(url, part, name, expected_size, sha256, timeout_s, chunk, min_rate, stall_window_s) -> None:
     """One attempt: append to `part` from its current size. Raises _Retry on transient problems."""
     offset = part.stat().st_size if part.exists() else 0
     if expected_size is not None and offset > expected_size:
@@ -151,17 +203,29 @@ def _fetch(url, part, name, expected_size, sha256, timeout_s, chunk) -> None:
         else:  # 200: full body (server ignored Range, or fresh start)
             offset, total = 0, length
 
+        guard = _RateGuard(min_rate, stall_window_s)  # the clock starts with the body
         with open(part, "ab" if offset else "wb") as fh, progress(
             total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name
         ) as bar:
             # raw stream, no content decoding: a .gz served with Content-Encoding: gzip stays compressed
-            for block in r.raw.stream(chunk, decode_content=False):
+            for block in _blocks(r.raw, chunk):
                 fh.write(block)
                 bar.update(len(block))
+                guard.add(len(block))
 
     got = part.stat().st_size
     if total is not None and got < total:
         raise _Retry(f"truncated transfer: {got} of {total} bytes")
+
+
+def _blocks(raw, chunk: int):
+    """The body as it arrives: read1 returns what one socket read brings (up to `chunk`), so the rate
+    guard runs between reads; read(chunk) would wait for a whole chunk that a trickle never fills."""
+    if not hasattr(raw, "read1"):  # urllib3 < 2
+        yield from raw.stream(chunk, decode_content=False)
+        return
+    while block := raw.read1(chunk, decode_content=False):
+        yield block
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
@@ -206,7 +270,15 @@ def add_cli(subparsers) -> None:
     p.add_argument("--out", required=True, help="destination file (or existing folder: keeps the URL's name)")
     p.add_argument("--sha256", default=None, help="expected SHA-256 hex digest")
     p.add_argument("--size", type=int, default=None, help="expected size in bytes")
-    p.add_argument("--retries", type=int, default=5, help="retries on transient errors (default 5)")
+    p.add_argument("--retries", type=int, default=5,
+                   help="retries on transient errors, each resuming the partial file (default 5)")
+    p.add_argument("--timeout", type=float, default=60,
+                   help="seconds one read may wait for data before the attempt is abandoned (default 60)")
+    p.add_argument("--min-rate", type=float, default=MIN_RATE,
+                   help=f"abandon an attempt (then retry, resuming) when the body arrives slower than this many "
+                        f"bytes/s averaged over --stall-window seconds; 0 = no minimum (default {MIN_RATE})")
+    p.add_argument("--stall-window", type=float, default=STALL_WINDOW_S,
+                   help=f"seconds over which --min-rate is averaged (default {STALL_WINDOW_S:g})")
     p.add_argument("--offline", action="store_true", help="never use the network; only check --out")
     p.set_defaults(func=_cli_download)
 
@@ -216,7 +288,8 @@ def _cli_download(args) -> int:
     if out.is_dir():
         out = out / args.url.rstrip("/").rsplit("/", 1)[-1]
     path = download(
-        args.url, out, expected_size=args.size, sha256=args.sha256, retries=args.retries, offline=args.offline
+        args.url, out, expected_size=args.size, sha256=args.sha256, retries=args.retries, offline=args.offline,
+        timeout_s=args.timeout, min_rate=args.min_rate, stall_window_s=args.stall_window,
     )
     print(path)
     return 0

@@ -33,9 +33,14 @@ def _ttest(x: np.ndarray, y: np.ndarray, metric: str, unit: str) -> dict:
     out = {"metric": metric, "unit": unit, "n": n, "mean_a": float(x.mean()) if n else math.nan,
            "mean_b": float(y.mean()) if n else math.nan}
     diff = x - y
-    if n < 2 or np.allclose(diff, diff[0]):
-        # No variance in the differences: t is undefined (identical runs, or a single seed).
+    if n < 2:  # one pair: no variance to test against
         out.update(t=math.nan, p=math.nan)
+    elif np.allclose(diff, diff[0], rtol=0, atol=1e-12):
+        # The differences have no variance, so t is infinite or undefined. The limit of the test is
+        # used instead of NaN: a constant non-zero shift is certain (t = ±inf, p = 0), identical
+        # runs are no evidence of a difference (t = 0, p = 1).
+        d = float(diff[0])
+        out.update(t=math.copysign(math.inf, d) if d else 0.0, p=0.0 if d else 1.0)
     else:
         res = stats.ttest_rel(x, y)
         out.update(t=float(res.statistic), p=float(res.pvalue))

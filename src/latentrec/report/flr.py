@@ -349,7 +349,7 @@ def timing_markdown(df: pd.DataFrame) -> str:
                          f"{_seconds(r.seconds_per_user, r.std, r.repeats)} | {r.seconds_per_user / ref:.2f} | {rt} | "
                          f"{r.device} |")
     if df.empty:
-        lines.append("| – | no timings in this run | | | | | | | | |")
+        lines.append("| – | no timings in this run (the default times nothing; config/demo_full.yaml does) | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 
