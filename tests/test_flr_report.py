@@ -146,3 +146,19 @@ def test_report_writes_every_table_and_figure_and_skips_absent_methods(tmp_path,
     # Nothing at all ran: the files are still written.
     build([], {}, [], [], cfg, paper, tmp_path / "empty")
     assert "absent" in (tmp_path / "empty" / "flr_table2.md").read_text()
+
+
+def test_table2_footnotes_the_published_ndcg_above_hr():
+    """FLR Table 2 prints Instruments' Base and CoT N@K > H@K as published, marked as impossible."""
+    from latentrec.report.flr import table2_markdown
+
+    root = Path(__file__).resolve().parents[1]
+    paper = yaml.safe_load((root / "config" / "paper_results.yaml").read_text())["flr_table2"]
+    rows = [{"dataset": "Musical_Instruments", "row": row, "method": method, "metric": m, "ours_mean": 0.01,
+             "ours_std": 0.0, "n_seeds": 1, "paper": paper["Musical_Instruments"][row][m]}
+            for row, method in (("Base", "Base"), ("CoT", "CoT"), ("BIGRec", "BIGRec")) for m in ("H@5", "H@10", "N@5", "N@10")]
+    md = table2_markdown(pd.DataFrame(rows), pd.DataFrame(), "note", paper)
+    base = next(ln for ln in md.splitlines() if ln.startswith("| Base (Base)"))
+    assert "(0.0296) †" in base and "(0.0411) †" in base and "(0.0154) †" not in base
+    assert "†" not in next(ln for ln in md.splitlines() if ln.startswith("| BIGRec (BIGRec)"))
+    assert "Base N@5, Base N@10, CoT N@5, CoT N@10 exceeds" in md

@@ -83,6 +83,15 @@ def table2(runs: pd.DataFrame, cfg: dict, paper: dict) -> tuple[pd.DataFrame, pd
     return pd.DataFrame(out), pd.DataFrame(tests)
 
 
+def _impossible_published(cells: pd.DataFrame) -> list[str]:
+    """The N@K whose published value exceeds the published H@K of the same row: impossible with one
+    relevant item per test row (NDCG@K = 1/log2(1 + rank) <= 1 = HR@K for a hit), so a typo."""
+    paper = dict(zip(cells.metric, cells.paper))
+    return [f"N@{k}" for k in (5, 10)
+            if paper.get(f"N@{k}") is not None and paper.get(f"H@{k}") is not None
+            and not pd.isna(paper[f"N@{k}"]) and not pd.isna(paper[f"H@{k}"]) and paper[f"N@{k}"] > paper[f"H@{k}"]]
+
+
 def _p(p) -> str:
     return "–" if p is None or pd.isna(p) else f"{p:.2g}"
 
@@ -93,9 +102,16 @@ def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str, published=
     for dataset, g in (df.groupby("dataset", sort=False) if len(df) else []):
         lines += [f"### {dataset}", "", "| row (our method) | seeds | H@5 | H@10 | N@5 | N@10 |",
                   "|---|---|---|---|---|---|"]
+        typos = []
         for (name, method), gm in g.groupby(["row", "method"], sort=False):
-            cells = [_cell(r.ours_mean, r.ours_std, r.paper) for r in gm.itertuples()]
+            impossible = _impossible_published(gm)
+            cells = [_cell(r.ours_mean, r.ours_std, r.paper) + (" †" if r.metric in impossible else "")
+                     for r in gm.itertuples()]
             lines.append(f"| {name} ({method}) | {gm.n_seeds.iloc[0]} | " + " | ".join(cells) + " |")
+            typos += [f"{name} {m}" for m in impossible]
+        if typos:
+            lines += ["", f"† Published as printed, though impossible: with one relevant item NDCG@K ≤ HR@K, and "
+                          f"the paper's {', '.join(typos)} exceeds its HR@K (a typo in the paper, kept unchanged)."]
         if unpublished([dataset], g, published):
             lines += ["", no_published_note(dataset)]
         lines.append("")
