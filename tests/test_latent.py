@@ -293,3 +293,31 @@ def test_latent_decoding_matches_exhaustive_scoring(tok, lp):
         want = list(np.argsort(scores)[::-1])
         assert [trie.items(node)[0] for node, _ in hyps] == want
         assert np.allclose([s for _, s in hyps], sorted(scores, reverse=True), atol=1e-4)
+
+
+def test_clipped_surrogate_binds_on_both_sides_and_k3_kl_is_hand_computed():
+    """Two updates on one batch make the ratio leave 1: PPO's asymmetric clip (0.2 low, 0.28 high) then
+    binds; values and gradients against hand-computed numbers, not the package's formulas."""
+    from latentrec.llm.grpo import surrogate
+
+    cfg = LRGRPOConfig(clip_low=0.2, clip_high=0.28, beta=0.5)
+    old = torch.log(torch.tensor([[0.2, 0.2, 0.2, 0.2]]))
+    new = torch.log(torch.tensor([[0.3, 0.3, 0.1, 0.1]])).requires_grad_()  # ratios 1.5, 1.5, 0.5, 0.5
+    for a, want, grad_live in ((1.0, [-1.28, -1.28, -0.5, -0.5], [0, 0, 1, 1]),   # A > 0: high side clips
+                               (-1.0, [1.5, 1.5, 0.8, 0.8], [1, 1, 0, 0])):       # A < 0: low side clips
+        for t in range(4):  # one token at a time, so each clip case shows in the value
+            mask = torch.zeros(1, 4)
+            mask[0, t] = 1
+            new.grad = None
+            v = surrogate(new, old, torch.tensor([a]), mask, LRGRPOConfig(clip_low=0.2, clip_high=0.28))
+            v.sum().backward()
+            assert v.item() == pytest.approx(want[t], rel=1e-6)
+            # d/dlogp of -ratio*A is -ratio*A where unclipped; 0 where the clipped term is the minimum
+            ratio = [1.5, 1.5, 0.5, 0.5][t]
+            assert new.grad[0, t].item() == pytest.approx(-ratio * a * grad_live[t], abs=1e-6)
+    # k3 KL to the reference, beta * (exp(d) - d - 1), d = log pi_ref - log pi: pi 0.25, pi_ref 0.5 -> 0.3069
+    logp = torch.log(torch.tensor([[0.25]]))
+    ref = torch.log(torch.tensor([[0.5]]))
+    kl = surrogate(logp, logp, torch.tensor([0.0]), torch.ones(1, 1), cfg, ref_logp=ref)
+    assert kl.item() == pytest.approx(0.5 * (2.0 - math.log(2.0) - 1.0), rel=1e-6)
+    assert 0.5 * (2.0 - math.log(2.0) - 1.0) == pytest.approx(0.15343, abs=1e-5)
