@@ -2,11 +2,13 @@
 # Usage: see README.md. Logic lives in workflow/rules/common.smk; rules only wire files together.
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 sys.path.insert(
     0, f"{workflow.basedir}/src"
 )  # the package of this checkout, installed or not
+
+from latentrec.config import check_config_files, validate_schema
 
 min_version("9.0")
 
@@ -14,7 +16,10 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# Before any job: no key written twice in a config file (YAML keeps the last silently), then the
+# schema (types, ranges, unknown keys, safe names); common.smk adds validate_config (meaning).
+check_config_files(workflow.configfiles)
+validate_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"

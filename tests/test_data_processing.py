@@ -103,6 +103,32 @@ def test_strict_cleaning_unescapes_drops_markup_and_dedups(tmp_path):
     assert removed == {"b"}
 
 
+@pytest.mark.parametrize("mode", ["reference", "strict"])
+def test_titles_with_tabs_and_line_breaks_are_made_one_line(tmp_path, mode):
+    """A raw title with a line break or tab used to pass the filter and corrupt info.txt, which our own
+    importer then rejected; both modes now collapse such whitespace (config/README.md), and the export
+    imports again unchanged."""
+    from latentrec.data.processed_io import import_csv_dataset
+
+    raws = ["Live\nat Leeds", "Side A\tSide B", " Tabs \t\r\n", "Plain  title", "Null\x00byte", "Sep\u2028line"]
+    assert [clean_title_reference(t) for t in raws] == [
+        "Live at Leeds", "Side A Side B", "Tabs", "Plain  title", "Null byte", "Sep line"]
+    recs, meta = [], []
+    for i, raw in enumerate(raws):
+        meta.append({"asin": f"I{i}", "title": raw})
+        recs += [{"reviewerID": f"U{u}", "asin": f"I{i}", "overall": 5.0, "unixReviewTime": 1520000000 + 86400 * (i * 6 + u)}
+                 for u in range(6)]
+    r = write_jsonl_gz(tmp_path / "r.json.gz", recs)
+    m = write_jsonl_gz(tmp_path / "m.json.gz", meta)
+    ds, _ = build_from_raw(r, m, {"min_items": 1, "title_cleaning": mode})
+    expected = {"Live at Leeds", "Side A Side B", "Tabs", "Null byte", "Sep line",
+                "Plain  title" if mode == "reference" else "Plain title"}
+    assert set(ds.titles) == expected
+    export_csv_dataset(ds, tmp_path / "csv")
+    assert len((tmp_path / "csv" / "info.txt").read_text().splitlines()) == len(raws)
+    assert import_csv_dataset(tmp_path / "csv").titles == ds.titles
+
+
 def test_step_back_matches_reference_three_month_rule():
     assert step_back(2017, 10, 3) == (2017, 7)
     assert step_back(2017, 1, 3) == (2016, 10)

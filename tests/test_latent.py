@@ -321,3 +321,24 @@ def test_clipped_surrogate_binds_on_both_sides_and_k3_kl_is_hand_computed():
     kl = surrogate(logp, logp, torch.tensor([0.0]), torch.ones(1, 1), cfg, ref_logp=ref)
     assert kl.item() == pytest.approx(0.5 * (2.0 - math.log(2.0) - 1.0), rel=1e-6)
     assert 0.5 * (2.0 - math.log(2.0) - 1.0) == pytest.approx(0.15343, abs=1e-5)
+
+
+@pytest.mark.parametrize("advantage_groups,calls", [(None, [4, 4]), (2, [2, 2, 2, 2])])
+def test_batch_advantage_spans_the_whole_step_by_default(tok, monkeypatch, advantage_groups, calls):
+    """The paper normalises the advantage over the batch of one optimiser step: by default one baseline
+    and one normaliser over all groups_per_step samples; advantage_groups 2 is the reference's split."""
+    import latentrec.llm.grpo as grpo
+
+    seen = []
+    real = grpo.step_loss
+
+    def spy(model, batch, noise, cfg, **kw):
+        seen.append(batch["prompt_ids"].shape[0])
+        return real(model, batch, noise, cfg, **kw)
+
+    monkeypatch.setattr(grpo, "step_loss", spy)
+    r = _reasoner(tok)
+    cfg = LRGRPOConfig.from_dict({"group_size": 2, "groups_per_step": 4, "advantage_groups": advantage_groups,
+                                  "warmup_steps": 1, "max_steps": 2, "mixed_precision": "no"})
+    train_lr_grpo(r, tok, _samples(tok, 8), _samples(tok, 2), cfg)
+    assert seen == calls

@@ -243,10 +243,81 @@ def test_kill_while_saving_a_checkpoint_resumes_from_the_previous_one(smollm2_to
         train_sft(tiny_llama_like(tok, seed=1), tok, train, valid, cfg, tmp_path / "b")
     monkeypatch.undo()
     if kill_at == "state":  # an incomplete folder, as a kill -9 leaves it: a 0-byte optimizer file
-        (tmp_path / "b/checkpoint.tmp/optimizer.bin").write_bytes(b"")
+        (tmp_path / "b/checkpoint.tmp/optimizer.safetensors").write_bytes(b"")
     resumed = tiny_llama_like(tok, seed=1)
     log = train_sft(resumed, tok, train, valid, cfg, tmp_path / "b")
     assert log["steps"] == 3
     for k, v in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-5, atol=1e-6)
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["model"]
+
+
+class _Planted:
+    """Unpickling this runs code: it writes `marker` (what a file planted in results/ could do)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+def _plant(path, marker):
+    torch.save(_Planted(marker), path)
+
+
+# Every file accelerate's save_state writes (or load_state reads) as a pickle.
+ACCELERATE_PICKLES = ["optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl", "scheduler.bin",
+                      "pytorch_model.bin", "scaler.pt", "sampler.bin"]
+
+
+def test_resume_never_unpickles_planted_files(smollm2_tokenizer, tmp_path):
+    """Pickles planted in a checkpoint folder never run: beside a checkpoint they are ignored (the resume is
+    exact), in place of one of its own files resuming fails with a clear error, and a checkpoint in
+    accelerate's (pickle) layout is not loaded at all."""
+    import shutil
+
+    from latentrec.errors import InputError
+
+    tok = smollm2_tokenizer
+    train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
+    cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=8, max_epochs=1, checkpoint_every=1,
+                    valid_limit=None, keep_checkpoint=True)
+    trained = tiny_llama_like(tok, seed=1)
+    train_sft(trained, tok, train, valid, cfg, tmp_path / "run")
+    ckpt = tmp_path / "run/checkpoint"
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "model.safetensors", "optimizer.json", "optimizer.safetensors", "rng_state_0.json", "scheduler.json",
+        "trainer_state.json"]
+    marker = tmp_path / "marker"
+    _plant(tmp_path / "probe.pkl", marker)  # the payload is live: a plain torch.load runs it
+    torch.load(tmp_path / "probe.pkl", weights_only=False)
+    assert marker.read_text() == "ran"
+    marker.unlink()
+    pristine = tmp_path / "pristine"
+    shutil.copytree(ckpt, pristine)
+
+    for name in ACCELERATE_PICKLES:
+        _plant(ckpt / name, marker)
+    resumed = tiny_llama_like(tok, seed=2)  # other initial weights: equal at the end only if the checkpoint loaded
+    log = train_sft(resumed, tok, train, valid, cfg, tmp_path / "run")
+    assert log["steps"] == 2 and not marker.exists()
+    for k, v in trained.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)
+
+    for name in ["model.safetensors", "optimizer.safetensors", "optimizer.json", "scheduler.json", "rng_state_0.json"]:
+        shutil.rmtree(ckpt)
+        shutil.copytree(pristine, ckpt)
+        _plant(ckpt / name, marker)
+        with pytest.raises(InputError, match=r"checkpoint: cannot resume from this checkpoint .*delete it"):
+            train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path / "run")
+        assert not marker.exists(), name
+
+    # accelerate's layout (a checkpoint of an older version): the same counters, every other file a pickle
+    shutil.rmtree(ckpt)
+    ckpt.mkdir()
+    shutil.copy(pristine / "trainer_state.json", ckpt)
+    for name in ACCELERATE_PICKLES + ["model.safetensors"]:
+        _plant(ckpt / name, marker)
+    fresh = train_sft(tiny_llama_like(tok, seed=1), tok, train, valid, cfg, tmp_path / "run")
+    assert fresh["steps"] == 2 and len(fresh["history"]) == 1 and not marker.exists()

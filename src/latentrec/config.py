@@ -1,19 +1,32 @@
-"""Config access and the semantic checks a JSON schema cannot express.
+"""Config access and the checks that run before any job starts.
 
-The schema (workflow/schemas/config.schema.yaml) checks types; `validate_config` checks meaning:
-methods that exist, ratios that sum to 1, known time zones, a source block for every dataset.
+Three layers, all called from the Snakefile / common.smk at DAG build:
+`check_config_files` (YAML mappings with a key written twice), `validate_schema` (types, ranges,
+unknown keys and safe names, workflow/schemas/config.schema.yaml) and `validate_config` (meaning:
+methods that exist, ratios that sum to 1, known time zones, every family's hyperparameters, the SFT
+and RL configs built as the jobs will build them). Every message names the key path.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from latentrec.errors import InputError
 
 # Families that rank items by score (rule fit_predict_recommender); LLM families get their own rules.
 RECOMMENDER_FAMILIES = {"mostpop", "caser", "gru4rec", "sasrec", "alpharec"}
+
+# Names of datasets, methods, recipes and models become file paths and shell arguments.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
+NAME_RULE = f"names must match {NAME_PATTERN} (a letter or digit, then letters, digits, _ . + -)"
+# Grid point names (`lr0.001_weight_decay1e-06`) are folder names too.
+POINT_PATTERN = r"^[A-Za-z0-9_.+-]+$"
+# Amazon 2018 file stems (rule download_amazon2018's wildcard); more than the largest category's items.
+CATEGORY_PATTERN = r"^[A-Za-z_]+$"
+MAX_CATEGORY_ITEMS = 3_000_000  # Books, the largest Amazon 2018 category, has ~2.9M items in its meta file
 
 
 def dataset_config(config: dict, name: str) -> dict:
@@ -63,10 +76,220 @@ def grid_points(method: dict) -> dict[str, dict]:
     return points
 
 
-def validate_config(config: dict) -> None:
-    def fail(where, msg):
-        raise InputError(f"config: {where}: {msg} (see config/README.md)")
+def _fail(where: str, msg: str):
+    raise InputError(f"config: {where}: {msg} (see config/README.md)")
 
+
+def key_path(parts) -> str:
+    """`methods.SASRec.params.hidden`, `seeds[0]`: a key path as the messages write it."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+# ------------------------------------------------------------------ duplicate keys in the YAML files
+def check_config_files(paths) -> None:
+    """Refuse a config file whose mapping names one key twice (YAML keeps the last one silently).
+
+    `paths`: the files Snakemake loaded (`workflow.configfiles`: the default and every --configfile).
+    Merge keys (`<<: *anchor`) followed by an override are not duplicates.
+    """
+    import yaml
+
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                root = yaml.compose(fh, Loader=yaml.SafeLoader)
+        except OSError:
+            continue  # Snakemake itself reports a missing file
+        for where, key, first, line in _duplicate_keys(root, [], set()):
+            raise InputError(f"{path}:{line}: config: {key_path([*where, key])}: the key {key!r} is written twice "
+                             f"(first at line {first}); YAML would silently keep only the last one "
+                             "(see config/README.md)")
+
+
+def _duplicate_keys(node, where, seen):
+    import yaml
+
+    if node is None or id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first = {}
+        for k, v in node.value:
+            if k.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: the anchored mapping is checked where it is written
+            key = k.value if isinstance(k, yaml.ScalarNode) else str(k.value)
+            if key in first:
+                yield where, key, first[key], k.start_mark.line + 1
+            first.setdefault(key, k.start_mark.line + 1)
+            yield from _duplicate_keys(v, [*where, key], seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            yield from _duplicate_keys(v, [*where, i], seen)
+
+
+# ------------------------------------------------------------------ the JSON schema, with readable messages
+def validate_schema(config: dict, schema_path) -> None:
+    """Check `config` against the JSON schema; one line per problem, each naming the key path."""
+    import jsonschema
+    import yaml
+
+    with open(schema_path, encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (key_path(e.absolute_path), e.message))
+    lines = list(dict.fromkeys(_schema_message(e) for e in errors))
+    if len(lines) == 1:
+        raise InputError(f"{lines[0]} (see config/README.md)")
+    if lines:
+        more = f"\n  ... and {len(lines) - 12} more" if len(lines) > 12 else ""
+        raise InputError(f"config: {len(lines)} problems (see config/README.md):\n  "
+                         + "\n  ".join(lines[:12]) + more)
+
+
+def _schema_message(e) -> str:
+    where = key_path(e.absolute_path) or "(top level)"
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+        allowed = sorted(e.schema.get("properties", {}))
+        extra = sorted(set(e.instance) - set(allowed))
+        return f"config: {where}: unknown key(s) {extra}; allowed: {allowed}"
+    if e.validator == "pattern":
+        if e.validator_value == NAME_PATTERN:
+            return f"config: {where}: name {e.instance!r} is not allowed: {NAME_RULE}; it becomes a file path and a shell argument"
+        if e.validator_value == CATEGORY_PATTERN:
+            return f"config: {where}: {e.instance!r} is not an Amazon 2018 file stem (letters and _, e.g. CDs_and_Vinyl)"
+    if e.validator == "uniqueItems":
+        seen, dups = [], []
+        for x in e.instance:
+            if x in seen and x not in dups:
+                dups.append(x)
+            seen.append(x)
+        return f"config: {where}: {dups} listed more than once"
+    return f"config: {where}: {e.message}"
+
+
+def check_names(config: dict) -> None:
+    """Dataset, method, recipe and model names are safe file-path components and shell words."""
+    name = re.compile(NAME_PATTERN)
+
+    def check(where, names):
+        for n in names:
+            if not isinstance(n, str) or not name.match(n):
+                _fail(where, f"name {n!r} is not allowed: {NAME_RULE}; it becomes a file path and a shell argument")
+
+    check("datasets", config.get("datasets") or {})
+    check("methods", config.get("methods") or {})
+    check("run_datasets", config.get("run_datasets") or [])
+    check("run_methods", config.get("run_methods") or [])
+    llm = config.get("llm") or {}
+    check("llm.latent", llm.get("latent") or {})
+    check("llm.models", llm.get("models") or {})
+
+
+# ------------------------------------------------------------------ typed options of a config dataclass
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _annotation_kinds(annotation) -> set[str] | None:
+    """{"int", "float", "bool", "str", "None"} of a simple annotation (`int | None`); None: not checked."""
+    if not isinstance(annotation, str):
+        annotation = getattr(annotation, "__name__", None) if annotation in (int, float, bool, str) else None
+        if annotation is None:
+            return None
+    parts = {p.strip() for p in annotation.replace("Optional[", "").replace("]", "").split("|")}
+    return parts if parts <= {"int", "float", "bool", "str", "None"} else None
+
+
+def _is_kind(value, kind: str) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, {"int": int, "float": (int, float), "str": str}.get(kind, ()))
+
+
+def check_value(name: str, value, annotation, *, at_least=None, above=None, below=None, choices=None,
+                note: str = "") -> None:
+    """Raise ValueError("<name>: must be <allowed>, got <value>") unless value fits the annotation and bounds."""
+    kinds = _annotation_kinds(annotation)
+    nullable = kinds is None or "None" in kinds
+    if value is None and nullable:
+        return
+    ok = value is not None and (kinds is None or any(_is_kind(value, k) for k in kinds))
+    if ok and choices is not None:
+        ok = value in choices
+    if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
+        ok = ((at_least is None or value >= at_least) and (above is None or value > above)
+              and (below is None or value < below))
+    if ok:
+        return
+    if choices is not None:
+        allowed = f"one of {sorted(choices)}"
+    else:
+        words = [_KIND_WORDS[k] for k in ("int", "float", "bool", "str") if kinds and k in kinds]
+        if "an integer" in words and "a number" in words:
+            words.remove("an integer")
+        allowed = " or ".join(words) or "a value"
+        bounds = [f">= {at_least}" if at_least is not None else "", f"> {above}" if above is not None else "",
+                  f"< {below}" if below is not None else ""]
+        allowed += "".join(f" {b}" for b in bounds if b)
+    if nullable and kinds is not None:
+        allowed += " or null"
+    hint = ""
+    if isinstance(value, str) and kinds and "float" in kinds:
+        try:
+            float(value)
+            hint = f" (YAML reads {value} as text: write it with a dot, e.g. 3.0e-4)"
+        except ValueError:
+            pass
+    raise ValueError(f"{name}: must be {allowed}{note}, got {value!r}{hint}")
+
+
+def check_options(cls, d: dict | None, what: str, *, at_least=None, above=None, below=None, choices=None,
+                  notes=None) -> dict:
+    """Check a config dict before the dataclass `cls` is built from it: known fields, values of each field's
+    annotated type (`int`, `float`, `bool`, `str`; `| None` allows null) within the bounds given per field
+    (`at_least`: >=, `above`: >, `below`: <) or among `choices`. Raises ValueError naming the field and
+    what it allows; returns a copy of d."""
+    d = dict(d or {})
+    fields = cls.__dataclass_fields__
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {unknown}; known: {sorted(fields)}")
+    for key, value in d.items():
+        check_value(key, value, fields[key].type, at_least=(at_least or {}).get(key), above=(above or {}).get(key),
+                    below=(below or {}).get(key), choices=(choices or {}).get(key), note=(notes or {}).get(key, ""))
+    return d
+
+
+def _field_path(where: str, err: Exception, fields=()) -> tuple[str, str]:
+    """("<where>.<field>", rest) for a message "<field>: ..."; (where, message) otherwise."""
+    msg = str(err)
+    m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*): (.*)$", msg, re.S)
+    if m and (not fields or m.group(1) in fields):
+        return f"{where}.{m.group(1)}", m.group(2)
+    return where, msg
+
+
+# ------------------------------------------------------------------ the semantic checks
+METHOD_COMMON_KEYS = {"family", "paper_name", "display_name", "datasets", "seeds"}
+FAMILY_KEYS = {"recommender": {"params", "grid"}, "llm": {"tuned", "decode"}, "latent": {"recipe", "stage", "decode"}}
+
+
+def validate_config(config: dict) -> None:
+    """Everything the schema cannot say, checked at DAG build; raises InputError naming the key path."""
+    fail = _fail
+    check_names(config)
+    for key in ("seeds", "run_datasets", "run_methods"):
+        values = list(config[key])
+        dups = sorted({str(v) for v in values if values.count(v) > 1})
+        if dups:
+            fail(key, f"{dups} listed more than once")
+    for s in config["seeds"]:
+        if not _is_kind(s, "int") or s < 0:
+            fail("seeds", f"seeds must be integers >= 0, got {s!r}")
     for m in config["run_methods"]:
         if m not in config["methods"]:
             fail("run_methods", f"method {m!r} is not defined under `methods` ({sorted(config['methods'])})")
@@ -74,36 +297,181 @@ def validate_config(config: dict) -> None:
         if name not in config["datasets"]:
             fail("run_datasets", f"dataset {name!r} is not defined under `datasets` ({sorted(config['datasets'])})")
     for name in config["datasets"]:
-        d = config["datasets"][name]
-        if d["source"] == "synthetic" and "synthetic" not in d:
-            fail(f"datasets.{name}", "source 'synthetic' needs a `synthetic` block")
-        if d["source"] == "processed" and "folder" not in d:
-            fail(f"datasets.{name}", "source 'processed' needs `folder` (with info.txt and train/valid/test.csv)")
-        p = processing_config(config, name)
-        ratios = p.get("split_ratios", [0.8, 0.1, 0.1])
-        if abs(sum(ratios) - 1) > 1e-9:
-            fail(f"datasets.{name}.processing.split_ratios", f"must sum to 1, got {ratios}")
-        try:
-            ZoneInfo(p.get("timezone", "UTC"))
-        except (ZoneInfoNotFoundError, ValueError):
-            fail(f"datasets.{name}.processing.timezone", f"unknown time zone {p.get('timezone')!r}")
+        _check_dataset(config, name)
+    _check_llm(config)
     for m, c in config["methods"].items():
-        extra = set(c.get("seeds") or []) - {int(s) for s in config["seeds"]}
-        if extra:
-            fail(f"methods.{m}.seeds", f"{sorted(extra)} not in the run's `seeds` {config['seeds']}")
-        if c["family"] == "latent":
-            if "recipe" not in c:
-                fail(f"methods.{m}", "a latent method needs `recipe:` (a key of llm.latent)")
-            latent_recipe(config, c["recipe"])
-    for name, recipe in config["llm"].get("latent", {}).items():
-        if "init_seed" in (recipe or {}) and (recipe or {}).get("init", "base") != "sft":
-            fail(f"llm.latent.{name}.init_seed", "only means something with `init: sft` (which SFT seed to start from)")
-        for ds in (recipe or {}).get("per_dataset") or {}:
-            if ds not in config["datasets"]:
-                fail(f"llm.latent.{name}.per_dataset", f"{ds!r} is not a dataset")
+        _check_method(config, m, c)
     for b in config["report"].get("baselines", []):
         if b not in config["methods"]:
             fail("report.baselines", f"{b!r} is not a method")
+
+
+def _processing_where(config: dict, name: str, key: str) -> str:
+    own = config["datasets"][name].get("processing") or {}
+    return f"datasets.{name}.processing.{key}" if key in own else f"processing.{key}"
+
+
+def _check_dataset(config: dict, name: str) -> None:
+    fail = _fail
+    d = config["datasets"][name]
+    if d["source"] == "synthetic" and "synthetic" not in d:
+        fail(f"datasets.{name}", "source 'synthetic' needs a `synthetic` block")
+    if d["source"] == "processed" and "folder" not in d:
+        fail(f"datasets.{name}", "source 'processed' needs `folder` (with info.txt and train/valid/test.csv)")
+    if d["source"] == "raw" and not re.match(CATEGORY_PATTERN, d.get("category", name)):
+        fail(f"datasets.{name}", f"a raw dataset downloads its `category` (default: its name), and {name!r} is not "
+                                 "an Amazon 2018 file stem (letters and _): set `category`, e.g. CDs_and_Vinyl")
+    p = processing_config(config, name)
+    ratios = p.get("split_ratios", [0.8, 0.1, 0.1])
+    if abs(sum(ratios) - 1) > 1e-9:
+        fail(_processing_where(config, name, "split_ratios"), f"must sum to 1, got {ratios}")
+    try:
+        ZoneInfo(p.get("timezone", "UTC"))
+    except (ZoneInfoNotFoundError, ValueError):
+        fail(_processing_where(config, name, "timezone"), f"unknown time zone {p.get('timezone')!r}")
+    if d["source"] == "processed":
+        return
+    months = {}
+    for key, default in (("window_start", "2017-10"), ("window_end", "2018-11")):
+        y, m = (int(x) for x in str(p.get(key, default)).split("-"))
+        if not 1 <= m <= 12:
+            fail(_processing_where(config, name, key), f"month {m} of {p[key]!r} is not 1..12")
+        months[key] = (y, m)
+    if months["window_start"] > months["window_end"]:
+        fail(_processing_where(config, name, "window_start"), f"{p.get('window_start')!r} is after window_end "
+                                                               f"{p.get('window_end')!r}")
+    start_year = months["window_start"][0]
+    min_start_year = p.get("min_start_year", 1996)
+    if min_start_year > start_year:
+        fail(_processing_where(config, name, "min_start_year"),
+             f"{min_start_year} is after window_start {p.get('window_start')!r}: the back-off moves the start "
+             "back towards min_start_year, so it must be at most the window's start year")
+    min_items = p.get("min_items", 5000)
+    if d["source"] == "synthetic" and min_items > d["synthetic"]["n_items"]:
+        fail(_processing_where(config, name, "min_items"),
+             f"{min_items} items can never survive the k-core: the synthetic catalog has n_items "
+             f"{d['synthetic']['n_items']} (datasets.{name}.synthetic.n_items)")
+    if d["source"] == "raw" and min_items > MAX_CATEGORY_ITEMS:
+        fail(_processing_where(config, name, "min_items"),
+             f"{min_items} is more items than any Amazon 2018 category has (the largest, Books, ~2.9M): "
+             "the back-off could never reach it")
+
+
+def _check_llm(config: dict) -> None:
+    from latentrec.llm.grpo import LRGRPOConfig
+    from latentrec.llm.sft import SFTConfig
+
+    fail = _fail
+    llm = config["llm"]
+    if llm["backbone"] not in llm["models"]:
+        fail("llm.backbone", f"{llm['backbone']!r} is not a key of llm.models (known: {sorted(llm['models'])})")
+    limit = (config.get("evaluation") or {}).get("test_limit")
+    if limit is not None and llm["decode_shards"] > limit:
+        fail("llm.decode_shards", f"{llm['decode_shards']} decode shards of {limit} test rows "
+                                  f"(evaluation.test_limit) leave shards without a row; use at most {limit}")
+    sft_fields = SFTConfig.__dataclass_fields__
+    try:
+        SFTConfig.from_dict(llm["sft"])
+    except (ValueError, TypeError) as err:
+        fail(*_field_path("llm.sft", err, sft_fields))
+    recipes = llm.get("latent") or {}
+    for name, raw in recipes.items():
+        raw = raw or {}
+        where = f"llm.latent.{name}"
+        if "init_seed" in raw and raw.get("init", "base") != "sft":
+            fail(f"{where}.init_seed", "only means something with `init: sft` (which SFT seed to start from)")
+        if raw.get("warmup_from") is not None and raw["warmup_from"] not in recipes:
+            fail(f"{where}.warmup_from", f"no recipe {raw['warmup_from']!r} (known: {sorted(recipes)})")
+        for ds in raw.get("per_dataset") or {}:
+            if ds not in config["datasets"]:
+                fail(f"{where}.per_dataset", f"{ds!r} is not a dataset ({sorted(config['datasets'])})")
+        for ds in [None, *(raw.get("per_dataset") or {})]:
+            here = where if ds is None else f"{where}.per_dataset.{ds}"
+            r = latent_recipe(config, name, ds)
+            _check_head(here, r)
+            try:
+                SFTConfig.from_dict(r["sft"])
+            except (ValueError, TypeError) as err:
+                fail(*_field_path(f"{here}.sft", err, sft_fields))
+        rl_grid = raw.get("rl_grid") or {}
+        if rl_grid and raw.get("rl") is None:
+            fail(f"{where}.rl_grid", "a grid over RL values needs an `rl` block (rl: null means no RL stage)")
+        for point, params in latent_rl_points(config, name).items():
+            if not re.match(POINT_PATTERN, point):
+                fail(f"{where}.rl_grid", f"the grid point {point!r} would not be a safe folder name: "
+                                         "grid values must be numbers, booleans or simple words")
+            try:
+                LRGRPOConfig.from_dict(params)
+            except (ValueError, TypeError) as err:
+                path, msg = _field_path(f"{where}.rl", err, LRGRPOConfig.__dataclass_fields__)
+                field = path.rsplit(".", 1)[-1]
+                if field in rl_grid:
+                    path, msg = f"{where}.rl_grid.{field}", f"{msg} (grid point {point})"
+                fail(path, msg)
+
+
+def _check_head(where: str, recipe: dict) -> None:
+    import inspect
+
+    from latentrec.llm.latent import LatentHead
+
+    import latentrec.llm.flr  # noqa: F401  (registers "flr")
+
+    head = recipe["head"]
+    if head not in LatentHead.registry:
+        _fail(f"{where}.head", f"unknown latent head {head!r}; known: {sorted(LatentHead.registry)}")
+    params = {k: p for k, p in inspect.signature(LatentHead.registry[head].__init__).parameters.items()
+              if k not in ("self", "hidden_size") and p.kind is p.POSITIONAL_OR_KEYWORD}
+    options = recipe.get("head_options") or {}
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        _fail(f"{where}.head_options", f"head {head!r} has no option(s) {unknown}; known: {sorted(params)}")
+    for key, value in options.items():
+        try:
+            check_value(key, value, params[key].annotation, at_least=1 if key in ("n_factors", "gate_hidden") else None)
+        except ValueError as err:
+            _fail(*_field_path(f"{where}.head_options", err))
+
+
+def _check_method(config: dict, m: str, c: dict) -> None:
+    fail = _fail
+    family = c["family"]
+    known = sorted(RECOMMENDER_FAMILIES | LLM_FAMILIES)
+    if family not in known:
+        fail(f"methods.{m}.family", f"unknown family {family!r}; known: {known}")
+    group = "recommender" if family in RECOMMENDER_FAMILIES else family
+    allowed = METHOD_COMMON_KEYS | FAMILY_KEYS[group]
+    for key in c:
+        if key not in allowed:
+            fail(f"methods.{m}.{key}", f"family {family!r} does not read it (it reads: {sorted(allowed)})")
+    extra = set(c.get("seeds") or []) - {int(s) for s in config["seeds"]}
+    if extra:
+        fail(f"methods.{m}.seeds", f"{sorted(extra)} not in the run's `seeds` {config['seeds']}")
+    for ds in c.get("datasets") or []:
+        if ds not in config["datasets"]:
+            fail(f"methods.{m}.datasets", f"{ds!r} is not a dataset ({sorted(config['datasets'])})")
+    if family == "latent":
+        if "recipe" not in c:
+            fail(f"methods.{m}", "a latent method needs `recipe:` (a key of llm.latent)")
+        recipes = config["llm"].get("latent") or {}
+        if c["recipe"] not in recipes:
+            fail(f"methods.{m}.recipe", f"no recipe {c['recipe']!r} under llm.latent (known: {sorted(recipes)})")
+    if group == "recommender":
+        from latentrec.baselines.base import check_params
+
+        grid = c.get("grid") or {}
+        for point, params in grid_points(c).items():
+            if not re.match(POINT_PATTERN, point):
+                fail(f"methods.{m}.grid", f"the grid point {point!r} would not be a safe folder name: "
+                                          "grid values must be numbers, booleans or simple words")
+            try:
+                check_params(family, params)
+            except ValueError as err:
+                path, msg = _field_path(f"methods.{m}.params", err)
+                field = path.rsplit(".", 1)[-1]
+                if field in grid:
+                    path, msg = f"methods.{m}.grid.{field}", f"{msg} (grid point {point})"
+                fail(path, msg)
 
 
 # Recipe keys a dataset may override (`per_dataset`): what the warm-up trains, never what shapes the DAG.

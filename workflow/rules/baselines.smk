@@ -21,8 +21,8 @@ rule item_title_embeddings:
     params:
         launch=launcher(LLM["decode_gpus"], single=True),
     shell:
-        "{params.launch} item-embeddings --data results/{wildcards.dataset}/data --model {input.model}"
-        " --threads {threads} --out {output} 2> {log}"
+        "{params.launch} item-embeddings --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+        " --threads {threads} --out {output:q} 2> {log:q}"
 
 
 rule fit_predict_recommender:
@@ -46,10 +46,10 @@ rule fit_predict_recommender:
         emb=item_embeddings_arg,
         cfg=lambda w: as_arg(method_config(config, w.method)),
     shell:
-        "python -m latentrec fit-predict --data results/{wildcards.dataset}/data"
-        " --dataset {wildcards.dataset} --method {wildcards.method} --cfg {params.cfg}"
-        " --seed {wildcards.seed} --threads {threads} {params.emb} --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed}"
-        " 2> {log}"
+        "python -m latentrec fit-predict --data results/{wildcards.dataset:q}/data"
+        " --dataset {wildcards.dataset:q} --method {wildcards.method:q} --cfg {params.cfg}"
+        " --seed {wildcards.seed} --threads {threads} {params.emb} --out results/{wildcards.dataset:q}/{wildcards.method:q}/seed{wildcards.seed}"
+        " 2> {log:q}"
 
 
 rule fit_grid_point:
@@ -74,10 +74,11 @@ rule fit_grid_point:
         emb=item_embeddings_arg,
         cfg=lambda w: as_arg(grid_method_config(w.method, w.point)),
     shell:
-        "python -m latentrec fit-predict --data results/{wildcards.dataset}/data"
-        " --dataset {wildcards.dataset} --method {wildcards.method} --cfg {params.cfg}"
-        " --seed {wildcards.seed} --threads {threads} {params.emb} --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed}/grid/{wildcards.point}"
-        " 2> {log}"
+        "python -m latentrec fit-predict --data results/{wildcards.dataset:q}/data"
+        " --dataset {wildcards.dataset:q} --method {wildcards.method:q} --cfg {params.cfg}"
+        " --seed {wildcards.seed} --threads {threads} {params.emb}"
+        " --out results/{wildcards.dataset:q}/{wildcards.method:q}/seed{wildcards.seed}/grid/{wildcards.point:q}"
+        " 2> {log:q}"
 
 
 rule select_grid_point:
@@ -99,5 +100,5 @@ rule select_grid_point:
     params:
         points=lambda w, input: [os.path.dirname(p) for p in input.points],
     shell:
-        "python -m latentrec select-grid --data results/{wildcards.dataset}/data --points {params.points}"
-        " --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} 2> {log}"
+        "python -m latentrec select-grid --data results/{wildcards.dataset:q}/data --points {params.points:q}"
+        " --out results/{wildcards.dataset:q}/{wildcards.method:q}/seed{wildcards.seed} 2> {log:q}"

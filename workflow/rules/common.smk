@@ -16,9 +16,13 @@ from latentrec.config import (
     processing_config,
     recommender_methods,
     validate_config,
+    POINT_PATTERN,
 )
 
-validate_config(config)
+# Meaning, before any job (it builds the SFT/RL configs as the jobs will, so it imports torch: ~3 s).
+# A cluster job re-reads this file with the config the main process already checked: skipped there.
+if workflow.is_main_process:
+    validate_config(config)
 
 # Rules run this checkout's package whatever environment they are in (venv, conda, cluster node).
 # (Snakemake formats the prefix too: the doubled braces reach the shell as single ones.)
@@ -38,11 +42,14 @@ def _alternatives(names):
     return "|".join(re.escape(n) for n in names) or "^$"
 
 
+# Only the configured names (validated against NAME_PATTERN) match; grid points are safe folder names.
 wildcard_constraints:
     dataset=_alternatives(config["datasets"]),
     method=_alternatives(config["methods"]),
     seed=r"\d+",
     recipe=_alternatives(config["llm"].get("latent", {})),
+    model=_alternatives(config["llm"]["models"]),
+    point=POINT_PATTERN.strip("^$"),
 
 
 def as_arg(obj):
@@ -94,7 +101,7 @@ def item_embeddings_input(w):
 
 def item_embeddings_arg(w):
     path = item_embeddings_input(w)
-    return f"--item-embeddings {path}" if path else ""
+    return f"--item-embeddings {shlex.quote(path)}" if path else ""
 
 
 def report_paper_names():

@@ -1,4 +1,5 @@
 # Data stage: download (or synthesize) -> parse -> window/k-core -> samples -> 8:1:1 split -> stats.
+from latentrec.data.split_files import split_input_files
 
 
 rule synthesize_dataset:
@@ -64,7 +65,7 @@ rule process_raw_dataset:
 
 rule import_processed_dataset:
     input:
-        lambda w: dataset_config(config, w.dataset)["folder"],
+        lambda w: split_input_files(dataset_config(config, w.dataset)["folder"]),
     output:
         processed("{dataset}"),
         stats="results/{dataset}/data/stats.json",
@@ -74,5 +75,7 @@ rule import_processed_dataset:
         dataset=_alternatives(datasets_with_source("processed")),
     conda:
         ENV
+    params:
+        folder=lambda w: dataset_config(config, w.dataset)["folder"],
     shell:
-        "python -m latentrec import-csv --src {input} --out results/{wildcards.dataset}/data 2> {log}"
+        "python -m latentrec import-csv --src {params.folder:q} --out results/{wildcards.dataset}/data 2> {log}"

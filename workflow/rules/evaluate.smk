@@ -15,9 +15,9 @@ rule evaluate_run:
     params:
         limit=TEST_LIMIT_ARG,
     shell:
-        "python -m latentrec evaluate --data results/{wildcards.dataset}/data"
-        " --predictions {input.predictions} --rows {output.rows} --metrics {output.metrics}"
-        " {params.limit} 2> {log}"
+        "python -m latentrec evaluate --data results/{wildcards.dataset:q}/data"
+        " --predictions {input.predictions:q} --rows {output.rows:q} --metrics {output.metrics:q}"
+        " {params.limit} 2> {log:q}"
 
 
 rule significance_tests:
@@ -42,8 +42,8 @@ rule significance_tests:
             }
         ),
     shell:
-        "python -m latentrec significance --metrics {input.metrics} --cfg {params.cfg}"
-        " --out-csv {output.csv} --out-md {output.md} 2> {log}"
+        "python -m latentrec significance --metrics {input.metrics:q} --cfg {params.cfg}"
+        " --out-csv {output.csv:q} --out-md {output.md:q} 2> {log:q}"
 
 
 # Each LLM method against the strongest traditional baseline of its dataset, on the same test rows.
@@ -75,5 +75,5 @@ rule llm_vs_strongest:
             }
         ),
     shell:
-        "python -m latentrec llm-vs-strongest --metrics {input.metrics} --cfg {params.cfg}"
-        " --out-csv {output.csv} --out-md {output.md} 2> {log}"
+        "python -m latentrec llm-vs-strongest --metrics {input.metrics:q} --cfg {params.cfg}"
+        " --out-csv {output.csv:q} --out-md {output.md:q} 2> {log:q}"

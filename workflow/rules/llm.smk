@@ -15,7 +15,7 @@ rule fetch_model:
     params:
         spec=lambda w: LLM["models"][w.model]["spec"],
     shell:
-        "python -m latentrec fetch-model --spec {params.spec:q} --out {output} 2> {log}"
+        "python -m latentrec fetch-model --spec {params.spec:q} --out {output:q} 2> {log:q}"
 
 
 rule sft_backbone:
@@ -39,9 +39,9 @@ rule sft_backbone:
         domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
         launch=launcher(LLM["sft_gpus"]),
     shell:
-        "{params.launch} sft --data results/{wildcards.dataset}/data --model {input.model}"
+        "{params.launch} sft --data results/{wildcards.dataset:q}/data --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --out results/{wildcards.dataset}/sft/seed{wildcards.seed} 2> {log}"
+        " --out results/{wildcards.dataset:q}/sft/seed{wildcards.seed} 2> {log:q}"
 
 
 rule decode_llm_shard:
@@ -69,9 +69,9 @@ rule decode_llm_shard:
         n_shards=LLM["decode_shards"],
         limit=TEST_LIMIT_ARG,
     shell:
-        "{params.launch} decode --data results/{wildcards.dataset}/data --model {input.model}"
+        "{params.launch} decode --data results/{wildcards.dataset:q}/data --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --shard {params.shard} --num-shards {params.n_shards} {params.limit} --out {output} 2> {log}"
+        " --shard {params.shard} --num-shards {params.n_shards} {params.limit} --out {output:q} 2> {log:q}"
 
 
 rule gather_llm_shards:
@@ -91,9 +91,9 @@ rule gather_llm_shards:
     params:
         cfg=lambda w: as_arg(method_config(config, w.method)),
     shell:
-        "python -m latentrec gather --shards {input} --dataset {wildcards.dataset} --method {wildcards.method}"
+        "python -m latentrec gather --shards {input:q} --dataset {wildcards.dataset:q} --method {wildcards.method:q}"
         " --seed {wildcards.seed} --cfg {params.cfg}"
-        " --out results/{wildcards.dataset}/{wildcards.method}/seed{wildcards.seed} 2> {log}"
+        " --out results/{wildcards.dataset:q}/{wildcards.method:q}/seed{wildcards.seed} 2> {log:q}"
 
 
 # ---- latent reasoning (LatentR3; FLR through the same head interface) --------------------------------
@@ -119,9 +119,9 @@ rule latent_warmup_sft:
         domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
         launch=launcher(LLM["sft_gpus"]),
     shell:
-        "{params.launch} latent-sft --data results/{wildcards.dataset}/data --model {input.model}"
+        "{params.launch} latent-sft --data results/{wildcards.dataset:q}/data --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --out results/{wildcards.dataset}/latent/{wildcards.recipe}/seed{wildcards.seed}/warmup 2> {log}"
+        " --out results/{wildcards.dataset:q}/latent/{wildcards.recipe:q}/seed{wildcards.seed}/warmup 2> {log:q}"
 
 
 rule latent_rl_point:
@@ -146,10 +146,10 @@ rule latent_rl_point:
         domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
         launch=launcher(LLM.get("rl_gpus", 0)),
     shell:
-        "{params.launch} latent-rl --data results/{wildcards.dataset}/data --model {input.model}"
+        "{params.launch} latent-rl --data results/{wildcards.dataset:q}/data --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --out results/{wildcards.dataset}/latent/{wildcards.recipe}/seed{wildcards.seed}/rl/{wildcards.point}"
-        " 2> {log}"
+        " --out results/{wildcards.dataset:q}/latent/{wildcards.recipe:q}/seed{wildcards.seed}/rl/{wildcards.point:q}"
+        " 2> {log:q}"
 
 
 rule select_latent_rl:
@@ -165,9 +165,9 @@ rule select_latent_rl:
     conda:
         ENV
     params:
-        points=lambda w, input: " ".join(os.path.dirname(f) for f in input),
+        points=lambda w, input: [os.path.dirname(f) for f in input],
     shell:
-        "python -m latentrec select-latent --points {params.points} --out {output} 2> {log}"
+        "python -m latentrec select-latent --points {params.points:q} --out {output:q} 2> {log:q}"
 
 
 # ---- FLR analyses that need a model: factors of test users (Figures 4, 6) and decode timing (Figure 9)
@@ -191,8 +191,8 @@ rule flr_factors:
         launch=launcher(LLM["decode_gpus"], single=True),
         rows=FLR_REPORT.get("factors", {}).get("rows", 100),
     shell:
-        "{params.launch} flr-factors --data results/{wildcards.dataset}/data --model {input.model}"
-        " --domain {params.domain} --rows {params.rows} --threads {threads} --out {output} 2> {log}"
+        "{params.launch} flr-factors --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+        " --domain {params.domain} --rows {params.rows:q} --threads {threads} --out {output:q} 2> {log:q}"
 
 
 rule time_inference:
@@ -219,6 +219,6 @@ rule time_inference:
         rows=FLR_REPORT.get("timing", {}).get("rows", 100),
         repeats=FLR_REPORT.get("timing", {}).get("repeats", 3),
     shell:
-        "{params.launch} time-decode --data results/{wildcards.dataset}/data --model {input.model}"
-        " --domain {params.domain} --cfg {params.cfg} --rows {params.rows} --repeats {params.repeats}"
-        " --threads {threads} --out {output} 2> {log}"
+        "{params.launch} time-decode --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+        " --domain {params.domain} --cfg {params.cfg} --rows {params.rows:q} --repeats {params.repeats:q}"
+        " --threads {threads} --out {output:q} 2> {log:q}"

@@ -41,8 +41,8 @@ rule report_tables:
             }
         ),
     shell:
-        "python -m latentrec report --metrics {input.metrics} --stats {input.stats}"
-        " --cfg {params.cfg} --out-dir results/tables 2> {log}"
+        "python -m latentrec report --metrics {input.metrics:q} --stats {input.stats:q}"
+        " --cfg {params.cfg} --out-dir results/tables 2> {log:q}"
 
 
 rule report_latentr3:
@@ -87,11 +87,11 @@ rule report_latentr3:
         ENV
     params:
         cfg=as_arg(dict(config["report"].get("latentr3", {}), test_limit=TEST_LIMIT)),
-        data=" ".join(f"{d}=results/{d}/data" for d in DATASETS),
+        data=[f"{d}=results/{d}/data" for d in DATASETS],
     shell:
-        "python -m latentrec report-latentr3 --metrics {input.metrics} --data {params.data}"
-        " --rl-logs {input.rl_logs} --cfg {params.cfg} --paper {input.paper}"
-        " --out-dir results/tables 2> {log}"
+        "python -m latentrec report-latentr3 --metrics {input.metrics:q} --data {params.data:q}"
+        " --rl-logs {input.rl_logs:q} --cfg {params.cfg} --paper {input.paper:q}"
+        " --out-dir results/tables 2> {log:q}"
 
 
 rule report_flr:
@@ -149,8 +149,8 @@ rule report_flr:
         ENV
     params:
         cfg=as_arg(dict(FLR_REPORT, n_factors=flr_n_factors(), test_limit=TEST_LIMIT)),
-        data=" ".join(f"{d}=results/{d}/data" for d in DATASETS),
+        data=[f"{d}=results/{d}/data" for d in DATASETS],
     shell:
-        "python -m latentrec report-flr --metrics {input.metrics} --data {params.data}"
-        " --factors {input.factors} --timings {input.timings} --cfg {params.cfg}"
-        " --paper {input.paper} --out-dir results/tables 2> {log}"
+        "python -m latentrec report-flr --metrics {input.metrics:q} --data {params.data:q}"
+        " --factors {input.factors:q} --timings {input.timings:q} --cfg {params.cfg}"
+        " --paper {input.paper:q} --out-dir results/tables 2> {log:q}"

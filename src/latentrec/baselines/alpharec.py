@@ -185,6 +185,10 @@ class AlphaRecModel(nn.Module):
 
 @register("alpharec")
 class AlphaRec(Recommender):
+    @classmethod
+    def hyperparameters(cls) -> dict:
+        return DEFAULTS
+
     def __init__(self, params: dict, seed: int = 0):
         super().__init__(params, seed)
         unknown = set(self.params) - set(DEFAULTS)

@@ -41,7 +41,42 @@ def build(family: str, params: dict | None = None, seed: int = 0) -> "Recommende
     _import_all()
     if family not in _REGISTRY:
         raise KeyError(f"unknown recommender family {family!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[family](params=dict(params or {}), seed=seed)
+    model = _REGISTRY[family](params=dict(params or {}), seed=seed)
+    check_params(family, params)  # after the constructor's own checks (its messages name the family)
+    return model
+
+
+# Bounds of the hyperparameters the families share (sizes >= 1, rates > 0); types follow the defaults.
+AT_LEAST = {
+    **dict.fromkeys(("hidden", "mlp_hidden", "n_layers", "n_heads", "max_epochs", "batch_size", "eval_batch_size",
+                     "max_len", "n_h", "n_v"), 1),
+    "patience": 1,  # epochs without improvement before stopping (0 would stop after the first epoch)
+    **dict.fromkeys(("n_negatives", "weight_decay", "dropout"), 0),
+}
+ABOVE = {"lr": 0, "tau": 0}
+BELOW = {"dropout": 1}
+
+
+def check_params(family: str, params: dict | None) -> None:
+    """A family's hyperparameters, checked before anything is built: known keys (the family's defaults), the
+    defaults' types, positive sizes and rates. Raises ValueError("<key>: must be ..., got ...")."""
+    from latentrec.config import check_value
+
+    _import_all()
+    if family not in _REGISTRY:
+        raise ValueError(f"unknown recommender family {family!r}; known: {sorted(_REGISTRY)}")
+    cls = _REGISTRY[family]
+    defaults = cls.hyperparameters()
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {unknown} of family {family!r}; known: {sorted(defaults) or 'none'}")
+    for key, value in params.items():
+        default = defaults[key]
+        kind = None if default is None else type(default).__name__  # int, float, bool, str
+        check_value(key, value, kind, at_least=AT_LEAST.get(key), above=ABOVE.get(key), below=BELOW.get(key),
+                    choices=cls.param_choices.get(key))
+    cls.check_combination({**defaults, **params})
 
 
 def _import_all() -> None:
@@ -58,10 +93,20 @@ def _import_all() -> None:
 
 class Recommender(ABC):
     family: str = ""
+    param_choices: dict[str, tuple] = {}  # allowed values of string hyperparameters
 
     def __init__(self, params: dict, seed: int = 0):
         self.params = params
         self.seed = seed
+
+    @classmethod
+    def hyperparameters(cls) -> dict:
+        """{name: default} of every hyperparameter the family reads (`params` may set only these)."""
+        return {}
+
+    @classmethod
+    def check_combination(cls, hp: dict) -> None:
+        """Constraints between hyperparameters (hp: defaults with params laid over); ValueError naming one."""
 
     @abstractmethod
     def fit(self, data: ProcessedDataset) -> dict:

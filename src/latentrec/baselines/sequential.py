@@ -351,6 +351,16 @@ class SequentialRecommender(Recommender):
     """Shared training/evaluation loop; subclasses build their encoder in `_build_model`."""
 
     model_defaults: dict = {}
+    param_choices = {"loss": LOSSES}
+
+    @classmethod
+    def hyperparameters(cls) -> dict:
+        return {**COMMON_DEFAULTS, **cls.model_defaults}
+
+    @classmethod
+    def check_combination(cls, hp: dict) -> None:
+        if hp["loss"] == "bce" and hp["n_negatives"] < 1:
+            raise ValueError(f"n_negatives: must be >= 1 with loss 'bce' (negatives per positive), got {hp['n_negatives']}")
 
     def __init__(self, params: dict, seed: int = 0):
         super().__init__(params, seed)
@@ -496,6 +506,12 @@ class SequentialRecommender(Recommender):
 @register("sasrec")
 class SASRec(SequentialRecommender):
     model_defaults = {"n_layers": 2, "n_heads": 1}
+
+    @classmethod
+    def check_combination(cls, hp: dict) -> None:
+        super().check_combination(hp)
+        if hp["hidden"] % hp["n_heads"]:
+            raise ValueError(f"n_heads: must divide hidden ({hp['hidden']}), got {hp['n_heads']}")
 
     def _build_model(self, n_items):
         hp = self.hp

@@ -25,10 +25,26 @@ def build_from_raw(reviews_path, meta_path, processing: dict) -> tuple[Processed
     ratios = tuple(processing.get("split_ratios", (0.8, 0.1, 0.1)))
 
     meta = read_meta_titles(meta_path)
+    if not meta:
+        raise InputError(f"{meta_path}: no meta records in the file")
     titles, removed = select_titles(meta, cfg)
+    if not titles:
+        untitled = sum(1 for _, t in meta if t is None)
+        raise InputError(
+            f"{meta_path}: none of its {len(meta)} meta records has a usable title ({untitled} without "
+            f"a title, {len(meta) - untitled} empty or dropped by the title filter: 1 character or less, "
+            f"over {cfg.max_title_words} words, or markup); check that this is the category's meta file"
+        )
     reviews = read_reviews(reviews_path)
     if len(reviews) == 0:
         raise InputError(f"{reviews_path}: no reviews in the file")
+    reviewed = set(reviews.asin)
+    if (titles.keys() - removed).isdisjoint(reviewed):
+        raise InputError(
+            f"{reviews_path}: none of its {len(reviewed)} reviewed items has a usable title in "
+            f"{meta_path} ({len(titles)} titled items there); check that reviews and meta belong to the "
+            "same category"
+        )
 
     result = kcore_with_backoff(reviews, set(titles), removed, cfg)
     if not result.item_order:

@@ -51,14 +51,27 @@ class FilterConfig:
 _TAG = re.compile(r"<[a-zA-Z/][^>]*>?")
 
 
+# A tab, line break or other control character, with the whitespace around it. The reference keeps
+# them, and a title with one breaks its info file (one `title<TAB>id` line per item, read back with
+# split('\t')[0]); both modes replace each such run by one space. Other titles are left unchanged.
+_CONTROL_RUN = re.compile(r"\s*[\x00-\x1f\x7f\x85\u2028\u2029][\s\x00-\x1f\x7f]*")
+
+
+def _one_line(raw: str) -> str:
+    return _CONTROL_RUN.sub(" ", raw) if _CONTROL_RUN.search(raw) else raw
+
+
 def clean_title_reference(raw: str) -> str:
-    """The reference normalisation, in its order: two entities, then strip spaces, then quotes."""
-    return raw.replace("&quot;", '"').replace("&amp;", "&").strip(" ").strip('"')
+    """The reference normalisation, in its order: two entities, then strip spaces, then quotes.
+
+    Before it, tabs, line breaks and other control characters become spaces (see _CONTROL_RUN).
+    """
+    return _one_line(raw).replace("&quot;", '"').replace("&amp;", "&").strip(" ").strip('"')
 
 
 def clean_title_strict(raw: str) -> str | None:
-    """Full HTML unescape, whitespace collapsed; None for markup fragments."""
-    text = html.unescape(html.unescape(raw))  # some dumps are double-escaped (&amp;quot;)
+    """Full HTML unescape, whitespace and control characters collapsed; None for markup fragments."""
+    text = _one_line(html.unescape(html.unescape(raw)))  # some dumps are double-escaped (&amp;quot;)
     if _TAG.search(text):
         return None
     return " ".join(text.split()).strip('"').strip()
@@ -164,8 +177,16 @@ def kcore_with_backoff(reviews: Reviews, titled: set[str], removed_items: set[st
                 break
         log.append({"start": f"{st_y}-{st_m}", "end": f"{end_y}-{end_m}", "passes": n_passes, "items": n_items_pass})
         bar.update(1)
-        if n_items_pass >= cfg.min_items or st_y < cfg.min_start_year:
+        if n_items_pass >= cfg.min_items:
             break
+        if st_y < cfg.min_start_year or step_back(st_y, st_m, cfg.backoff_months)[0] < 1:
+            # The reference returned this window anyway, short of min_items; we stop with a clear error.
+            bar.close()
+            raise InputError(
+                f"processing.min_items: {n_items_pass} items survive the {cfg.k_core}-core even with the window "
+                f"starting at {st_y}-{st_m} (the back-off stops at processing.min_start_year {cfg.min_start_year}), "
+                f"fewer than min_items {cfg.min_items}; lower min_items (or min_start_year)"
+            )
         st_y, st_m = step_back(st_y, st_m, cfg.backoff_months)
     bar.close()
     # `keep` is the last pass's selection: with no removal in that pass it is the converged k-core.

@@ -3,8 +3,9 @@
 With the LLM frozen, only the latent head trains. For each training sample, K latents are drawn: draw 0
 noise-free, the others with Gaussian noise N(0, sigma^2 I) added at the thought position. No text is
 generated: the reward of a draw is -perplexity of the ground-truth target given it. The advantage is
-batch-level: A = (r - b) / ||r - b||_2, with b the mean of the noise-free rewards of the
-`advantage_groups` samples that share a baseline (the reference: 2, one per GPU). The loss is the PPO
+batch-level: A = (r - b) / ||r - b||_2, with b the mean of the noise-free rewards of the samples that
+share a baseline: by default all samples of the optimiser step on all processes (the paper's batch);
+`advantage_groups: 2` is the reference's (one group per GPU of its two). The loss is the PPO
 clipped surrogate (ratio = 1 in value with one iteration per batch) plus an optional beta * k3 KL to the
 starting head, averaged per token within a sample and over the samples of an optimiser step.
 
@@ -52,7 +53,10 @@ class LRGRPOConfig:
     noise_latents: str = "first"  # first: noise on the first latent only, later ones follow from it (LatentR3
     #                               appendix E); all: independent noise on every latent
     groups_per_step: int = 32  # distinct samples per optimiser step, over all GPUs
-    advantage_groups: int = 2  # samples sharing a baseline/normaliser; one forward per device holds advantage_groups / world
+    advantage_groups: int | None = None  # samples sharing a baseline/normaliser; None: all groups_per_step samples
+    #                                      of the step, over all processes (the paper's batch-level advantage);
+    #                                      2: the reference's accident (one group per GPU of its 2). One forward
+    #                                      per device holds advantage_groups / world samples
     advantage: str = "batch"  # batch: LR-GRPO; group: per-sample mean/std (the "w/o Batch Advantage" ablation);
     #                           base: FLR-GRPO's (r - r_0) / ||r_{1:} - r_0||_2 per sample (r_0: the noise-free draw)
     rollout: str = "noise"  # noise: LR-GRPO; decode: the original GRPO of the paper's appendix F (group_size
@@ -80,28 +84,35 @@ class LRGRPOConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LRGRPOConfig":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown RL option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        """Checked before anything trains: known fields, each of its annotated type (ints where ints), in range.
+        Raises ValueError "<field>: must be <allowed>, got <value>" (validate_config prefixes the key path)."""
+        from latentrec.config import check_options
+        from latentrec.llm.prompts import STYLES
+
+        d = check_options(
+            cls, d, "RL",
+            above={"lr": 0},
+            at_least={"group_size": 2, "noise_std": 0, "groups_per_step": 1, "advantage_groups": 1, "clip_low": 0,
+                      "clip_high": 0, "beta": 0, "warmup_steps": 0, "max_epochs": 1, "max_steps": 1, "train_limit": 1,
+                      "valid_limit": 1, "max_len": 1, "seed": 0},
+            below={"clip_low": 1},
+            choices={"noise_latents": ("first", "all"), "advantage": ("batch", "group", "base"),
+                     "rollout": ("noise", "decode"), "policy": ("target", "latent"), "reward": ("neg_ppl", "hybrid"),
+                     "mixed_precision": ("auto", "no", "bf16", "fp16"), "prompt_style": tuple(STYLES)},
+            notes={"group_size": " (draw 0 is the noise-free baseline)"},
+        )
         cfg = cls(**d)
-        if cfg.rollout not in ("noise", "decode"):
-            raise ValueError(f"rollout must be 'noise' or 'decode', got {cfg.rollout!r}")
-        if cfg.policy not in ("target", "latent"):
-            raise ValueError(f"policy must be 'target' or 'latent', got {cfg.policy!r}")
-        if cfg.noise_latents not in ("first", "all"):
-            raise ValueError(f"noise_latents must be 'first' or 'all', got {cfg.noise_latents!r}")
-        if cfg.advantage not in ("batch", "group", "base"):
-            raise ValueError(f"advantage must be 'batch', 'group' or 'base', got {cfg.advantage!r}")
-        if cfg.reward not in ("neg_ppl", "hybrid"):
-            raise ValueError(f"reward must be 'neg_ppl' or 'hybrid', got {cfg.reward!r}")
         if cfg.reward == "hybrid" and cfg.rollout != "noise":
-            raise ValueError("reward 'hybrid' (FLR-GRPO) scores noisy thoughts: it needs rollout 'noise'")
-        if cfg.group_size < 2:
-            raise ValueError("group_size must be >= 2 (draw 0 is the noise-free baseline)")
-        if cfg.groups_per_step % cfg.advantage_groups:
-            raise ValueError(f"groups_per_step {cfg.groups_per_step} must be a multiple of advantage_groups {cfg.advantage_groups}")
+            raise ValueError("reward: 'hybrid' (FLR-GRPO) scores noisy thoughts: it needs rollout 'noise'")
+        if cfg.groups_per_step % cfg.baseline_groups:
+            raise ValueError(f"groups_per_step: must be a multiple of advantage_groups ({cfg.advantage_groups}), "
+                             f"got {cfg.groups_per_step}")
         return cfg
+
+    @property
+    def baseline_groups(self) -> int:
+        """Samples that share one advantage baseline and normaliser (default: the whole optimiser step)."""
+        return self.advantage_groups or self.groups_per_step
 
     @property
     def exact_match(self) -> bool:
@@ -335,10 +346,12 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
         trie = TitleTrie.build(catalog, vocab_size=model.llm.get_input_embeddings().num_embeddings)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     world, rank = accelerator.num_processes, accelerator.process_index
-    if cfg.advantage_groups % world:
-        raise ValueError(f"advantage_groups {cfg.advantage_groups} must be a multiple of the GPU count {world}")
-    per_rank = cfg.advantage_groups // world
-    micro_steps = cfg.groups_per_step // cfg.advantage_groups
+    groups = cfg.baseline_groups
+    if groups % world:
+        raise ValueError(f"advantage_groups {groups} (samples sharing a baseline) must be a multiple of the process "
+                         f"count {world}")
+    per_rank = groups // world
+    micro_steps = cfg.groups_per_step // groups
     steps_per_epoch = len(train) // cfg.groups_per_step  # the last incomplete step is dropped (as trl)
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train)} train samples < groups_per_step {cfg.groups_per_step}")
@@ -366,7 +379,7 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
             chunk = order[s * cfg.groups_per_step : (s + 1) * cfg.groups_per_step]
             stats = []
             for m in range(micro_steps):
-                ids = chunk[m * cfg.advantage_groups : (m + 1) * cfg.advantage_groups]
+                ids = chunk[m * groups : (m + 1) * groups]
                 mine = ids[rank * per_rank : (rank + 1) * per_rank]
                 batch = {k: v.to(accelerator.device) for k, v in collate_prompt_target([train[i] for i in mine], pad).items()}
                 noise = draw_noise(len(mine), cfg, model.n_latents, hidden, noise_gen, accelerator.device)

@@ -5,7 +5,7 @@ gradient accumulation over micro-batches (and GPUs), the loss averaged over all 
 effective batch (as transformers' Trainer does with num_items_in_batch), early stopping on validation
 loss, mixed precision with fp32 master weights on GPU (autocast), length-grouped micro-batches.
 Checkpoints every `checkpoint_every` optimiser steps and at each epoch end; a killed run resumes from
-the last one.
+the last one. Checkpoints hold safetensors and JSON only: nothing is unpickled on resume.
 
 The forward pass is pluggable (`SFTTask.loss_sum`), so a latent-reasoning head (LatentR3, FLR) trains
 with the same loop.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentrec.errors import InputError
 from latentrec.io_utils import progress, read_json, write_json
 from latentrec.llm.precision import resolve_mixed_precision, upcast
 from latentrec.llm.prompts import IGNORE_INDEX, EncodedSample
@@ -54,15 +56,24 @@ class SFTConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SFTConfig":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown SFT option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        """Checked before anything trains: known fields, each of its annotated type (ints where ints), in range.
+        Raises ValueError "<field>: must be <allowed>, got <value>" (validate_config prefixes the key path)."""
+        from latentrec.config import check_options
+        from latentrec.llm.prompts import STYLES
+
+        d = check_options(
+            cls, d, "SFT",
+            above={"lr": 0},
+            at_least={"weight_decay": 0, "warmup_steps": 0, "effective_batch": 1, "micro_batch": 1, "max_epochs": 1,
+                      "patience": 1, "max_len": 1, "checkpoint_every": 0, "train_limit": 1, "valid_limit": 1,
+                      "max_steps": 1, "seed": 0},
+            choices={"mixed_precision": ("auto", "no", "bf16", "fp16"), "train_sample": ("random", "first"),
+                     "prompt_style": tuple(STYLES)},
+        )
         cfg = cls(**d)
-        if cfg.train_sample not in ("random", "first"):
-            raise ValueError(f"train_sample must be 'random' or 'first', not {cfg.train_sample!r}")
         if cfg.effective_batch % cfg.micro_batch:
-            raise ValueError(f"effective_batch {cfg.effective_batch} must be a multiple of micro_batch {cfg.micro_batch}")
+            raise ValueError(f"effective_batch: must be a multiple of micro_batch ({cfg.micro_batch}), "
+                             f"got {cfg.effective_batch}")
         return cfg
 
 
@@ -154,24 +165,30 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     params = task.trainable_parameters(model)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_linear_schedule_with_warmup(opt, cfg.warmup_steps, total_steps)
-    # The scheduler stays unprepared: accelerate would step it once per process per optimiser step.
+    # The scheduler stays unprepared: accelerate would step it once per process per optimiser step. It is
+    # not registered for accelerate's checkpointing either (that pickles it): save_checkpoint keeps it.
     model, opt = accelerator.prepare(model, opt)
-    accelerator.register_for_checkpointing(sched)
 
     fingerprint = json.dumps([asdict(cfg), len(train), len(valid), world], sort_keys=True)
     state = TrainState(fingerprint=fingerprint)
     found = latest_checkpoint(ckpt_dir, accelerator.print)
     if found is not None:
         saved = TrainState(**read_json(found / "trainer_state.json"))
-        if saved.fingerprint == fingerprint and (saved.step == 0 or (out_dir / "model").exists() or not saved.history):
-            accelerator.load_state(str(found))
+        ours = saved.fingerprint == fingerprint and (
+            saved.step == 0 or (out_dir / "model").exists() or not saved.history)
+        if not ours:
+            # another config, data or world size: resuming would silently mix two runs
+            accelerator.print(f"ignoring {found}: it belongs to a different run; starting afresh")
+        elif missing := checkpoint_missing(found, accelerator.num_processes):
+            accelerator.print(f"ignoring {found}: it lacks {', '.join(missing)} (written by an older version, whose "
+                              "pickled optimizer and RNG files are never loaded); starting afresh")
+        else:
+            load_checkpoint(accelerator, found, model, opt, sched)
             state = saved
             accelerator.print(f"resumed from {found}: epoch {state.epoch}, step {state.step}")
-        else:  # another config, data or world size: resuming would silently mix two runs
-            accelerator.print(f"ignoring {found}: it belongs to a different run; starting afresh")
 
     def checkpoint():
-        save_checkpoint(accelerator, ckpt_dir, asdict(state))
+        save_checkpoint(accelerator, ckpt_dir, asdict(state), model, opt, sched)
 
     lengths = [len(s.input_ids) for s in train]
     n_targets = [sum(1 for x in s.labels if x != IGNORE_INDEX) for s in train]
@@ -245,18 +262,46 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
 
 
 # ----------------------------------------------------------------------------------- checkpoints
-# A checkpoint is a folder holding accelerate's state and trainer_state.json (the counters it belongs to).
+# A checkpoint is a folder of safetensors and JSON files; nothing in it is ever unpickled, so a file
+# planted in results/ cannot run code on resume (accelerate's save_state/load_state pickle the RNG
+# states and registered objects, and load the latter with weights_only=False):
+#   model.safetensors                    the (unwrapped) model's weights
+#   optimizer.safetensors, optimizer.json  the optimizer's tensors; its param groups and other values
+#   scheduler.json                       the LR scheduler's state_dict (and the fp16 GradScaler's)
+#   rng_state_<rank>.json                Python, NumPy and torch (CPU, this rank's GPU) RNG states
+#   trainer_state.json                   the counters it belongs to; written last, marks it complete
 # It is written whole under <name>.tmp, then swapped in by renames; the previous one survives as
 # <name>.prev until the swap is done, so a kill at any point leaves one complete checkpoint.
 
+MODEL_FILE, SCHED_JSON = "model.safetensors", "scheduler.json"
+OPT_TENSORS, OPT_JSON = "optimizer.safetensors", "optimizer.json"
 
-def save_checkpoint(accelerator, ckpt_dir: Path, state: dict) -> None:
+
+def _rng_file(rank: int) -> str:
+    return f"rng_state_{rank}.json"
+
+
+def _dump_json(obj, path: Path) -> None:
+    path.write_text(json.dumps(obj))  # plain write: the folder is only used once trainer_state.json exists
+
+
+def save_checkpoint(accelerator, ckpt_dir: Path, state: dict, model, opt, sched) -> None:
+    from safetensors.torch import save_file, save_model
+
     tmp, prev = ckpt_dir.with_name(ckpt_dir.name + ".tmp"), ckpt_dir.with_name(ckpt_dir.name + ".prev")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    tmp.mkdir(parents=True, exist_ok=True)
+    if accelerator.is_main_process:
+        save_model(accelerator.unwrap_model(model), str(tmp / MODEL_FILE))
+        tensors, rest = _split_optimizer_state(opt.state_dict())
+        save_file(tensors, str(tmp / OPT_TENSORS))
+        _dump_json(rest, tmp / OPT_JSON)
+        scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
+        _dump_json({"scheduler": sched.state_dict(), "grad_scaler": scaler}, tmp / SCHED_JSON)
+    _dump_json(_get_rng_state(accelerator.device), tmp / _rng_file(accelerator.process_index))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(state, tmp / "trainer_state.json")  # last file: its presence marks the folder complete
@@ -268,6 +313,79 @@ def save_checkpoint(accelerator, ckpt_dir: Path, state: dict) -> None:
         if prev.exists():
             shutil.rmtree(prev)
     accelerator.wait_for_everyone()
+
+
+def checkpoint_missing(folder: Path, world: int) -> list[str]:
+    """The files of this format that `folder` lacks (all of them for a checkpoint of an older version)."""
+    names = [MODEL_FILE, OPT_TENSORS, OPT_JSON, SCHED_JSON] + [_rng_file(r) for r in range(world)]
+    return [n for n in names if not (folder / n).is_file()]
+
+
+def load_checkpoint(accelerator, folder: Path, model, opt, sched) -> None:
+    """Restore model, optimizer, scheduler (and GradScaler) and this rank's RNG states from `folder`.
+    Reads safetensors and JSON only; a damaged or foreign file raises InputError."""
+    from safetensors.torch import load_file, load_model
+
+    try:
+        load_model(accelerator.unwrap_model(model), str(folder / MODEL_FILE), device=str(accelerator.device))
+        opt.load_state_dict(_join_optimizer_state(load_file(str(folder / OPT_TENSORS)),
+                                                  json.loads((folder / OPT_JSON).read_text()), opt.param_groups))
+        sched_state = json.loads((folder / SCHED_JSON).read_text())
+        sched.load_state_dict(sched_state["scheduler"])
+        if accelerator.scaler is not None and sched_state.get("grad_scaler"):
+            accelerator.scaler.load_state_dict(sched_state["grad_scaler"])
+        _set_rng_state(json.loads((folder / _rng_file(accelerator.process_index)).read_text()), accelerator.device)
+    except Exception as e:  # noqa: BLE001 - any failure: the checkpoint is unusable, say which and how to go on
+        raise InputError(
+            f"{folder}: cannot resume from this checkpoint ({type(e).__name__}: {e}). It was damaged or not written "
+            f"by this trainer; delete it (and any {folder.name}.prev / .tmp beside it) to start the run afresh."
+        ) from e
+
+
+def _split_optimizer_state(sd: dict) -> tuple[dict, dict]:
+    """torch optimizer state_dict -> ({'<param id>/<name>': tensor}, JSON-able rest)."""
+    tensors, other = {}, {}
+    for pid, per_param in sd["state"].items():
+        for name, v in per_param.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{pid}/{name}"] = v.detach().cpu().contiguous()
+            else:
+                other.setdefault(str(pid), {})[name] = v
+    return tensors, {"param_groups": sd["param_groups"], "state": other}
+
+
+def _join_optimizer_state(tensors: dict, rest: dict, current_groups: list) -> dict:
+    state: dict[int, dict] = {}
+    for key, t in tensors.items():
+        pid, name = key.split("/", 1)
+        state.setdefault(int(pid), {})[name] = t
+    for pid, values in rest["state"].items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = rest["param_groups"]
+    for saved, cur in zip(groups, current_groups):  # JSON made tuples (AdamW's betas) lists: restore the type
+        for k, v in saved.items():
+            if isinstance(cur.get(k), tuple) and isinstance(v, list):
+                saved[k] = tuple(v)
+    return {"state": state, "param_groups": groups}
+
+
+def _get_rng_state(device: torch.device) -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    out = {"python": random.getstate(), "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+           "torch": torch.get_rng_state().tolist()}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device).tolist()
+    return out
+
+
+def _set_rng_state(s: dict, device: torch.device) -> None:
+    version, internal, gauss = s["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = s["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(s["torch"], dtype=torch.uint8))
+    if device.type == "cuda" and "cuda" in s:
+        torch.cuda.set_rng_state(torch.tensor(s["cuda"], dtype=torch.uint8), device)
 
 
 def latest_checkpoint(ckpt_dir: Path, say=print) -> Path | None:
