@@ -13,10 +13,10 @@ rule synthesize_dataset:
     params:
         s=lambda w: dataset_config(config, w.dataset)["synthetic"],
     shell:
-        "python -m latentrec synthesize --reviews {output.reviews} --meta {output.meta}"
+        "python -m latentrec synthesize --reviews {output.reviews:q} --meta {output.meta:q}"
         " --n-users {params.s[n_users]} --n-items {params.s[n_items]}"
         " --n-genres {params.s[n_genres]} --seed {params.s[seed]}"
-        " --start {params.s[start]} --end {params.s[end]} 2> {log}"
+        " --start {params.s[start]} --end {params.s[end]} 2> {log:q}"
 
 
 rule download_amazon2018:
@@ -34,9 +34,12 @@ rule download_amazon2018:
         url=download_url,
         offline="--offline" if config["download"].get("offline") else "",
         retries=config["download"].get("retries", 5),
+        min_rate=config["download"].get("min_rate", 1024),
+        stall_window=config["download"].get("stall_window_s", 60),
     shell:
-        "python -m latentrec download --url {params.url:q} --out {output} "
-        "--retries {params.retries} {params.offline} 2> {log}"
+        "python -m latentrec download --url {params.url:q} --out {output:q} "
+        "--retries {params.retries} {params.offline} --min-rate {params.min_rate}"
+        " --stall-window {params.stall_window} 2> {log:q}"
 
 
 rule process_raw_dataset:
@@ -59,8 +62,8 @@ rule process_raw_dataset:
         cfg=lambda w: as_arg(processing_config(config, w.dataset)),
         category=lambda w: dataset_config(config, w.dataset).get("category", w.dataset),
     shell:
-        "python -m latentrec process --reviews {input.reviews} --meta {input.meta}"
-        " --category {params.category} --cfg {params.cfg} --out results/{wildcards.dataset}/data 2> {log}"
+        "python -m latentrec process --reviews {input.reviews:q} --meta {input.meta:q}"
+        " --category {params.category:q} --cfg {params.cfg} --out results/{wildcards.dataset:q}/data 2> {log:q}"
 
 
 rule import_processed_dataset:
@@ -78,4 +81,5 @@ rule import_processed_dataset:
     params:
         folder=lambda w: dataset_config(config, w.dataset)["folder"],
     shell:
-        "python -m latentrec import-csv --src {params.folder:q} --out results/{wildcards.dataset}/data 2> {log}"
+        "python -m latentrec import-csv --src {params.folder:q} --out results/{wildcards.dataset:q}/data"
+        " 2> {log:q}"

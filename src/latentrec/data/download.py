@@ -150,8 +150,9 @@ def download(
             break
         except _TRANSIENT as e:
             if attempt == retries:
-                slow = (" If the link is this slow, lower the minimum rate (--min-rate, bytes/s) or lengthen "
-                        "its window (--stall-window, seconds).") if isinstance(e, _Stalled) else ""
+                slow = (" If the link is this slow, lower the minimum rate (download.min_rate in the config or "
+                        "--min-rate, bytes/s) or lengthen its window (download.stall_window_s or --stall-window, "
+                        "seconds).") if isinstance(e, _Stalled) else ""
                 raise InputError(
                     f"{dest}: download of {url} failed after {retries + 1} attempts ({e}). Check the network and "
                     f"rerun (the partial file {part} is resumed), or place the file at {dest} by hand.{slow}"
