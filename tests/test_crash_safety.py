@@ -157,3 +157,15 @@ def test_sft_killed_during_a_checkpoint_save_resumes_to_the_same_weights(smollm2
         for k, v in want.items():
             torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6, msg=f"{point}: {k}")
         assert sorted(p.name for p in out.iterdir()) == ["final.pt", "model"], point
+
+
+def test_decode_length_defaults_to_the_longest_catalogue_title(tiny_run, smollm2_tokenizer):
+    """No target is unreachable: without max_new_tokens the decode may emit the longest title's tokens."""
+    import json
+
+    from latentrec.llm.prompts import SegmentEncoder
+
+    _decode(tiny_run, tiny_run / "p.parquet")
+    used = json.loads((tiny_run / "p.json").read_text())["generation_config"]
+    enc = SegmentEncoder(smollm2_tokenizer)
+    assert used["max_new_tokens"] == max(len(enc.target_ids(t)) for t in TITLES) > 0

@@ -259,7 +259,8 @@ def cmd_decode(a) -> None:
     # Decode time of every row, resumed chunks included (their own timings): a resumed shard's users/s
     # is not inflated by the rows it did not decode this time.
     seconds = float(preds["seconds"].sum()) if len(preds) else wall
-    write_json({"generation_config": {**DECODE_DEFAULTS, **a.cfg}, "model": a.model, "device": device,
+    used = preds.attrs.get("generation_config", {**DECODE_DEFAULTS, **a.cfg})
+    write_json({"generation_config": used, "model": a.model, "device": device,
                 "dtype": str(dtype), "rows": len(rows), "seconds": seconds, "wall_seconds_this_process": wall,
                 "users_per_second": len(rows) / max(seconds, 1e-9),
                 "per_row": {c: preds[c].tolist() for c in ("row", *PER_ROW_COLUMNS) if c in preds}},

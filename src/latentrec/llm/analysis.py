@@ -107,4 +107,5 @@ def time_decode(model, tokenizer, ds, rows: np.ndarray, domain: str, cfg: dict, 
             reasoning = float(out["reasoning_tokens"].mean())
     return {"seconds_per_user": per_user, "mean": float(np.mean(per_user)),
             "std": float(np.std(per_user, ddof=1)) if repeats > 1 else 0.0, "rows": len(rows), "repeats": repeats,
-            "generation_config": {**DECODE_DEFAULTS, **cfg}, "mean_reasoning_tokens": reasoning}
+            "generation_config": out.attrs.get("generation_config", {**DECODE_DEFAULTS, **cfg}),
+            "mean_reasoning_tokens": reasoning}

@@ -67,7 +67,7 @@ DECODE_DEFAULTS = {
     "num_beams": 10,
     "num_return": 10,
     "length_penalty": 1.0,  # 1 = BIGRec, 0 = D3
-    "max_new_tokens": 64,
+    "max_new_tokens": None,  # None: the longest catalogue title in tokens (with its closing EOS): no target cut
     "batch_size": 8,
     "prompt_style": "reference",
     "do_sample": False,  # recorded: decoding is deterministic beam search
@@ -100,6 +100,8 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
     trie = TitleTrie.build(catalog_sequences(ds, tokenizer), vocab_size=llm.get_input_embeddings().num_embeddings)
     device = next(model.parameters()).device
     trie = trie.to(device)
+    if cfg["max_new_tokens"] is None:
+        cfg["max_new_tokens"] = trie.max_depth
     cot = None
     if cfg.get("cot") is not None:
         from latentrec.llm.cot import CoTConfig
@@ -133,9 +135,9 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
         bar.close()
     columns = ["row", "user_id", "pred_item_ids", "pred_titles", "pred_scores", "seconds"]
     columns += ["reasoning_tokens", "reasoning"] if cot is not None else []
-    if not frames:
-        return pd.DataFrame({c: [] for c in columns})
-    return pd.concat(frames, ignore_index=True)[columns]
+    out = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame({c: [] for c in columns})
+    out.attrs["generation_config"] = cfg  # as used, with the derived max_new_tokens
+    return out
 
 
 @dataclass
