@@ -5,8 +5,8 @@ side by side in one run with the training loop the workflow uses (`train_lr_grpo
 
 (i)  LR-GRPO (`rollout: noise`): K Gaussian-perturbed latents per sample, reward -PPL of the target,
      only LatentRATT trained;
-(ii) original GRPO (`rollout: decode`): K completions per sample from the catalog-constrained beam
-     search, 0/1 exact-match reward, group advantage, the whole model trained.
+(ii) original GRPO (`rollout: decode`): the same K latents per sample, one greedy catalog-constrained
+     title decoded after each, 0/1 exact-match reward, group advantage, the whole model trained.
 
 Prints wall and process-CPU seconds per step of each and their ratios (the paper reports the original
 GRPO's training as far slower; appendix F). On a shared machine, run it with --threads 1 and read the

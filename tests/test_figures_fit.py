@@ -94,6 +94,20 @@ def _cost() -> pd.DataFrame:
                                                                     ("BIGRec+FLR", 0.47))])
 
 
+def _grpo() -> pd.DataFrame:
+    """As latentr3.grpo_comparison: per dataset the original GRPO (with the cost ratio) and LR-GRPO."""
+    rows = []
+    for d, (orig, lr) in (("Toys_and_Games", (812.5, 161.0)), ("CDs_and_Vinyl", (1030.0, 240.0))):
+        rows.append({"dataset": d, "method": "LatentR3-origGRPO", "rl": "original GRPO", "seeds": 2, "NDCG@10": 0.061,
+                     "NDCG@10_std": 0.003, "HR@10": 0.098, "HR@10_std": 0.004, "rl_seconds_per_step": orig,
+                     "rl_logs": 2, "rl_device": "cuda:0", "rl_world_size": 2, "cost_ratio": orig / lr,
+                     "paper_cost_ratio": 5})
+        rows.append({"dataset": d, "method": "BIGRec+LatentR3", "rl": "LR-GRPO", "seeds": 2, "NDCG@10": 0.069,
+                     "NDCG@10_std": 0.002, "HR@10": 0.11, "HR@10_std": 0.005, "rl_seconds_per_step": lr,
+                     "rl_logs": 2, "rl_device": "cuda:0", "rl_world_size": 2})
+    return pd.DataFrame(rows, columns=latentr3.GRPO_COLUMNS)
+
+
 def _timing(repeats: int = 1) -> pd.DataFrame:
     return pd.DataFrame([{"dataset": "Synthetic_Music", "method": m, "seed": 0, "seconds_per_user": v,
                           "std": 0.0 if repeats == 1 else 0.01, "repeats": repeats, "rows": 3, "num_beams": b,
@@ -113,8 +127,16 @@ def figures(out: Path) -> dict[str, callable]:
         "flr_fig4_two_panels": lambda: flr.factor_figure(
             [_stats("with constraints"), _stats("without constraints", seed=1)], out / "flr_fig4_two_panels.png"),
         "flr_fig4_empty": lambda: flr.factor_figure([], out / "flr_fig4_empty.png"),
-        "flr_fig6": lambda: flr.attention_figure(npz, meta, 0, "Synthetic_Music BIGRec+FLR", out / "flr_fig6.png"),
-        "flr_fig6_empty": lambda: flr.attention_figure(None, None, 0, "None None", out / "flr_fig6_empty.png"),
+        "flr_fig4_grid": lambda: flr.factor_figure(  # datasets x models; Games has no before/after pair here
+            [_stats("with constraints, before FLR-GRPO"), _stats("without constraints", seed=1),
+             _stats("after FLR-GRPO", seed=2), _stats("with constraints, before FLR-GRPO", seed=3, dataset="Video_Games")],
+            out / "flr_fig4_grid.png"),
+        "flr_fig6": lambda: flr.attention_figure([("with constraints (BIGRec+FLR)", npz)], meta, 0, "Synthetic_Music",
+                                                 out / "flr_fig6.png"),
+        "flr_fig6_before_after": lambda: flr.attention_figure(
+            [("with constraints, before FLR-GRPO (BIGRec+FLR)", npz), ("after FLR-GRPO (FLR+FLR-GRPO)", npz)], meta, 0,
+            "Synthetic_Music", out / "flr_fig6_before_after.png"),
+        "flr_fig6_empty": lambda: flr.attention_figure([], None, 0, None, out / "flr_fig6_empty.png"),
         "flr_fig7": lambda: latentr3.popularity_figure(_popularity(), out / "flr_fig7.png"),
         "flr_fig8": lambda: latentr3.sweep_figure(_sweep("K", [1, 2, 3, 4]), "K", "number of factors K",
                                                   "Factors K (the paper: best K 3 on CDs, 4 on Games)",
@@ -131,6 +153,9 @@ def figures(out: Path) -> dict[str, callable]:
                                                             out / "latentr3_fig2_wide.png"),
         "latentr3_fig3": lambda: latentr3.popularity_figure(_popularity(), out / "latentr3_fig3.png"),
         "latentr3_fig4": lambda: latentr3.cost_figure(_cost(), out / "latentr3_fig4.png"),
+        "latentr3_fig4_grpo": lambda: latentr3.grpo_figure(_grpo(), out / "latentr3_fig4_grpo.png", 5),
+        "latentr3_fig4_grpo_empty": lambda: latentr3.grpo_figure(_grpo().iloc[:0], out / "latentr3_fig4_grpo_empty.png",
+                                                                 5),
     }
 
 
@@ -247,8 +272,9 @@ def test_llm_vs_strongest_columns_are_unique():
 
 def test_gains_table_prints_a_dash_for_a_missing_p_and_says_why_no_paper_values():
     df = pd.DataFrame([{"dataset": "Synthetic_Music", "method": "BIGRec+LatentR3", "backbone": "BIGRec",
-                        "metric": m, "ours": 0.1, "ours_backbone": 0.1, "ours_gain": 0.0, "paper": None,
-                        "paper_backbone": None, "paper_gain": math.nan, "paired_rows": 6, "p": p}
+                        "metric": m, "ours_title": 0.1, "backbone_title": 0.1, "gain_title": 0.0, "paper": None,
+                        "paper_backbone": None, "paper_gain": math.nan, "paired_rows": 6, "p_title": p,
+                        "ours_id": 0.1, "backbone_id": 0.1, "gain_id": 0.0, "p_id": p}
                        for m, p in (("N@10", math.nan), ("H@10", 0.0123))])
     md = latentr3.gains_markdown(df, "note", {"Toys_and_Games": {}})
     assert "nan" not in md.lower() and "| – |" in md and "| 0.0123 |" in md
@@ -265,10 +291,40 @@ def test_tables_say_why_a_dataset_has_no_published_values():
     md = to_markdown(beauty, "T", {"Toys_and_Games": {}})
     assert "No published values: Beauty is not in the papers (no entry in paper_results.yaml)." in md
     t2 = long.assign(row=long.method, metric=long.metric)
+    t2 = t2.assign(title_mean=t2.ours_mean, title_std=t2.ours_std, id_mean=t2.ours_mean, id_std=t2.ours_std)
     md2 = flr.table2_markdown(t2, pd.DataFrame(), "note", {"Toys_and_Games": {}})
     assert md2.count("No published values") == 1 and "Synthetic_Music is the synthetic" in md2
-    grid = long.assign(column=long.method)
+    grid = long.assign(column=long.method, title_mean=long.ours_mean, title_std=long.ours_std, id_mean=long.ours_mean,
+                       id_std=long.ours_std)
     md4 = flr.grid_markdown(grid, "Table 4", "dataset", "column", "note", {"Toys_and_Games": {}})
     assert md4.count("No published values") == 1
-    ab = long.assign(variant=long.method)
+    ab = long.assign(variant=long.method, title_mean=long.ours_mean, title_std=long.ours_std, id_mean=long.ours_mean,
+                     id_std=long.ours_std)
     assert latentr3.ablation_markdown(ab, "note", {"Toys_and_Games": {}}).count("No published values") == 1
+
+
+def test_grpo_comparison_reads_the_selected_rl_point_of_each_seed(tmp_path):
+    """Figure 4's numbers: per seed the RL grid point select-latent keeps (best validation -PPL), the cost
+    ratio original / LR-GRPO; no original-GRPO run: no rows (the figure says so)."""
+    from latentrec.io_utils import write_json
+
+    logs = []
+    for recipe, seconds in (("LatentR3-origGRPO", (50.0, 30.0)), ("LatentR3", (10.0, 6.0))):
+        for seed in (0, 1):
+            for point, neg_ppl, sps in (("lr1e-4", -3.0, seconds[0]), ("lr5e-4", -4.0, seconds[1])):
+                p = tmp_path / f"results/Toys_and_Games/latent/{recipe}/seed{seed}/rl/{point}/rl_log.json"
+                p.parent.mkdir(parents=True)
+                write_json({"valid_neg_ppl": neg_ppl, "seconds_per_step": sps, "device": "cpu", "world_size": 1}, p)
+                logs.append(str(p))
+    runs = pd.DataFrame([{"dataset": "Toys_and_Games", "method": m, "seed": s, "metrics": {"NDCG@10": v, "HR@10": 2 * v},
+                          "rows_path": ""} for m, v in (("LatentR3-origGRPO", 0.05), ("BIGRec+LatentR3", 0.07))
+                         for s in (0, 1)])
+    recipes = {"LatentR3-origGRPO": "LatentR3-origGRPO", "BIGRec+LatentR3": "LatentR3"}
+    df = latentr3.grpo_comparison(runs, {"LatentR3-origGRPO": "BIGRec+LatentR3"}, logs, recipes, 5)
+    assert list(df.rl) == ["original GRPO", "LR-GRPO"] and list(df.seeds) == [2, 2] and list(df.rl_logs) == [2, 2]
+    assert list(df.rl_seconds_per_step) == [50.0, 10.0] and df.cost_ratio[0] == 5.0 and df.paper_cost_ratio[0] == 5
+    assert list(df["NDCG@10"]) == pytest.approx([0.05, 0.07])
+    none = latentr3.grpo_comparison(runs[runs.method != "LatentR3-origGRPO"], {"LatentR3-origGRPO": "BIGRec+LatentR3"},
+                                    [p for p in logs if "origGRPO" not in p], recipes, 5)
+    assert none.empty and list(none.columns) == latentr3.GRPO_COLUMNS
+    assert latentr3.grpo_comparison(pd.DataFrame(), {}, [], {}).empty

@@ -95,8 +95,10 @@ def _run(root, dataset, method, seed, ndcg, n=6):
     rng = np.random.default_rng(zlib.crc32(f"{method}/{seed}".encode()))  # hash() of a str varies per process
     rows = pd.DataFrame({"row": range(n), **{m: (0.5 + rng.random(n)) * ndcg for m in
                                              ("HR@5", "HR@10", "NDCG@5", "NDCG@10")}})
+    for m in ("HR@5", "HR@10", "NDCG@5", "NDCG@10"):  # matched by title: every id hit, and a few more
+        rows[f"title_{m}"] = rows[m] * 1.5
     rows.to_parquet(d / "rows.parquet")
-    metrics = {c: float(rows[c].mean()) for c in ("HR@5", "HR@10", "NDCG@5", "NDCG@10")}
+    metrics = {c: float(rows[c].mean()) for c in rows.columns if "@" in c}
     (d / "metrics.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed,
                                                 "metrics": metrics}))
     return str(d / "metrics.json")
@@ -148,14 +150,62 @@ def test_report_writes_every_table_and_figure_and_skips_absent_methods(tmp_path,
     assert "absent" in (tmp_path / "empty" / "flr_table2.md").read_text()
 
 
+def _dump(root, dataset, method, out, ds):
+    path = root / dataset / method / "seed0" / "flr_factors.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **out)
+    path.with_suffix(".json").write_text(json.dumps({"history_titles": [[TITLES[i] for i in h] for h in
+                                                                        ds.test["history_item_ids"]],
+                                                     "target_titles": TITLES[:5]}))
+    return str(path)
+
+
+def test_factors_before_and_after_flr_grpo_in_table_and_figures(tmp_path, flr, flr_tok, ds):
+    """FLR Figures 4 and 6 and the disentanglement table show the model before and after FLR-GRPO."""
+    from unittest import mock
+
+    from matplotlib.figure import Figure
+
+    root = tmp_path / "results"
+    before = dump_factors(flr, flr_tok, ds, np.arange(5), "musics")
+    rng = np.random.default_rng(0)
+    after = {**before, "factors": before["factors"] + rng.normal(0, 1, before["factors"].shape).astype(np.float32)}
+    paths = [_dump(root, "Video_Games", "FLR+FLR-GRPO", after, ds), _dump(root, "Video_Games", "BIGRec+FLR", before, ds)]
+    labels = {"BIGRec+FLR": "before FLR-GRPO", "FLR-reg-none": "without constraints", "FLR+FLR-GRPO": "after FLR-GRPO"}
+    kept, save = {}, Figure.savefig
+
+    def savefig(self, path, *a, **k):
+        kept[Path(path).name] = self
+        return save(self, path, *a, **k)
+
+    with mock.patch.object(Figure, "savefig", savefig):
+        build([], {}, paths, [], {"factors": {"methods": labels, "user": 1}}, {}, tmp_path / "tables")
+    dis = (tmp_path / "tables" / "flr_disentanglement.md").read_text()
+    rows = [ln for ln in dis.splitlines() if ln.startswith("| Video_Games |")]
+    assert [ln.split(" | ")[1:3] for ln in rows] == [["BIGRec+FLR", "before FLR-GRPO"], ["FLR+FLR-GRPO", "after FLR-GRPO"]]
+    csv = pd.read_csv(tmp_path / "tables" / "flr_disentanglement.csv")
+    assert csv.set_index("method").loc["BIGRec+FLR", "S_avg"] != csv.set_index("method").loc["FLR+FLR-GRPO", "S_avg"]
+
+    def titles(fig):
+        return [ax.get_title().replace("\n", " ") for ax in fig.axes if ax.get_title()]
+
+    fig4 = titles(kept["flr_fig4_factor_similarity.png"])
+    assert len(fig4) == 2 and "before FLR-GRPO" in fig4[0] and "after FLR-GRPO" in fig4[1]
+    fig6 = kept["flr_fig6_factor_attention.png"]
+    assert titles(fig6) == ["before FLR-GRPO (BIGRec+FLR)", "after FLR-GRPO (FLR+FLR-GRPO)"]
+    images = [ax.images[0] for ax in fig6.axes if ax.images]
+    assert len(images) == 2 and images[0].norm.vmax == images[1].norm.vmax  # one colour scale for both
+    np.testing.assert_allclose(images[1].get_array(), after["item_attention"][1][:, :3].T)  # user 1: 3 items
+
+
 def test_table2_footnotes_the_published_ndcg_above_hr():
     """FLR Table 2 prints Instruments' Base and CoT N@K > H@K as published, marked as impossible."""
     from latentrec.report.flr import table2_markdown
 
     root = Path(__file__).resolve().parents[1]
     paper = yaml.safe_load((root / "config" / "paper_results.yaml").read_text())["flr_table2"]
-    rows = [{"dataset": "Musical_Instruments", "row": row, "method": method, "metric": m, "ours_mean": 0.01,
-             "ours_std": 0.0, "n_seeds": 1, "paper": paper["Musical_Instruments"][row][m]}
+    rows = [{"dataset": "Musical_Instruments", "row": row, "method": method, "metric": m, "title_mean": 0.01,
+             "title_std": 0.0, "id_mean": 0.005, "id_std": 0.0, "n_seeds": 1, "paper": paper["Musical_Instruments"][row][m]}
             for row, method in (("Base", "Base"), ("CoT", "CoT"), ("BIGRec", "BIGRec")) for m in ("H@5", "H@10", "N@5", "N@10")]
     md = table2_markdown(pd.DataFrame(rows), pd.DataFrame(), "note", paper)
     base = next(ln for ln in md.splitlines() if ln.startswith("| Base (Base)"))

@@ -246,20 +246,120 @@ def test_rl_moves_only_the_head(fitted, policy):
     # perplexity (docs/latentr3.md has the numbers and the second-order argument).
 
 
-def test_original_grpo_decodes_rewards_exact_matches_and_tunes_the_whole_model(fitted):
+class _Spy:
+    """Wraps a function and keeps (args, kwargs, result) of every call."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
+
+    def __call__(self, *a, **k):
+        out = self.fn(*a, **k)
+        self.calls.append((a, k, out))
+        return out
+
+
+def test_original_grpo_samples_latents_decodes_a_title_per_draw_and_rewards_exact_matches(fitted, monkeypatch):
+    """Appendix F's GRPO, one step by hand: K noisy latents per sample (draw 0 noise-free), one greedy
+    constrained title per draw from its own [prompt, noisy latent] prefix, 0/1 exact-match rewards, group
+    advantage."""
+    import latentrec.llm.decoding as decoding
+    import latentrec.llm.grpo as grpo
+
+    r, tok, train = copy.deepcopy(fitted[0]), fitted[1], fitted[2]
+    enc = SegmentEncoder(tok)
+    trie = TitleTrie.build([enc.target_ids(t) for t in TITLES], vocab_size=r.llm.get_input_embeddings().num_embeddings)
+    cfg = LRGRPOConfig(group_size=4, noise_std=1.5, rollout="decode", advantage="group", mixed_precision="no")
+    samples = train[:3]
+    batch = collate_prompt_target(samples, tok.pad_token_id)
+    g, k, d = len(samples), cfg.group_size, r.llm.config.hidden_size
+    noise = draw_noise(g, cfg, r.n_latents, d, torch.Generator().manual_seed(0), "cpu")
+    prefix, search, adv = _Spy(grpo.noisy_prefix), _Spy(decoding.constrained_beam_search), _Spy(grpo.advantages)
+    monkeypatch.setattr(grpo, "noisy_prefix", prefix)
+    monkeypatch.setattr(decoding, "constrained_beam_search", search)
+    monkeypatch.setattr(grpo, "advantages", adv)
+    loss, stats = grpo.decode_step_loss(r, batch, noise, trie, cfg, tok.eos_token_id)
+
+    # The latents are sampled: per sample, draw 0 is the noise-free latent, the others differ from it and
+    # from each other by exactly their noise.
+    (embeds, _), = [c[2] for c in prefix.calls]
+    latents = embeds[:, -1].view(g, k, d)
+    clean, _ = r.prefix_embeds(batch["prompt_ids"], batch["prompt_mask"])
+    for i in range(g):
+        torch.testing.assert_close(latents[i, 0], clean[i, -1])
+        torch.testing.assert_close(latents[i] - latents[i, :1], noise[i, :, 0])
+        assert all(not torch.allclose(latents[i, a], latents[i, b]) for a in range(k) for b in range(a + 1, k))
+    # One batched search over all g*K draws, one greedy title each.
+    (_, kw, hyps), = search.calls
+    assert kw["num_beams"] == kw["num_return"] == 1 and len(hyps) == g * k
+    titles = [trie.sequence(h[0][0]) for h in hyps]
+    # Each draw's title is what a greedy decode from its own prefix (no cache, no batch) returns.
+    for i, s in enumerate(samples):
+        _, ref_prefix = r.reference_logprobs(_p(s), _t(s), noise[i], return_prefix=True)
+        for j in range(k):
+            assert titles[i * k + j] == grpo._greedy_title(r, ref_prefix[j : j + 1], trie, tok.eos_token_id)
+    # Rewards: 1 exactly where the decoded title is the target; group advantage.
+    (args, _, _), = adv.calls
+    hits = torch.tensor([[float(titles[i * k + j] == _t(s)) for j in range(k)] for i, s in enumerate(samples)])
+    assert torch.equal(args[0].cpu(), hits) and args[1] == "group"
+    assert loss.requires_grad
+    assert stats["reward"] == pytest.approx(float(hits.mean()))
+    assert stats["reward_clean"] == pytest.approx(float(hits[:, 0].mean()))
+    assert stats["distinct_titles"] == pytest.approx(np.mean([len({tuple(t) for t in titles[i * k : (i + 1) * k]})
+                                                              for i in range(g)]))
+
+
+def test_original_grpo_tunes_the_whole_model_with_rewards_between_0_and_1(fitted, monkeypatch):
+    import latentrec.llm.decoding as decoding
+
     r, tok, train = copy.deepcopy(fitted[0]), fitted[1], fitted[2]
     enc = SegmentEncoder(tok)
     catalog = [enc.target_ids(t) for t in TITLES]
-    llm_before = {n: p.detach().clone() for n, p in r.llm.named_parameters()}
     cfg = LRGRPOConfig(lr=1e-3, group_size=4, groups_per_step=4, advantage_groups=2, rollout="decode",
-                       warmup_steps=1, max_steps=2, mixed_precision="no")
+                       advantage="group", warmup_steps=0, max_steps=2, mixed_precision="no")
     log = train_lr_grpo(r, tok, train, train[:4], cfg, catalog=catalog)
-    assert log["steps"] == 2 and log["trainable_parameters"] > 3 * (64 * 64 + 64)
-    # The fitted model ranks the true title among its 4 beams for some samples: rewards are 0/1 means.
+    assert log["steps"] == 2 and log["trainable_parameters"] == sum(p.numel() for p in r.parameters())
+    # The fitted model decodes the true title for some samples and not for others.
     assert 0 < np.mean([h["reward"] for h in log["history"]]) < 1
+    # On this toy the K latents of a sample decode one title (its choice hardly depends on the latent), so
+    # every group's advantage is 0. A model whose title follows the latent (here: draw r of a step decodes
+    # catalog title r mod 6, so some groups hold the target and others) trains the LLM and the head.
+    r = copy.deepcopy(fitted[0])
+    llm_before = {n: p.detach().clone() for n, p in r.llm.named_parameters()}
+    head_before = {n: p.detach().clone() for n, p in r.head.named_parameters()}
+
+    def varied(model, prompts, trie, **kw):
+        return [[(trie.find(catalog[i % len(catalog)]), 0.0)] for i in range(kw["prefix_embeds"].shape[0])]
+
+    monkeypatch.setattr(decoding, "constrained_beam_search", varied)
+    log = train_lr_grpo(r, tok, train, train[:4], cfg, catalog=catalog)
+    assert all(0 < h["reward"] < 1 for h in log["history"])
     assert any(not torch.equal(p, llm_before[n]) for n, p in r.llm.named_parameters())
+    assert any(not torch.equal(p, head_before[n]) for n, p in r.head.named_parameters())
     with pytest.raises(ValueError, match="catalog"):
         train_lr_grpo(r, tok, train, train[:4], cfg)
+    # The original GRPO has its own advantage and ratio: the config says so.
+    with pytest.raises(ValueError, match="advantage: must be 'group' with rollout 'decode'"):
+        LRGRPOConfig.from_dict({"rollout": "decode"})
+    assert LRGRPOConfig.from_dict({"rollout": "decode", "advantage": "group"}).whole_model
+
+
+def test_original_grpo_beams_rollout_keeps_the_k_beams_of_the_noise_free_latent(fitted, monkeypatch):
+    import latentrec.llm.decoding as decoding
+    import latentrec.llm.grpo as grpo
+
+    r, tok, train = copy.deepcopy(fitted[0]), fitted[1], fitted[2]
+    enc = SegmentEncoder(tok)
+    trie = TitleTrie.build([enc.target_ids(t) for t in TITLES], vocab_size=r.llm.get_input_embeddings().num_embeddings)
+    cfg = LRGRPOConfig(group_size=4, rollout="beams", advantage="group", mixed_precision="no")
+    batch = collate_prompt_target(train[:2], tok.pad_token_id)
+    noise = draw_noise(2, cfg, r.n_latents, r.llm.config.hidden_size, torch.Generator().manual_seed(0), "cpu")
+    search = _Spy(decoding.constrained_beam_search)
+    monkeypatch.setattr(decoding, "constrained_beam_search", search)
+    _, stats = grpo.decode_step_loss(r, batch, noise, trie, cfg, tok.eos_token_id)
+    (_, kw, hyps), = search.calls
+    assert kw["num_beams"] == kw["num_return"] == 4 and len(hyps) == 2
+    torch.testing.assert_close(kw["prefix_embeds"], r.prefix_embeds(batch["prompt_ids"], batch["prompt_mask"])[0])
+    assert stats["distinct_titles"] == 4  # the beams are distinct titles
 
 
 def test_rl_refuses_a_head_without_parameters(tok):

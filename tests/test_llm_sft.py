@@ -321,3 +321,15 @@ def test_resume_never_unpickles_planted_files(smollm2_tokenizer, tmp_path):
         _plant(ckpt / name, marker)
     fresh = train_sft(tiny_llama_like(tok, seed=1), tok, train, valid, cfg, tmp_path / "run")
     assert fresh["steps"] == 2 and len(fresh["history"]) == 1 and not marker.exists()
+
+
+def test_a_diverged_run_still_writes_its_model_and_says_so(smollm2_tokenizer, tmp_path):
+    """An lr that blows up (a grid's 3e-3 may) gives NaN validation losses: the run keeps its last weights
+    as its output and marks itself diverged, so a grid's selection can skip it instead of a job failing."""
+    tok = smollm2_tokenizer
+    train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
+    cfg = SFTConfig(lr=1e30, warmup_steps=0, effective_batch=8, micro_batch=8, max_epochs=1, checkpoint_every=0,
+                    valid_limit=None)
+    log = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path)
+    assert log["diverged"] and not np.isfinite(log["best_valid_loss"])
+    assert (tmp_path / "model" / "config.json").exists()

@@ -240,6 +240,7 @@ def cmd_decode(a) -> None:
     from latentrec.data.processed_io import load_dataset
     from latentrec.io_utils import write_json
     from latentrec.llm.latent import load_decodable
+    from latentrec.llm.latent_cli import resolve_model
     from latentrec.llm.recommender import DECODE_DEFAULTS, PER_ROW_COLUMNS, decode_rows, shard_rows
     from latentrec.runs import seed_everything, write_predictions
 
@@ -252,7 +253,9 @@ def cmd_decode(a) -> None:
     rows = shard_rows(n_rows, a.shard, a.num_shards)
     # Finished rows are kept beside the output in chunks: a killed shard resumes where it stopped.
     resume = Path(a.out).with_name(f".{Path(a.out).name}.partial")
-    fingerprint = {"model": str(Path(a.model).resolve()), "data": str(Path(a.data).resolve()), "domain": a.domain}
+    # The model a selection file names (select-sft, select-latent): another choice is another model.
+    fingerprint = {"model": str(resolve_model(a.model).resolve()), "data": str(Path(a.data).resolve()),
+                   "domain": a.domain}
     t0 = time.time()
     preds = decode_rows(model, tok, ds, rows, a.domain, a.cfg, resume_dir=resume, resume_key=fingerprint)
     wall = time.time() - t0
@@ -489,7 +492,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True,
                    help="model folder: a backbone (from `fetch-model`), an SFT'd model (OUT/model of `sft`), "
                         "a latent model (OUT/model of `latent-sft`/`latent-rl`), or the selection file of "
-                        "`select-latent`")
+                        "`select-latent` or `select-sft`")
     s.add_argument("--domain", required=True, help=DOMAIN_HELP)
     s.add_argument("--cfg", type=_json_arg, default={}, help=DECODE_CFG_HELP)
     s.add_argument("--seed", type=int, default=0, help=SEED_HELP)

@@ -374,6 +374,7 @@ def _check_llm(config: dict) -> None:
         SFTConfig.from_dict(llm["sft"])
     except (ValueError, TypeError) as err:
         fail(*_field_path("llm.sft", err, sft_fields))
+    _check_sft_grid("llm.sft_grid", llm.get("sft_grid"), [("llm.sft", llm["sft"])])
     recipes = llm.get("latent") or {}
     for name, raw in recipes.items():
         raw = raw or {}
@@ -393,6 +394,7 @@ def _check_llm(config: dict) -> None:
                 SFTConfig.from_dict(r["sft"])
             except (ValueError, TypeError) as err:
                 fail(*_field_path(f"{here}.sft", err, sft_fields))
+        _check_recipe_sft_grid(config, name, raw)
         rl_grid = raw.get("rl_grid") or {}
         if rl_grid and raw.get("rl") is None:
             fail(f"{where}.rl_grid", "a grid over RL values needs an `rl` block (rl: null means no RL stage)")
@@ -408,6 +410,71 @@ def _check_llm(config: dict) -> None:
                 if field in rl_grid:
                     path, msg = f"{where}.rl_grid.{field}", f"{msg} (grid point {point})"
                 fail(path, msg)
+
+
+def _check_sft_grid(where: str, grid, bases) -> None:
+    """A grid over SFT values, `{field: [values]}`: known SFTConfig fields (not `seed`: the run's seeds),
+    non-empty lists without repeats, safe point names, and every point laid over each base SFT config
+    it applies to (`bases`: (key path, SFT config) pairs) built with SFTConfig.from_dict as the jobs build it."""
+    from latentrec.llm.sft import SFTConfig
+
+    if grid is None or grid == {}:
+        return
+    if not isinstance(grid, dict):
+        _fail(where, f"must be a mapping {{field: [values]}}, e.g. {{lr: [3.0e-3, 3.0e-4, 3.0e-5]}}, got {grid!r}")
+    fields = SFTConfig.__dataclass_fields__
+    unknown = sorted(set(grid) - set(fields))
+    if unknown:
+        _fail(where, f"unknown SFT option(s) {unknown}; known: {sorted(fields)}")
+    if "seed" in grid:
+        _fail(f"{where}.seed", "the run's `seeds` set the SFT seed; a grid cannot")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            _fail(f"{where}.{key}", f"must be a non-empty list of values, got {values!r}")
+        dups = [v for i, v in enumerate(values) if any(v == w and type(v) is type(w) for w in values[:i])]
+        if dups:
+            _fail(f"{where}.{key}", f"{dups} listed more than once")
+    names = list(grid_points({"params": {}, "grid": grid}))
+    if len(names) < len(list(itertools.product(*grid.values()))):
+        _fail(where, "two grid points would share one folder name: list each value once, written alike")
+    for point in names:
+        if not re.match(POINT_PATTERN, point):
+            _fail(where, f"the grid point {point!r} would not be a safe folder name: "
+                         "grid values must be numbers, booleans or simple words")
+    for base_where, base in bases:
+        for point, params in grid_points({"params": base, "grid": grid}).items():
+            try:
+                SFTConfig.from_dict(params)
+            except (ValueError, TypeError) as err:
+                path, msg = _field_path(base_where, err, fields)
+                field = path.rsplit(".", 1)[-1]
+                if field in grid:
+                    path = f"{where}.{field}"
+                _fail(path, f"{msg} (grid point {point})")
+
+
+def _check_recipe_sft_grid(config: dict, name: str, raw: dict) -> None:
+    """A recipe's warm-up grid (its own `sft_grid`, else llm.sft_grid) over its sft, on every dataset."""
+    where = f"llm.latent.{name}"
+    if raw.get("warmup_from") is not None:
+        if raw.get("sft_grid"):
+            _fail(f"{where}.sft_grid", f"the recipe reuses the warm-up of {raw['warmup_from']!r} (`warmup_from`) and "
+                                       "trains none: set sft_grid on that recipe")
+        return
+    grid_where = f"{where}.sft_grid" if "sft_grid" in raw else "llm.sft_grid"
+    _check_sft_grid(grid_where, raw["sft_grid"] if "sft_grid" in raw else config["llm"].get("sft_grid"), [])
+    grid = sft_grid(config, name)
+    if not grid:
+        return
+    per_dataset = raw.get("per_dataset") or {}
+    for ds, over in per_dataset.items():
+        fixed = sorted(set((over or {}).get("sft") or {}) & set(grid))
+        if fixed:
+            _fail(f"{where}.per_dataset.{ds}.sft", f"{fixed} are searched by the warm-up's grid ({grid_where}), "
+                                                   "which would replace these values")
+    bases = [(f"{where}.sft" if ds is None else f"{where}.per_dataset.{ds}.sft", latent_recipe(config, name, ds)["sft"])
+             for ds in [None, *per_dataset]]
+    _check_sft_grid(grid_where, grid, bases)
 
 
 def _check_head(where: str, recipe: dict) -> None:
@@ -508,6 +575,28 @@ def latent_rl_points(config: dict, name: str) -> dict[str, dict]:
     if r["rl"] is None:
         return {}
     return grid_points({"params": r["rl"], "grid": r.get("rl_grid")})
+
+
+def sft_grid(config: dict, recipe: str | None = None) -> dict:
+    """The SFT values to search, `{field: [values]}` ({}: none): llm.sft_grid for the backbone SFT (BIGRec,
+    D3); for a latent recipe's warm-up its own `sft_grid` where it writes one (null or {}: no grid), else
+    llm.sft_grid."""
+    llm = config["llm"]
+    own = ((llm.get("latent") or {}).get(recipe) or {}) if recipe is not None else {}
+    if "sft_grid" in own:
+        return dict(own["sft_grid"] or {})
+    return dict(llm.get("sft_grid") or {})
+
+
+def sft_grid_points(config: dict, recipe: str | None = None, dataset: str | None = None) -> dict[str, dict]:
+    """SFT grid points as {point name: full SFT config}, in the grid's listed order ({} without a grid):
+    of the backbone SFT (recipe None, llm.sft), or of a latent recipe's warm-up (its resolved sft; given a
+    dataset, with its `per_dataset` overrides). Point names (`lr0.0003`) never depend on the dataset."""
+    grid = sft_grid(config, recipe)
+    if not grid:
+        return {}
+    base = config["llm"]["sft"] if recipe is None else latent_recipe(config, recipe, dataset)["sft"]
+    return grid_points({"params": base, "grid": grid})
 
 
 def latent_recipes_used(config: dict) -> list[str]:

@@ -15,6 +15,7 @@ from latentrec.config import (
     method_config,
     processing_config,
     recommender_methods,
+    sft_grid_points,
     validate_config,
     POINT_PATTERN,
 )
@@ -158,7 +159,8 @@ def _latentr3_report_methods():
         | set(r.get("popularity_methods", []))
         | set(r.get("cost_methods", []))
     )
-    return names
+    grpo = r.get("grpo_compare") or {}  # Figure 4: {original-GRPO method: LR-GRPO method}
+    return names | set(grpo) | set(grpo.values())
 
 
 def latentr3_report_metrics():
@@ -208,11 +210,12 @@ def _first_seed_runs(methods):
 
 
 def _has_flr_head(method, dataset):
+    """Its model has an FLR head: its recipe's, or that of the warm-up it shares (`warmup_from`)."""
     c = method_config(config, method)
-    return (
-        c["family"] == "latent"
-        and latent_recipe(config, c["recipe"], dataset)["head"] == "flr"
-    )
+    if c["family"] != "latent":
+        return False
+    recipe = latent_recipe(config, c["recipe"]).get("warmup_from") or c["recipe"]
+    return latent_recipe(config, recipe, dataset)["head"] == "flr"
 
 
 def flr_factor_files():
@@ -300,9 +303,42 @@ def launcher(n_gpus, single=False):
     return f"{lease} accelerate launch --num_processes {n_gpus} -m latentrec"
 
 
+# ---- SFT learning-rate grids (llm.sft_grid; a recipe's sft_grid for its warm-up) -------------------
+# A grid fans one SFT into a job per point (.../grid/{point}/), and a selection job writes selected.json
+# naming the point with the lowest validation loss. Consumers take that file as --model (the CLIs resolve
+# it, latentrec.llm.latent_cli.resolve_model), as they take select_latent_rl's. No checkpoint is needed: the
+# DAG never depends on which point wins, and a re-trained point re-runs the selection and all it feeds.
+SFT_POINTS = sft_grid_points(config)  # {} without llm.sft_grid: one sft_backbone job, as always
+
+
+def sft_model(dataset, seed):
+    """The dataset's BIGRec/D3 SFT model: its folder, or with llm.sft_grid the selection file."""
+    if SFT_POINTS:
+        return f"results/{dataset}/sft/seed{seed}/selected.json"
+    return f"results/{dataset}/sft/seed{seed}/model"
+
+
+def latent_warmup_grid(recipe):
+    """Whether the recipe's warm-up fans out over an SFT grid."""
+    return bool(sft_grid_points(config, recipe))
+
+
+def latent_warmup_point_config(recipe, dataset, point):
+    """The warm-up cfg of one grid point: the recipe with the point's sft, without the grid and the RL
+    keys (the warm-up reads neither: changing RL does not re-train it)."""
+    r = latent_recipe(config, recipe, dataset)
+    for key in ("sft_grid", "rl", "rl_grid"):
+        r.pop(key, None)
+    r["sft"] = sft_grid_points(config, recipe, dataset)[point]
+    return r
+
+
 def latent_warmup_model(dataset, recipe, seed):
-    """Recipes that differ only after the warm-up share one (`warmup_from`)."""
+    """Recipes that differ only after the warm-up share one (`warmup_from`); a gridded warm-up's model
+    is its selection file."""
     name = latent_recipe(config, recipe).get("warmup_from") or recipe
+    if latent_warmup_grid(name):
+        return f"results/{dataset}/latent/{name}/seed{seed}/warmup/selected.json"
     return f"results/{dataset}/latent/{name}/seed{seed}/warmup/model"
 
 
@@ -312,7 +348,7 @@ def latent_init_model(dataset, recipe, seed):
     r = latent_recipe(config, recipe)
     if r.get("init", "base") == "sft":
         # `init_seed` pins one SFT model for every seed: seeds then vary the warm-up and RL only.
-        return f"results/{dataset}/sft/seed{r.get('init_seed', seed)}/model"
+        return sft_model(dataset, r.get("init_seed", seed))
     return f"resources/models/{LLM['backbone']}"
 
 
@@ -330,5 +366,5 @@ def llm_model_input(w):
     if m["family"] == "latent":
         return latent_model(w.dataset, m["recipe"], w.seed, m.get("stage", "final"))
     if m.get("tuned", True):
-        return f"results/{w.dataset}/sft/seed{w.seed}/model"
+        return sft_model(w.dataset, w.seed)
     return f"resources/models/{LLM['backbone']}"

@@ -18,30 +18,84 @@ rule fetch_model:
         "python -m latentrec fetch-model --spec {params.spec:q} --out {output:q} 2> {log:q}"
 
 
-rule sft_backbone:
-    input:
-        data=processed("{dataset}"),
-        model=f"resources/models/{LLM['backbone']}",
-    output:
-        model=directory("results/{dataset}/sft/seed{seed}/model"),
-        log="results/{dataset}/sft/seed{seed}/train_log.json",
-    log:
-        "logs/sft_backbone/{dataset}/seed{seed}.log",
-    benchmark:
-        "benchmarks/sft_backbone/{dataset}/seed{seed}.tsv"
-    conda:
-        ENV
-    threads: 2
-    resources:
-        gpu=LLM["sft_gpus"],
-    params:
-        cfg=as_arg(LLM["sft"]),
-        domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
-        launch=launcher(LLM["sft_gpus"]),
-    shell:
-        "{params.launch} sft --data results/{wildcards.dataset:q}/data --model {input.model:q}"
-        " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --out results/{wildcards.dataset:q}/sft/seed{wildcards.seed} 2> {log:q}"
+# BIGRec/D3 SFT: one job per dataset and seed, or with llm.sft_grid one per grid point (LatentR3 appendix C
+# searches lr over {3e-3, 3e-4, 3e-5}) and select_sft's choice on validation loss (see common.smk).
+if not SFT_POINTS:
+
+    rule sft_backbone:
+        input:
+            data=processed("{dataset}"),
+            model=f"resources/models/{LLM['backbone']}",
+        output:
+            model=directory("results/{dataset}/sft/seed{seed}/model"),
+            log="results/{dataset}/sft/seed{seed}/train_log.json",
+        log:
+            "logs/sft_backbone/{dataset}/seed{seed}.log",
+        benchmark:
+            "benchmarks/sft_backbone/{dataset}/seed{seed}.tsv"
+        conda:
+            ENV
+        threads: 2
+        resources:
+            gpu=LLM["sft_gpus"],
+        params:
+            cfg=as_arg(LLM["sft"]),
+            domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
+            launch=launcher(LLM["sft_gpus"]),
+        shell:
+            "{params.launch} sft --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+            " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
+            " --out results/{wildcards.dataset:q}/sft/seed{wildcards.seed} 2> {log:q}"
+
+else:
+
+    rule sft_backbone:
+        input:
+            data=processed("{dataset}"),
+            model=f"resources/models/{LLM['backbone']}",
+        output:
+            model=directory("results/{dataset}/sft/seed{seed}/grid/{point}/model"),
+            log="results/{dataset}/sft/seed{seed}/grid/{point}/train_log.json",
+        log:
+            "logs/sft_backbone/{dataset}/seed{seed}/{point}.log",
+        benchmark:
+            "benchmarks/sft_backbone/{dataset}/seed{seed}/{point}.tsv"
+        wildcard_constraints:
+            point=_alternatives(SFT_POINTS),
+        conda:
+            ENV
+        threads: 2
+        resources:
+            gpu=LLM["sft_gpus"],
+        params:
+            cfg=lambda w: as_arg(SFT_POINTS[w.point]),
+            domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
+            launch=launcher(LLM["sft_gpus"]),
+        shell:
+            "{params.launch} sft --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+            " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
+            " --out results/{wildcards.dataset:q}/sft/seed{wildcards.seed}/grid/{wildcards.point:q} 2> {log:q}"
+
+    rule select_sft:
+        input:
+            logs=expand(
+                "results/{{dataset}}/sft/seed{{seed}}/grid/{point}/train_log.json",
+                point=list(SFT_POINTS),
+            ),
+            models=expand(
+                "results/{{dataset}}/sft/seed{{seed}}/grid/{point}/model",
+                point=list(SFT_POINTS),
+            ),
+        output:
+            "results/{dataset}/sft/seed{seed}/selected.json",
+        log:
+            "logs/select_sft/{dataset}/seed{seed}.log",
+        conda:
+            ENV
+        params:
+            points=lambda w, input: [os.path.dirname(f) for f in input.logs],
+        shell:
+            "python -m latentrec select-sft --points {params.points:q} --out {output:q} 2> {log:q}"
 
 
 rule decode_llm_shard:
@@ -109,6 +163,10 @@ rule latent_warmup_sft:
         "logs/latent_warmup_sft/{dataset}/{recipe}/seed{seed}.log",
     benchmark:
         "benchmarks/latent_warmup_sft/{dataset}/{recipe}/seed{seed}.tsv"
+    wildcard_constraints:
+        recipe=_alternatives(
+            [r for r in config["llm"].get("latent", {}) if not latent_warmup_grid(r)]
+        ),
     conda:
         ENV
     threads: 2
@@ -122,6 +180,67 @@ rule latent_warmup_sft:
         "{params.launch} latent-sft --data results/{wildcards.dataset:q}/data --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
         " --out results/{wildcards.dataset:q}/latent/{wildcards.recipe:q}/seed{wildcards.seed}/warmup 2> {log:q}"
+
+
+# A recipe whose warm-up has an SFT grid (its sft_grid, else llm.sft_grid): one job per point, then
+# select_latent_warmup's choice on validation loss; its selected.json is the warm-up model downstream.
+rule latent_warmup_point:
+    input:
+        data=processed("{dataset}"),
+        model=lambda w: latent_init_model(w.dataset, w.recipe, w.seed),
+    output:
+        model=directory(
+            "results/{dataset}/latent/{recipe}/seed{seed}/warmup/grid/{point}/model"
+        ),
+        log="results/{dataset}/latent/{recipe}/seed{seed}/warmup/grid/{point}/train_log.json",
+    log:
+        "logs/latent_warmup_point/{dataset}/{recipe}/seed{seed}/{point}.log",
+    benchmark:
+        "benchmarks/latent_warmup_point/{dataset}/{recipe}/seed{seed}/{point}.tsv"
+    wildcard_constraints:
+        recipe=_alternatives(
+            [r for r in config["llm"].get("latent", {}) if latent_warmup_grid(r)]
+        ),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=LLM["sft_gpus"],
+    params:
+        cfg=lambda w: as_arg(latent_warmup_point_config(w.recipe, w.dataset, w.point)),
+        domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
+        launch=launcher(LLM["sft_gpus"]),
+    shell:
+        "{params.launch} latent-sft --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+        " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
+        " --out results/{wildcards.dataset:q}/latent/{wildcards.recipe:q}/seed{wildcards.seed}/warmup/grid/{wildcards.point:q}"
+        " 2> {log:q}"
+
+
+rule select_latent_warmup:
+    input:
+        logs=lambda w: expand(
+            "results/{{dataset}}/latent/{{recipe}}/seed{{seed}}/warmup/grid/{point}/train_log.json",
+            point=list(sft_grid_points(config, w.recipe)),
+        ),
+        models=lambda w: expand(
+            "results/{{dataset}}/latent/{{recipe}}/seed{{seed}}/warmup/grid/{point}/model",
+            point=list(sft_grid_points(config, w.recipe)),
+        ),
+    output:
+        "results/{dataset}/latent/{recipe}/seed{seed}/warmup/selected.json",
+    log:
+        "logs/select_latent_warmup/{dataset}/{recipe}/seed{seed}.log",
+    wildcard_constraints:
+        recipe=_alternatives(
+            [r for r in config["llm"].get("latent", {}) if latent_warmup_grid(r)]
+        ),
+    conda:
+        ENV
+    params:
+        points=lambda w, input: [os.path.dirname(f) for f in input.logs],
+    shell:
+        "python -m latentrec select-sft --points {params.points:q} --out {output:q} 2> {log:q}"
 
 
 rule latent_rl_point:

@@ -81,12 +81,28 @@ rule report_latentr3:
             caption="../report/latentr3.rst",
             category="LatentR3",
         ),
+        fig4_grpo=report(
+            "results/tables/latentr3_fig4_grpo.png",
+            caption="../report/latentr3.rst",
+            category="LatentR3",
+        ),
+        fig4_grpo_csv="results/tables/latentr3_fig4_grpo.csv",
     log:
         "logs/report_latentr3.log",
     conda:
         ENV
     params:
-        cfg=as_arg(dict(config["report"].get("latentr3", {}), test_limit=TEST_LIMIT)),
+        cfg=as_arg(
+            dict(
+                config["report"].get("latentr3", {}),
+                test_limit=TEST_LIMIT,
+                recipes={  # Figure 4 finds a method's RL logs by its recipe
+                    m: method_config(config, m)["recipe"]
+                    for m in RUN_METHODS
+                    if method_config(config, m)["family"] == "latent"
+                },
+            )
+        ),
         data=[f"{d}=results/{d}/data" for d in DATASETS],
     shell:
         "python -m latentrec report-latentr3 --metrics {input.metrics:q} --data {params.data:q}"

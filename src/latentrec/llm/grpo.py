@@ -24,6 +24,13 @@ noisy thought spells the target], read off the teacher-forced logits the loss fo
 no decode runs), `advantage="base"` ((r_i - r_0) / (||r_{1:} - r_0||_2 + eps) within each sample,
 r_0 the noise-free draw), `regularisers=True` (the head's weighted regularisers join the loss, eq. 13),
 `beta` > 0 (k3 KL to the warm-up head), clip 0.2 / 0.28.
+
+The original GRPO of LatentR3's appendix F (the cost baseline of its Figure 4) is `rollout="decode"`: the
+same K latents per sample (draw 0 noise-free, the others noisy), then one greedy catalog-constrained title
+decoded after each, reward 1 for the ground-truth title and 0 otherwise, the per-sample (group) advantage,
+and the ratio-1 surrogate over the decoded titles' tokens with gradient into the whole model
+(:func:`decode_step_loss`). `rollout="beams"` keeps the earlier variant: the K beams of one beam search
+after the noise-free latent (it explores answers, not latents).
 """
 
 from __future__ import annotations
@@ -60,8 +67,10 @@ class LRGRPOConfig:
     advantage: str = "batch"  # batch: LR-GRPO; group: per-sample mean/std (the "w/o Batch Advantage" ablation);
     #                           base: FLR-GRPO's (r - r_0) / ||r_{1:} - r_0||_2 per sample (r_0: the noise-free draw)
     rollout: str = "noise"  # noise: LR-GRPO; decode: the original GRPO of the paper's appendix F (group_size
-    #                         constrained beam-search completions, 0/1 exact-match reward, group advantage,
-    #                         the whole model trains)
+    #                         noisy latents per sample as in LR-GRPO, one greedy catalog-constrained title decoded
+    #                         after each, 0/1 exact-match reward, group advantage, the whole model trains);
+    #                         beams: as decode, but the group_size completions are the beams of one beam search
+    #                         after the noise-free latent (explores answers, not latents)
     policy: str = "target"  # ratio of: target = target-token likelihoods (the reference); latent = the Gaussian
     #                         density of the noisy latent around the head's output (a true policy gradient)
     clip_low: float = 0.2
@@ -97,13 +106,20 @@ class LRGRPOConfig:
                       "valid_limit": 1, "max_len": 1, "seed": 0},
             below={"clip_low": 1},
             choices={"noise_latents": ("first", "all"), "advantage": ("batch", "group", "base"),
-                     "rollout": ("noise", "decode"), "policy": ("target", "latent"), "reward": ("neg_ppl", "hybrid"),
+                     "rollout": ("noise", "decode", "beams"), "policy": ("target", "latent"),
+                     "reward": ("neg_ppl", "hybrid"),
                      "mixed_precision": ("auto", "no", "bf16", "fp16"), "prompt_style": tuple(STYLES)},
             notes={"group_size": " (draw 0 is the noise-free baseline)"},
         )
         cfg = cls(**d)
         if cfg.reward == "hybrid" and cfg.rollout != "noise":
             raise ValueError("reward: 'hybrid' (FLR-GRPO) scores noisy thoughts: it needs rollout 'noise'")
+        if cfg.whole_model:  # the original GRPO: its own reward, advantage and ratio; no KL copy of the LLM
+            for key, want in (("advantage", "group"), ("policy", "target"), ("beta", 0.0), ("regularisers", False)):
+                if getattr(cfg, key) != want:
+                    raise ValueError(f"{key}: must be {want!r} with rollout {cfg.rollout!r} (the original GRPO: "
+                                     f"group advantage, ratio over the decoded tokens, no KL, no regularisers), "
+                                     f"got {getattr(cfg, key)!r}")
         if cfg.groups_per_step % cfg.baseline_groups:
             raise ValueError(f"groups_per_step: must be a multiple of advantage_groups ({cfg.advantage_groups}), "
                              f"got {cfg.groups_per_step}")
@@ -120,8 +136,13 @@ class LRGRPOConfig:
         return self.reward == "hybrid" and self.reward_beta != 0
 
     @property
+    def whole_model(self) -> bool:
+        """The original GRPO (appendix F): decoded completions, and the LLM trains with the head."""
+        return self.rollout in ("decode", "beams")
+
+    @property
     def needs_catalog(self) -> bool:
-        return self.rollout == "decode" or self.exact_match
+        return self.whole_model or self.exact_match
 
 
 # ------------------------------------------------------------------------------- the math, shared
@@ -220,30 +241,54 @@ def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_s
     return loss, stats
 
 
-def decode_step_loss(model, batch, trie, cfg: LRGRPOConfig, eos_token_id: int):
-    """Original GRPO (appendix F): per sample, ``group_size`` completions from the catalog-constrained beam
-    search on [prompt, latent], reward 1 for the ground-truth title, group advantage, ratio-1 surrogate
-    over the completions' tokens with gradient into the whole model."""
+def noisy_prefix(reasoner: LatentReasoner, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                 noise: torch.Tensor | None = None):
+    """Left-padded [prompt, latents] input embeddings [B*K, L + N, d] and mask for decoding, K = noise.shape[1]
+    draws per prompt (row i*K + j: prompt i, draw j) with the noise [B, K, N, d] added to the latents as
+    :meth:`LatentReasoner.think` writes them (the same latents the loss forward computes); no noise: one
+    noise-free row per prompt (:meth:`LatentReasoner.prefix_embeds`)."""
+    copies = 1 if noise is None else noise.shape[1]
+    latents, _ = reasoner.think(reasoner.encode_prompt(prompt_ids, prompt_mask), copies, noise)
+    embeds = torch.cat((reasoner.embed(prompt_ids).repeat_interleave(copies, 0), latents), 1)
+    mask = torch.cat((prompt_mask.repeat_interleave(copies, 0), prompt_mask.new_ones(latents.shape[:2])), 1)
+    return embeds, mask
+
+
+def decode_step_loss(model, batch, noise, trie, cfg: LRGRPOConfig, eos_token_id: int):
+    """Original GRPO (appendix F). ``rollout="decode"``: per sample, the K = ``group_size`` latents of
+    LR-GRPO (``noise`` [g, K, N, d] from :func:`draw_noise`: draw 0 noise-free), and after each its own
+    [prompt, noisy latents] prefix one greedy (beam-1) catalog-constrained title, all g*K draws decoded in
+    one batched search. ``rollout="beams"``: the K beams of one beam search after the noise-free latent.
+    Reward 1 when the decoded title is the ground truth, else 0; group advantage (per-sample mean/std);
+    the ratio-1 surrogate over each completion's tokens given the latents it was decoded from, token-mean
+    per sample, with gradient into the whole model (LLM and head)."""
     from latentrec.llm.decoding import constrained_beam_search
 
     inner = getattr(model, "module", model)
     k = cfg.group_size
+    g = batch["prompt_ids"].shape[0]
+    beams = cfg.rollout == "beams"
+    noise = None if beams else noise
     with torch.no_grad():
         was_training = inner.training
         inner.eval()
-        embeds, emask = inner.prefix_embeds(batch["prompt_ids"], batch["prompt_mask"])
+        embeds, emask = noisy_prefix(inner, batch["prompt_ids"], batch["prompt_mask"], noise)
         hyps = constrained_beam_search(inner.llm, None, trie, prefix_embeds=embeds, prefix_attention_mask=emask,
-                                       num_beams=k, num_return=k, length_penalty=1.0, eos_token_id=eos_token_id)
+                                       num_beams=k if beams else 1, num_return=k if beams else 1,
+                                       length_penalty=1.0, max_new_tokens=trie.max_depth, eos_token_id=eos_token_id,
+                                       batch_size=embeds.shape[0])  # every draw in one search
         inner.train(was_training)
-    g = batch["prompt_ids"].shape[0]
-    comps, rewards = [], torch.zeros(g, k)
-    for i in range(g):
-        target = batch["target_ids"][i][batch["target_mask"][i] > 0].tolist()
-        seqs = [trie.sequence(node) for node, _ in hyps[i]]
-        seqs += [seqs[-1]] * (k - len(seqs))  # fewer finished titles than beams: repeat the last
-        for j, seq in enumerate(seqs):
-            rewards[i, j] = float(list(seq) == target)
+    comps = []
+    for row in hyps:  # [g*K] rows of one title (decode) or [g] rows of up to K beams (beams)
+        seqs = [trie.sequence(node) for node, _ in row] or [[eos_token_id]]
+        seqs += [seqs[-1]] * ((k if beams else 1) - len(seqs))  # fewer finished titles than beams: repeat the last
         comps += seqs
+    rewards = torch.zeros(g * k)
+    for r, c in enumerate(comps):
+        i = r // k
+        target = batch["target_ids"][i][batch["target_mask"][i] > 0].tolist()
+        rewards[r] = float(list(c) == target)
+    rewards = rewards.view(g, k)
     width = max(len(c) for c in comps)
     ids = torch.full((g * k, width), eos_token_id, dtype=torch.long)
     mask = torch.zeros((g * k, width))
@@ -252,11 +297,13 @@ def decode_step_loss(model, batch, trie, cfg: LRGRPOConfig, eos_token_id: int):
         mask[r, : len(c)] = 1
     dev = batch["prompt_ids"].device
     ids, mask = ids.to(dev), mask.to(dev)
-    logp = model(batch["prompt_ids"], batch["prompt_mask"], ids, mask, copies=k)
+    logp = model(batch["prompt_ids"], batch["prompt_mask"], ids, mask, copies=k, noise=noise)
     adv = advantages(rewards.to(dev), "group").reshape(-1)
     per_row = surrogate(logp, logp.detach(), adv, mask, cfg)
     per_sample = per_row.view(g, k).sum(1) / mask.view(g, -1).sum(1)
-    return per_sample.sum(), {"reward": float(rewards.mean()), "reward_clean": float(rewards[:, 0].mean())}
+    distinct = np.mean([len({tuple(c) for c in comps[i * k : (i + 1) * k]}) for i in range(g)])
+    return per_sample.sum(), {"reward": float(rewards.mean()), "reward_clean": float(rewards[:, 0].mean()),
+                              "distinct_titles": float(distinct)}
 
 
 def reference_step(reasoner: LatentReasoner, samples: list[EncodedSample], noise: torch.Tensor, cfg: LRGRPOConfig,
@@ -324,12 +371,13 @@ def valid_neg_ppl(model: LatentReasoner, samples: list[EncodedSample], pad: int,
 
 def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], valid: list[EncodedSample],
                   cfg: LRGRPOConfig, log_every: int = 1, catalog: list[list[int]] | None = None) -> dict:
-    """Train the head in place (the whole model with ``rollout="decode"``, which needs the ``catalog``
-    token sequences); returns a log (per-step rewards, validation -PPL before and after, seconds)."""
+    """Train the head in place (the whole model with ``rollout="decode"`` or ``"beams"``, the original GRPO,
+    which needs the ``catalog`` token sequences); returns a log (per-step rewards, validation -PPL before
+    and after, seconds)."""
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
-    full_model = cfg.rollout == "decode"
+    full_model = cfg.whole_model
     for p in model.llm.parameters():
         p.requires_grad_(full_model)
     for p in model.head.auxiliary_parameters():  # only the regularisers use them: trainable iff those are in the loss
@@ -342,7 +390,8 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
         from latentrec.llm.trie import TitleTrie
 
         if catalog is None:
-            raise ValueError("rollout='decode' and the hybrid reward's exact match need the catalog token sequences")
+            raise ValueError(f"rollout={cfg.rollout!r} and the hybrid reward's exact match need the catalog token "
+                             "sequences")
         trie = TitleTrie.build(catalog, vocab_size=model.llm.get_input_embeddings().num_embeddings)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -387,7 +436,7 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
                 ctx = accelerator.no_sync(wrapped) if (world > 1 and not sync) else contextlib.nullcontext()
                 with ctx, accelerator.autocast():
                     if full_model:
-                        loss, st = decode_step_loss(wrapped, batch, trie, cfg, tokenizer.eos_token_id)
+                        loss, st = decode_step_loss(wrapped, batch, noise, trie, cfg, tokenizer.eos_token_id)
                     else:
                         loss, st = step_loss(wrapped, batch, noise, cfg, gather=accelerator.gather,
                                              rank_slice=slice(rank * per_rank, (rank + 1) * per_rank), ref_head=ref_head,

@@ -3,11 +3,14 @@
   latent-sft     warm-up SFT of backbone + fresh latent head (stage 1)
   latent-rl      LR-GRPO on a warm-up model, LLM frozen (stage 2), one grid point
   select-latent  pick the RL grid point with the best validation -PPL; writes a pointer file
+  select-sft     pick the SFT grid point (backbone SFT or warm-up) with the lowest validation loss; a pointer file
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 
 from latentrec.cli import DATA_HELP, DOMAIN_HELP, cfg_help
@@ -15,10 +18,11 @@ from latentrec.cli import _json_arg as _json
 from latentrec.errors import InputError
 
 SELECTION_FILE = "selected.json"
+log = logging.getLogger("latentrec")
 
 
 def resolve_model(path: str | Path) -> Path:
-    """A model folder, or a selection file (written by select-latent) naming one."""
+    """A model folder, or a selection file (written by select-latent or select-sft) naming one."""
     path = Path(path)
     if path.is_file() and path.suffix == ".json":
         return Path(json.loads(path.read_text())["model"])
@@ -44,7 +48,7 @@ def cmd_latent_sft(a) -> None:
     cfg = SFTConfig.from_dict(dict(recipe.get("sft", {}), seed=a.seed))
     seed_everything(a.seed)
     ds = load_dataset(a.data)
-    llm, tok = load_backbone(a.model)
+    llm, tok = load_backbone(resolve_model(a.model))
     model = new_reasoner(llm, tok, head=recipe.get("head", "latentratt"), n_latents=int(recipe.get("n_latents", 1)),
                          head_options=recipe.get("head_options"), seed=a.seed,
                          refine_steps=int(recipe.get("refine_steps", 1)))
@@ -99,9 +103,10 @@ def _plot_rewards(log: dict, path: Path) -> None:
     ax.plot(steps, [h["reward_clean"] for h in log["history"]], label="noise-free latent")
     ax.plot(steps, [h["reward"] for h in log["history"]], label="all draws", alpha=0.7)
     ax.set_xlabel("optimiser step")
-    ax.set_ylabel("reward (-perplexity of the target)")
-    ax.set_title(f"LR-GRPO, lr {log['config']['lr']:g}: valid -PPL {log['valid_neg_ppl_before']:.3f} -> {log['valid_neg_ppl']:.3f}",
-                 fontsize=8)
+    decoded = log["config"].get("rollout", "noise") != "noise"  # the original GRPO: 0/1 exact match
+    ax.set_ylabel("reward (decoded title = target)" if decoded else "reward (-perplexity of the target)")
+    ax.set_title(f"{'original GRPO' if decoded else 'LR-GRPO'}, lr {log['config']['lr']:g}: valid -PPL "
+                 f"{log['valid_neg_ppl_before']:.3f} -> {log['valid_neg_ppl']:.3f}", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -124,6 +129,40 @@ def cmd_select_latent(a) -> None:
                                for p, v in logs.items()}}, a.out)
 
 
+def lowest_valid_loss(logs: dict[str, dict]) -> str:
+    """The key of `logs` (SFT train logs, in the grid's listed order) with the lowest `best_valid_loss`;
+    a tie goes to the first listed. A point that never reached a finite validation loss is never chosen."""
+    best, best_loss = None, math.inf
+    for point, entry in logs.items():
+        loss = entry.get("best_valid_loss")
+        if isinstance(loss, (int, float)) and math.isfinite(loss) and loss < best_loss:
+            best, best_loss = point, loss
+    if best is None:
+        raise InputError(f"no SFT grid point reached a finite validation loss ({', '.join(map(str, logs))}); "
+                         "see their train_log.json")
+    return best
+
+
+def cmd_select_sft(a) -> None:
+    from latentrec.io_utils import read_json, write_json
+
+    logs = {}
+    for point in a.points:
+        f = Path(point) / "train_log.json"
+        if not f.exists():
+            raise InputError(f"{f}: missing; the SFT grid point did not finish")
+        logs[point] = read_json(f)
+    best = lowest_valid_loss(logs)
+    model = Path(best) / "model"
+    if not model.is_dir():
+        raise InputError(f"{model}: missing; the SFT grid point wrote no model")
+    write_json({"model": str(model), "point": Path(best).name,
+                "selected_by": "lowest validation loss of the SFT (best_valid_loss; ties: the grid's order)",
+                "candidates": {p: {k: v.get(k) for k in ("best_valid_loss", "epochs", "steps", "seconds")}
+                               for p, v in logs.items()}}, a.out)
+    log.info("selected %s (best validation loss %.4f)", best, logs[best]["best_valid_loss"])
+
+
 def cmd_report_latentr3(a) -> None:
     from latentrec.io_utils import read_yaml
     from latentrec.report.latentr3 import build
@@ -138,7 +177,7 @@ def add_cli(sub) -> None:
          "Stage 1 of latent reasoning: SFT of a backbone together with a freshly initialised latent head "
          "(LatentR3's LatentRATT, or FLR's factor head).",
          "backbone folder (as written by `fetch-model`), or an SFT'd model folder (OUT/model of `sft`; "
-         "recipe `init: sft`)",
+         "recipe `init: sft`) or the selection file of `select-sft` naming one",
          cfg_help("latent recipe: an llm.latent.<recipe> block of config.yaml, resolved (sft = llm.sft "
                   "overlaid by the recipe's sft; per_dataset overrides applied); keys head, n_latents, "
                   "head_options, refine_steps, sft", '{"head": "latentratt", "n_latents": 1, "sft": {"lr": 3e-4}}'),
@@ -147,7 +186,8 @@ def add_cli(sub) -> None:
         ("latent-rl", cmd_latent_rl, "LR-GRPO on a warm-up model (stage 2; only the head trains)",
          "Stage 2 of latent reasoning: LR-GRPO on a warm-up model, the LLM frozen; one grid point of the "
          "recipe's RL config.",
-         "warm-up model folder (OUT/model of `latent-sft`), or a selection file of `select-latent`",
+         "warm-up model folder (OUT/model of `latent-sft`), or a selection file (`select-sft` over warm-up "
+         "grid points) naming one",
          cfg_help("RL config of one grid point: the llm.latent.<recipe>.rl block of config.yaml with the "
                   "point's rl_grid values (keys of latentrec.llm.grpo.LRGRPOConfig)", '{"lr": 1e-4, "max_steps": 4}',
                   "unset keys take the paper's defaults"),
@@ -176,6 +216,19 @@ def add_cli(sub) -> None:
     s.set_defaults(func=cmd_select_latent)
 
     s = sub.add_parser(
+        "select-sft", help="choose the SFT grid point with the lowest validation loss",
+        description="Pick the SFT grid point (of `sft`, the BIGRec/D3 backbone SFT, or of `latent-sft`, a "
+                    "latent warm-up) with the lowest best validation loss (ties: the first listed) and write a "
+                    "selection file naming its model folder.")
+    s.add_argument("--points", nargs="+", required=True,
+                   help="SFT grid point folders in the grid's listed order (each written by `sft` or `latent-sft`, "
+                        "with train_log.json and model/)")
+    s.add_argument("--out", required=True,
+                   help=f"selection file to write (.json, e.g. {SELECTION_FILE}); `decode`, `latent-sft`, "
+                        "`latent-rl`, `flr-factors` and `time-decode` take it as --model")
+    s.set_defaults(func=cmd_select_sft)
+
+    s = sub.add_parser(
         "report-latentr3", help="LatentR3 gains, ablation table and analysis figures",
         description="LatentR3's gains over each backbone method, the ablation table and Figures 2-4, beside "
                     "the published values.")
@@ -185,10 +238,12 @@ def add_cli(sub) -> None:
                    help="DATASET=processed-data folder pairs, e.g. CDs_and_Vinyl=results/CDs_and_Vinyl/data "
                         "(for item popularity)")
     s.add_argument("--rl-logs", nargs="*", default=[],
-                   help="rl_log.json files of the LR-GRPO grid points (from `latent-rl`; training cost)")
+                   help="rl_log.json files of the RL grid points (from `latent-rl`; training cost; Figure 4 "
+                        "takes each seed's selected point)")
     s.add_argument("--cfg", type=_json, required=True,
-                   help=cfg_help("the `report.latentr3` block of config.yaml, plus test_limit; keys pairs, "
-                                 "ablation, lengths, popularity_methods, popular_fraction, cost_methods",
+                   help=cfg_help("the `report.latentr3` block of config.yaml, plus test_limit and recipes "
+                                 "({latent method: recipe}); keys pairs, ablation, lengths, popularity_methods, "
+                                 "popular_fraction, cost_methods, grpo_compare",
                                  '{"pairs": {"BIGRec+LatentR3": "BIGRec"}}'))
     s.add_argument("--paper", required=True, help="the published values, e.g. config/paper_results.yaml")
     s.add_argument("--out-dir", required=True, help="folder for the tables and figures (e.g. results/tables)")

@@ -248,6 +248,14 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
         if not state.done or cfg.keep_checkpoint:  # a finished run's outputs are complete: nothing to resume
             checkpoint()
     bar.close()
+    diverged = not math.isfinite(state.best_valid_loss)
+    if diverged:  # no epoch had a finite validation loss: keep the last weights so the run has an output,
+        #           and say so (a grid's selection skips it; a single run's user sees it in the log)
+        accelerator.print(f"warning: validation loss was never finite (lr {cfg.lr}); the last weights are saved "
+                          "and the run is marked diverged")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            task.save(accelerator.unwrap_model(model), tokenizer, out_dir / "model")
     if not cfg.keep_checkpoint:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -255,7 +263,7 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     elapsed = time.time() - t0
     # tokens_per_second counts the training loop only (forward, backward, optimiser); validation,
     # checkpoints and saving are in `seconds`.
-    return {"steps": state.step, "epochs": state.epoch, "best_valid_loss": state.best_valid_loss,
+    return {"steps": state.step, "epochs": state.epoch, "best_valid_loss": state.best_valid_loss, "diverged": diverged,
             "history": state.history, "seconds": elapsed, "train_seconds": train_seconds, "tokens": tokens_seen * world,
             "tokens_per_second": tokens_seen * world / max(train_seconds, 1e-9),
             "world_size": world, "grad_accum": accum, "mixed_precision": accelerator.mixed_precision}

@@ -12,14 +12,15 @@ import pandas as pd  # noqa: E402
 from latentrec.io_utils import atomic_path  # noqa: E402
 
 
-def plot_against_paper(long: pd.DataFrame, path, metric: str = "N@10") -> None:
+def plot_against_paper(long: pd.DataFrame, path, metric: str = "N@10", ours_label: str = "ours") -> None:
+    """Ours (`long`: one matching, tables.collect) beside the published value, per method and dataset."""
     d = long[long.metric == metric]
     datasets = list(dict.fromkeys(d["dataset"]))
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.5 * max(1, len(datasets)), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         g = d[d.dataset == dataset]
         x = np.arange(len(g))
-        ax.bar(x - 0.2, g["ours_mean"], 0.4, yerr=g["ours_std"], label="ours", color="#3b75af", capsize=2)
+        ax.bar(x - 0.2, g["ours_mean"], 0.4, yerr=g["ours_std"], label=ours_label, color="#3b75af", capsize=2)
         paper = pd.to_numeric(g["paper"], errors="coerce")
         ax.bar(x + 0.2, paper.fillna(0), 0.4, label="published", color="#ef8636")
         ax.set_xticks(x, g["method"], rotation=45, ha="right", fontsize=8)

@@ -3,10 +3,12 @@
 - Table 2: every method on every dataset (mean ± std over seeds), FLR against the strongest baseline of
   its dataset with paired t-tests (over seeds, as the paper; and over test rows pooled over seeds);
 - Table 3: the regulariser combinations (Games, Toys); Table 4: LatentR3, FLR, FLR + LR-GRPO, FLR + FLR-GRPO;
-- Figure 4: cosine similarity between the K factors (mean over users), without and with the regularisers,
-  with the mean |Pearson correlation| of factor pairs (the paper: 0.44 -> 0.03), and the
-  disentanglement score DS = (1 - S_avg) * A_max;
-- Figure 6: each factor's attention over one user's history items;
+  Tables 2-4 put ours matched by title (the published values' matching) beside the published values, and
+  ours matched by item id in their own columns; each matching has its own t-tests;
+- Figure 4: cosine similarity between the K factors (mean over users) of each `factors.methods` model
+  (without and with the regularisers, before and after FLR-GRPO), with the mean |Pearson correlation| of
+  factor pairs (the paper: 0.44 -> 0.03), and the disentanglement score DS = (1 - S_avg) * A_max;
+- Figure 6: each factor's attention over one user's history items, one panel per `factors.methods` model;
 - Figure 7: popular vs unpopular targets, FLR against LatentR3; Figure 8: NDCG@10 against K;
 - Figure 9: inference seconds per user (BIGRec, LatentR3, FLR, CoT) from the `time-decode` runs.
 
@@ -26,7 +28,8 @@ from latentrec.eval.significance import paired_seeds
 from latentrec.io_utils import read_json
 from latentrec.report.latentr3 import _mean, _plt, _pooled_rows, popularity, popularity_figure, sweep_figure, sweep_points
 from latentrec.report.significance_table import load_runs, strongest
-from latentrec.report.tables import PAPER_METRICS, no_published_note, unpublished, write_csv, write_text
+from latentrec.report.tables import (MATCH_NOTE, MATCHES, PAPER_METRICS, PUBLISHED_MATCH, metric_key,
+                                     no_published_note, unpublished, write_csv, write_text)
 
 METRIC = "NDCG@10"
 TABLE4_COLUMNS = ["LatentR3", "FLR", "FLR + LR-GRPO", "FLR + FLR-GRPO"]  # the published column order
@@ -47,9 +50,37 @@ def _datasets(runs: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(runs.dataset)) if len(runs) else []
 
 
+def _both(runs: pd.DataFrame, dataset: str, method: str, metric: str) -> dict:
+    """{title_mean, title_std, id_mean, id_std} of `metric` over the method's seeds: ours under both matchings."""
+    out = {}
+    for match in MATCHES:
+        out[f"{match}_mean"], out[f"{match}_std"] = _mean(runs, dataset, method, metric_key(metric, match))
+    return out
+
+
+def _head(metrics) -> list[str]:
+    """Column headers of the metric cells: each metric under the published values' matching, then by id."""
+    return [f"{m} ({match})" for match in MATCHES for m in metrics]
+
+
+def _cells(g: pd.DataFrame, marks=()) -> list[str]:
+    """One row's metric cells, in `_head` order: ours by title (published value in parentheses; † where the
+    metric is in `marks`), then ours by id."""
+    title = [_cell(r.title_mean, r.title_std, r.paper) + (" †" if r.metric in marks else "") for r in g.itertuples()]
+    return title + [_cell(r.id_mean, r.id_std) for r in g.itertuples()]
+
+
 # ----------------------------------------------------------------------------------------- Table 2
+TABLE2_COLUMNS = ["dataset", "row", "method", "metric", "n_seeds", "title_mean", "title_std", "paper", "id_mean",
+                  "id_std"]
+TESTS_COLUMNS = ["dataset", "method", "baseline", "metric", "n_seeds", "paired_rows"] + [
+    f"{c}_{match}" for match in MATCHES for c in ("ours", "baseline", "improvement", "p_seeds", "p_rows")]
+
+
 def table2(runs: pd.DataFrame, cfg: dict, paper: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(long table of every row method, FLR-vs-strongest-baseline tests)."""
+    """(long table of every row method, FLR-vs-strongest-baseline tests), ours under both matchings. The
+    strongest baseline is chosen by N@10 matched by title (the published values' matching), and tested
+    against under each matching."""
     from scipy import stats
 
     rows, ours, baselines = cfg.get("rows", {}), cfg.get("method"), cfg.get("baselines", [])
@@ -59,12 +90,12 @@ def table2(runs: pd.DataFrame, cfg: dict, paper: dict) -> tuple[pd.DataFrame, pd
             if not _have(runs, dataset, method):
                 continue
             for pkey, metric in PAPER_METRICS.items():
-                mean, std = _mean(runs, dataset, method, metric)
                 n = int(((runs.dataset == dataset) & (runs.method == method)).sum())
-                out.append({"dataset": dataset, "row": name, "method": method, "metric": pkey, "ours_mean": mean,
-                            "ours_std": std, "n_seeds": n, "paper": paper.get(dataset, {}).get(name, {}).get(pkey)})
+                out.append({"dataset": dataset, "row": name, "method": method, "metric": pkey, "n_seeds": n,
+                            **_both(runs, dataset, method, metric),
+                            "paper": paper.get(dataset, {}).get(name, {}).get(pkey)})
         d = runs[runs.dataset == dataset]
-        base = strongest(d, [b for b in baselines if b != ours], METRIC)
+        base = strongest(d, [b for b in baselines if b != ours], metric_key(METRIC, PUBLISHED_MATCH))
         if ours is None or base is None or not _have(runs, dataset, ours):
             continue
         a, b = d[d.method == ours].set_index("seed"), d[d.method == base].set_index("seed")
@@ -72,15 +103,19 @@ def table2(runs: pd.DataFrame, cfg: dict, paper: dict) -> tuple[pd.DataFrame, pd
         pooled = _pooled_rows(runs, dataset, ours).merge(_pooled_rows(runs, dataset, base), on=["seed", "row"],
                                                          suffixes=("", "_b"))
         for pkey, metric in PAPER_METRICS.items():
-            st = paired_seeds({s: a.at[s, "metrics"][metric] for s in seeds},
-                              {s: b.at[s, "metrics"][metric] for s in seeds}, metric)
-            x, y = pooled[metric], pooled[f"{metric}_b"]
-            p_rows = float(stats.ttest_rel(x, y).pvalue) if (x - y).std() > 0 else math.nan
-            tests.append({"dataset": dataset, "method": ours, "baseline": base, "metric": pkey,
-                          "ours": st["mean_a"], "baseline_mean": st["mean_b"],
-                          "improvement": st["mean_a"] / st["mean_b"] - 1 if st["mean_b"] else math.nan,
-                          "p_seeds": st["p"], "n_seeds": st["n"], "p_rows": p_rows, "paired_rows": len(pooled)})
-    return pd.DataFrame(out), pd.DataFrame(tests)
+            t = {"dataset": dataset, "method": ours, "baseline": base, "metric": pkey, "n_seeds": len(seeds),
+                 "paired_rows": len(pooled)}
+            for match in MATCHES:
+                key = metric_key(metric, match)
+                st = paired_seeds({s: a.at[s, "metrics"][key] for s in seeds},
+                                  {s: b.at[s, "metrics"][key] for s in seeds}, key)
+                x, y = pooled[key], pooled[f"{key}_b"]
+                t.update({f"ours_{match}": st["mean_a"], f"baseline_{match}": st["mean_b"],
+                          f"improvement_{match}": st["mean_a"] / st["mean_b"] - 1 if st["mean_b"] else math.nan,
+                          f"p_seeds_{match}": st["p"],
+                          f"p_rows_{match}": float(stats.ttest_rel(x, y).pvalue) if (x - y).std() > 0 else math.nan})
+            tests.append(t)
+    return pd.DataFrame(out, columns=TABLE2_COLUMNS), pd.DataFrame(tests, columns=TESTS_COLUMNS)
 
 
 def _impossible_published(cells: pd.DataFrame) -> list[str]:
@@ -96,18 +131,22 @@ def _p(p) -> str:
     return "–" if p is None or pd.isna(p) else f"{p:.2g}"
 
 
+def _num(x, fmt: str = ".4f") -> str:
+    return "–" if x is None or pd.isna(x) else format(x, fmt)
+
+
 def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str, published=None) -> str:
     """`published`: the paper's Table 2 by dataset; datasets absent from it get a line saying so."""
-    lines = ["## FLR Table 2: mean ± std over seeds (published value in parentheses)", "", note, ""]
+    lines = ["## FLR Table 2: mean ± std over seeds (published value in parentheses beside ours matched by title)", "",
+             note, "", MATCH_NOTE, ""]
     for dataset, g in (df.groupby("dataset", sort=False) if len(df) else []):
-        lines += [f"### {dataset}", "", "| row (our method) | seeds | H@5 | H@10 | N@5 | N@10 |",
-                  "|---|---|---|---|---|---|"]
+        head = _head(dict.fromkeys(g["metric"]))
+        lines += [f"### {dataset}", "", "| row (our method) | seeds | " + " | ".join(head) + " |",
+                  "|---|---|" + "---|" * len(head)]
         typos = []
         for (name, method), gm in g.groupby(["row", "method"], sort=False):
             impossible = _impossible_published(gm)
-            cells = [_cell(r.ours_mean, r.ours_std, r.paper) + (" †" if r.metric in impossible else "")
-                     for r in gm.itertuples()]
-            lines.append(f"| {name} ({method}) | {gm.n_seeds.iloc[0]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} ({method}) | {gm.n_seeds.iloc[0]} | " + " | ".join(_cells(gm, impossible)) + " |")
             typos += [f"{name} {m}" for m in impossible]
         if typos:
             lines += ["", f"† Published as printed, though impossible: with one relevant item NDCG@K ≤ HR@K, and "
@@ -115,16 +154,19 @@ def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str, published=
         if unpublished([dataset], g, published):
             lines += ["", no_published_note(dataset)]
         lines.append("")
-    lines += ["### FLR against the strongest baseline (by N@10 among the baselines present)", "",
-              "Paired two-sided t-tests: over seeds (the paper's test; needs ≥ 2 seeds) and over test rows "
-              "pooled over seeds.", "",
-              "| dataset | baseline | metric | FLR | baseline | improvement | p (seeds) | p (rows) |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in tests.itertuples():
-        lines.append(f"| {r.dataset} | {r.baseline} | {r.metric} | {r.ours:.4f} | {r.baseline_mean:.4f} | "
-                     f"{r.improvement:+.1%} | {_p(r.p_seeds)} ({r.n_seeds} seeds) | {_p(r.p_rows)} |")
+    cols = [f"{c} ({match})" for match in MATCHES
+            for c in ("FLR", "baseline", "improvement", "p over seeds", "p over rows")]
+    lines += ["### FLR against the strongest baseline (by N@10 matched by title, among the baselines present)", "",
+              "Paired two-sided t-tests under each matching: over seeds (the paper's test; needs ≥ 2 seeds) and "
+              "over test rows pooled over seeds.", "",
+              "| dataset | baseline | metric | seeds | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
+    for r in tests.to_dict("records"):
+        cells = [c for match in MATCHES for c in (
+            _num(r[f"ours_{match}"]), _num(r[f"baseline_{match}"]), _num(r[f"improvement_{match}"], "+.1%"),
+            _p(r[f"p_seeds_{match}"]), _p(r[f"p_rows_{match}"]))]
+        lines.append(f"| {r['dataset']} | {r['baseline']} | {r['metric']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
     if tests.empty:
-        lines.append("| – | FLR or every baseline is absent from this run | | | | | | |")
+        lines.append("| – | FLR or every baseline is absent from this run |" + " |" * (2 + len(cols)))
     return "\n".join(lines) + "\n"
 
 
@@ -137,12 +179,12 @@ def table3(runs: pd.DataFrame, rows: dict[str, str], datasets: list[str], paper:
             if not _have(runs, dataset, method):
                 continue
             for j, (pkey, metric) in enumerate(PAPER_METRICS.items()):
-                mean, std = _mean(runs, dataset, method, metric)
                 pub = paper.get(combo)
                 out.append({"regularisers": combo, "method": method, "dataset": dataset, "metric": pkey,
-                            "ours_mean": mean, "ours_std": std,
+                            **_both(runs, dataset, method, metric),
                             "paper": pub[4 * i + j] if pub and len(pub) > 4 * i + j else None})
-    return pd.DataFrame(out, columns=["regularisers", "method", "dataset", "metric", "ours_mean", "ours_std", "paper"])
+    return pd.DataFrame(out, columns=["regularisers", "method", "dataset", "metric", "title_mean", "title_std", "paper",
+                                      "id_mean", "id_std"])
 
 
 def table4(runs: pd.DataFrame, columns: list[str], paper: dict) -> pd.DataFrame:
@@ -152,26 +194,27 @@ def table4(runs: pd.DataFrame, columns: list[str], paper: dict) -> pd.DataFrame:
             if not _have(runs, dataset, method):
                 continue
             for pkey, metric in PAPER_METRICS.items():
-                mean, std = _mean(runs, dataset, method, metric)
                 pub = paper.get(dataset, {}).get(pkey)
                 out.append({"dataset": dataset, "column": TABLE4_COLUMNS[i] if i < 4 else method, "method": method,
-                            "metric": pkey, "ours_mean": mean,
-                            "ours_std": std, "paper": pub[i] if pub and len(pub) > i else None})
-    return pd.DataFrame(out, columns=["dataset", "column", "method", "metric", "ours_mean", "ours_std", "paper"])
+                            "metric": pkey, **_both(runs, dataset, method, metric),
+                            "paper": pub[i] if pub and len(pub) > i else None})
+    return pd.DataFrame(out, columns=["dataset", "column", "method", "metric", "title_mean", "title_std", "paper",
+                                      "id_mean", "id_std"])
 
 
 def grid_markdown(df: pd.DataFrame, title: str, group: str, row: str, note: str, published=None,
                   empty: str = "(none of these methods ran)") -> str:
     """`published`: the datasets the paper reports for this table (with `group` "dataset", those absent get
     a line saying so); None: a dataset none of whose cells has a published value gets that line."""
-    lines = [f"## {title} (mean ± std over seeds; published value in parentheses)", "", note, ""]
+    lines = [f"## {title} (mean ± std over seeds; published value in parentheses beside ours matched by title)", "",
+             note, "", MATCH_NOTE, ""]
     if df.empty:
         return "\n".join(lines + [empty, ""])
     for key, g in df.groupby(group, sort=False):
-        lines += [f"### {key}", "", f"| {row} | H@5 | H@10 | N@5 | N@10 |", "|---|---|---|---|---|"]
+        head = _head(dict.fromkeys(g["metric"]))
+        lines += [f"### {key}", "", f"| {row} | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
         for (name, method), gm in g.groupby([row, "method"], sort=False):
-            lines.append(f"| {name} ({method}) | " + " | ".join(_cell(r.ours_mean, r.ours_std, r.paper)
-                                                               for r in gm.itertuples()) + " |")
+            lines.append(f"| {name} ({method}) | " + " | ".join(_cells(gm)) + " |")
         if group == "dataset" and unpublished([key], g, published):
             lines += ["", no_published_note(key)]
         lines.append("")
@@ -234,23 +277,34 @@ def _ellipsize(text: str, n: int = 40) -> str:
 
 
 def factor_figure(stats: list[dict], path: Path) -> None:
+    """Figure 4: one panel per dataset (rows) and model label (columns, e.g. without / with the constraints,
+    before / after FLR-GRPO): the mean K x K cosine similarity of its factors."""
     plt = _plt()
-    n = max(1, len(stats))
-    width = max(5.0, 3.6 * n)  # one panel still leaves room for the figure title
-    fig, axes = plt.subplots(1, n, figsize=(width, 3.6), squeeze=False)
-    for ax, s in zip(axes[0], stats):
-        im = ax.imshow(s["cos"], vmin=-1, vmax=1, cmap="RdBu_r")
-        k = s["cos"].shape[0]
-        ax.set_xticks(range(k), [f"F{i + 1}" for i in range(k)], fontsize=8)
-        ax.set_yticks(range(k), [f"F{i + 1}" for i in range(k)], fontsize=8)
-        _annotate(ax, im, s["cos"], ".2f", fontsize=7 if k <= 6 else 5)
-        ax.set_title(f"{s['dataset']}: {s['label']}\n({s['method']}) avg |corr| {s['abs_corr']:.2f}", fontsize=8)
-        cb = fig.colorbar(im, ax=ax, fraction=0.046)
-        cb.set_label("cosine similarity", fontsize=8)
-        cb.ax.tick_params(labelsize=7)
-    if not stats:
-        axes[0][0].text(0.5, 0.5, "no FLR factors in this run", ha="center", va="center")
-        axes[0][0].set_axis_off()
+    datasets = list(dict.fromkeys(s["dataset"] for s in stats)) or [None]
+    labels = list(dict.fromkeys(s["label"] for s in stats)) or [None]
+    cell = {}
+    for s in stats:
+        cell.setdefault((s["dataset"], s["label"]), s)  # one panel per model and dataset (the first seed's)
+    width = max(5.0, 3.6 * len(labels))  # one panel still leaves room for the figure title
+    fig, axes = plt.subplots(len(datasets), len(labels), figsize=(width, 3.6 * len(datasets)), squeeze=False)
+    for i, dataset in enumerate(datasets):
+        for j, label in enumerate(labels):
+            ax, s = axes[i][j], cell.get((dataset, label))
+            if s is None:
+                ax.text(0.5, 0.5, "no FLR factors in this run" if not stats else
+                        _wrap(f"{dataset}: {label}: no factors", 3.0, 8), ha="center", va="center", fontsize=8)
+                ax.set_axis_off()
+                continue
+            im = ax.imshow(s["cos"], vmin=-1, vmax=1, cmap="RdBu_r")
+            k = s["cos"].shape[0]
+            ax.set_xticks(range(k), [f"F{i + 1}" for i in range(k)], fontsize=8)
+            ax.set_yticks(range(k), [f"F{i + 1}" for i in range(k)], fontsize=8)
+            _annotate(ax, im, s["cos"], ".2f", fontsize=7 if k <= 6 else 5)
+            ax.set_title(_wrap(f"{s['dataset']}: {s['label']}", 3.2, 8) +
+                         f"\n({s['method']}) avg |corr| {s['abs_corr']:.2f}", fontsize=8)
+            cb = fig.colorbar(im, ax=ax, fraction=0.046)
+            cb.set_label("cosine similarity", fontsize=8)
+            cb.ax.tick_params(labelsize=7)
     fig.suptitle(_wrap("Cosine similarity between factors (mean over test users; paper: avg |corr| 0.44 -> 0.03)",
                        width - 0.4, 9), fontsize=9)
     fig.tight_layout()
@@ -258,37 +312,53 @@ def factor_figure(stats: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def attention_figure(npz: dict | None, meta: dict | None, user: int, label: str, path: Path) -> None:
-    """Figure 6: one user's history items (rows, in history order) against the factors (columns); colour =
-    the factor's attention on the item's title tokens. The rest of the factor's attention (on the prompt
-    outside the titles) would swamp the per-item differences: it is left out of the colour scale and
-    written under each factor instead."""
+def attention_figure(panels: list[tuple[str, dict]], meta: dict | None, user: int, dataset, path: Path) -> None:
+    """Figure 6: one user's history items (rows, in history order) against the factors (columns) of each
+    model in `panels` ((label, factors npz): e.g. before and after FLR-GRPO), side by side on one colour
+    scale; colour = the factor's attention on the item's title tokens. The rest of the factor's attention
+    (on the prompt outside the titles) would swamp the per-item differences: it is left out of the colour
+    scale and written under each factor instead."""
     plt = _plt()
-    if npz is None or user >= len(npz["item_attention"]):
+    panels = [(label, z) for label, z in panels if z is not None and user < len(z["item_attention"])]
+    if not panels or meta is None:
         fig, ax = plt.subplots(figsize=(7, 3))
         ax.text(0.5, 0.5, "no FLR factors in this run", ha="center", va="center")
         ax.set_axis_off()
-    else:
-        titles = list(meta["history_titles"][user])
-        att = np.asarray(npz["item_attention"][user], dtype=float)[:, : len(titles)].T  # [H, K]
-        rest = np.asarray(npz["other_attention"][user], dtype=float)
-        h, k = att.shape
-        fig, ax = plt.subplots(figsize=(7.5, max(3.2, 0.32 * h + 2.2)))
-        im = ax.imshow(att, aspect="auto", cmap="viridis", vmin=0, vmax=max(float(np.nanmax(att)), 1e-12) if h else 1)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return
+    titles = list(meta["history_titles"][user])
+    h = len(titles)
+    atts = [np.asarray(z["item_attention"][user], dtype=float)[:, :h].T for _, z in panels]  # [H, K] each
+    ks = [a.shape[1] for a in atts]
+    vmax = max([float(np.nanmax(a)) for a in atts if a.size and np.isfinite(a).any()] + [1e-12])
+    widths = [max(2.2, 0.7 * k + 0.5) for k in ks]
+    width = 3.2 + sum(widths) + 1.0  # item labels, the panels, the colour bar
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, max(3.4, 0.32 * h + 2.6)), squeeze=False, sharey=True,
+                             gridspec_kw={"width_ratios": widths}, layout="constrained")
+    ims = []
+    for j, ((label, z), att, ax) in enumerate(zip(panels, atts, axes[0])):
+        k = att.shape[1]
+        im = ax.imshow(att, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+        ims.append(im)
         _annotate(ax, im, att, ".3f", fontsize=7 if k <= 6 else 6)
-        # Numbered by history position: labels are unique even where titles repeat or share a prefix.
-        ax.set_yticks(range(h), [f"{i + 1}. {_ellipsize(t)}" for i, t in enumerate(titles)], fontsize=8)
+        if j == 0:  # numbered by history position: labels are unique even where titles repeat or share a prefix
+            ax.set_yticks(range(h), [f"{i + 1}. {_ellipsize(t)}" for i, t in enumerate(titles)], fontsize=8)
+            ax.set_ylabel("history item (oldest first)", fontsize=8)
+        else:
+            ax.tick_params(axis="y", labelleft=False)
         ax.set_xticks(range(k), [f"F{i + 1}\nα {a:.2f}\nrest {r:.2f}" for i, (a, r) in
-                                 enumerate(zip(npz["alpha"][user], rest))], fontsize=8)
-        ax.set_ylabel("history item (oldest first)", fontsize=8)
-        ax.set_xlabel(_wrap("factor (α: its weight; rest: its attention outside the history titles, "
-                            "not on the colour scale)", 4.5, 8), fontsize=8)
-        fig.suptitle(_wrap(f"{label}: each factor's attention over test user {user}'s history "
-                           f"(target: {_ellipsize(meta['target_titles'][user])})", 7.0, 9), fontsize=9)
-        cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
-        cb.set_label("attention on the item's title", fontsize=8)
-        cb.ax.tick_params(labelsize=7)
-    fig.tight_layout()
+                                 enumerate(zip(z["alpha"][user], np.asarray(z["other_attention"][user], float)))],
+                      fontsize=8)
+        ax.set_title(_wrap(label, widths[j] - 0.1, 8), fontsize=8)
+    fig.supxlabel(_wrap("factor (α: its weight; rest: its attention outside the history titles, not on the "
+                        "colour scale)", width - 0.5, 8), fontsize=8)
+    fig.suptitle(_wrap(f"{dataset}: each factor's attention over test user {user}'s history "
+                       f"(target: {_ellipsize(meta['target_titles'][user])})", width - 0.5, 9), fontsize=9)
+    cb = fig.colorbar(ims[0], ax=list(axes[0]), fraction=0.05, pad=0.02)  # one scale: panels compare directly
+    cb.set_label("attention on the item's title", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -397,20 +467,21 @@ def build(metrics_paths: list[str], data_dirs: dict[str, str], factor_paths: lis
     write_text(grid_markdown(t4, "FLR Table 4: RL on FLR", "dataset", "column", note,
                              paper_all.get("flr_table4_grpo", {})), out_dir / "flr_table4.md")
 
-    # Factors: Figure 4 (similarity), disentanglement, Figure 6 (attention over one user's history).
+    # Factors: Figure 4 (similarity), disentanglement, Figure 6 (attention over one user's history), for
+    # every `factors.methods` model (e.g. without / with the constraints, before / after FLR-GRPO).
     fcfg = cfg.get("factors", {})
     labels = fcfg.get("methods", {})
     published = paper_all.get("flr_hyperparameters", {}).get("disentanglement_corr", {})
     stats, first = [], {}
     for p in sorted(factor_paths, key=lambda x: (_parts(x)[0], list(labels).index(_parts(x)[1])
-                                                 if _parts(x)[1] in labels else 99)):
+                                                 if _parts(x)[1] in labels else 99, _parts(x)[2])):
         dataset, method, seed = _parts(p)
         with np.load(p) as z:
             npz = {k: z[k] for k in z.files}
         meta = json.loads(Path(p).with_suffix(".json").read_text())
         s = factor_stats(npz)
         stats.append({**s, "dataset": dataset, "method": method, "seed": seed, "label": labels.get(method, method)})
-        first.setdefault(method, (npz, meta, dataset))
+        first.setdefault((dataset, method), (npz, meta))
     factor_figure(stats, out_dir / "flr_fig4_factor_similarity.png")
     dis = pd.DataFrame([{k: v for k, v in s.items() if k != "cos"} for s in stats],
                        columns=["dataset", "method", "label", "seed", "users", "K", "S_avg", "abs_corr", "A_max", "DS"])
@@ -422,10 +493,16 @@ def build(metrics_paths: list[str], data_dirs: dict[str, str], factor_paths: lis
              "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r.dataset} | {r.method} | {r.label} | {r.users} | {r.K} | {r.S_avg:.3f} | {r.abs_corr:.3f} | "
               f"{r.A_max:.3f} | {r.DS:.3f} |" for r in dis.itertuples()]
+    if dis.empty:
+        lines.append("| – | no FLR factors in this run | | | | | | | |")
     write_text("\n".join(lines) + "\n", out_dir / "flr_disentanglement.md")
-    main = next(iter(labels), None)
-    npz, meta, dataset = first.get(main, (None, None, None))
-    attention_figure(npz, meta, int(fcfg.get("user", 0)), f"{dataset} {main}", out_dir / "flr_fig6_factor_attention.png")
+    # Figure 6: the first dataset with factors of the first listed model, every listed model there.
+    main = next((m for m in labels if any(m == fm for _, fm in first)), None)
+    dataset = next((d for d, fm in first if fm == main), None)
+    ordered = [m for m in labels if (dataset, m) in first] + [m for d, m in first if d == dataset and m not in labels]
+    attention_figure([(f"{labels.get(m, m)} ({m})", first[(dataset, m)][0]) for m in ordered],
+                     first[(dataset, main)][1] if main else None, int(fcfg.get("user", 0)), dataset,
+                     out_dir / "flr_fig6_factor_attention.png")
 
     pop = popularity(runs, cfg.get("popularity_methods", []), data_dirs, cfg.get("popular_fraction", 0.2))
     write_csv(pop, out_dir / "flr_fig7_popularity.csv")

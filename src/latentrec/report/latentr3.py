@@ -3,10 +3,13 @@
 - gains: each "+LatentR3" method against its backbone (BIGRec, D3): relative gain in ours and in the
   paper, with a paired t-test on the same test rows (pooled over seeds);
 - ablation (paper Table 2): our variants under the paper's row names;
+  both tables put ours matched by title (the published values' matching) beside the published values, and
+  ours matched by item id in their own columns, each matching with its own t-test;
 - Figure 2 (our numbering of the paper's analyses): NDCG@10 against the reasoning length N (N = 0 is the
   backbone without latent);
 - Figure 3: popular (top 20 % of items by train frequency) against unpopular test targets;
-- Figure 4: cost: decoding seconds per user of each method, and RL seconds per optimiser step.
+- Figure 4: cost: decoding seconds per user of each method, and RL seconds per optimiser step;
+  `latentr3_fig4_grpo`: the original GRPO of appendix F against LR-GRPO (NDCG@10, HR@10, RL seconds per step).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import pandas as pd
 from latentrec.eval.significance import mean_std
 from latentrec.io_utils import read_json
 from latentrec.report.significance_table import load_runs
-from latentrec.report.tables import PAPER_METRICS, no_published_note, unpublished, write_csv, write_text
+from latentrec.report.tables import (MATCH_NOTE, MATCHES, PAPER_METRICS, metric_key, no_published_note,
+                                     unpublished, write_csv, write_text)
 
 METRIC = "NDCG@10"
 
@@ -35,9 +39,21 @@ def _mean(runs, dataset, method, metric=METRIC):
     return mean_std(m[metric] for m in g.metrics) if len(g) else (math.nan, math.nan)
 
 
-def gains(runs: pd.DataFrame, pairs: dict[str, str], paper: dict) -> pd.DataFrame:
+GAINS_COLUMNS = ["dataset", "method", "backbone", "metric", "ours_title", "backbone_title", "gain_title", "paper",
+                 "paper_backbone", "paper_gain", "p_title", "ours_id", "backbone_id", "gain_id", "p_id", "paired_rows"]
+
+
+def _paired_p(both: pd.DataFrame, col: str) -> float:
+    """Paired t-test p of `col` against `col`_b over the rows of `both`; NaN where the difference is constant."""
     from scipy import stats
 
+    diff = both[col] - both[f"{col}_b"]
+    return float(stats.ttest_rel(both[col], both[f"{col}_b"]).pvalue) if diff.std() > 0 else math.nan
+
+
+def gains(runs: pd.DataFrame, pairs: dict[str, str], paper: dict) -> pd.DataFrame:
+    """Each method against its backbone under both matchings: `*_title` (the published values' matching) and
+    `*_id`, each with its paired t-test on the same test rows (pooled over seeds)."""
     out = []
     for dataset in dict.fromkeys(runs.dataset):
         for method, backbone in pairs.items():
@@ -47,17 +63,19 @@ def gains(runs: pd.DataFrame, pairs: dict[str, str], paper: dict) -> pd.DataFram
             a, b = _pooled_rows(runs, dataset, method), _pooled_rows(runs, dataset, backbone)
             both = a.merge(b, on=["seed", "row"], suffixes=("", "_b"))
             for pkey, metric in PAPER_METRICS.items():
-                ours, base = _mean(runs, dataset, method, metric)[0], _mean(runs, dataset, backbone, metric)[0]
                 pub = paper.get(dataset, {})
                 p_ours, p_base = pub.get(method, {}).get(pkey), pub.get(backbone, {}).get(pkey)
-                diff = both[metric] - both[f"{metric}_b"]
-                p = float(stats.ttest_rel(both[metric], both[f"{metric}_b"]).pvalue) if diff.std() > 0 else math.nan
-                out.append({"dataset": dataset, "method": method, "backbone": backbone, "metric": pkey,
-                            "ours": ours, "ours_backbone": base, "ours_gain": ours / base - 1 if base else math.nan,
-                            "paper": p_ours, "paper_backbone": p_base,
-                            "paper_gain": p_ours / p_base - 1 if p_ours and p_base else math.nan,
-                            "paired_rows": len(both), "p": p})
-    return pd.DataFrame(out)
+                row = {"dataset": dataset, "method": method, "backbone": backbone, "metric": pkey,
+                       "paper": p_ours, "paper_backbone": p_base,
+                       "paper_gain": p_ours / p_base - 1 if p_ours and p_base else math.nan, "paired_rows": len(both)}
+                for match in MATCHES:
+                    key = metric_key(metric, match)
+                    ours, base = _mean(runs, dataset, method, key)[0], _mean(runs, dataset, backbone, key)[0]
+                    row.update({f"ours_{match}": ours, f"backbone_{match}": base,
+                                f"gain_{match}": ours / base - 1 if base else math.nan,
+                                f"p_{match}": _paired_p(both, key)})
+                out.append(row)
+    return pd.DataFrame(out, columns=GAINS_COLUMNS)
 
 
 def _pct(x) -> str:
@@ -69,41 +87,58 @@ def _p(p) -> str:
     return "–" if p is None or pd.isna(p) else f"{p:.3g}"
 
 
+def _num(x) -> str:
+    return "–" if x is None or pd.isna(x) else f"{x:.4f}"
+
+
 def gains_markdown(df: pd.DataFrame, note: str, published=None) -> str:
     """`published`: the paper's Table 1 by dataset; datasets absent from it get a line saying so."""
-    lines = ["## LatentR3 against its backbone (relative gain; paired t-test on the same test rows)", "", note, "",
-             "| dataset | method | vs | metric | ours | backbone | ours gain | paper gain | p |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["## LatentR3 against its backbone (relative gain; paired t-tests on the same test rows, per matching)",
+             "", note, "", MATCH_NOTE, "",
+             "| dataset | method | vs | metric | ours (title) | backbone (title) | ours gain (title) | paper gain (title) "
+             "| p (title) | ours (id) | backbone (id) | ours gain (id) | p (id) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
-        lines.append(f"| {r.dataset} | {r.method} | {r.backbone} | {r.metric} | {r.ours:.4f} | {r.ours_backbone:.4f} | "
-                     f"{_pct(r.ours_gain)} | {_pct(r.paper_gain)} | {_p(r.p)} |")
+        lines.append(f"| {r.dataset} | {r.method} | {r.backbone} | {r.metric} | {_num(r.ours_title)} | "
+                     f"{_num(r.backbone_title)} | {_pct(r.gain_title)} | {_pct(r.paper_gain)} | {_p(r.p_title)} | "
+                     f"{_num(r.ours_id)} | {_num(r.backbone_id)} | {_pct(r.gain_id)} | {_p(r.p_id)} |")
     if len(df):
         missing = unpublished(df["dataset"], df.rename(columns={"paper_gain": "paper"}), published)
         lines += ["", *(no_published_note(d) for d in missing)] if missing else []
     return "\n".join(lines) + "\n"
 
 
+ABLATION_COLUMNS = ["dataset", "variant", "method", "metric", "title_mean", "title_std", "paper", "id_mean", "id_std"]
+
+
 def ablation(runs: pd.DataFrame, rows: dict[str, str], paper: dict) -> pd.DataFrame:
+    """Ours per variant and metric under both matchings (`title_*`, the published values' matching; `id_*`)."""
     out = []
     for dataset in dict.fromkeys(runs.dataset):
         for method, name in rows.items():
             if not len(runs[(runs.dataset == dataset) & (runs.method == method)]):
                 continue
             for pkey, metric in PAPER_METRICS.items():
-                mean, std = _mean(runs, dataset, method, metric)
-                out.append({"dataset": dataset, "variant": name, "method": method, "metric": pkey, "ours_mean": mean,
-                            "ours_std": std, "paper": paper.get(dataset, {}).get(name, {}).get(pkey)})
-    return pd.DataFrame(out)
+                row = {"dataset": dataset, "variant": name, "method": method, "metric": pkey,
+                       "paper": paper.get(dataset, {}).get(name, {}).get(pkey)}
+                for match in MATCHES:
+                    row[f"{match}_mean"], row[f"{match}_std"] = _mean(runs, dataset, method, metric_key(metric, match))
+                out.append(row)
+    return pd.DataFrame(out, columns=ABLATION_COLUMNS)
 
 
 def ablation_markdown(df: pd.DataFrame, note: str, published=None) -> str:
-    lines = ["## LatentR3 ablation (paper Table 2 layout; published value in parentheses)", "", note, ""]
+    lines = ["## LatentR3 ablation (paper Table 2 layout; published value in parentheses beside ours matched by title)",
+             "", note, "", MATCH_NOTE, ""]
     for dataset, g in df.groupby("dataset", sort=False):
-        lines += [f"### {dataset}", "", "| variant (our method) | H@5 | H@10 | N@5 | N@10 |", "|---|---|---|---|---|"]
+        metrics = list(dict.fromkeys(g["metric"]))
+        head = [f"{m} ({match})" for match in MATCHES for m in metrics]
+        lines += [f"### {dataset}", "", "| variant (our method) | " + " | ".join(head) + " |",
+                  "|---|" + "---|" * len(head)]
         for (variant, method), gv in g.groupby(["variant", "method"], sort=False):
-            cells = [f"{r.ours_mean:.4f}" + (f" ({r.paper:.4f})" if r.paper is not None and not pd.isna(r.paper) else "")
+            title = [_num(r.title_mean) + (f" ({r.paper:.4f})" if r.paper is not None and not pd.isna(r.paper) else "")
                      for r in gv.itertuples()]
-            lines.append(f"| {variant} ({method}) | " + " | ".join(cells) + " |")
+            lines.append(f"| {variant} ({method}) | " + " | ".join(title + [_num(v) for v in gv.id_mean]) + " |")
         if unpublished([dataset], g, published):
             lines += ["", no_published_note(dataset)]
         lines.append("")
@@ -259,6 +294,112 @@ def build(metrics_paths: list[str], data_dirs: dict[str, str], rl_logs: list[str
     pop = popularity(runs, cfg.get("popularity_methods", []), data_dirs, cfg.get("popular_fraction", 0.2))
     write_csv(pop, out_dir / "latentr3_fig3_popularity.csv")
     popularity_figure(pop, out_dir / "latentr3_fig3_popularity.png")
-    c = cost(runs, cfg.get("cost_methods", []), rl_logs)
+    grpo, recipes = cfg.get("grpo_compare") or {}, cfg.get("recipes") or {}
+    original = {recipes.get(m, m) for m in grpo}  # the original-GRPO recipes: not LR-GRPO rows of the cost table
+    c = cost(runs, cfg.get("cost_methods", []), [p for p in rl_logs if Path(p).parts[-5] not in original])
     write_csv(c, out_dir / "latentr3_fig4_cost.csv")
     cost_figure(c, out_dir / "latentr3_fig4_cost.png")
+    paper_ratio = paper_all.get("latentr3_text_claims", {}).get("original_grpo_training_cost_ratio")
+    gc = grpo_comparison(runs, grpo, rl_logs, recipes, paper_ratio)
+    write_csv(gc, out_dir / "latentr3_fig4_grpo.csv")
+    grpo_figure(gc, out_dir / "latentr3_fig4_grpo.png", paper_ratio)
+
+
+# ------------------------------------------- Figure 4 (paper appendix F): the original GRPO against LR-GRPO
+GRPO_METRICS = ("NDCG@10", "HR@10")
+GRPO_COLUMNS = ["dataset", "method", "rl", "seeds", "NDCG@10", "NDCG@10_std", "HR@10", "HR@10_std",
+                "rl_seconds_per_step", "rl_logs", "rl_device", "rl_world_size", "cost_ratio", "paper_cost_ratio"]
+
+
+def selected_rl_logs(rl_logs: list[str]) -> dict[tuple[str, str, str], dict]:
+    """(dataset, recipe, seed folder) -> the rl_log.json of the RL grid point that `select-latent` keeps
+    (the best validation -PPL), from paths results/{dataset}/latent/{recipe}/seed{s}/rl/{point}/rl_log.json."""
+    best: dict[tuple[str, str, str], dict] = {}
+    for p in rl_logs:
+        parts = Path(p).parts
+        key, log = (parts[-7], parts[-5], parts[-4]), read_json(p)
+        if key not in best or log["valid_neg_ppl"] > best[key]["valid_neg_ppl"]:
+            best[key] = log
+    return best
+
+
+def grpo_comparison(runs: pd.DataFrame, pairs: dict[str, str], rl_logs: list[str], recipes: dict[str, str],
+                    paper_ratio: float | None = None) -> pd.DataFrame:
+    """Per dataset where an original-GRPO method ran (`pairs`: {original-GRPO method: its LR-GRPO method}):
+    NDCG@10 and HR@10 (mean, std over seeds; matched by item id) of both, and the training seconds per RL
+    optimiser step of each (mean over seeds of the selected grid point's `seconds_per_step`; `recipes`:
+    {method: recipe}); `cost_ratio` = original / LR-GRPO seconds per step, beside the paper's."""
+    logs = selected_rl_logs(rl_logs)
+    if not len(runs):
+        runs = pd.DataFrame(columns=["dataset", "method", "seed", "metrics", "rows_path"])
+    out = []
+    datasets = list(dict.fromkeys([*runs.dataset, *(k[0] for k in logs)]))
+    for orig, lr in pairs.items():
+        for dataset in datasets:
+            rows = []
+            for method, kind in ((orig, "original GRPO"), (lr, "LR-GRPO")):
+                recipe = recipes.get(method, method)
+                sps = [v for (d, r, _), v in logs.items() if d == dataset and r == recipe]
+                g = runs[(runs.dataset == dataset) & (runs.method == method)]
+                row = {"dataset": dataset, "method": method, "rl": kind, "seeds": len(g), "rl_logs": len(sps),
+                       "rl_seconds_per_step": float(np.mean([v["seconds_per_step"] for v in sps])) if sps else math.nan,
+                       "rl_device": sps[0].get("device") if sps else None,
+                       "rl_world_size": sps[0].get("world_size") if sps else None}
+                for metric in GRPO_METRICS:
+                    row[metric], row[f"{metric}_std"] = _mean(runs, dataset, method, metric)
+                rows.append(row)
+            if not (rows[0]["seeds"] or rows[0]["rl_logs"]):
+                continue  # no original-GRPO run on this dataset
+            a, b = rows[0]["rl_seconds_per_step"], rows[1]["rl_seconds_per_step"]
+            rows[0]["cost_ratio"] = a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+            rows[0]["paper_cost_ratio"] = paper_ratio
+            out += rows
+    return pd.DataFrame(out, columns=GRPO_COLUMNS)
+
+
+def grpo_figure(df: pd.DataFrame, path: Path, paper_ratio: float | None = None) -> None:
+    """LatentR3's Figure 4: per dataset, NDCG@10 and HR@10 of the original GRPO and of LR-GRPO (error bars:
+    std over seeds), and their training seconds per RL step with the measured ratio beside the paper's."""
+    plt = _plt()
+    if not len(df):
+        fig, ax = plt.subplots(figsize=(5, 2.2))
+        ax.axis("off")
+        ax.text(0.5, 0.6, "no original-GRPO run", ha="center", va="center", fontsize=11, transform=ax.transAxes)
+        ax.text(0.5, 0.3, "(report.latentr3.grpo_compare; config/paper.yaml runs LatentR3-origGRPO)",
+                ha="center", va="center", fontsize=7, transform=ax.transAxes)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return
+    datasets = list(dict.fromkeys(df.dataset))
+    kinds = ("original GRPO", "LR-GRPO")
+    x, w = np.arange(len(datasets)), 0.38
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    panels = [(m, m, f"{m}_std") for m in GRPO_METRICS] + [("RL seconds per optimiser step", "rl_seconds_per_step",
+                                                            None)]
+    for ax, (label, col, std) in zip(axes, panels):
+        for i, kind in enumerate(kinds):
+            vals = [df[(df.dataset == d) & (df.rl == kind)][col].mean() for d in datasets]
+            errs = [df[(df.dataset == d) & (df.rl == kind)][std].mean() for d in datasets] if std else None
+            ax.bar(x + (i - 0.5) * w, vals, w, yerr=errs, capsize=3 if std else 0, label=kind)
+        ax.set_xticks(x, [d.replace("_", " ") for d in datasets], fontsize=7)
+        ax.set_ylabel(label, fontsize=8)
+        ax.set_ylim(bottom=0)
+    axes[0].set_title("Recommendation (test)", fontsize=8)
+    axes[1].set_title("Recommendation (test)", fontsize=8)
+    cost_ax = axes[2]
+    cost_ax.set_title("Training cost", fontsize=8)
+    top = df["rl_seconds_per_step"].max()
+    if pd.notna(top) and top > 0:
+        cost_ax.set_ylim(0, top * 1.45)
+        for xi, d in zip(x, datasets):
+            ratio = df[(df.dataset == d) & (df.rl == kinds[0])]["cost_ratio"].mean()
+            if pd.notna(ratio):
+                pub = f"\n(paper ≈{paper_ratio:g}×)" if paper_ratio else ""
+                cost_ax.annotate(f"{ratio:.1f}×{pub}", (xi, top * 1.08), ha="center", va="bottom", fontsize=7)
+    else:
+        cost_ax.text(0.5, 0.5, "no RL timing", ha="center", va="center", fontsize=8, transform=cost_ax.transAxes)
+    fig.suptitle("Original GRPO (decode-and-match, whole model) against LR-GRPO", fontsize=9, x=0.02, ha="left")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper right", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -14,19 +14,33 @@ from latentrec.io_utils import atomic_path
 # Paper metric keys (paper_results.yaml) → our metric columns.
 PAPER_METRICS = {"H@5": "HR@5", "H@10": "HR@10", "N@5": "NDCG@5", "N@10": "NDCG@10"}
 
+# The two matchings of a prediction to the target (eval/metrics.py), the published numbers' one first: the
+# papers' numbers come from the reference scripts, which match by title string.
+PUBLISHED_MATCH = "title"
+MATCHES = (PUBLISHED_MATCH, "id")
+MATCH_NOTE = ("Matching: the published values match a prediction to the target by title string (the reference "
+              "scripts); columns marked (title) are ours under that same matching and sit beside them; columns "
+              "marked (id) are ours matched by item id (only the target item itself counts).")
+
+
+def metric_key(metric: str, match: str) -> str:
+    """Our metric column under a matching: "NDCG@10" by id, "title_NDCG@10" by title (eval/metrics.py)."""
+    if match not in MATCHES:
+        raise ValueError(f"match must be one of {MATCHES}, not {match!r}")
+    return metric if match == "id" else f"title_{metric}"
+
 
 def collect(records: list[dict], paper: dict, paper_names: dict[str, str], match: str = "id") -> pd.DataFrame:
     """Long table: one row per (dataset, method, metric) with ours and the paper's value.
 
     records: {"dataset", "method", "seed", "metrics": {...}} per run. match: "id" or "title".
     """
-    prefix = "" if match == "id" else "title_"
     runs = pd.DataFrame(records)
     out = []
     for (dataset, method), g in runs.groupby(["dataset", "method"], sort=False):
         published = paper.get(dataset, {}).get(paper_names.get(method, method), {})
         for pkey, ours_key in PAPER_METRICS.items():
-            mean, std = mean_std(m[prefix + ours_key] for m in g["metrics"])
+            mean, std = mean_std(m[metric_key(ours_key, match)] for m in g["metrics"])
             pub = published.get(pkey)
             out.append(
                 {
@@ -76,18 +90,21 @@ def _cell(r, with_paper: bool) -> str:
     return s
 
 
-def to_markdown(long: pd.DataFrame, title: str, published=None) -> str:
+def to_markdown(long: pd.DataFrame, title: str, published=None, with_paper: bool = True) -> str:
     """`published`: the paper's values of this table by dataset (datasets absent from it get a line saying
-    so); None: a dataset none of whose cells has a published value gets that line."""
-    lines = [f"## {title}", "", "Cells: ours mean ± std over seeds (published value, relative difference).", ""]
+    so); None: a dataset none of whose cells has a published value gets that line. `with_paper` False: ours
+    only (a matching other than the published values')."""
+    cells = ("Cells: ours mean ± std over seeds (published value, relative difference)." if with_paper else
+             "Cells: ours mean ± std over seeds (no published values beside them: those are title-matched).")
+    lines = [f"## {title}", "", cells, ""]
     for dataset, g in long.groupby("dataset", sort=False):
         metrics = list(dict.fromkeys(g["metric"]))
         lines += [f"### {dataset}", "", "| method | " + " | ".join(metrics) + " |",
                   "|---|" + "---|" * len(metrics)]
         for method, gm in g.groupby("method", sort=False):
-            cells = [_cell(r, True) for r in gm.itertuples()]
+            cells = [_cell(r, with_paper) for r in gm.itertuples()]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        if unpublished([dataset], g, published):
+        if with_paper and unpublished([dataset], g, published):
             lines += ["", no_published_note(dataset)]
         lines.append("")
     return "\n".join(lines)
