@@ -74,3 +74,24 @@ def test_paired_tests_agree_with_scipy():
     assert s["seeds"] == [0, 1, 2] and s["n"] == 3 and s["p"] < 0.05
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
     assert mean_std([5.0]) == (5.0, 0.0)
+
+
+def test_ranking_breaks_ties_by_ascending_item_id_everywhere():
+    """Equal scores rank by ascending item id, in the top-k lists (evaluation) and in the full-ranking
+    NDCG the sequential models select epochs with; checked against a hand-ranked example."""
+    import torch
+
+    from latentrec.baselines.base import topk_stable
+    from latentrec.baselines.sequential import ndcg_at_k_full
+
+    scores = torch.tensor([[0.5, 0.9, 0.5, 0.9, 0.1, 0.5],
+                           [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    top = topk_stable(scores, 4)
+    assert top.indices.tolist() == [[1, 3, 0, 2], [0, 1, 2, 3]]  # 0.9s by id, then 0.5s by id
+    wide = torch.zeros(1, 5000)  # many ties: torch.topk's own order among them is unspecified
+    assert topk_stable(wide, 10).indices.tolist() == [list(range(10))]
+    # Target item 2 in row 0: ranked after 1, 3 (higher) and 0 (tie, lower id): rank 3 -> 1/log2(5).
+    # Target item 5 in row 1 (all tied): rank 5 -> 1/log2(7); with k = 5 it is outside the top 5.
+    got = ndcg_at_k_full(scores, torch.tensor([2, 5]), k=10)
+    assert got.tolist() == pytest.approx([1 / math.log2(5), 1 / math.log2(7)])
+    assert ndcg_at_k_full(scores, torch.tensor([2, 5]), k=5).tolist() == pytest.approx([1 / math.log2(5), 0.0])
