@@ -23,7 +23,7 @@ run: install                     ## the embedded default: synthetic data, CPU, o
 	$(BIN)/snakemake --cores $(CORES)
 
 test: install                    ## the test suite (what CI runs)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=10
 
 lint: install
 	$(BIN)/snakemake --lint

@@ -399,10 +399,14 @@ def _set_rng_state(s: dict, device: torch.device) -> None:
 def latest_checkpoint(ckpt_dir: Path, say=print) -> Path | None:
     """The newest complete checkpoint: <name>, else <name>.prev (a kill during the swap); a folder
     without trainer_state.json (a kill during the write) is never used."""
+    tmp = ckpt_dir.with_name(ckpt_dir.name + ".tmp")
     for cand in (ckpt_dir, ckpt_dir.with_name(ckpt_dir.name + ".prev")):
         if (cand / "trainer_state.json").exists():
             if cand != ckpt_dir:
                 say(f"warning: {ckpt_dir} is incomplete (a run was killed while saving); using {cand}")
+            elif tmp.exists():
+                say(f"warning: {tmp} is an interrupted save (a run was killed while writing it); resuming from "
+                    f"the previous complete checkpoint {cand}")
             return cand
     return None
 
