@@ -107,6 +107,9 @@ def test_paper_dry_run_searches_the_sft_learning_rate():
     assert (f"select-sft --points {grid}/lr0.003 {grid}/lr0.0003 {grid}/lr3e-05 "
             "--out results/Toys_and_Games/sft/seed0/selected.json") in out  # the grid's order: ties to the first
     assert "decode --data results/Toys_and_Games/data --model results/Toys_and_Games/sft/seed0/selected.json" in out
-    for point in ("lr0.003", "lr0.0003", "lr3e-05"):
+    for point in ("lr0.003", "lr0.0003", "lr3e-05"):  # LatentR3's warm-up: the global grid
+        assert f"--out results/Toys_and_Games/latent/LatentR3/seed0/warmup/grid/{point} " in out
+    for point in ("lr0.0003", "lr5e-05", "lr1e-05"):  # FLR's warm-up: the FLR paper's own grid
         assert f"--out results/Toys_and_Games/latent/FLR/seed0/warmup/grid/{point} " in out
+    assert "latent/FLR/seed0/warmup/grid/lr0.003 " not in out
     assert "--model results/Toys_and_Games/latent/LatentR3/seed0/warmup/selected.json" in out
