@@ -113,15 +113,23 @@ def _plot_rewards(log: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def cmd_select_latent(a) -> None:
-    from latentrec.io_utils import read_json, write_json
+def _point_logs(points: list[str], name: str, stage: str) -> dict[str, dict]:
+    """{grid point folder: its log `name`}, in the listed order; a missing log is a clear error."""
+    from latentrec.io_utils import read_json
 
     logs = {}
-    for point in a.points:
-        f = Path(point) / "rl_log.json"
+    for point in points:
+        f = Path(point) / name
         if not f.exists():
-            raise InputError(f"{f}: missing; the RL grid point did not finish")
+            raise InputError(f"{f}: missing; the {stage} grid point did not finish")
         logs[point] = read_json(f)
+    return logs
+
+
+def cmd_select_latent(a) -> None:
+    from latentrec.io_utils import write_json
+
+    logs = _point_logs(a.points, "rl_log.json", "RL")
     best = max(logs, key=lambda p: logs[p]["valid_neg_ppl"])
     write_json({"model": str(Path(best) / "model"), "selected_by": "validation -perplexity of the target",
                 "candidates": {p: {"lr": v["config"]["lr"], "valid_neg_ppl": v["valid_neg_ppl"],
@@ -144,14 +152,9 @@ def lowest_valid_loss(logs: dict[str, dict]) -> str:
 
 
 def cmd_select_sft(a) -> None:
-    from latentrec.io_utils import read_json, write_json
+    from latentrec.io_utils import write_json
 
-    logs = {}
-    for point in a.points:
-        f = Path(point) / "train_log.json"
-        if not f.exists():
-            raise InputError(f"{f}: missing; the SFT grid point did not finish")
-        logs[point] = read_json(f)
+    logs = _point_logs(a.points, "train_log.json", "SFT")
     best = lowest_valid_loss(logs)
     model = Path(best) / "model"
     if not model.is_dir():
