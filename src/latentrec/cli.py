@@ -521,7 +521,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="run folder to write: predictions.parquet, config.yaml, train_log.json")
     s.set_defaults(func=cmd_gather)
 
-    for module in ("latentrec.data.download", "latentrec.data.synthetic", "latentrec.gpu_lease", "latentrec.llm.latent_cli",
+    for module in ("latentrec.data.download", "latentrec.data.synthetic", "latentrec.gpu_lease", "latentrec.plan",
+                   "latentrec.llm.latent_cli",
                    "latentrec.llm.flr_cli"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
