@@ -242,7 +242,7 @@ def cmd_decode(a) -> None:
     from latentrec.llm.latent import load_decodable
     from latentrec.llm.latent_cli import resolve_model
     from latentrec.llm.recommender import DECODE_DEFAULTS, PER_ROW_COLUMNS, decode_rows, shard_rows
-    from latentrec.runs import seed_everything, write_predictions
+    from latentrec.runs import peak_memory_mb, seed_everything, write_predictions
 
     seed_everything(a.seed)
     ds = load_dataset(a.data)
@@ -265,7 +265,7 @@ def cmd_decode(a) -> None:
     used = preds.attrs.get("generation_config", {**DECODE_DEFAULTS, **a.cfg})
     write_json({"generation_config": used, "model": a.model, "device": device,
                 "dtype": str(dtype), "rows": len(rows), "seconds": seconds, "wall_seconds_this_process": wall,
-                "users_per_second": len(rows) / max(seconds, 1e-9),
+                "users_per_second": len(rows) / max(seconds, 1e-9), "peak_memory_mb": peak_memory_mb(device),
                 "per_row": {c: preds[c].tolist() for c in ("row", *PER_ROW_COLUMNS) if c in preds}},
                Path(a.out).with_suffix(".json"))
     write_predictions(preds, a.out)

@@ -70,3 +70,12 @@ def write_run_metadata(out_dir: str | os.PathLike, config: dict, train_log: dict
     }
     write_yaml(resolved, out_dir / "config.yaml")
     write_json(train_log, out_dir / "train_log.json")
+
+
+def peak_memory_mb(device=None) -> float:
+    """Peak memory of this process so far: allocated GPU memory on a CUDA device, else the peak RSS."""
+    import resource
+
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

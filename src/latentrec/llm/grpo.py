@@ -47,6 +47,7 @@ import torch
 from latentrec.io_utils import progress
 from latentrec.llm.latent import LatentReasoner, collate_prompt_target
 from latentrec.llm.precision import resolve_mixed_precision, upcast
+from latentrec.runs import peak_memory_mb
 from latentrec.llm.prompts import EncodedSample
 
 
@@ -459,4 +460,5 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
     return {"config": asdict(cfg), "steps": step, "seconds": seconds, "world_size": world,
             "device": str(accelerator.device),
             "seconds_per_step": seconds / max(step, 1), "valid_neg_ppl_before": before, "valid_neg_ppl": after,
-            "history": history, "trainable_parameters": sum(p.numel() for p in params)}
+            "history": history, "trainable_parameters": sum(p.numel() for p in params),
+            "peak_memory_mb": peak_memory_mb(accelerator.device)}

@@ -28,6 +28,7 @@ import torch
 from latentrec.errors import InputError
 from latentrec.io_utils import progress, read_json, write_json
 from latentrec.llm.precision import resolve_mixed_precision, upcast
+from latentrec.runs import peak_memory_mb
 from latentrec.llm.prompts import IGNORE_INDEX, EncodedSample
 
 
@@ -266,7 +267,8 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     return {"steps": state.step, "epochs": state.epoch, "best_valid_loss": state.best_valid_loss, "diverged": diverged,
             "history": state.history, "seconds": elapsed, "train_seconds": train_seconds, "tokens": tokens_seen * world,
             "tokens_per_second": tokens_seen * world / max(train_seconds, 1e-9),
-            "world_size": world, "grad_accum": accum, "mixed_precision": accelerator.mixed_precision}
+            "world_size": world, "grad_accum": accum, "mixed_precision": accelerator.mixed_precision,
+            "peak_memory_mb": peak_memory_mb(accelerator.device)}
 
 
 # ----------------------------------------------------------------------------------- checkpoints

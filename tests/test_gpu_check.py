@@ -1,0 +1,48 @@
+"""bench/gpu_check.sh --tiny: the prepared GPU check runs end to end on the CPU, so it cannot rot."""
+
+import json
+import math
+import os
+import subprocess
+from pathlib import Path
+
+from latentrec.llm.backbone import tiny_llama_like
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_tiny_writes_the_table(tmp_path, smollm2_tokenizer):
+    model = tmp_path / "tiny_model"
+    tiny_llama_like(smollm2_tokenizer).save_pretrained(model)
+    smollm2_tokenizer.save_pretrained(model)
+    work = tmp_path / "work"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = subprocess.run([str(ROOT / "bench" / "gpu_check.sh"), "--tiny", "--workdir", str(work), "--model", str(model)],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((work / "results" / "gpu_check" / "gpu_check.json").read_text())
+    params = sum(p.numel() for p in tiny_llama_like(smollm2_tokenizer).parameters())
+    assert report["params"] == params
+
+    sft = report["training"]["SFT"]
+    assert sft["steps"] == 2 and sft["tokens"] > 0 and sft["tokens_per_second"] > 0
+    # MFU is 6·N·tokens/s over the peak it was measured against, nothing else.
+    assert math.isclose(sft["mfu"], 6 * params * sft["tokens_per_second"] / report["peak_flops"], rel_tol=1e-9)
+    assert sft["peak_memory_mb"] > 0
+    assert report["training"]["LatentR3 warm-up"]["steps"] == 1
+    assert report["training"]["LR-GRPO"]["steps"] == 1
+
+    for method in ("BIGRec", "D3", "BIGRec+LatentR3"):
+        d = report["decoding"][method]
+        assert d["users"] == 6 and d["users_per_second"] > 0 and d["dtype"] == "torch.float32"
+        m = report["metrics"][method]
+        assert set(m) >= {"HR@5", "NDCG@5", "HR@10", "NDCG@10"}
+        assert 0 <= m["NDCG@10"] <= m["HR@10"] <= 1
+    tests = report["paired_t_tests"]
+    assert {(t["a"], t["b"], t["metric"]) for t in tests} == {
+        (a, "BIGRec", k) for a in ("D3", "BIGRec+LatentR3") for k in ("HR@10", "NDCG@10")}
+    assert all(t["n"] == 6 and (math.isnan(t["p"]) or 0 <= t["p"] <= 1) for t in tests)
+    assert report["rule_seconds"]["sft_backbone"] > 0 and report["rule_seconds"]["decode_llm_shard"] > 0
+
+    table = (work / "results" / "gpu_check" / "gpu_check.md").read_text()
+    assert "| SFT (fp32) | 2 |" in table and "| BIGRec+LatentR3 | 6 |" in table and "paired t-test" in table
