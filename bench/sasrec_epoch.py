@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         print(f"skipped: dataset folder {args.data} is absent (needs /work/shared)")
         return 0
 
-    from latentrec.baselines.base import build
+    from latentrec.baselines.registry import build
     from latentrec.data.processed_io import import_csv_dataset
 
     torch.set_num_threads(args.threads)
