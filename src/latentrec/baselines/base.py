@@ -1,20 +1,22 @@
 """One fit/predict interface for every recommender (MostPop, Caser, GRU4Rec, SASRec, AlphaRec, LLMs).
 
-A recommender is built (baselines/registry.py: `build`) from its method config (`family` plus hyperparameters) and a seed, fitted on a
-ProcessedDataset, and asked for the top-k items of sample rows. Score-based models implement
-`score_batch`; `recommend` turns scores into ranked lists in batches so that full ranking over all
-items stays vectorised and memory-bounded.
+A recommender is built (`build` in baselines/registry.py) from its method config (`family` plus
+hyperparameters) and a seed, fitted on a ProcessedDataset, and asked for the top-k items of sample rows.
+Score-based models implement `score_batch`; `recommend` turns scores into ranked lists in batches so
+that full ranking over all items stays vectorised and memory-bounded.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+
 import numpy as np
 import pandas as pd
 import torch
 
 from latentrec.data.processed_io import ProcessedDataset
 from latentrec.io_utils import progress
+
 
 class Recommender(ABC):
     family: str = ""  # the config's `family`; baselines/registry.py maps it to the class
