@@ -24,24 +24,29 @@ def _bench(name: str):
     return importlib.import_module(name)
 
 
-def test_sft_tokens_per_second_leaves_out_validation(smollm2_tokenizer, tmp_path, monkeypatch):
+def test_sft_tokens_per_second_leaves_out_validation_and_checkpoints(smollm2_tokenizer, tmp_path, monkeypatch):
     import latentrec.llm.sft as sft
 
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
-    slow = 0.5
-    real_eval = sft.evaluate_loss
+    slow = 0.4
+    real_eval, real_save = sft.evaluate_loss, sft.save_checkpoint
+    calls = {"eval": 0, "save": 0}
 
-    def slow_eval(*a, **kw):  # validation made visibly slow: it must not count as training time
-        time.sleep(slow)
-        return real_eval(*a, **kw)
+    def slowed(name, fn):  # made visibly slow: neither may count as training time
+        def run(*a, **kw):
+            calls[name] += 1
+            time.sleep(slow)
+            return fn(*a, **kw)
+        return run
 
-    monkeypatch.setattr(sft, "evaluate_loss", slow_eval)
+    monkeypatch.setattr(sft, "evaluate_loss", slowed("eval", real_eval))
+    monkeypatch.setattr(sft, "save_checkpoint", slowed("save", real_save))
     cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=4, max_epochs=2, patience=5,
-                    valid_limit=None)
+                    valid_limit=None, checkpoint_every=1)
     log = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path / "run")
-    assert log["epochs"] == 2 and log["steps"] == 4
-    assert log["seconds"] - log["train_seconds"] >= 2 * slow
+    assert log["epochs"] == 2 and log["steps"] == 4 and calls["eval"] == 2 and calls["save"] >= 4
+    assert log["seconds"] - log["train_seconds"] >= (calls["eval"] + calls["save"]) * slow
     # Real (non-padding) tokens of every sample of both epochs, per second of the training loop.
     assert log["tokens"] == 2 * sum(len(s.input_ids) for s in train)
     assert log["tokens_per_second"] == pytest.approx(log["tokens"] / log["train_seconds"])
