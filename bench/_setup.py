@@ -1,8 +1,10 @@
-"""Set-up shared by the LLM benchmarks: the package on sys.path, the CDs split and SmolLM2-135M."""
+"""Set-up shared by the benchmarks: the package on sys.path, the CDs split and SmolLM2-135M, and the
+machine's load average recorded with every figure."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +15,22 @@ sys.path.insert(0, str(ROOT / "src"))
 
 DEFAULT_SPLIT = ROOT.parent / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
 DEFAULT_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
+
+
+class LoadAverage:
+    """os.getloadavg() (1, 5 and 15 minutes) at a bench's start and end. A time measured on a shared machine
+    means little without it. Create it first; `fields()` goes into the bench's JSON."""
+
+    def __init__(self):
+        self.start = [round(x, 2) for x in os.getloadavg()]
+
+    def fields(self) -> dict:
+        return {"load_average_start": self.start, "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                "cpu_count": os.cpu_count()}
+
+    def line(self) -> str:
+        end = os.getloadavg()[0]
+        return f"load average (1 min) {self.start[0]:.2f} at start, {end:.2f} at end, on {os.cpu_count()} CPUs"
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

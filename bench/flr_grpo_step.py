@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
+    load_average = _setup.LoadAverage()
     llm, tok, ds = _setup.load(args)
     model = new_reasoner(llm, tok, head="flr", head_options={"n_factors": args.factors}, refine_steps=args.refine,
                          seed=0).to(args.device)
@@ -101,6 +102,7 @@ def main() -> None:
     print(f"speed-up: {t_naive / t_fast:.2f}x")
     print(f"loss naive {l_naive:.6g}  ours {l_fast:.6g}  |diff| {abs(l_naive - l_fast):.2e}")
     print(f"max |grad diff| {grad_diff:.2e} (max |grad| {grad_scale:.2e}); exact-match rate {hit_rate:.3f}")
+    print(load_average.line())
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
     args = ap.parse_args()
+    load_average = _setup.LoadAverage()
     llm, tok, ds = _setup.load(args)
     reasoner = new_reasoner(llm, tok, seed=0)  # adds <|Thought|>; the plain path decodes `llm` itself
     rows = torch.arange(args.n).numpy()
@@ -48,6 +49,7 @@ def main() -> None:
               f"({seconds[name] * args.n / calls['n']:.3f} s/forward)", flush=True)
     print(f"LatentR3 / BIGRec cost per user: {seconds['BIGRec+LatentR3'] / seconds['BIGRec']:.2f}x "
           f"({args.n} users, batch {args.batch_size}, torch threads {torch.get_num_threads()})")
+    print(load_average.line())
 
 
 if __name__ == "__main__":

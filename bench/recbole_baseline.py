@@ -5,10 +5,12 @@ negative is the closest RecBole has to the papers' protocol (BCE against one sam
 reference point for our GRU4Rec (issue 3). RecBole's Caser is left out: it learns a per-user
 embedding, and here every sample row is its own "user", so test rows would meet untrained users.
 
-Runs in its own environment, never in the package's (recbole is not a dependency of latentrec):
+Runs in its own environment, never in the package's (recbole is not a dependency of latentrec). The
+pins are the ones docs/results.md found necessary (pandas 3 breaks RecBole's id remapping; pyarrow >= 18
+needs numpy 2):
 
     python3 -m venv /work/recbole-venv
-    /work/recbole-venv/bin/pip install torch==2.13.0 recbole==1.2.1 "numpy<2" pyarrow
+    /work/recbole-venv/bin/pip install torch==2.13.0 recbole==1.2.1 "numpy<2" pandas==2.2.3 pyarrow==17.0.0
     OMP_NUM_THREADS=1 /work/recbole-venv/bin/python bench/recbole_baseline.py --model SASRec --loss CE \
         --data results/CDs_and_Vinyl/data --out results/CDs_and_Vinyl/_recbole/SASRec-CE --seeds 0 1 2
 
@@ -40,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+
+import _setup  # the load average recorded with every figure (bench/ is on sys.path when run as a script)
 
 
 @contextlib.contextmanager
@@ -176,6 +180,7 @@ def run_seed(args, seed: int, sizes: dict) -> dict:
 
     out = args.out / f"seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
+    load = _setup.LoadAverage()
     t0, c0 = time.perf_counter(), time.process_time()
     settings = run_settings(args.model, args.loss)
     model_class = getattr(sequential_recommender, args.model)
@@ -221,6 +226,7 @@ def run_seed(args, seed: int, sizes: dict) -> dict:
         "rows": sizes,
         "n_items_ranked": n_items_ranked,
         "versions": versions(),
+        **load.fields(),
     }
     (out / "recbole.json").write_text(json.dumps(record, indent=2) + "\n")
     # What `latentrec evaluate` reads beside predictions.parquet (JSON is valid YAML).

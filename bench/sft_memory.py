@@ -13,13 +13,12 @@ activations). AdamW's state (2 x parameters) and the gradients (1 x) are allocat
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 
-from _setup import ROOT, load, parser
+from _setup import ROOT, LoadAverage, load, parser
 
 
 def one_step(args) -> dict:
@@ -60,6 +59,7 @@ def main() -> None:
     if args.variant:
         print(json.dumps(one_step(args)))
         return
+    load_average = LoadAverage()
     results = []
     for variant, mb in (("weights", 8), ("full_logits", 8), ("target_logits", 8), ("full_logits", 4),
                         ("target_logits", 4)):
@@ -68,10 +68,10 @@ def main() -> None:
         line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         results.append(json.loads(line))
         print(results[-1], flush=True)
-    report = {"load_average": os.getloadavg(), "threads": args.threads, "results": results}
+    report = {"threads": args.threads, "results": results, **load_average.fields()}
     with open(args.out, "w") as fh:
         json.dump(report, fh, indent=2)
-    print(f"load average {os.getloadavg()[0]:.2f}")
+    print(load_average.line())
     print(f"{'variant':<14} {'micro':>5} {'peak RSS MB':>12} {'step s':>7}")
     for r in results:
         print(f"{r['variant']:<14} {r['micro_batch']:>5} {r['peak_rss_mb']:>12.0f} {r.get('step_seconds', 0):>7.1f}")

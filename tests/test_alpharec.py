@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from latentrec.baselines import base
+from latentrec.baselines import registry
 from latentrec.baselines.alpharec import BipartiteGraph, title_embeddings
 from latentrec.data.processed_io import SAMPLE_COLUMNS, ProcessedDataset, save_dataset
 from latentrec.eval.metrics import hit_positions_by_id, row_metrics
@@ -66,7 +66,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def fitted(data, lm):
-    model = base.build("alpharec", {**FAST, "item_embeddings": lm}, seed=3)
+    model = registry.build("alpharec", {**FAST, "item_embeddings": lm}, seed=3)
     return model, model.fit(data)
 
 
@@ -77,15 +77,15 @@ def _hr10(model, ds) -> tuple[float, np.ndarray]:
 
 
 def test_registered_and_needs_embeddings():
-    assert "alpharec" in base.families()
+    assert "alpharec" in registry.families()
     with pytest.raises(ValueError, match="item_embeddings"):
-        base.build("alpharec", {})
+        registry.build("alpharec", {})
     with pytest.raises(ValueError, match="unknown hyperparameter"):
-        base.build("alpharec", {"item_embeddings": np.zeros((2, 2)), "temperature": 0.1})
+        registry.build("alpharec", {"item_embeddings": np.zeros((2, 2)), "temperature": 0.1})
 
 
 def test_wrong_embedding_shape_is_rejected(data):
-    model = base.build("alpharec", {**FAST, "item_embeddings": np.zeros((N_ITEMS - 1, 4))})
+    model = registry.build("alpharec", {**FAST, "item_embeddings": np.zeros((N_ITEMS - 1, 4))})
     with pytest.raises(ValueError, match=r"expected \[200, d\]"):
         model.fit(data)
 
@@ -95,7 +95,7 @@ def test_loss_falls_and_beats_mostpop(fitted, data):
     assert log["train_loss"][-1] < 0.8 * log["train_loss"][0]
     assert log["best_valid_ndcg@10"] == max(log["valid_ndcg@10"])
     assert log["graph"]["items"] == N_ITEMS and log["graph"]["users"] == 600
-    mostpop = base.build("mostpop")
+    mostpop = registry.build("mostpop")
     mostpop.fit(data)
     hr, _ = _hr10(model, data)
     hr_pop, _ = _hr10(mostpop, data)
@@ -106,7 +106,7 @@ def test_loss_falls_and_beats_mostpop(fitted, data):
 
 def test_reproducible_and_scores_are_per_row(fitted, data, lm):
     model, log = fitted
-    again = base.build("alpharec", {**FAST, "item_embeddings": lm}, seed=3)
+    again = registry.build("alpharec", {**FAST, "item_embeddings": lm}, seed=3)
     assert again.fit(data)["train_loss"] == log["train_loss"]
     np.testing.assert_array_equal(_hr10(model, data)[1], _hr10(again, data)[1])
     rows = data.test.iloc[:7]

@@ -20,7 +20,7 @@ from latentrec.llm.grpo import (
     surrogate,
     train_lr_grpo,
 )
-from latentrec.llm.latent import LatentHead, LatentReasoner, LatentSFTTask, collate_prompt_target, new_reasoner
+from latentrec.llm.latent import LatentReasoner, LatentSFTTask, build_head, collate_prompt_target, new_reasoner
 from latentrec.llm.prompts import SegmentEncoder
 from latentrec.llm.sft import SFTConfig, train_sft
 from latentrec.llm.trie import TitleTrie
@@ -89,7 +89,7 @@ def test_flr_head_matches_loop_restatement_and_ignores_left_padding():
     assert head.last["attention"].shape == (1, 3, 8) and head.last["attention"][0, :, :3].sum() == 0
     assert torch.allclose(head.last["alpha"].sum(-1), torch.ones(1))
     # Registered under "flr", options round-trip through config(); K prototypes, an s per regulariser.
-    built = LatentHead.build("flr", 16, **{k: v for k, v in head.config().items() if k != "hidden_size"})
+    built = build_head("flr", 16, **{k: v for k, v in head.config().items() if k != "hidden_size"})
     assert built.config() == head.config() and built.prototypes.shape == (3, 16)
     assert sorted(built.log_vars) == ["diversity", "orthogonality", "sparsity"]
 

@@ -11,10 +11,11 @@ import torch
 from latentrec.llm.decoding import constrained_beam_search, left_pad
 from latentrec.llm.grpo import LRGRPOConfig, advantages, draw_noise, reference_step, step_loss, train_lr_grpo
 from latentrec.llm.latent import (
-    LatentHead,
+    HEADS,
     LatentRATT,
     LatentReasoner,
     LatentSFTTask,
+    build_head,
     collate_prompt_target,
 )
 from latentrec.llm.prompts import SegmentEncoder
@@ -75,7 +76,8 @@ def test_latentratt_matches_loop_restatement_and_ignores_left_padding():
 
 def test_unknown_head_is_a_clear_error():
     with pytest.raises(Exception, match="unknown latent head 'nope'"):
-        LatentHead.build("nope", 8)
+        build_head("nope", 8)
+    assert sorted(HEADS) == ["flr", "last_hidden", "latentratt"]  # every head, whatever was imported first
 
 
 # ------------------------------------------------------------------------ cached forward = naive

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from latentrec.baselines import base
+from latentrec.baselines import registry
 from latentrec.baselines.sequential import MAX_LEN, pad_histories
 from latentrec.data.processed_io import SAMPLE_COLUMNS, ProcessedDataset
 from latentrec.eval.metrics import hit_positions_by_id, row_metrics
@@ -70,20 +70,20 @@ def one_thread():
 def fitted(data):
     out = {}
     for family in MODELS:
-        model = base.build(family, _params(family), seed=7)
+        model = registry.build(family, _params(family), seed=7)
         out[family] = (model, model.fit(data))
     return out
 
 
 @pytest.fixture(scope="module")
 def mostpop_hr10(data) -> float:
-    model = base.build("mostpop")
+    model = registry.build("mostpop")
     model.fit(data)
     return _hr10(model, data)[0]
 
 
 def test_families_registered():
-    assert set(MODELS) <= set(base.families())
+    assert set(MODELS) <= set(registry.families())
 
 
 def test_pad_histories_left_pads_and_truncates():
@@ -94,7 +94,7 @@ def test_pad_histories_left_pads_and_truncates():
 
 def test_unknown_hyperparameter_rejected():
     with pytest.raises(ValueError, match="unknown hyperparameter"):
-        base.build("sasrec", {"n_layer": 3})
+        registry.build("sasrec", {"n_layer": 3})
 
 
 @pytest.mark.parametrize("family", MODELS)
@@ -117,7 +117,7 @@ def test_beats_mostpop(fitted, data, mostpop_hr10, family):
 @pytest.mark.parametrize("family", MODELS)
 def test_reproducible_with_same_seed(fitted, data, family):
     model, log = fitted[family]
-    again = base.build(family, _params(family), seed=7)
+    again = registry.build(family, _params(family), seed=7)
     log2 = again.fit(data)
     assert log2["train_loss"] == log["train_loss"]
     _, ids1 = _hr10(model, data)
@@ -152,7 +152,7 @@ def test_score_shape_padding_and_ranking(fitted, data, family):
 @pytest.mark.parametrize("family", MODELS)
 def test_padding_tokens_do_not_leak(data, family):
     """Scores of a short history don't depend on what the padding embedding holds."""
-    model = base.build(family, {**_params(family), "max_epochs": 1}, seed=1)
+    model = registry.build(family, {**_params(family), "max_epochs": 1}, seed=1)
     model.fit(data)
     short = data.test.iloc[[0]].copy()
     short["history_item_ids"] = [[3, 4]]
@@ -212,7 +212,7 @@ def test_caser_fused_horizontal_equals_separate_convolutions():
 def fitted_ce(data):
     out = {}
     for family in MODELS:
-        model = base.build(family, {**_params(family), "loss": "ce"}, seed=7)
+        model = registry.build(family, {**_params(family), "loss": "ce"}, seed=7)
         out[family] = (model, model.fit(data))
     return out
 
@@ -233,7 +233,7 @@ def test_ce_loss_equals_explicit_softmax(data, family):
     """batch_loss('ce') is -log softmax of the target over every item, with logits built by hand."""
     from latentrec.baselines.sequential import batch_loss
 
-    rec = base.build(family, {**_params(family), "loss": "ce", "max_epochs": 1}, seed=3)
+    rec = registry.build(family, {**_params(family), "loss": "ce", "max_epochs": 1}, seed=3)
     rec.fit(data)
     model = rec.model.eval()
     rows = data.train.iloc[:6]
@@ -251,15 +251,15 @@ def test_ce_loss_equals_explicit_softmax(data, family):
 
 
 def test_bce_is_the_default_and_unknown_loss_rejected():
-    assert base.build("sasrec").hp["loss"] == "bce"
+    assert registry.build("sasrec").hp["loss"] == "bce"
     with pytest.raises(ValueError, match="loss must be one of"):
-        base.build("sasrec", {"loss": "softmax"})
+        registry.build("sasrec", {"loss": "softmax"})
 
 
 def test_gru4rec_layers_and_sasrec_blocks_are_tunable():
-    gru = base.build("gru4rec", {"n_layers": 2})._build_model(N_ITEMS)
+    gru = registry.build("gru4rec", {"n_layers": 2})._build_model(N_ITEMS)
     assert gru.gru.num_layers == 2
-    sas = base.build("sasrec", {"n_layers": 3, "hidden": 16})._build_model(N_ITEMS)
+    sas = registry.build("sasrec", {"n_layers": 3, "hidden": 16})._build_model(N_ITEMS)
     assert len(sas.blocks) == 3 and sas.item_emb.weight.shape == (N_ITEMS + 1, 16)
 
 
@@ -278,11 +278,11 @@ def test_ce_on_the_default_synthetic_dataset(tmp_path):
     generate(tmp_path / "r.json.gz", tmp_path / "m.json.gz", **ds_cfg["synthetic"])
     ds, _ = build_from_raw(tmp_path / "r.json.gz", tmp_path / "m.json.gz", {**cfg["processing"], **ds_cfg["processing"]})
     params = {**cfg["methods"]["SASRec-CE"]["params"], "max_epochs": 3, "hidden": 32}
-    model = base.build("sasrec", params, seed=0)
+    model = registry.build("sasrec", params, seed=0)
     log = model.fit(ds)
     assert log["params"]["loss"] == "ce"
     assert log["train_loss"][-1] < log["train_loss"][0] < np.log(ds.n_items) + 0.5
-    pop = base.build("mostpop")
+    pop = registry.build("mostpop")
     pop.fit(ds)
 
     def hr10(m):
@@ -296,7 +296,7 @@ def test_caser_user_embedding_scores_train_users_only(data):
     """With `user_embedding` Caser scores against [z; P_u]: a train user's vector changes the scores
     of an identical history, every user without train rows shares the zero vector, and history
     masking still sees only the history (not the user column)."""
-    model = base.build("caser", {**_params("caser"), "user_embedding": True, "max_epochs": 3}, seed=7)
+    model = registry.build("caser", {**_params("caser"), "user_embedding": True, "max_epochs": 3}, seed=7)
     log = model.fit(data)
     assert log["train_loss"][-1] < log["train_loss"][0]
     assert model.model.user_emb.num_embeddings == data.train["user_id"].nunique() + 1
@@ -321,6 +321,6 @@ def test_caser_user_embedding_scores_train_users_only(data):
 
 
 def test_caser_user_embedding_beats_mostpop(data, mostpop_hr10):
-    model = base.build("caser", {**_params("caser"), "user_embedding": True}, seed=7)
+    model = registry.build("caser", {**_params("caser"), "user_embedding": True}, seed=7)
     model.fit(data)
     assert _hr10(model, data)[0] > mostpop_hr10 + 0.3

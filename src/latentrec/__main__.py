@@ -1,3 +1,4 @@
 from latentrec.cli import main
 
-main()
+if __name__ == "__main__":  # `python -m latentrec`; importing the module runs nothing
+    main()

@@ -7,23 +7,22 @@ as JSON strings (`--cfg`), so Snakemake re-runs a stage exactly when its slice o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from latentrec import gpu_lease, plan
+from latentrec.cli_args import DATA_HELP, DECODE_CFG_HELP, DOMAIN_HELP, SEED_HELP, THREADS_HELP, cfg_help, json_arg
+from latentrec.data import download, synthetic
 from latentrec.errors import InputError
+from latentrec.llm import flr_cli, latent_cli
 
 log = logging.getLogger("latentrec")
 
-
-def _json_arg(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({err.msg}): {text[:80]!r}") from None
+# Each command imports what it runs inside its function: building the parser (and `--help`) then loads no
+# torch, pandas or transformers. The command modules above import theirs the same way.
 
 
 # ----------------------------------------------------------------------------- data stage
@@ -70,7 +69,7 @@ def cmd_export_csv(a) -> None:
 
 
 def cmd_fit_predict(a) -> None:
-    from latentrec.baselines.base import build
+    from latentrec.baselines.registry import build
     from latentrec.data.processed_io import load_dataset
     from latentrec.runs import predictions_frame, seed_everything, write_predictions, write_run_metadata
 
@@ -239,8 +238,8 @@ def cmd_decode(a) -> None:
 
     from latentrec.data.processed_io import load_dataset
     from latentrec.io_utils import write_json
+    from latentrec.llm.backbone import resolve_model
     from latentrec.llm.latent import load_decodable
-    from latentrec.llm.latent_cli import resolve_model
     from latentrec.llm.recommender import DECODE_DEFAULTS, PER_ROW_COLUMNS, decode_rows, shard_rows
     from latentrec.runs import peak_memory_mb, seed_everything, write_predictions
 
@@ -291,24 +290,6 @@ def cmd_gather(a) -> None:
 # ----------------------------------------------------------------------------- entry point
 
 
-# Help texts shared by several commands (the add_cli modules import them too).
-DATA_HELP = "processed-data folder (e.g. results/{dataset}/data, written by `process` or `import-csv`)"
-DOMAIN_HELP = "the prompt's category noun, e.g. musics (datasets.<name>.domain in config.yaml)"
-THREADS_HELP = "torch intra-op CPU threads (0: torch's default) (default %(default)s)"
-SEED_HELP = "random seed (default %(default)s)"
-
-
-def cfg_help(what: str, example: str, extra: str = "") -> str:
-    """Help of a `--cfg` option: a config slice given inline as a JSON string, never a file path."""
-    return f"{what}; inline JSON (not a file), e.g. '{example}'{'; ' + extra if extra else ''}"
-
-
-DECODE_CFG_HELP = cfg_help(
-    "decode options: the `decode` block of a method (methods.<name>.decode in config.yaml); keys num_beams, "
-    "num_return, length_penalty, max_new_tokens, batch_size, prompt_style, cot",
-    '{"length_penalty": 0.0}', "unset keys take latentrec.llm.recommender.DECODE_DEFAULTS (default {})")
-
-
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="latentrec", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level (default: INFO)")
@@ -326,7 +307,7 @@ def make_parser() -> argparse.ArgumentParser:
                         "meta_CDs_and_Vinyl.json.gz")
     s.add_argument("--category", required=True,
                    help="category name, used in the dataset name of provenance.json, e.g. CDs_and_Vinyl")
-    s.add_argument("--cfg", type=_json_arg, default={},
+    s.add_argument("--cfg", type=json_arg, default={},
                    help=cfg_help("processing config: the `processing` block of config.yaml with the dataset's "
                                  "datasets.<name>.processing overrides", '{"k_core": 5, "min_items": 300}',
                                  "unset keys take the defaults of latentrec.data.filtering.FilterConfig "
@@ -362,7 +343,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True, help=DATA_HELP)
     s.add_argument("--dataset", required=True, help="dataset name, recorded in the run's config.yaml")
     s.add_argument("--method", required=True, help="method name, recorded in the run's config.yaml")
-    s.add_argument("--cfg", type=_json_arg, required=True,
+    s.add_argument("--cfg", type=json_arg, required=True,
                    help=cfg_help("method config: a methods.<name> block of config.yaml (family, params; for a "
                                  "grid point, params are that point's)",
                                  '{"family": "sasrec", "params": {"max_epochs": 30}}'))
@@ -430,7 +411,7 @@ def make_parser() -> argparse.ArgumentParser:
                        help="metrics.json files of the runs (from `evaluate`; rows.parquet beside each)")
         keys = "baselines, metrics, primary_metric" + (
             ", llm_methods, same_split, alpha" if name == "llm-vs-strongest" else "")
-        s.add_argument("--cfg", type=_json_arg, default={},
+        s.add_argument("--cfg", type=json_arg, default={},
                        help=cfg_help(f"test config built from config.yaml's `report` block (report.baselines, "
                                      f"report.significance_metrics, report.primary_metric); keys {keys}",
                                      '{"baselines": ["MostPop", "SASRec"]}',
@@ -447,7 +428,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="metrics.json files of the runs (from `evaluate`)")
     s.add_argument("--stats", nargs="+", required=True,
                    help="stats.json of every dataset (in its processed-data folder)")
-    s.add_argument("--cfg", type=_json_arg, required=True,
+    s.add_argument("--cfg", type=json_arg, required=True,
                    help=cfg_help("report config built from config.yaml's `report` block; keys paper_results, "
                                  "table, paper_names, display_names, method_order, test_limit",
                                  '{"paper_results": "config/paper_results.yaml"}'))
@@ -472,7 +453,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="backbone folder (Hugging Face format, as written by `fetch-model`, e.g. "
                         "resources/models/<name>)")
     s.add_argument("--domain", required=True, help=DOMAIN_HELP)
-    s.add_argument("--cfg", type=_json_arg, default={},
+    s.add_argument("--cfg", type=json_arg, default={},
                    help=cfg_help("SFT hyperparameters: the `llm.sft` block of config.yaml (keys of "
                                  "latentrec.llm.sft.SFTConfig)", '{"lr": 3e-4, "max_steps": 4}',
                                  "unset keys take the papers' defaults (default {})"))
@@ -494,7 +475,7 @@ def make_parser() -> argparse.ArgumentParser:
                         "a latent model (OUT/model of `latent-sft`/`latent-rl`), or the selection file of "
                         "`select-latent` or `select-sft`")
     s.add_argument("--domain", required=True, help=DOMAIN_HELP)
-    s.add_argument("--cfg", type=_json_arg, default={}, help=DECODE_CFG_HELP)
+    s.add_argument("--cfg", type=json_arg, default={}, help=DECODE_CFG_HELP)
     s.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     s.add_argument("--shard", type=int, default=0,
                    help="0-based index of this shard, one of --num-shards contiguous slices of the test rows "
@@ -513,7 +494,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True, help="dataset name, recorded in the run's config.yaml")
     s.add_argument("--method", required=True, help="method name, recorded in the run's config.yaml")
     s.add_argument("--seed", type=int, required=True, help="run seed, recorded in the run's config.yaml")
-    s.add_argument("--cfg", type=_json_arg, default={},
+    s.add_argument("--cfg", type=json_arg, default={},
                    help=cfg_help("method config: a methods.<name> block of config.yaml, recorded in the run's "
                                  "config.yaml", '{"family": "llm", "decode": {"length_penalty": 1.0}}',
                                  "default {}"))
@@ -521,14 +502,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="run folder to write: predictions.parquet, config.yaml, train_log.json")
     s.set_defaults(func=cmd_gather)
 
-    for module in ("latentrec.data.download", "latentrec.data.synthetic", "latentrec.gpu_lease", "latentrec.plan",
-                   "latentrec.llm.latent_cli",
-                   "latentrec.llm.flr_cli"):
-        try:
-            __import__(module, fromlist=["add_cli"]).add_cli(sub)
-        except ModuleNotFoundError as err:  # pragma: no cover - only while a module is being written
-            if err.name != module:
-                raise
+    for module in (download, synthetic, gpu_lease, plan, latent_cli, flr_cli):
+        module.add_cli(sub)
     return p
 
 

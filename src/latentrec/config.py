@@ -14,6 +14,7 @@ import itertools
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from latentrec.checks import is_kind, check_value
 from latentrec.errors import InputError
 
 # Families that rank items by score (rule fit_predict_recommender); LLM families get their own rules.
@@ -188,82 +189,6 @@ def check_names(config: dict) -> None:
     check("llm.models", llm.get("models") or {})
 
 
-# ------------------------------------------------------------------ typed options of a config dataclass
-_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
-
-
-def _annotation_kinds(annotation) -> set[str] | None:
-    """{"int", "float", "bool", "str", "None"} of a simple annotation (`int | None`); None: not checked."""
-    if not isinstance(annotation, str):
-        annotation = getattr(annotation, "__name__", None) if annotation in (int, float, bool, str) else None
-        if annotation is None:
-            return None
-    parts = {p.strip() for p in annotation.replace("Optional[", "").replace("]", "").split("|")}
-    return parts if parts <= {"int", "float", "bool", "str", "None"} else None
-
-
-def _is_kind(value, kind: str) -> bool:
-    if kind == "bool":
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, {"int": int, "float": (int, float), "str": str}.get(kind, ()))
-
-
-def check_value(name: str, value, annotation, *, at_least=None, above=None, below=None, choices=None,
-                note: str = "") -> None:
-    """Raise ValueError("<name>: must be <allowed>, got <value>") unless value fits the annotation and bounds."""
-    kinds = _annotation_kinds(annotation)
-    nullable = kinds is None or "None" in kinds
-    if value is None and nullable:
-        return
-    ok = value is not None and (kinds is None or any(_is_kind(value, k) for k in kinds))
-    if ok and choices is not None:
-        ok = value in choices
-    if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
-        ok = ((at_least is None or value >= at_least) and (above is None or value > above)
-              and (below is None or value < below))
-    if ok:
-        return
-    if choices is not None:
-        allowed = f"one of {sorted(choices)}"
-    else:
-        words = [_KIND_WORDS[k] for k in ("int", "float", "bool", "str") if kinds and k in kinds]
-        if "an integer" in words and "a number" in words:
-            words.remove("an integer")
-        allowed = " or ".join(words) or "a value"
-        bounds = [f">= {at_least}" if at_least is not None else "", f"> {above}" if above is not None else "",
-                  f"< {below}" if below is not None else ""]
-        allowed += "".join(f" {b}" for b in bounds if b)
-    if nullable and kinds is not None:
-        allowed += " or null"
-    hint = ""
-    if isinstance(value, str) and kinds and "float" in kinds:
-        try:
-            float(value)
-            hint = f" (YAML reads {value} as text: write it with a dot, e.g. 3.0e-4)"
-        except ValueError:
-            pass
-    raise ValueError(f"{name}: must be {allowed}{note}, got {value!r}{hint}")
-
-
-def check_options(cls, d: dict | None, what: str, *, at_least=None, above=None, below=None, choices=None,
-                  notes=None) -> dict:
-    """Check a config dict before the dataclass `cls` is built from it: known fields, values of each field's
-    annotated type (`int`, `float`, `bool`, `str`; `| None` allows null) within the bounds given per field
-    (`at_least`: >=, `above`: >, `below`: <) or among `choices`. Raises ValueError naming the field and
-    what it allows; returns a copy of d."""
-    d = dict(d or {})
-    fields = cls.__dataclass_fields__
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown {what} option(s) {unknown}; known: {sorted(fields)}")
-    for key, value in d.items():
-        check_value(key, value, fields[key].type, at_least=(at_least or {}).get(key), above=(above or {}).get(key),
-                    below=(below or {}).get(key), choices=(choices or {}).get(key), note=(notes or {}).get(key, ""))
-    return d
-
-
 def _field_path(where: str, err: Exception, fields=()) -> tuple[str, str]:
     """("<where>.<field>", rest) for a message "<field>: ..."; (where, message) otherwise."""
     msg = str(err)
@@ -288,7 +213,7 @@ def validate_config(config: dict) -> None:
         if dups:
             fail(key, f"{dups} listed more than once")
     for s in config["seeds"]:
-        if not _is_kind(s, "int") or s < 0:
+        if not is_kind(s, "int") or s < 0:
             fail("seeds", f"seeds must be integers >= 0, got {s!r}")
     for m in config["run_methods"]:
         if m not in config["methods"]:
@@ -358,6 +283,8 @@ def _check_dataset(config: dict, name: str) -> None:
 
 
 def _check_llm(config: dict) -> None:
+    # The LLM modules load torch and transformers: imported here, when the LLM checks run, so reading
+    # config helpers (the Snakefile, common.smk) stays light. (No cycle: they import checks.py, not this.)
     from latentrec.llm.grpo import LRGRPOConfig
     from latentrec.llm.sft import SFTConfig
 
@@ -480,14 +407,12 @@ def _check_recipe_sft_grid(config: dict, name: str, raw: dict) -> None:
 def _check_head(where: str, recipe: dict) -> None:
     import inspect
 
-    from latentrec.llm.latent import LatentHead
-
-    import latentrec.llm.flr  # noqa: F401  (registers "flr")
+    from latentrec.llm.latent import HEADS
 
     head = recipe["head"]
-    if head not in LatentHead.registry:
-        _fail(f"{where}.head", f"unknown latent head {head!r}; known: {sorted(LatentHead.registry)}")
-    params = {k: p for k, p in inspect.signature(LatentHead.registry[head].__init__).parameters.items()
+    if head not in HEADS:
+        _fail(f"{where}.head", f"unknown latent head {head!r}; known: {sorted(HEADS)}")
+    params = {k: p for k, p in inspect.signature(HEADS[head].__init__).parameters.items()
               if k not in ("self", "hidden_size") and p.kind is p.POSITIONAL_OR_KEYWORD}
     options = recipe.get("head_options") or {}
     unknown = sorted(set(options) - set(params))
@@ -524,7 +449,7 @@ def _check_method(config: dict, m: str, c: dict) -> None:
         if c["recipe"] not in recipes:
             fail(f"methods.{m}.recipe", f"no recipe {c['recipe']!r} under llm.latent (known: {sorted(recipes)})")
     if group == "recommender":
-        from latentrec.baselines.base import check_params
+        from latentrec.baselines.registry import check_params
 
         grid = c.get("grid") or {}
         for point, params in grid_points(c).items():

@@ -306,7 +306,7 @@ def launcher(n_gpus, single=False):
 # ---- SFT learning-rate grids (llm.sft_grid; a recipe's sft_grid for its warm-up) -------------------
 # A grid fans one SFT into a job per point (.../grid/{point}/), and a selection job writes selected.json
 # naming the point with the lowest validation loss. Consumers take that file as --model (the CLIs resolve
-# it, latentrec.llm.latent_cli.resolve_model), as they take select_latent_rl's. No checkpoint is needed: the
+# it, latentrec.llm.backbone.resolve_model), as they take select_latent_rl's. No checkpoint is needed: the
 # DAG never depends on which point wins, and a re-trained point re-runs the selection and all it feeds.
 SFT_POINTS = sft_grid_points(config)  # {} without llm.sft_grid: one sft_backbone job, as always
 

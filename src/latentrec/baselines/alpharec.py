@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentrec.baselines.base import Recommender, register
+from latentrec.baselines.base import Recommender
 from latentrec.baselines.sequential import MAX_LEN, ndcg_at_k_full, pad_histories
 from latentrec.data.processed_io import ProcessedDataset
 from latentrec.io_utils import progress
@@ -183,8 +183,9 @@ class AlphaRecModel(nn.Module):
 # ----------------------------------------------------------------------------- recommender
 
 
-@register("alpharec")
 class AlphaRec(Recommender):
+    family = "alpharec"
+
     @classmethod
     def hyperparameters(cls) -> dict:
         return DEFAULTS

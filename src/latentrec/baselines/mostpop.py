@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from latentrec.baselines.base import Recommender, register
+from latentrec.baselines.base import Recommender
 from latentrec.data.processed_io import ProcessedDataset
 
 
-@register("mostpop")
 class MostPop(Recommender):
+    family = "mostpop"
+
     def fit(self, data: ProcessedDataset) -> dict:
         counts = np.bincount(data.train["item_id"].to_numpy(), minlength=data.n_items)
         self.popularity = torch.as_tensor(counts, dtype=torch.float32)

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentrec.baselines.base import Recommender, register
+from latentrec.baselines.base import Recommender
 from latentrec.data.processed_io import ProcessedDataset
 from latentrec.io_utils import progress
 
@@ -503,8 +503,8 @@ class SequentialRecommender(Recommender):
         return torch.cat([self._full_scores(hist[s : s + bs]) for s in range(0, len(hist), bs)])
 
 
-@register("sasrec")
 class SASRec(SequentialRecommender):
+    family = "sasrec"
     model_defaults = {"n_layers": 2, "n_heads": 1}
 
     @classmethod
@@ -519,8 +519,8 @@ class SASRec(SequentialRecommender):
                            int(hp["n_layers"]), int(hp["n_heads"]))
 
 
-@register("gru4rec")
 class GRU4Rec(SequentialRecommender):
+    family = "gru4rec"
     model_defaults = {"n_layers": 1}
 
     def _build_model(self, n_items):
@@ -528,8 +528,8 @@ class GRU4Rec(SequentialRecommender):
         return GRU4RecModel(n_items, int(hp["hidden"]), float(hp["dropout"]), int(hp["n_layers"]))
 
 
-@register("caser")
 class Caser(SequentialRecommender):
+    family = "caser"
     # user_embedding: the original Caser's per-user vector P_u (train users only; see CaserModel).
     model_defaults = {"n_h": 16, "n_v": 4, "user_embedding": False}
     user_index: dict = {}

@@ -11,12 +11,23 @@ A model spec is one of
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
 
 from latentrec.errors import InputError
 from latentrec.io_utils import write_json
+
+SELECTION_FILE = "selected.json"  # select-latent / select-sft write it: {"model": <chosen folder>, ...}
+
+
+def resolve_model(path: str | Path) -> Path:
+    """A model folder, or a selection file (written by select-latent or select-sft) naming one."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".json":
+        return Path(json.loads(path.read_text())["model"])
+    return path
 
 
 def _gguf_in_package(package: str) -> Path:

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from latentrec.llm.latent import LatentHead, rope
+from latentrec.llm.heads import LatentHead, rope
 from latentrec.llm.precision import upcast
 
 REGULARISERS = ("orthogonality", "diversity", "sparsity")

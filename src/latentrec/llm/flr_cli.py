@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from latentrec.cli import DATA_HELP, DECODE_CFG_HELP, DOMAIN_HELP, THREADS_HELP, _json_arg, cfg_help
+from latentrec.cli_args import DATA_HELP, DECODE_CFG_HELP, DOMAIN_HELP, THREADS_HELP, cfg_help, json_arg
 
 
 def _load(a):
@@ -97,7 +97,7 @@ def add_cli(sub) -> None:
             s.add_argument("--prompt-style", default="reference",
                            help="prompt template: reference or clean (default %(default)s)")
         else:
-            s.add_argument("--cfg", type=_json_arg, default={},
+            s.add_argument("--cfg", type=json_arg, default={},
                            help=DECODE_CFG_HELP + "; the workflow lays report.flr.timing.decode over it")
             s.add_argument("--repeats", type=int, default=3,
                            help="timed passes over the rows, after one untimed warm-up batch (default %(default)s)")
@@ -112,7 +112,7 @@ def add_cli(sub) -> None:
                         "(for item popularity)")
     s.add_argument("--factors", nargs="*", default=[], help="flr_factors.npz files (from `flr-factors`)")
     s.add_argument("--timings", nargs="*", default=[], help="inference_time.json files (from `time-decode`)")
-    s.add_argument("--cfg", type=_json_arg, required=True,
+    s.add_argument("--cfg", type=json_arg, required=True,
                    help=cfg_help("the `report.flr` block of config.yaml, plus n_factors and test_limit; keys "
                                  "table2, table3, table4, factors, timing, k_methods, popularity_methods, ...",
                                  '{"table2": {"method": "BIGRec+FLR"}}'))

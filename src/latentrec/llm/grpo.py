@@ -44,11 +44,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from latentrec.checks import check_options
 from latentrec.io_utils import progress
 from latentrec.llm.latent import LatentReasoner, collate_prompt_target
 from latentrec.llm.precision import resolve_mixed_precision, upcast
+from latentrec.llm.prompts import STYLES, EncodedSample
 from latentrec.runs import peak_memory_mb
-from latentrec.llm.prompts import EncodedSample
 
 
 @dataclass
@@ -96,9 +97,6 @@ class LRGRPOConfig:
     def from_dict(cls, d: dict | None) -> "LRGRPOConfig":
         """Checked before anything trains: known fields, each of its annotated type (ints where ints), in range.
         Raises ValueError "<field>: must be <allowed>, got <value>" (validate_config prefixes the key path)."""
-        from latentrec.config import check_options
-        from latentrec.llm.prompts import STYLES
-
         d = check_options(
             cls, d, "RL",
             above={"lr": 0},

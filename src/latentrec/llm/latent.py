@@ -22,12 +22,10 @@ the LLM, which is the same total gradient as the reference's two passes. Prompts
 
 from __future__ import annotations
 
-import abc
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +33,12 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 
 from latentrec.errors import InputError
+from latentrec.llm.backbone import load_backbone, resolve_model
+from latentrec.llm.decoding import left_pad
+from latentrec.llm.flr import FLRHead
+from latentrec.llm.heads import LatentHead, rope
 from latentrec.llm.precision import upcast
+from latentrec.llm.prompts import add_thought_token
 from latentrec.llm.sft import SFTTask
 
 HEAD_FILE = "latent_head.safetensors"
@@ -43,54 +46,6 @@ HEAD_CONFIG = "latent_head.json"
 
 
 # ------------------------------------------------------------------------------------------- heads
-class LatentHead(nn.Module, abc.ABC):
-    """Maps hidden states [B, L, d] of a left-padded sequence (mask [B, L], positions [B, L]) to the
-    next latent [B, d]. ``regularisers()`` returns the head's auxiliary losses of the last forward
-    (FLR's orthogonality/diversity/sparsity; none for LatentRATT)."""
-
-    kind: ClassVar[str] = ""
-    registry: ClassVar[dict[str, type]] = {}
-
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        if cls.kind:
-            LatentHead.registry[cls.kind] = cls
-
-    @abc.abstractmethod
-    def config(self) -> dict:
-        """Constructor options, saved beside the weights."""
-
-    def regularisers(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def reset(self) -> None:
-        """Forget the regularisers of earlier forwards (the reasoner calls it before each thought)."""
-
-    def auxiliary_parameters(self) -> list[nn.Parameter]:
-        """Parameters only ``regularisers()`` uses (FLR's uncertainty weights): frozen by a trainer whose
-        loss leaves the regularisers out, as DDP requires every trainable parameter to get a gradient."""
-        return []
-
-    @classmethod
-    def build(cls, kind: str, hidden_size: int, **options) -> "LatentHead":
-        import latentrec.llm.flr  # noqa: F401  (registers "flr")
-
-        if kind not in cls.registry:
-            raise InputError(f"unknown latent head {kind!r}; known: {sorted(cls.registry)}")
-        return cls.registry[kind](hidden_size=hidden_size, **options)
-
-
-def rope(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
-    """Rotary embedding over the full last dimension, rotate-half pairing (j with j + d/2), fp32 angles."""
-    d = x.shape[-1]
-    inv_freq = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    angles = positions.to(torch.float32)[..., None] * inv_freq  # [..., d/2]
-    cos = torch.cat((angles.cos(), angles.cos()), -1).to(x.dtype)
-    sin = torch.cat((angles.sin(), angles.sin()), -1).to(x.dtype)
-    x1, x2 = x[..., : d // 2], x[..., d // 2 :]
-    return x * cos + torch.cat((-x2, x1), -1) * sin
-
-
 class LatentRATT(LatentHead):
     """LatentR3's attention layer: one head over the full width, Q/K/V with bias, RoPE (base 1000) on Q
     and K, scale 1/sqrt(d), the query at the last position, keys/values over every real position, no
@@ -136,6 +91,16 @@ class LastHiddenHead(LatentHead):
 
     def forward(self, hidden, mask, positions):
         return hidden[:, -1]
+
+
+# The one registry of heads (config `head:` / saved `kind` -> class); FLR's head lives in flr.py.
+HEADS: dict[str, type[LatentHead]] = {cls.kind: cls for cls in (LatentRATT, LastHiddenHead, FLRHead)}
+
+
+def build_head(kind: str, hidden_size: int, **options) -> LatentHead:
+    if kind not in HEADS:
+        raise InputError(f"unknown latent head {kind!r}; known: {sorted(HEADS)}")
+    return HEADS[kind](hidden_size=hidden_size, **options)
 
 
 # ----------------------------------------------------------------------------------- the reasoner
@@ -371,15 +336,12 @@ class LatentReasoner(nn.Module):
     def load(cls, folder: str | Path, dtype=None, device=None, n_latents: int | None = None):
         """(reasoner, tokenizer) from a folder written by :meth:`save`."""
         from safetensors.torch import load_file
-
-        from latentrec.llm.backbone import load_backbone
-
         folder = Path(folder)
         if not (folder / HEAD_CONFIG).exists():
             raise InputError(f"{folder}: no {HEAD_CONFIG}; not a latent-reasoning model (train it with `latent-sft`)")
         spec = json.loads((folder / HEAD_CONFIG).read_text())
         llm, tok = load_backbone(folder, dtype=dtype)
-        head = LatentHead.build(spec["kind"], **spec["options"])
+        head = build_head(spec["kind"], **spec["options"])
         head.load_state_dict(load_file(str(folder / HEAD_FILE)))
         model = cls(llm, head, n_latents or spec["n_latents"], spec.get("refine_steps", 1))
         if device is not None:
@@ -390,9 +352,6 @@ class LatentReasoner(nn.Module):
 def load_decodable(path: str | Path, dtype=None, device=None):
     """(model, tokenizer) for decoding: a LatentReasoner where the folder has a latent head, else the
     plain backbone. ``path`` may be a selection file naming the folder (select-latent)."""
-    from latentrec.llm.backbone import load_backbone
-    from latentrec.llm.latent_cli import resolve_model
-
     folder = resolve_model(path)
     if (folder / HEAD_CONFIG).exists():
         return LatentReasoner.load(folder, dtype=dtype, device=device)
@@ -402,21 +361,17 @@ def load_decodable(path: str | Path, dtype=None, device=None):
 def new_reasoner(llm, tokenizer, head: str = "latentratt", n_latents: int = 1, head_options: dict | None = None,
                  seed: int = 0, refine_steps: int = 1) -> LatentReasoner:
     """Add `<|Thought|>` to the tokenizer and LLM, and a freshly initialised head (seeded)."""
-    from latentrec.llm.prompts import add_thought_token
-
     add_thought_token(tokenizer, llm)
     gen = torch.random.fork_rng()
     with gen:
         torch.manual_seed(seed)
-        h = LatentHead.build(head, llm.config.hidden_size, **(head_options or {}))
+        h = build_head(head, llm.config.hidden_size, **(head_options or {}))
     return LatentReasoner(llm, h, n_latents, refine_steps)
 
 
 # --------------------------------------------------------------------------------------- training
 def collate_prompt_target(samples, pad_id: int) -> dict[str, torch.Tensor]:
     """Left-padded prompts and right-padded targets (the split a latent model needs)."""
-    from latentrec.llm.decoding import left_pad
-
     prompts = [s.input_ids[: s.prompt_len] for s in samples]
     targets = [s.input_ids[s.prompt_len :] for s in samples]
     prompt_ids, prompt_mask = left_pad(prompts, pad_id)

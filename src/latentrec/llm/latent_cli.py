@@ -8,25 +8,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
 
-from latentrec.cli import DATA_HELP, DOMAIN_HELP, cfg_help
-from latentrec.cli import _json_arg as _json
+from latentrec.cli_args import DATA_HELP, DOMAIN_HELP, cfg_help
+from latentrec.cli_args import json_arg as _json
 from latentrec.errors import InputError
+from latentrec.llm.backbone import SELECTION_FILE, resolve_model
 
-SELECTION_FILE = "selected.json"
 log = logging.getLogger("latentrec")
-
-
-def resolve_model(path: str | Path) -> Path:
-    """A model folder, or a selection file (written by select-latent or select-sft) naming one."""
-    path = Path(path)
-    if path.is_file() and path.suffix == ".json":
-        return Path(json.loads(path.read_text())["model"])
-    return path
 
 
 def _encode(ds, split, tok, domain, cfg, limit, sample_seed=None):

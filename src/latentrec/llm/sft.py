@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentrec.checks import check_options
 from latentrec.errors import InputError
 from latentrec.io_utils import progress, read_json, write_json
 from latentrec.llm.precision import resolve_mixed_precision, upcast
+from latentrec.llm.prompts import IGNORE_INDEX, STYLES, EncodedSample
 from latentrec.runs import peak_memory_mb
-from latentrec.llm.prompts import IGNORE_INDEX, EncodedSample
 
 
 @dataclass
@@ -59,9 +60,6 @@ class SFTConfig:
     def from_dict(cls, d: dict | None) -> "SFTConfig":
         """Checked before anything trains: known fields, each of its annotated type (ints where ints), in range.
         Raises ValueError "<field>: must be <allowed>, got <value>" (validate_config prefixes the key path)."""
-        from latentrec.config import check_options
-        from latentrec.llm.prompts import STYLES
-
         d = check_options(
             cls, d, "SFT",
             above={"lr": 0},

@@ -1,0 +1,141 @@
+"""The package's import graph: every module imports on its own, no cycles, and the CLI layer on top.
+
+Layers: the CLI layer (CLI_LAYER below: argument parsing and `cmd_*` functions) may import anything; no
+other module imports it. Registries (baselines/registry.py, llm/latent.py's HEADS) import their
+implementations, never the other way round. The graph is read with `ast` from the source, counting every
+import, function-local ones and literal `__import__` / `importlib.import_module` calls included, so a
+cycle cannot hide inside a function.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "latentrec"
+CLI_LAYER = {"latentrec.__main__", "latentrec.cli", "latentrec.llm.latent_cli", "latentrec.llm.flr_cli"}
+
+
+def package_modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _absolute(module: str, path: Path, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_of(module: str, path: Path, modules) -> set[str]:
+    """Package modules that `module` imports anywhere in its source."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            target = _absolute(module, path, node)
+            found.add(target)
+            found.update(f"{target}.{a.name}" for a in node.names)  # `from pkg import submodule`
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            if name in ("__import__", "import_module") and isinstance(node.args[0].value, str):
+                found.add(node.args[0].value)
+    return {m for m in found if m in modules and m != module}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = package_modules()
+    return {m: imports_of(m, p, modules) for m, p in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as [a, b, ..., a], or None (depth-first search, three colours)."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_checker_sees_cycles_and_function_local_imports(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pkg import b\n")
+    (pkg / "b.py").write_text("def f():\n    from pkg.c import x\n")
+    (pkg / "c.py").write_text("def g():\n    __import__('pkg.a')\n")
+    modules = {f"pkg.{n}": pkg / f"{n}.py" for n in "abc"}
+    graph = {m: imports_of(m, p, modules) for m, p in modules.items()}
+    assert graph == {"pkg.a": {"pkg.b"}, "pkg.b": {"pkg.c"}, "pkg.c": {"pkg.a"}}
+    assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
+    graph["pkg.c"] = set()
+    assert find_cycle(graph) is None
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_only_the_cli_layer_imports_cli_modules():
+    graph = import_graph()
+    assert CLI_LAYER <= set(graph), f"CLI_LAYER names modules that do not exist: {sorted(CLI_LAYER - set(graph))}"
+    bad = sorted(f"{m} imports {sorted(deps & CLI_LAYER)}" for m, deps in graph.items()
+                 if m not in CLI_LAYER and deps & CLI_LAYER)
+    assert not bad, "library modules reach up into the CLI layer: " + "; ".join(bad)
+
+
+# Each module imported alone: third-party libraries are loaded once up front (they take most of the time),
+# then before every module every `latentrec` module is dropped from sys.modules, so each import starts from
+# nothing of the package, as it would in a fresh interpreter.
+_ISOLATED = r"""
+import importlib, json, sys, traceback
+import numpy, pandas, pyarrow, torch, transformers, scipy, yaml  # noqa: F401
+failures = {}
+for name in json.loads(sys.argv[1]):
+    for m in [m for m in sys.modules if m == "latentrec" or m.startswith("latentrec.")]:
+        del sys.modules[m]
+    try:
+        importlib.import_module(name)
+    except BaseException:
+        failures[name] = traceback.format_exc(limit=-4)
+print(json.dumps(failures))
+"""
+
+
+def test_every_module_imports_on_its_own():
+    names = sorted(package_modules())
+    done = subprocess.run([sys.executable, "-c", _ISOLATED, json.dumps(names)], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    failures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not failures, "\n".join(f"{m}:\n{tb}" for m, tb in failures.items())
