@@ -35,7 +35,7 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 
 from latentrec.errors import InputError
-from latentrec.llm.precision import upcast
+from latentrec.llm.precision import upcast, wide_einsum
 from latentrec.llm.sft import SFTTask
 
 HEAD_FILE = "latent_head.safetensors"
@@ -116,7 +116,7 @@ class LatentRATT(LatentHead):
         h = hidden.to(self.q.weight.dtype).masked_fill(mask[..., None] == 0, 0)
         q = rope(self.q(h[:, -1]), positions[:, -1], self.rope_base)  # [B, d]
         k = rope(self.k(h), positions, self.rope_base)  # [B, L, d]
-        scores = torch.einsum("bd,bld->bl", upcast(q), upcast(k)) / math.sqrt(self.hidden_size)
+        scores = wide_einsum("bd,bld->bl", q, k) / math.sqrt(self.hidden_size)
         weights = scores.masked_fill(mask == 0, float("-inf")).softmax(-1)
         out = torch.einsum("bl,bld->bd", weights.to(h.dtype), self.v(h))
         return (out, weights) if return_weights else out
