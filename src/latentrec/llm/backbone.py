@@ -105,3 +105,22 @@ def tiny_llama_like(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4
         pad_token_id=tokenizer.pad_token_id,
     )
     return LlamaForCausalLM(cfg)
+
+
+def tiny_qwen2_like(tokenizer, padded_rows: int = 300, hidden: int = 64, layers: int = 2, heads: int = 4,
+                    kv_heads: int = 2, seed: int = 0):
+    """A randomly initialised Qwen2 of the Qwen2.5 family, for tests: grouped-query attention with q/k/v
+    bias, tied embeddings (as Qwen2.5-1.5B), and an embedding matrix padded `padded_rows` beyond the
+    tokenizer, rounded up to a multiple of 128 (Qwen2.5: 151,936 rows for 151,665 tokens)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    rows = -(-(len(tokenizer) + padded_rows) // 128) * 128
+    cfg = Qwen2Config(
+        vocab_size=rows, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048, rope_theta=1e6,
+        tie_word_embeddings=True, use_sliding_window=False, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return Qwen2ForCausalLM(cfg)
