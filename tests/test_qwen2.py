@@ -125,3 +125,51 @@ def test_sft_latentr3_decoding_and_cot_on_a_padded_qwen2(tok, tmp_path):
     thoughts = greedy_reasoning(plain, tok2, [prompt, prompt[3:]], max_new_tokens=6)
     assert all(len(t) == 6 for t in thoughts), thoughts  # the padded rows never won, EOS never came
     assert all(0 <= t < n for row in thoughts for t in row), thoughts
+
+
+# ------------------------------------------------------------------------------------ fetching by hand
+def test_hub_id_offline_names_the_folder_to_place_and_the_config_key(tmp_path):
+    """`fetch-model` as the fetch_model rule runs it, with HF_HUB_OFFLINE=1 and an empty hub cache (no
+    network is touched): the error says what to download where, the layout, and the key to set."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "resources" / "models" / "Qwen2.5-1.5B"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    run = subprocess.run([sys.executable, "-m", "latentrec", "fetch-model", "--spec", "Qwen/Qwen2.5-1.5B",
+                          "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    err = run.stderr
+    for needle in ("HF_HUB_OFFLINE is set", "hf download Qwen/Qwen2.5-1.5B --local-dir Qwen2.5-1.5B",
+                   "resources/hub/Qwen2.5-1.5B/", "llm.models.Qwen2.5-1.5B.spec: resources/hub/Qwen2.5-1.5B",
+                   "config.json", "tokenizer.json", "*.safetensors", "model.safetensors.index.json",
+                   "Model weights without network"):
+        assert needle in err, (needle, err)
+    assert "Traceback" not in err
+    assert not out.exists() and not (out.parent / f".{out.name}.tmp").exists()  # nothing half-made is left
+
+
+def test_a_qwen2_folder_placed_by_hand_is_fetched_and_loads(qwen2_tokenizer, tmp_path):
+    from latentrec.errors import InputError
+    from latentrec.llm.backbone import fetch_model, load_backbone
+
+    placed = tmp_path / "resources" / "hub" / "Qwen2.5-1.5B"
+    llm = tiny_qwen2_like(qwen2_tokenizer)
+    llm.save_pretrained(placed)
+    qwen2_tokenizer.save_pretrained(placed)
+    out = tmp_path / "resources" / "models" / "Qwen2.5-1.5B"
+    fetch_model(str(placed), out)
+    model, tok = load_backbone(out)
+    assert type(model).__name__ == "Qwen2ForCausalLM" and _tied(model)
+    assert len(tok) == len(qwen2_tokenizer) and model.config.vocab_size == llm.config.vocab_size > len(tok)
+    assert torch.equal(model.get_input_embeddings().weight, llm.get_input_embeddings().weight)
+
+    for f in placed.glob("*.safetensors"):  # a copy that lost its weights names what is missing, and the key
+        f.unlink()
+    with pytest.raises(InputError, match=r"llm\.models\.Qwen2\.5-1\.5B\.spec\) lacks \*\.safetensors weights"):
+        fetch_model(str(placed), out)
+    with pytest.raises(InputError, match="does not exist"):
+        fetch_model("resources/hub/not-there", out)

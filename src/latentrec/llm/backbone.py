@@ -33,6 +33,39 @@ def _gguf_in_package(package: str) -> Path:
     return files[0]
 
 
+# What a model folder must hold (a `huggingface-cli download <id> --local-dir <folder>` folder does).
+MODEL_LAYOUT = ("config.json; the tokenizer: tokenizer.json and tokenizer_config.json (or vocab.json + merges.txt); "
+                "the weights as *.safetensors (model.safetensors, or the model-0000k-of-0000n.safetensors shards with "
+                "model.safetensors.index.json)")
+
+
+def missing_model_files(folder: str | os.PathLike) -> list[str]:
+    """What `folder` lacks of MODEL_LAYOUT ([] when it is a complete model folder)."""
+    folder = Path(folder)
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    has = lambda *names: all((folder / n).is_file() for n in names)  # noqa: E731
+    if not (has("tokenizer.json") or has("vocab.json", "merges.txt") or any(folder.glob("*.model"))):
+        missing.append("tokenizer files (tokenizer.json, or vocab.json + merges.txt)")
+    if not any(folder.glob("*.safetensors")):
+        missing.append("*.safetensors weights")
+    return missing
+
+
+def place_by_hand(spec: str, out: Path) -> str:
+    """How to put a hub model in place without network: the folder layout, where, and the config key."""
+    name = out.name
+    return (f"On a machine with internet: `hf download {spec} --local-dir {name}` (older huggingface_hub: "
+            f"`huggingface-cli download ...`); copy that folder to "
+            f"resources/hub/{name}/ here and set the config key llm.models.{name}.spec: resources/hub/{name} "
+            f"(fetch-model then copies it to {out}). The folder must hold {MODEL_LAYOUT}. "
+            "README.md, 'Model weights without network', has the steps.")
+
+
+def _looks_like_path(spec: str) -> bool:
+    # Hub ids are `name` or `owner/name`; anything else with a slash, or starting like a path, is a folder.
+    return spec.startswith(("/", ".", "~", "resources")) or spec.count("/") > 1
+
+
 def fetch_model(spec: str, out_dir: str | os.PathLike) -> Path:
     """Materialise the model as a Hugging Face folder at out_dir (atomically: a temp folder, then rename)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -54,21 +87,27 @@ def fetch_model(spec: str, out_dir: str | os.PathLike) -> Path:
         model.load_state_dict(loaded.state_dict())
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-    elif Path(spec).is_dir():
-        shutil.copytree(spec, tmp)
+    elif Path(spec).expanduser().is_dir():
+        folder = Path(spec).expanduser()
+        if missing := missing_model_files(folder):
+            raise InputError(f"model folder {folder} (config key llm.models.{out.name}.spec) lacks "
+                             f"{', '.join(missing)}; a model folder holds {MODEL_LAYOUT}")
+        shutil.copytree(folder, tmp)
+    elif _looks_like_path(spec):
+        raise InputError(f"model folder {spec} (config key llm.models.{out.name}.spec) does not exist. "
+                         f"A model folder holds {MODEL_LAYOUT}")
     else:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import constants, snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
         try:
             snapshot_download(repo_id=spec, local_dir=tmp,
                               allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"])
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
-            raise InputError(
-                f"could not download model {spec!r} from the Hugging Face hub ({type(err).__name__}: {err}). "
-                f"Without network, download it elsewhere and place the folder at {out} "
-                "(or set the model spec to a local folder)"
-            ) from None
+            why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{type(err).__name__}: {err}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise InputError(f"could not download model {spec!r} from the Hugging Face hub ({why}). "
+                             + place_by_hand(spec, out)) from None
     write_json({"spec": spec}, tmp / "latentrec_source.json")
     if out.exists():
         shutil.rmtree(out)
@@ -82,7 +121,8 @@ def load_backbone(folder: str | os.PathLike, dtype=None, device=None):
 
     folder = Path(folder)
     if not (folder / "config.json").exists():
-        raise InputError(f"{folder}: not a model folder (no config.json); run the fetch_model rule first")
+        raise InputError(f"{folder}: not a model folder (no config.json); run the fetch_model rule first "
+                         f"(`python -m latentrec fetch-model`). A model folder holds {MODEL_LAYOUT}")
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
