@@ -75,8 +75,12 @@ def greedy_reasoning(llm, tokenizer, prompts: Sequence[Sequence[int]], max_new_t
     device = next(llm.parameters()).device
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     eos = _eos_ids(tokenizer)
+    # Qwen2.5's embedding matrix has rows past the tokenizer (padding to a multiple of 128): no text token
+    # stands behind them (decode() drops them silently), so the unconstrained greedy must never pick one.
+    rows = llm.get_output_embeddings().weight.shape[0]
+    padded = list(range(len(tokenizer), rows)) or None
     out = llm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                       min_new_tokens=0, do_sample=False, num_beams=1, eos_token_id=eos,
+                       min_new_tokens=0, do_sample=False, num_beams=1, eos_token_id=eos, suppress_tokens=padded,
                        pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
     new = out[:, ids.shape[1]:].tolist()
     result = []

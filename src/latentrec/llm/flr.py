@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from latentrec.llm.heads import LatentHead, rope
-from latentrec.llm.precision import upcast
+from latentrec.llm.precision import upcast, wide_einsum
 
 REGULARISERS = ("orthogonality", "diversity", "sparsity")
 
@@ -35,7 +35,7 @@ def orthogonality_loss(factors: torch.Tensor) -> torch.Tensor:
     """||F^ F^T - I||_F^2 per row [B] of factors [B, K, d] (F^ row-normalised): twice the sum of the
     squared cosines of the K(K-1)/2 factor pairs."""
     f = nn.functional.normalize(upcast(factors), dim=-1)
-    gram = f @ f.transpose(1, 2)
+    gram = wide_einsum("bkd,bld->bkl", f, f)
     eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
     return ((gram - eye) ** 2).sum((1, 2))
 
@@ -46,7 +46,7 @@ def pairwise_cosine(maps: torch.Tensor) -> torch.Tensor:
     if k < 2:
         return maps.new_zeros(maps.shape[0], dtype=torch.float32)
     m = nn.functional.normalize(upcast(maps), dim=-1)
-    cos = m @ m.transpose(1, 2)
+    cos = wide_einsum("bkl,bjl->bkj", m, m)
     off = cos.sum((1, 2)) - cos.diagonal(dim1=1, dim2=2).sum(-1)
     return off / (k * (k - 1))
 
@@ -115,7 +115,7 @@ class FLRHead(LatentHead):
         if self.rope_query:  # the query sits at the thought's position (the last real position)
             q = rope(q, positions[:, -1:].expand(-1, self.n_factors), self.rope_base)
         keys = rope(self.k(h), positions, self.rope_base)  # [B, L, d]
-        scores = torch.einsum("bkd,bld->bkl", upcast(q), upcast(keys)) / math.sqrt(self.hidden_size)
+        scores = wide_einsum("bkd,bld->bkl", q, keys) / math.sqrt(self.hidden_size)
         attn = scores.masked_fill(mask[:, None] == 0, float("-inf")).softmax(-1)
         factors = torch.einsum("bkl,bld->bkd", attn.to(h.dtype), self.v(h))
         alpha = upcast(self.gate(factors.flatten(1))).softmax(-1)

@@ -37,7 +37,7 @@ from latentrec.llm.backbone import load_backbone, resolve_model
 from latentrec.llm.decoding import left_pad
 from latentrec.llm.flr import FLRHead
 from latentrec.llm.heads import LatentHead, rope
-from latentrec.llm.precision import upcast
+from latentrec.llm.precision import upcast, wide_einsum
 from latentrec.llm.prompts import add_thought_token
 from latentrec.llm.sft import SFTTask
 
@@ -71,7 +71,7 @@ class LatentRATT(LatentHead):
         h = hidden.to(self.q.weight.dtype).masked_fill(mask[..., None] == 0, 0)
         q = rope(self.q(h[:, -1]), positions[:, -1], self.rope_base)  # [B, d]
         k = rope(self.k(h), positions, self.rope_base)  # [B, L, d]
-        scores = torch.einsum("bd,bld->bl", upcast(q), upcast(k)) / math.sqrt(self.hidden_size)
+        scores = wide_einsum("bd,bld->bl", q, k) / math.sqrt(self.hidden_size)
         weights = scores.masked_fill(mask == 0, float("-inf")).softmax(-1)
         out = torch.einsum("bl,bld->bd", weights.to(h.dtype), self.v(h))
         return (out, weights) if return_weights else out

@@ -109,9 +109,27 @@ def encode_sample(encoder: SegmentEncoder, history_titles, target_title, domain,
 
 
 def add_thought_token(tokenizer, model=None) -> int:
-    """Add `<|Thought|>` as a special token; resize the model's embeddings when one is given."""
-    if THOUGHT_TOKEN not in tokenizer.get_vocab():
+    """Add `<|Thought|>` as a special token (its id: the tokenizer's length before) and give the model a row
+    for it, initialised as resize_token_embeddings initialises new rows (the mean of the token rows).
+
+    A matrix without room grows (SmolLM2: exactly one row per token). Qwen2.5's is padded beyond its
+    tokenizer (151,936 rows for 151,665 tokens): resizing it to len(tokenizer) would SHRINK it, dropping the
+    padded rows and changing the vocabulary size of the logits, so the token takes the first padded row and
+    every other row, padded ones included, stays as it was."""
+    before = len(tokenizer)
+    added = THOUGHT_TOKEN not in tokenizer.get_vocab()
+    if added:
         tokenizer.add_special_tokens({"additional_special_tokens": [THOUGHT_TOKEN]})
-    if model is not None and model.get_input_embeddings().num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
-    return tokenizer.convert_tokens_to_ids(THOUGHT_TOKEN)
+    token_id = tokenizer.convert_tokens_to_ids(THOUGHT_TOKEN)
+    if model is not None:
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+        elif added:
+            import torch
+
+            mats = {m.weight.data_ptr(): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                    if m is not None}  # one matrix when the embeddings are tied
+            with torch.no_grad():
+                for w in mats.values():
+                    w[token_id] = w[:before].mean(0)
+    return token_id
