@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,9 +97,28 @@ def test_default_times_nothing_and_demo_full_times_figure9():
     assert 'max_reasoning_tokens": 32' in full
 
 
+def _job_blocks(output: str, rule: str) -> list[str]:
+    return [b for b in output.split("\n\n") if f"rule {rule}:" in b]
+
+
 def test_slurm_profile_dry_run():
-    out = snakemake("-n", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml", "--forceall")
-    assert "process_raw_dataset" in out.stdout
+    """Resources come from the rules (the profile holds none): memory and minutes on every cluster job,
+    GPU jobs on one node (CPUs = threads: tests/test_slurm_real.py reads them back from SLURM)."""
+    out = snakemake("-n", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml", "--forceall").stdout
+    assert "process_raw_dataset" in out
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert not {"default-resources", "set-resources", "set-threads"} & set(profile)
+    sft = _job_blocks(out, "sft_backbone")
+    assert sft and all(re.search(r"runtime=\d+, nodes=1, gpu=2, mem_mb=24000", b) for b in sft), sft[0]
+    fit = _job_blocks(out, "fit_grid_point")[0]
+    assert re.search(r"runtime=\d+, mem_mb=\d+", fit) and "gpu=" not in fit
+    decode = _job_blocks(out, "decode_llm_shard")[0]
+    assert re.search(r"nodes=1, gpu=1, mem_mb=12000", decode)
+
+
+def test_empty_slurm_account_stops_before_any_job():
+    out = snakemake("-n", "--default-resources", 'slurm_account=""', check=False)
+    assert out.returncode != 0 and "slurm_account is empty" in out.stdout + out.stderr
 
 
 def test_bad_config_type_stops_before_any_job(tmp_path):

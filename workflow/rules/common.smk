@@ -414,13 +414,13 @@ def _input_mb(input):
 
 def _table_rows(input, table, limit=None):
     """Rows of the processed `table` among the job's inputs (Parquet footer only), capped by `limit`;
-    before the table exists (a dry run) the limit or 100k, resources are evaluated again at submission.
+    before the table exists (a dry run) the limit or 10k; resources are evaluated again at submission.
     """
     import pyarrow.parquet as pq
 
     path = next((f for f in input if os.path.basename(f) == f"{table}.parquet"), None)
     if path is None or not os.path.isfile(path):
-        n = 100_000
+        n = 10_000
     else:
         n = pq.ParquetFile(path).metadata.num_rows
     return n if limit is None else min(n, int(limit))
