@@ -401,7 +401,8 @@ def llm_model_input(w):
 # the usual reasons to fail on a cluster.
 MAX_MEM_MB = 256_000
 MAX_RUNTIME_MIN = 7 * 24 * 60
-_SEC_PER_ROW = {  # wall seconds per training/decoded row on one device, ~1.5B backbone on GPU, 135M on CPU
+# Wall seconds per training/decoded row on one device: ~1.5B backbone on a GPU, 135M on a CPU.
+_SEC_PER_ROW = {
     "sft": {"cpu": 5.0, "gpu": 0.15},
     "rl": {"cpu": 2.0, "gpu": 0.1},  # per sampled latent (rows x group_size)
     "decode": {"cpu": 1.5, "gpu": 0.2},  # per row and beam
@@ -428,22 +429,18 @@ def _table_rows(input, table, limit=None):
 
 def _sft_rows(cfg, input):
     """Rows one SFT job trains on: train rows (or train_limit) x max_epochs, capped by max_steps."""
-    rows = _table_rows(input, "train", cfg.get("train_limit")) * int(
-        cfg.get("max_epochs") or 3
-    )
+    epochs = int(cfg.get("max_epochs") or 3)
+    rows = _table_rows(input, "train", cfg.get("train_limit")) * epochs
     if cfg.get("max_steps"):
         rows = min(rows, int(cfg["max_steps"]) * int(cfg.get("effective_batch") or 1))
-    valid = _table_rows(input, "valid", cfg.get("valid_limit"))
-    return (
-        rows + valid * int(cfg.get("max_epochs") or 3) / 4
-    )  # validation: forward only
+    # validation each epoch: forward only, ~1/4 of a training row
+    return rows + _table_rows(input, "valid", cfg.get("valid_limit")) * epochs / 4
 
 
 def _rl_rows(cfg, input):
     """Latents one LR-GRPO job samples: rows x group_size per epoch, capped by max_steps."""
-    rows = _table_rows(input, "train", cfg.get("train_limit")) * int(
-        cfg.get("max_epochs") or 1
-    )
+    epochs = int(cfg.get("max_epochs") or 1)
+    rows = _table_rows(input, "train", cfg.get("train_limit")) * epochs
     if cfg.get("max_steps"):
         rows = min(rows, int(cfg["max_steps"]) * int(cfg.get("groups_per_step") or 1))
     return rows * int(cfg.get("group_size") or 8)
@@ -469,18 +466,12 @@ def runtime_minutes(rule_name, wildcards, input, attempt=1):
         work_s = _input_mb(input) * 3  # ~3 s per MB of gzip JSON: parse, k-core, split
     elif rule_name in ("fit_predict_recommender", "fit_grid_point"):
         cfg = method_config(config, wildcards.method)
-        params = {
-            **cfg.get("params", {}),
-            **(
-                grid_method_config(wildcards.method, wildcards.point)["params"]
-                if rule_name == "fit_grid_point"
-                else {}
-            ),
-        }
+        params = cfg.get("params", {})
+        if rule_name == "fit_grid_point":
+            params = grid_method_config(wildcards.method, wildcards.point)["params"]
         epochs = 1 if cfg["family"] == "mostpop" else int(params.get("max_epochs", 200))
-        work_s = (
-            _table_rows(input, "train") * epochs * 5e-4
-        )  # ~11 s per SASRec epoch on CDs (docs/results.md)
+        # ~11 s per SASRec epoch on the CDs split (docs/results.md)
+        work_s = _table_rows(input, "train") * epochs * 5e-4
     elif rule_name in ("sft_backbone", "latent_warmup_sft", "latent_warmup_point"):
         if rule_name == "latent_warmup_sft":
             cfg = {
@@ -494,25 +485,22 @@ def runtime_minutes(rule_name, wildcards, input, attempt=1):
         else:
             cfg = SFT_POINTS.get(getattr(wildcards, "point", None), LLM["sft"])
         gpus = LLM["sft_gpus"]
-        work_s = (
-            _sft_rows(cfg, input) * _SEC_PER_ROW["sft"][_device(gpus)] / max(1, gpus)
-        )
+        per_row = _SEC_PER_ROW["sft"][_device(gpus)] / max(1, gpus)
+        work_s = _sft_rows(cfg, input) * per_row
     elif rule_name == "latent_rl_point":
         cfg = latent_rl_points(config, wildcards.recipe)[wildcards.point]
         gpus = LLM.get("rl_gpus", 0)
         work_s = _rl_rows(cfg, input) * _SEC_PER_ROW["rl"][_device(gpus)] / max(1, gpus)
     elif rule_name == "decode_llm_shard":
         decode = method_config(config, wildcards.method).get("decode", {})
-        work_s = (
-            _decode_rows(decode, input)
-            * _SEC_PER_ROW["decode"][_device(LLM["decode_gpus"])]
-        )
+        per_row = _SEC_PER_ROW["decode"][_device(LLM["decode_gpus"])]
+        work_s = _decode_rows(decode, input) * per_row
     elif rule_name == "time_inference":
         t = FLR_REPORT.get("timing", {})
         rows = int(t.get("rows", 100)) * int(t.get("repeats", 3))
+        per_row = _SEC_PER_ROW["decode"][_device(LLM["decode_gpus"])]
         work_s = (
-            _decode_rows(flr_timing_decode(wildcards.method), input, rows)
-            * _SEC_PER_ROW["decode"][_device(LLM["decode_gpus"])]
+            _decode_rows(flr_timing_decode(wildcards.method), input, rows) * per_row
         )
     elif rule_name in ("item_title_embeddings", "flr_factors"):
         work_s = _table_rows(input, "items") * 0.05
@@ -534,10 +522,9 @@ def mem_mb_of(rule_name, wildcards, input, attempt=1):
         "latent_warmup_point",
         "latent_rl_point",
     ):
+        # measured 3.4-5.3 GB for SmolLM2 SFT on CPU (bench/sft_memory.json)
         gpus = LLM["rl_gpus" if rule_name == "latent_rl_point" else "sft_gpus"]
-        mb = (
-            8_000 * max(1, gpus) + 8_000
-        )  # measured 3.4-5.3 GB for SmolLM2 SFT on CPU (bench/sft_memory.json)
+        mb = 8_000 * max(1, gpus) + 8_000
     elif rule_name in (
         "decode_llm_shard",
         "time_inference",
