@@ -30,7 +30,30 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# Seconds of work each: on a cluster they run in the main Snakemake process, not as sbatch jobs.
+localrules:
+    all,
+    select_grid_point,
+    gather_llm_shards,
+    select_latent_warmup,
+    select_latent_rl,
+    evaluate_run,
+    significance_tests,
+    llm_vs_strongest,
+    report_tables,
+    report_latentr3,
+    report_flr,
+
+
 rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# Per-rule wall times of this run (from benchmarks/) and where its tables and figures are.
+onsuccess:
+    from latentrec.run_summary import run_summary
+
+    print(run_summary("benchmarks", "results/tables", out="benchmarks/summary.md"))
+    print("(also in benchmarks/summary.md)")

@@ -39,3 +39,16 @@ def test_cli_sets_cuda_visible_devices(fake_gpus):
         capture_output=True, text=True, check=True,
     )
     assert out.stdout.strip() in {"0,1", "0,2", "1,2"}
+
+
+def test_cli_steps_aside_for_slurm_and_says_so(fake_gpus, monkeypatch):
+    """Under SLURM the allocation's CUDA_VISIBLE_DEVICES stands, and the job's log names it and the job."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    out = subprocess.run(
+        [sys.executable, "-m", "latentrec", "lease-gpus", "1", "--", sys.executable, "-c",
+         "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
+        capture_output=True, text=True, check=True,
+    )
+    assert out.stdout.strip() == "3"
+    assert "lease-gpus: CUDA_VISIBLE_DEVICES=3 set by SLURM job 42; no local lease" in out.stderr

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,9 +97,45 @@ def test_default_times_nothing_and_demo_full_times_figure9():
     assert 'max_reasoning_tokens": 32' in full
 
 
+def _job_blocks(output: str, rule: str) -> list[str]:
+    """A dry run's jobs of `rule`: each block starts at its `[Mon Nov 30 ...]` time stamp line."""
+    return [b for b in re.split(r"\n(?=\[\w{3} \w{3} )", output) if f"rule {rule}:" in b]
+
+
 def test_slurm_profile_dry_run():
-    out = snakemake("-n", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml", "--forceall")
-    assert "process_raw_dataset" in out.stdout
+    """Resources come from the rules (the profile holds none): memory and minutes on every cluster job,
+    GPU jobs on one node (CPUs = threads: tests/test_slurm_real.py reads them back from SLURM)."""
+    out = snakemake("-n", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml", "--forceall").stdout
+    assert "process_raw_dataset" in out
+    profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+    assert not {"default-resources", "set-resources", "set-threads"} & set(profile)
+    sft = _job_blocks(out, "sft_backbone")
+    assert sft and all(re.search(r"runtime=\d+, nodes=1, gpu=2, mem_mb=24000", b) for b in sft), sft[0]
+    fit = _job_blocks(out, "fit_grid_point")[0]
+    assert re.search(r"runtime=\d+, mem_mb=\d+", fit) and "gpu=" not in fit
+    decode = _job_blocks(out, "decode_llm_shard")[0]
+    assert re.search(r"nodes=1, gpu=1, mem_mb=12000", decode)
+
+
+def test_llm_runtime_scales_with_rows_and_epochs(tmp_path):
+    """An SFT job asks more minutes when it trains on more rows for more epochs (runtime_minutes), and an
+    evaluation asks nothing (it is local)."""
+    def sft_minutes(*args):
+        out = snakemake("-n", "--forceall", *args).stdout
+        return [int(re.search(r"runtime=(\d+)", b).group(1)) for b in _job_blocks(out, "sft_backbone")]
+
+    small = sft_minutes()  # config.yaml: 2 steps of 8 rows
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump({"llm": {"sft": {"max_steps": None, "train_limit": 4096, "max_epochs": 2}}}))
+    large = sft_minutes("--configfile", str(big))
+    assert len(small) == 1 and small[0] < 20 and len(large) == 1  # 20 rows: the 10-min base and 3 min
+    # 4096 rows x 2 epochs x 5 s per row on a CPU, x2 margin (the synthetic train split has more rows)
+    assert large[0] >= 10 + 2 * 4096 * 2 * 5 / 60
+
+
+def test_empty_slurm_account_stops_before_any_job():
+    out = snakemake("-n", "--default-resources", 'slurm_account=""', check=False)
+    assert out.returncode != 0 and "slurm_account is empty" in out.stdout + out.stderr
 
 
 def test_bad_config_type_stops_before_any_job(tmp_path):

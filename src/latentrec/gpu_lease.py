@@ -69,7 +69,12 @@ def acquire(n: int, timeout_s: float = 3600, poll_s: float = 2.0) -> tuple[list[
 
 def run_with_gpus(n: int, command: list[str]) -> int:
     env = dict(os.environ)
-    if n <= 0 or "CUDA_VISIBLE_DEVICES" in env:
+    if n <= 0:
+        return subprocess.call(command, env=env)
+    if "CUDA_VISIBLE_DEVICES" in env:  # said in the job's log: which devices a cluster job ran on
+        job = f" by SLURM job {env['SLURM_JOB_ID']}" if env.get("SLURM_JOB_ID") else ""
+        print(f"lease-gpus: CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} set{job}; no local lease",
+              file=sys.stderr)
         return subprocess.call(command, env=env)
     ids, handles = acquire(n)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)

@@ -17,6 +17,9 @@ rule item_title_embeddings:
         ENV
     threads: 2
     resources:
+        mem_mb=job_mem_mb("item_title_embeddings"),
+        runtime=job_runtime("item_title_embeddings"),
+        nodes=gpu_nodes(LLM["decode_gpus"]),
         gpu=LLM["decode_gpus"],
     params:
         launch=launcher(LLM["decode_gpus"], single=True),
@@ -42,6 +45,9 @@ rule fit_predict_recommender:
     conda:
         ENV
     threads: 1
+    resources:
+        mem_mb=job_mem_mb("fit_predict_recommender"),
+        runtime=job_runtime("fit_predict_recommender"),
     params:
         emb=item_embeddings_arg,
         cfg=lambda w: as_arg(method_config(config, w.method)),
@@ -70,6 +76,9 @@ rule fit_grid_point:
     conda:
         ENV
     threads: 1
+    resources:
+        mem_mb=job_mem_mb("fit_grid_point"),
+        runtime=job_runtime("fit_grid_point"),
     params:
         emb=item_embeddings_arg,
         cfg=lambda w: as_arg(grid_method_config(w.method, w.point)),
@@ -93,6 +102,8 @@ rule select_grid_point:
         selection="results/{dataset}/{method}/seed{seed}/grid_selection.csv",
     log:
         "logs/select_grid_point/{dataset}/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/select_grid_point/{dataset}/{method}/seed{seed}.tsv"
     wildcard_constraints:
         method=_alternatives(recommender_methods(config, grid=True)),
     conda:

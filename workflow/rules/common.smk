@@ -4,6 +4,8 @@ import os
 import re
 import shlex
 
+from snakemake.exceptions import WorkflowError
+
 from latentrec.data.download import amazon2018_urls
 from latentrec.config import (
     dataset_config,
@@ -24,6 +26,23 @@ from latentrec.config import (
 # A cluster job re-reads this file with the config the main process already checked: skipped there.
 if workflow.is_main_process:
     validate_config(config)
+
+
+def check_slurm_account(default_resources):
+    """An empty slurm_account ("") makes the SLURM plugin guess an account from sacct, and fail on a wrong
+    guess far from its cause: stop before any job instead."""
+    if default_resources is None or "slurm_account" not in default_resources:
+        return
+    raw = str(default_resources["slurm_account"].raw).strip().strip("\"'")
+    if not raw:
+        raise WorkflowError(
+            "slurm_account is empty (profiles/slurm/config.yaml default-resources or --default-resources): "
+            "write your account there, e.g. `slurm_account: myproject`, or remove the key"
+        )
+
+
+if workflow.is_main_process:
+    check_slurm_account(workflow.resource_settings.default_resources)
 
 # Rules run this checkout's package whatever environment they are in (venv, conda, cluster node).
 # (Snakemake formats the prefix too: the doubled braces reach the shell as single ones.)
@@ -159,7 +178,9 @@ def _latentr3_report_methods():
         | set(r.get("popularity_methods", []))
         | set(r.get("cost_methods", []))
     )
-    grpo = r.get("grpo_compare") or {}  # Figure 4: {original-GRPO method: LR-GRPO method}
+    grpo = (
+        r.get("grpo_compare") or {}
+    )  # Figure 4: {original-GRPO method: LR-GRPO method}
     return names | set(grpo) | set(grpo.values())
 
 
@@ -308,7 +329,9 @@ def launcher(n_gpus, single=False):
 # naming the point with the lowest validation loss. Consumers take that file as --model (the CLIs resolve
 # it, latentrec.llm.backbone.resolve_model), as they take select_latent_rl's. No checkpoint is needed: the
 # DAG never depends on which point wins, and a re-trained point re-runs the selection and all it feeds.
-SFT_POINTS = sft_grid_points(config)  # {} without llm.sft_grid: one sft_backbone job, as always
+SFT_POINTS = sft_grid_points(
+    config
+)  # {} without llm.sft_grid: one sft_backbone job, as always
 
 
 def sft_model(dataset, seed):
@@ -368,3 +391,166 @@ def llm_model_input(w):
     if m.get("tuned", True):
         return sft_model(w.dataset, w.seed)
     return f"resources/models/{LLM['backbone']}"
+
+
+# ---- cluster resources: memory and wall time of each job ----------------------------------------------
+# Every rule asks `mem_mb=job_mem_mb(name)` and `runtime=job_runtime(name)` (minutes), so a SLURM profile
+# holds only cluster keys (account, partition). The numbers are rules of thumb from the 2-core development
+# machine (CPU) and a guess for one GPU; `latentrec plan` will replace them inside runtime_minutes only.
+# A retried job (profile `retries`) gets attempt x the memory and time: out-of-memory and time-outs are
+# the usual reasons to fail on a cluster.
+MAX_MEM_MB = 256_000
+MAX_RUNTIME_MIN = 7 * 24 * 60
+# Wall seconds per training/decoded row on one device: ~1.5B backbone on a GPU, 135M on a CPU.
+_SEC_PER_ROW = {
+    "sft": {"cpu": 5.0, "gpu": 0.15},
+    "rl": {"cpu": 2.0, "gpu": 0.1},  # per sampled latent (rows x group_size)
+    "decode": {"cpu": 1.5, "gpu": 0.2},  # per row and beam
+}
+
+
+def _input_mb(input):
+    return sum(os.path.getsize(f) for f in input if os.path.isfile(f)) / 2**20
+
+
+def _table_rows(input, table, limit=None):
+    """Rows of the processed `table` among the job's inputs (Parquet footer only), capped by `limit`;
+    before the table exists (a dry run) the limit or 10k; resources are evaluated again at submission.
+    """
+    import pyarrow.parquet as pq
+
+    path = next((f for f in input if os.path.basename(f) == f"{table}.parquet"), None)
+    if path is None or not os.path.isfile(path):
+        n = 10_000
+    else:
+        n = pq.ParquetFile(path).metadata.num_rows
+    return n if limit is None else min(n, int(limit))
+
+
+def _sft_rows(cfg, input):
+    """Rows one SFT job trains on: train rows (or train_limit) x max_epochs, capped by max_steps."""
+    epochs = int(cfg.get("max_epochs") or 3)
+    rows = _table_rows(input, "train", cfg.get("train_limit")) * epochs
+    if cfg.get("max_steps"):
+        rows = min(rows, int(cfg["max_steps"]) * int(cfg.get("effective_batch") or 1))
+    # validation each epoch: forward only, ~1/4 of a training row
+    return rows + _table_rows(input, "valid", cfg.get("valid_limit")) * epochs / 4
+
+
+def _rl_rows(cfg, input):
+    """Latents one LR-GRPO job samples: rows x group_size per epoch, capped by max_steps."""
+    epochs = int(cfg.get("max_epochs") or 1)
+    rows = _table_rows(input, "train", cfg.get("train_limit")) * epochs
+    if cfg.get("max_steps"):
+        rows = min(rows, int(cfg["max_steps"]) * int(cfg.get("groups_per_step") or 1))
+    return rows * int(cfg.get("group_size") or 8)
+
+
+def _decode_rows(decode, input, rows=None):
+    """Row-beams one decode job scores: its shard of the test rows x beams (CoT: x its reasoning length)."""
+    n = rows or _table_rows(input, "test", TEST_LIMIT) / max(1, LLM["decode_shards"])
+    cot = (decode.get("cot") or {}).get("max_reasoning_tokens", 0)
+    return n * int(decode.get("num_beams") or 10) * (1 + cot / 16)
+
+
+def _device(n_gpus):
+    return "gpu" if n_gpus else "cpu"
+
+
+def runtime_minutes(rule_name, wildcards, input, attempt=1):
+    """Wall-time limit (minutes) of one job of `rule_name`: a base plus work x seconds per unit, x2 margin.
+    The one place a cost planner plugs in; rules reach it through job_runtime(rule_name).
+    """
+    work_s = 0.0
+    if rule_name == "process_raw_dataset":
+        work_s = _input_mb(input) * 3  # ~3 s per MB of gzip JSON: parse, k-core, split
+    elif rule_name in ("fit_predict_recommender", "fit_grid_point"):
+        cfg = method_config(config, wildcards.method)
+        params = cfg.get("params", {})
+        if rule_name == "fit_grid_point":
+            params = grid_method_config(wildcards.method, wildcards.point)["params"]
+        epochs = 1 if cfg["family"] == "mostpop" else int(params.get("max_epochs", 200))
+        # ~11 s per SASRec epoch on the CDs split (docs/results.md)
+        work_s = _table_rows(input, "train") * epochs * 5e-4
+    elif rule_name in ("sft_backbone", "latent_warmup_sft", "latent_warmup_point"):
+        if rule_name == "latent_warmup_sft":
+            cfg = {
+                **LLM["sft"],
+                **latent_recipe(config, wildcards.recipe, wildcards.dataset)["sft"],
+            }
+        elif rule_name == "latent_warmup_point":
+            cfg = latent_warmup_point_config(
+                wildcards.recipe, wildcards.dataset, wildcards.point
+            )["sft"]
+        else:
+            cfg = SFT_POINTS.get(getattr(wildcards, "point", None), LLM["sft"])
+        gpus = LLM["sft_gpus"]
+        per_row = _SEC_PER_ROW["sft"][_device(gpus)] / max(1, gpus)
+        work_s = _sft_rows(cfg, input) * per_row
+    elif rule_name == "latent_rl_point":
+        cfg = latent_rl_points(config, wildcards.recipe)[wildcards.point]
+        gpus = LLM.get("rl_gpus", 0)
+        work_s = _rl_rows(cfg, input) * _SEC_PER_ROW["rl"][_device(gpus)] / max(1, gpus)
+    elif rule_name == "decode_llm_shard":
+        decode = method_config(config, wildcards.method).get("decode", {})
+        per_row = _SEC_PER_ROW["decode"][_device(LLM["decode_gpus"])]
+        work_s = _decode_rows(decode, input) * per_row
+    elif rule_name == "time_inference":
+        t = FLR_REPORT.get("timing", {})
+        rows = int(t.get("rows", 100)) * int(t.get("repeats", 3))
+        per_row = _SEC_PER_ROW["decode"][_device(LLM["decode_gpus"])]
+        work_s = (
+            _decode_rows(flr_timing_decode(wildcards.method), input, rows) * per_row
+        )
+    elif rule_name in ("item_title_embeddings", "flr_factors"):
+        work_s = _table_rows(input, "items") * 0.05
+    base = {"download_amazon2018": 240, "fetch_model": 60}.get(rule_name, 10)
+    return int(min(MAX_RUNTIME_MIN, attempt * (base + 2 * work_s / 60)))
+
+
+def mem_mb_of(rule_name, wildcards, input, attempt=1):
+    """Memory (MB) of one job of `rule_name`. Raw review dumps are parsed in memory (kept columns only: the
+    synthetic category needs < 1 GB, a full category up to 32 GB); LLM jobs hold the backbone, its
+    optimiser state (SFT) and one copy per accelerate process."""
+    if rule_name == "process_raw_dataset":
+        mb = min(32_000, 800 + 16 * _input_mb(input))
+    elif rule_name in ("fit_predict_recommender", "fit_grid_point"):
+        mb = 2_000 + 20 * _input_mb(input)  # title embeddings (AlphaRec) are inputs too
+    elif rule_name in (
+        "sft_backbone",
+        "latent_warmup_sft",
+        "latent_warmup_point",
+        "latent_rl_point",
+    ):
+        # measured 3.4-5.3 GB for SmolLM2 SFT on CPU (bench/sft_memory.json)
+        gpus = LLM["rl_gpus" if rule_name == "latent_rl_point" else "sft_gpus"]
+        mb = 8_000 * max(1, gpus) + 8_000
+    elif rule_name in (
+        "decode_llm_shard",
+        "time_inference",
+        "flr_factors",
+        "item_title_embeddings",
+    ):
+        mb = 12_000
+    elif rule_name in ("synthesize_dataset", "download_amazon2018"):
+        mb = 1_000
+    else:
+        mb = 4_000
+    return int(min(MAX_MEM_MB, attempt * mb))
+
+
+def job_runtime(rule_name):
+    return lambda wildcards, input, attempt: runtime_minutes(
+        rule_name, wildcards, input, attempt
+    )
+
+
+def job_mem_mb(rule_name):
+    return lambda wildcards, input, attempt: mem_mb_of(
+        rule_name, wildcards, input, attempt
+    )
+
+
+def gpu_nodes(n_gpus):
+    """A job's GPUs all on one node: sbatch --gpus=N alone may spread them over several."""
+    return 1 if n_gpus >= 1 else None

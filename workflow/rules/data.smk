@@ -8,8 +8,13 @@ rule synthesize_dataset:
         meta="resources/synthetic/meta_{dataset}.json.gz",
     log:
         "logs/synthesize_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/synthesize_dataset/{dataset}.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=job_mem_mb("synthesize_dataset"),
+        runtime=job_runtime("synthesize_dataset"),
     params:
         s=lambda w: dataset_config(config, w.dataset)["synthetic"],
     shell:
@@ -30,6 +35,9 @@ rule download_amazon2018:
         file=r"(meta_)?[A-Za-z_]+?(_5)?\.json\.gz",
     conda:
         ENV
+    resources:
+        mem_mb=job_mem_mb("download_amazon2018"),
+        runtime=job_runtime("download_amazon2018"),
     params:
         url=download_url,
         offline="--offline" if config["download"].get("offline") else "",
@@ -58,6 +66,9 @@ rule process_raw_dataset:
         dataset=_alternatives(datasets_with_source("raw", "synthetic")),
     conda:
         ENV
+    resources:
+        mem_mb=job_mem_mb("process_raw_dataset"),
+        runtime=job_runtime("process_raw_dataset"),
     params:
         cfg=lambda w: as_arg(processing_config(config, w.dataset)),
         category=lambda w: dataset_config(config, w.dataset).get("category", w.dataset),
@@ -74,10 +85,15 @@ rule import_processed_dataset:
         stats="results/{dataset}/data/stats.json",
     log:
         "logs/import_processed_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/import_processed_dataset/{dataset}.tsv"
     wildcard_constraints:
         dataset=_alternatives(datasets_with_source("processed")),
     conda:
         ENV
+    resources:
+        mem_mb=job_mem_mb("import_processed_dataset"),
+        runtime=job_runtime("import_processed_dataset"),
     params:
         folder=lambda w: dataset_config(config, w.dataset)["folder"],
     shell:

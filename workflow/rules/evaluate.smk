@@ -10,6 +10,8 @@ rule evaluate_run:
         metrics="results/{dataset}/{method}/seed{seed}/metrics.json",
     log:
         "logs/evaluate_run/{dataset}/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/evaluate_run/{dataset}/{method}/seed{seed}.tsv"
     conda:
         ENV
     params:
@@ -29,6 +31,8 @@ rule significance_tests:
         md="results/tables/significance.md",
     log:
         "logs/significance_tests.log",
+    benchmark:
+        "benchmarks/significance_tests.tsv"
     conda:
         ENV
     params:
@@ -60,6 +64,8 @@ rule llm_vs_strongest:
         ),
     log:
         "logs/llm_vs_strongest.log",
+    benchmark:
+        "benchmarks/llm_vs_strongest.tsv"
     conda:
         ENV
     params:

@@ -10,8 +10,13 @@ rule fetch_model:
         directory("resources/models/{model}"),
     log:
         "logs/fetch_model/{model}.log",
+    benchmark:
+        "benchmarks/fetch_model/{model}.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=job_mem_mb("fetch_model"),
+        runtime=job_runtime("fetch_model"),
     params:
         spec=lambda w: LLM["models"][w.model]["spec"],
     shell:
@@ -37,6 +42,9 @@ if not SFT_POINTS:
             ENV
         threads: 2
         resources:
+            mem_mb=job_mem_mb("sft_backbone"),
+            runtime=job_runtime("sft_backbone"),
+            nodes=gpu_nodes(LLM["sft_gpus"]),
             gpu=LLM["sft_gpus"],
         params:
             cfg=as_arg(LLM["sft"]),
@@ -48,6 +56,9 @@ if not SFT_POINTS:
             " --out results/{wildcards.dataset:q}/sft/seed{wildcards.seed} 2> {log:q}"
 
 else:
+
+    localrules:
+        select_sft,
 
     rule sft_backbone:
         input:
@@ -66,6 +77,9 @@ else:
             ENV
         threads: 2
         resources:
+            mem_mb=job_mem_mb("sft_backbone"),
+            runtime=job_runtime("sft_backbone"),
+            nodes=gpu_nodes(LLM["sft_gpus"]),
             gpu=LLM["sft_gpus"],
         params:
             cfg=lambda w: as_arg(SFT_POINTS[w.point]),
@@ -90,6 +104,8 @@ else:
             "results/{dataset}/sft/seed{seed}/selected.json",
         log:
             "logs/select_sft/{dataset}/seed{seed}.log",
+        benchmark:
+            "benchmarks/select_sft/{dataset}/seed{seed}.tsv"
         conda:
             ENV
         params:
@@ -114,6 +130,9 @@ rule decode_llm_shard:
         ENV
     threads: 2
     resources:
+        mem_mb=job_mem_mb("decode_llm_shard"),
+        runtime=job_runtime("decode_llm_shard"),
+        nodes=gpu_nodes(LLM["decode_gpus"]),
         gpu=LLM["decode_gpus"],
     params:
         cfg=lambda w: as_arg(method_config(config, w.method).get("decode", {})),
@@ -138,6 +157,8 @@ rule gather_llm_shards:
         config="results/{dataset}/{method}/seed{seed}/config.yaml",
     log:
         "logs/gather_llm_shards/{dataset}/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/gather_llm_shards/{dataset}/{method}/seed{seed}.tsv"
     wildcard_constraints:
         method=_alternatives(llm_methods(config)),
     conda:
@@ -171,6 +192,9 @@ rule latent_warmup_sft:
         ENV
     threads: 2
     resources:
+        mem_mb=job_mem_mb("latent_warmup_sft"),
+        runtime=job_runtime("latent_warmup_sft"),
+        nodes=gpu_nodes(LLM["sft_gpus"]),
         gpu=LLM["sft_gpus"],
     params:
         cfg=lambda w: as_arg(latent_recipe(config, w.recipe, w.dataset)),
@@ -205,6 +229,9 @@ rule latent_warmup_point:
         ENV
     threads: 2
     resources:
+        mem_mb=job_mem_mb("latent_warmup_point"),
+        runtime=job_runtime("latent_warmup_point"),
+        nodes=gpu_nodes(LLM["sft_gpus"]),
         gpu=LLM["sft_gpus"],
     params:
         cfg=lambda w: as_arg(latent_warmup_point_config(w.recipe, w.dataset, w.point)),
@@ -231,6 +258,8 @@ rule select_latent_warmup:
         "results/{dataset}/latent/{recipe}/seed{seed}/warmup/selected.json",
     log:
         "logs/select_latent_warmup/{dataset}/{recipe}/seed{seed}.log",
+    benchmark:
+        "benchmarks/select_latent_warmup/{dataset}/{recipe}/seed{seed}.tsv"
     wildcard_constraints:
         recipe=_alternatives(
             [r for r in config["llm"].get("latent", {}) if latent_warmup_grid(r)]
@@ -259,6 +288,9 @@ rule latent_rl_point:
         ENV
     threads: 2
     resources:
+        mem_mb=job_mem_mb("latent_rl_point"),
+        runtime=job_runtime("latent_rl_point"),
+        nodes=gpu_nodes(LLM.get("rl_gpus", 0)),
         gpu=LLM.get("rl_gpus", 0),
     params:
         cfg=lambda w: as_arg(latent_rl_points(config, w.recipe)[w.point]),
@@ -281,6 +313,8 @@ rule select_latent_rl:
         "results/{dataset}/latent/{recipe}/seed{seed}/selected.json",
     log:
         "logs/select_latent_rl/{dataset}/{recipe}/seed{seed}.log",
+    benchmark:
+        "benchmarks/select_latent_rl/{dataset}/{recipe}/seed{seed}.tsv"
     conda:
         ENV
     params:
@@ -298,12 +332,17 @@ rule flr_factors:
         "results/{dataset}/{method}/seed{seed}/flr_factors.npz",
     log:
         "logs/flr_factors/{dataset}/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/flr_factors/{dataset}/{method}/seed{seed}.tsv"
     wildcard_constraints:
         method=_alternatives(llm_methods(config)),
     conda:
         ENV
     threads: 2
     resources:
+        mem_mb=job_mem_mb("flr_factors"),
+        runtime=job_runtime("flr_factors"),
+        nodes=gpu_nodes(LLM["decode_gpus"]),
         gpu=LLM["decode_gpus"],
     params:
         domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
@@ -330,6 +369,9 @@ rule time_inference:
         ENV
     threads: 2
     resources:
+        mem_mb=job_mem_mb("time_inference"),
+        runtime=job_runtime("time_inference"),
+        nodes=gpu_nodes(LLM["decode_gpus"]),
         gpu=LLM["decode_gpus"],
     params:
         cfg=lambda w: as_arg(flr_timing_decode(w.method)),

@@ -27,6 +27,8 @@ rule report_tables:
         stats_csv="results/tables/dataset_stats.csv",
     log:
         "logs/report_tables.log",
+    benchmark:
+        "benchmarks/report_tables.tsv"
     conda:
         ENV
     params:
@@ -89,6 +91,8 @@ rule report_latentr3:
         fig4_grpo_csv="results/tables/latentr3_fig4_grpo.csv",
     log:
         "logs/report_latentr3.log",
+    benchmark:
+        "benchmarks/report_latentr3.tsv"
     conda:
         ENV
     params:
@@ -161,6 +165,8 @@ rule report_flr:
         fig9_md="results/tables/flr_fig9_inference_time.md",
     log:
         "logs/report_flr.log",
+    benchmark:
+        "benchmarks/report_flr.tsv"
     conda:
         ENV
     params:
