@@ -118,8 +118,7 @@ def test_slurm_profile_dry_run():
 
 
 def test_llm_runtime_scales_with_rows_and_epochs(tmp_path):
-    """An SFT job asks more minutes when it trains on more rows for more epochs (runtime_minutes), and an
-    evaluation asks nothing (it is local)."""
+    """An SFT job asks the minutes `latentrec plan` counts for its rows and epochs (runtime_minutes)."""
     def sft_minutes(*args):
         out = snakemake("-n", "--forceall", *args).stdout
         return [int(re.search(r"runtime=(\d+)", b).group(1)) for b in _job_blocks(out, "sft_backbone")]
@@ -128,9 +127,12 @@ def test_llm_runtime_scales_with_rows_and_epochs(tmp_path):
     big = tmp_path / "big.yaml"
     big.write_text(yaml.safe_dump({"llm": {"sft": {"max_steps": None, "train_limit": 4096, "max_epochs": 2}}}))
     large = sft_minutes("--configfile", str(big))
-    assert len(small) == 1 and small[0] < 20 and len(large) == 1  # 20 rows: the 10-min base and 3 min
-    # 4096 rows x 2 epochs x 5 s per row on a CPU, x2 margin (the synthetic train split has more rows)
-    assert large[0] >= 10 + 2 * 4096 * 2 * 5 / 60
+    assert len(small) == 1 and small[0] == 15 and len(large) == 1  # 16 rows: the 10-min start-up, rounded up
+    # latentrec plan's count: 4096 rows x 2 epochs x (125 prompt + 10.5 target tokens) x 6·N, N = 134.5M
+    # (SmolLM2), on a CPU at 1e11 FLOP/s peak and 35% MFU, x2 margin + 10 min (the synthetic train split
+    # has more than 4096 rows; validation adds a little).
+    train_s = 6 * 134.5e6 * 4096 * 2 * (125 + 10.5) / (1e11 * 0.35)
+    assert 2 * train_s / 60 + 10 <= large[0] <= 2 * train_s / 60 + 10 + 60
 
 
 def test_empty_slurm_account_stops_before_any_job():

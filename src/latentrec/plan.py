@@ -285,6 +285,36 @@ def job_flops(job: Job, config: dict, n: float, stats: dict[str, TokenStats]) ->
     return 0.0, ""
 
 
+DECODE_RULES = ("decode_llm_shard", "time_inference", "flr_factors", "item_title_embeddings")
+
+
+def job_seconds(job: Job, peak: float, mfu_train: float, mfu_decode: float) -> float:
+    """Wall seconds of a costed job on its GPUs (or one CPU device) at the given MFU."""
+    mfu = mfu_decode if job.rule in DECODE_RULES else mfu_train
+    return job.flops / (max(job.gpus, 1) * peak * mfu) if job.flops else 0.0
+
+
+# What the rules' SLURM runtime requests assume (workflow/rules/common.smk): an A100 as the slowest GPU
+# a user may get, a 2-core CPU, the plan's default MFUs, and the mean token counts `latentrec plan`
+# measured on LatentR3's CDs split; a job is sized again at submission, once its inputs exist.
+REQUEST_PEAK = {"gpu": GPU_PEAK_FLOPS["a100"], "cpu": 1.0e11}
+REQUEST_MFU = {"train": 0.35, "decode": 0.10}
+MEAN_TOKENS = {"prompt": 125.0, "target": 10.5}
+
+
+def requested_minutes(rule: str, wildcards: dict, config: dict, rows: dict, items: int, gpus: int,
+                      attempt: int = 1) -> int:
+    """The SLURM runtime a rule's job asks for: the plan's FLOPs for its rows, at REQUEST_PEAK/REQUEST_MFU."""
+    spec = config["llm"]["models"][config["llm"]["backbone"]]["spec"]
+    n = KNOWN_PARAMS.get(spec, 1.5e9)
+    dataset = wildcards.get("dataset", "")
+    stats = {dataset: TokenStats(rows, items, MEAN_TOKENS["prompt"], MEAN_TOKENS["target"], "rule of thumb")}
+    job = Job(rule, dict(wildcards), gpus)
+    job.flops, _ = job_flops(job, config, n, stats)
+    seconds = job_seconds(job, REQUEST_PEAK["gpu" if gpus else "cpu"], REQUEST_MFU["train"], REQUEST_MFU["decode"])
+    return attempt * slurm_runtime_minutes(seconds)
+
+
 def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: float, peak: float | None = None,
               params: float | None = None, snakemake: str = "snakemake") -> Plan:
     config = load_config(configfiles)
@@ -301,9 +331,7 @@ def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: fl
                                                           for j in jobs)])
     for j in jobs:
         j.flops, j.what = job_flops(j, config, n, stats)
-        decode_like = j.rule in ("decode_llm_shard", "time_inference", "flr_factors", "item_title_embeddings")
-        mfu = mfu_decode if decode_like else mfu_train
-        j.seconds = j.flops / (max(j.gpus, 1) * peak * mfu) if j.flops else 0.0
+        j.seconds = job_seconds(j, peak, mfu_train, mfu_decode)
     assumptions = {"gpu": gpu, "peak_flops": peak, "mfu_train": mfu_train, "mfu_decode": mfu_decode,
                    "params": n, "params_source": n_source, "configfiles": list(configfiles)}
     return Plan(jobs, assumptions, stats)

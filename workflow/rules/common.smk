@@ -7,6 +7,7 @@ import shlex
 from snakemake.exceptions import WorkflowError
 
 from latentrec.data.download import amazon2018_urls
+from latentrec.plan import requested_minutes
 from latentrec.config import (
     dataset_config,
     grid_points,
@@ -396,16 +397,21 @@ def llm_model_input(w):
 # ---- cluster resources: memory and wall time of each job ----------------------------------------------
 # Every rule asks `mem_mb=job_mem_mb(name)` and `runtime=job_runtime(name)` (minutes), so a SLURM profile
 # holds only cluster keys (account, partition). The numbers are rules of thumb from the 2-core development
-# machine (CPU) and a guess for one GPU; `latentrec plan` will replace them inside runtime_minutes only.
+# machine (CPU); LLM jobs take `latentrec plan`'s FLOP count for their rows (plan.requested_minutes).
 # A retried job (profile `retries`) gets attempt x the memory and time: out-of-memory and time-outs are
 # the usual reasons to fail on a cluster.
 MAX_MEM_MB = 256_000
 MAX_RUNTIME_MIN = 7 * 24 * 60
-# Wall seconds per training/decoded row on one device: ~1.5B backbone on a GPU, 135M on a CPU.
-_SEC_PER_ROW = {
-    "sft": {"cpu": 5.0, "gpu": 0.15},
-    "rl": {"cpu": 2.0, "gpu": 0.1},  # per sampled latent (rows x group_size)
-    "decode": {"cpu": 1.5, "gpu": 0.2},  # per row and beam
+# The GPU count each LLM rule's jobs get (their runtime comes from latentrec plan's FLOP count).
+_LLM_GPUS = {
+    "sft_backbone": "sft_gpus",
+    "latent_warmup_sft": "sft_gpus",
+    "latent_warmup_point": "sft_gpus",
+    "latent_rl_point": "rl_gpus",
+    "decode_llm_shard": "decode_gpus",
+    "time_inference": "decode_gpus",
+    "flr_factors": "decode_gpus",
+    "item_title_embeddings": "decode_gpus",
 }
 
 
@@ -427,36 +433,6 @@ def _table_rows(input, table, limit=None):
     return n if limit is None else min(n, int(limit))
 
 
-def _sft_rows(cfg, input):
-    """Rows one SFT job trains on: train rows (or train_limit) x max_epochs, capped by max_steps."""
-    epochs = int(cfg.get("max_epochs") or 3)
-    rows = _table_rows(input, "train", cfg.get("train_limit")) * epochs
-    if cfg.get("max_steps"):
-        rows = min(rows, int(cfg["max_steps"]) * int(cfg.get("effective_batch") or 1))
-    # validation each epoch: forward only, ~1/4 of a training row
-    return rows + _table_rows(input, "valid", cfg.get("valid_limit")) * epochs / 4
-
-
-def _rl_rows(cfg, input):
-    """Latents one LR-GRPO job samples: rows x group_size per epoch, capped by max_steps."""
-    epochs = int(cfg.get("max_epochs") or 1)
-    rows = _table_rows(input, "train", cfg.get("train_limit")) * epochs
-    if cfg.get("max_steps"):
-        rows = min(rows, int(cfg["max_steps"]) * int(cfg.get("groups_per_step") or 1))
-    return rows * int(cfg.get("group_size") or 8)
-
-
-def _decode_rows(decode, input, rows=None):
-    """Row-beams one decode job scores: its shard of the test rows x beams (CoT: x its reasoning length)."""
-    n = rows or _table_rows(input, "test", TEST_LIMIT) / max(1, LLM["decode_shards"])
-    cot = (decode.get("cot") or {}).get("max_reasoning_tokens", 0)
-    return n * int(decode.get("num_beams") or 10) * (1 + cot / 16)
-
-
-def _device(n_gpus):
-    return "gpu" if n_gpus else "cpu"
-
-
 def runtime_minutes(rule_name, wildcards, input, attempt=1):
     """Wall-time limit (minutes) of one job of `rule_name`: a base plus work x seconds per unit, x2 margin.
     The one place a cost planner plugs in; rules reach it through job_runtime(rule_name).
@@ -472,38 +448,24 @@ def runtime_minutes(rule_name, wildcards, input, attempt=1):
         epochs = 1 if cfg["family"] == "mostpop" else int(params.get("max_epochs", 200))
         # ~11 s per SASRec epoch on the CDs split (docs/results.md)
         work_s = _table_rows(input, "train") * epochs * 5e-4
-    elif rule_name in ("sft_backbone", "latent_warmup_sft", "latent_warmup_point"):
-        if rule_name == "latent_warmup_sft":
-            cfg = {
-                **LLM["sft"],
-                **latent_recipe(config, wildcards.recipe, wildcards.dataset)["sft"],
-            }
-        elif rule_name == "latent_warmup_point":
-            cfg = latent_warmup_point_config(
-                wildcards.recipe, wildcards.dataset, wildcards.point
-            )["sft"]
-        else:
-            cfg = SFT_POINTS.get(getattr(wildcards, "point", None), LLM["sft"])
-        gpus = LLM["sft_gpus"]
-        per_row = _SEC_PER_ROW["sft"][_device(gpus)] / max(1, gpus)
-        work_s = _sft_rows(cfg, input) * per_row
-    elif rule_name == "latent_rl_point":
-        cfg = latent_rl_points(config, wildcards.recipe)[wildcards.point]
-        gpus = LLM.get("rl_gpus", 0)
-        work_s = _rl_rows(cfg, input) * _SEC_PER_ROW["rl"][_device(gpus)] / max(1, gpus)
-    elif rule_name == "decode_llm_shard":
-        decode = method_config(config, wildcards.method).get("decode", {})
-        per_row = _SEC_PER_ROW["decode"][_device(LLM["decode_gpus"])]
-        work_s = _decode_rows(decode, input) * per_row
-    elif rule_name == "time_inference":
-        t = FLR_REPORT.get("timing", {})
-        rows = int(t.get("rows", 100)) * int(t.get("repeats", 3))
-        per_row = _SEC_PER_ROW["decode"][_device(LLM["decode_gpus"])]
-        work_s = (
-            _decode_rows(flr_timing_decode(wildcards.method), input, rows) * per_row
+    elif rule_name in _LLM_GPUS:
+        # LLM jobs: `latentrec plan`'s FLOP count for this job's rows (latentrec/plan.py).
+        rows = {
+            split: _table_rows(input, split) for split in ("train", "valid", "test")
+        }
+        gpus = int(LLM.get(_LLM_GPUS[rule_name], 0) or 0)
+        return min(
+            MAX_RUNTIME_MIN,
+            requested_minutes(
+                rule_name,
+                dict(wildcards.items()),
+                config,
+                rows,
+                _table_rows(input, "items"),
+                gpus,
+                attempt,
+            ),
         )
-    elif rule_name in ("item_title_embeddings", "flr_factors"):
-        work_s = _table_rows(input, "items") * 0.05
     base = {"download_amazon2018": 240, "fetch_model": 60}.get(rule_name, 10)
     return int(min(MAX_RUNTIME_MIN, attempt * (base + 2 * work_s / 60)))
 
