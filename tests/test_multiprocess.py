@@ -44,6 +44,9 @@ SFT = {"lr": 1e-3, "effective_batch": 6, "micro_batch": 2, "max_epochs": 1, "war
 # 3 micro-batches per step: one process runs 3, two run 2 + 1 (the uneven split); 32 rows = 5 steps.
 RL = {"lr": 1e-2, "group_size": 4, "groups_per_step": 4, "max_steps": 2, "warmup_steps": 0, "train_limit": 8,
       "valid_limit": 4, "mixed_precision": "no"}
+# LR-GRPO: 8 samples per step in 2 baseline groups of 4 (2 per process), i.e. 2 micro-steps, the first
+# under no_sync: both the gradient accumulation and the per-group gather across processes are exercised.
+LR_GRPO = dict(RL, groups_per_step=8, advantage_groups=4, train_limit=16)
 WEIGHT_TOL = 2e-5
 
 
@@ -140,7 +143,7 @@ def test_sft_in_two_processes_ends_with_the_weights_of_one_and_writes_everything
     assert two["best_valid_loss"] == pytest.approx(one["best_valid_loss"], rel=1e-5)
     # Only the main process writes: the same files as one process, no temporary or partial ones left.
     assert _files(out) == _files(sft_one)
-    for line in ("epoch 0: valid loss", "encode train: 100%", "sft: 100%"):
+    for line in ("epoch 0: valid loss", "encode train: 100%", "sft: 100%", "Loading weights: 100%"):
         _once(text, line)
 
 
@@ -169,7 +172,7 @@ def _rl(world: Path, warm: str, cfg: dict, tag: str):
     assert _files(world / f"{tag}2") == _files(world / f"{tag}1")
     _once(text, "lr-grpo: 100%")
     # The per-step stats are over both processes' samples: the same as one process's.
-    assert len(one["history"]) == len(two["history"]) == RL["max_steps"]
+    assert len(one["history"]) == len(two["history"]) == cfg["max_steps"]
     for h1, h2 in zip(one["history"], two["history"]):
         assert h1.keys() == h2.keys()
         for key in h1:
@@ -178,11 +181,12 @@ def _rl(world: Path, warm: str, cfg: dict, tag: str):
 
 
 def test_lr_grpo_batch_advantage_spans_both_processes_and_training_matches_one(world):
-    one, two = _rl(world, "warm_latentratt", RL, "lrgrpo")
+    one, two = _rl(world, "warm_latentratt", LR_GRPO, "lrgrpo")
     for h in two["history"]:
-        # One baseline and normaliser over the step's 4 samples on both processes: ||A||^2 = 1 and the
-        # noise-free advantages sum to 0. Per-process advantages would give ||A||^2 = 2 (1 per process).
-        assert h["advantage_sq_sum"] == pytest.approx(1.0, abs=1e-4)
+        # Each baseline group's 4 samples span both processes and share one baseline and normaliser:
+        # ||A||^2 = 1 per group (2 per step) and the noise-free advantages sum to 0. Advantages computed
+        # per process would give ||A||^2 = 1 per process and group, 4 per step.
+        assert h["advantage_sq_sum"] == pytest.approx(2.0, abs=1e-4)
         assert h["advantage_clean_sum"] == pytest.approx(0.0, abs=1e-5)
         assert h["reward"] != h["reward_clean"]  # the noisy draws were scored: the advantage is not trivial
 
