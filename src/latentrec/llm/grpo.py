@@ -15,7 +15,8 @@ the reference computes with four full passes over K copies of prompt + latent + 
 :func:`reference_step` is that naive computation, kept for tests and the benchmark.
 
 Fixed against the reference: gradients are synchronised across GPUs (every forward goes through the
-DDP wrapper); the baseline groups may span any number of GPUs; hyperparameters are chosen on
+DDP wrapper); the baseline groups may span any number of GPUs; the noise draws and so the results do
+not depend on the number of GPUs (docs/gpu_path.md); hyperparameters are chosen on
 validation (`valid_neg_ppl`), not on test.
 
 FLR-GRPO (FLR paper §4.2, docs/flr.md) is a set of options here, not a fork: `reward="hybrid"`

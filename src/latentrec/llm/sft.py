@@ -162,7 +162,7 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     # when `window` is not a multiple of `world` some take one micro-batch more, the sum is the same).
     window = cfg.effective_batch // cfg.micro_batch
     per_epoch = math.ceil(len(train) / cfg.micro_batch)
-    if min(window, per_epoch) < world:  # a rank without a micro-batch would hang the gradient all-reduce
+    if world > 1 and min(window, per_epoch) < world:  # a rank without a micro-batch would hang the all-reduce
         raise InputError(f"{world} processes need at least {world} micro-batches per optimiser step: sft "
                          f"effective_batch {cfg.effective_batch} / micro_batch {cfg.micro_batch} = {window}, "
                          f"{len(train)} train rows = {per_epoch} micro-batches; lower micro_batch or use fewer "
