@@ -212,7 +212,7 @@ def cmd_fetch_model(a) -> None:
 def cmd_sft(a) -> None:
     """Fine-tune a backbone on a dataset (run under `accelerate launch` for several GPUs)."""
     from latentrec.data.processed_io import load_dataset
-    from latentrec.io_utils import write_json, write_yaml
+    from latentrec.io_utils import is_main_process, write_json, write_yaml
     from latentrec.llm.backbone import load_backbone
     from latentrec.llm.recommender import encode_split
     from latentrec.llm.sft import SFTConfig, train_sft
@@ -227,6 +227,8 @@ def cmd_sft(a) -> None:
     valid = encode_split(ds, "valid", tok, a.domain, style=cfg.prompt_style, max_len=cfg.max_len, limit=cfg.valid_limit)
     out = Path(a.out)
     log_ = train_sft(model, tok, train, valid, cfg, out)
+    if not is_main_process():  # under `accelerate launch`: the model and logs are the main process's to write
+        return
     write_json(log_, out / "train_log.json")
     write_yaml({"data": a.data, "base_model": a.model, "domain": a.domain, "seed": a.seed, "sft": a.cfg},
                out / "config.yaml")
@@ -508,9 +510,16 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
+    from latentrec.io_utils import is_main_process
+
     args = make_parser().parse_args(argv)
+    is_main = is_main_process()
+    if not is_main:  # other processes of `accelerate launch`: warnings only, no progress bars (each line once)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=(logging.DEBUG if args.verbose else logging.INFO) if is_main else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

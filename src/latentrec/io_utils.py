@@ -107,16 +107,33 @@ def _hms(seconds: float) -> str:
     return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
+def process_rank() -> int:
+    """This process's global rank under a distributed launcher (accelerate launch / torchrun set RANK;
+    mpirun the MPI variables), 0 when run alone. Read from the environment, so it is known before any
+    process group exists (argument parsing, data encoding, model loading)."""
+    for var in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def is_main_process() -> bool:
+    """Only the main process writes a run's outputs and logs; the others' copies would race it."""
+    return process_rank() == 0
+
+
 def progress(iterable=None, **kwargs):
     """A progress bar for long loops.
 
     On a terminal: a live tqdm bar. Otherwise (a Snakemake job, whose stderr goes to its log): the bar
     writes a line to the log every 10 s, and a one-line status goes to stdout, hence to the Snakemake
     console, every LATENTREC_STATUS_EVERY seconds (default 30; 0 turns it off).
-    LATENTREC_PROGRESS=1/0 forces the bar on/off.
+    LATENTREC_PROGRESS=1/0 forces the bar on/off. A non-main process of a distributed run shows neither.
     """
     force = os.environ.get("LATENTREC_PROGRESS")
     disable = kwargs.pop("disable", None)
+    if disable is None and not is_main_process():
+        disable = True
     quiet = bool(disable)  # a non-main process: neither bar nor status
     if disable is None:
         disable = False if force == "1" else (force == "0")

@@ -322,7 +322,9 @@ def launcher(n_gpus, single=False):
     lease = f"python -m latentrec lease-gpus {n_gpus} --"
     if n_gpus == 1 or single:
         return f"{lease} python -m latentrec"
-    return f"{lease} accelerate launch --num_processes {n_gpus} -m latentrec"
+    # --multi_gpu: without it, a user's accelerate config of one process (distributed_type NO) wins over
+    # --num_processes and the job silently runs in one process (docs/gpu_path.md)
+    return f"{lease} accelerate launch --multi_gpu --num_processes {n_gpus} -m latentrec"
 
 
 # ---- SFT learning-rate grids (llm.sft_grid; a recipe's sft_grid for its warm-up) -------------------

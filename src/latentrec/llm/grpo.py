@@ -15,7 +15,8 @@ the reference computes with four full passes over K copies of prompt + latent + 
 :func:`reference_step` is that naive computation, kept for tests and the benchmark.
 
 Fixed against the reference: gradients are synchronised across GPUs (every forward goes through the
-DDP wrapper); the baseline groups may span any number of GPUs; hyperparameters are chosen on
+DDP wrapper); the baseline groups may span any number of GPUs; the noise draws and so the results do
+not depend on the number of GPUs (docs/gpu_path.md); hyperparameters are chosen on
 validation (`valid_neg_ppl`), not on test.
 
 FLR-GRPO (FLR paper §4.2, docs/flr.md) is a set of options here, not a fork: `reward="hybrid"`
@@ -173,6 +174,17 @@ def advantages(rewards: torch.Tensor, mode: str) -> torch.Tensor:
     return centred / (rewards.std(1, keepdim=True) + 1e-4)
 
 
+# Per-step sums over the samples of all processes (the trainer adds them up across ranks), logged so the
+# advantage's scope is observable: with the batch advantage, advantage_sq_sum is 1 per baseline group and
+# advantage_clean_sum 0; advantages computed per process would give `world` per group.
+SUMMED_STATS = ("advantage_sq_sum", "advantage_clean_sum")
+
+
+def advantage_stats(adv: torch.Tensor) -> dict[str, float]:
+    """This process's share of the SUMMED_STATS of advantages [g, K] (column 0: the noise-free draws)."""
+    return {"advantage_sq_sum": float((adv.double() ** 2).sum()), "advantage_clean_sum": float(adv[:, 0].double().sum())}
+
+
 def surrogate(logp, old_logp, adv_rows, mask, cfg: LRGRPOConfig, ref_logp=None) -> torch.Tensor:
     """Per-row token-summed clipped surrogate (+ beta k3 KL) [rows]."""
     ratio = torch.exp(logp - old_logp)
@@ -214,7 +226,9 @@ def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_s
         rewards = hybrid_rewards(logp.detach(), mask, hits, cfg).view(g, k)
     else:
         rewards = rewards_from_logp(logp.detach(), mask).view(g, k)
-    adv = advantages(gather(rewards), cfg.advantage)[rank_slice].reshape(-1)
+    adv = advantages(gather(rewards), cfg.advantage)[rank_slice]
+    adv_stats = advantage_stats(adv)
+    adv = adv.reshape(-1)
     ref_logp = None
     if cfg.beta and ref_head is not None:
         with torch.no_grad():
@@ -230,7 +244,7 @@ def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_s
         per_row = surrogate(logp, logp.detach(), adv, mask, cfg, ref_logp)
         per_sample = per_row.view(g, k).sum(1) / mask.view(g, -1).sum(1)
     loss = per_sample.sum()
-    stats = {"reward": float(rewards.mean()), "reward_clean": float(rewards[:, 0].mean())}
+    stats = {"reward": float(rewards.mean()), "reward_clean": float(rewards[:, 0].mean()), **adv_stats}
     if reg:  # eq. 13: the regularisers once per sample (their mean over the step's samples, after scaling)
         loss = loss + g * sum(reg.values())
         stats["regularisers"] = float(sum(reg.values()).detach())
@@ -297,12 +311,14 @@ def decode_step_loss(model, batch, noise, trie, cfg: LRGRPOConfig, eos_token_id:
     dev = batch["prompt_ids"].device
     ids, mask = ids.to(dev), mask.to(dev)
     logp = model(batch["prompt_ids"], batch["prompt_mask"], ids, mask, copies=k, noise=noise)
-    adv = advantages(rewards.to(dev), "group").reshape(-1)
+    adv = advantages(rewards.to(dev), "group")
+    adv_stats = advantage_stats(adv)
+    adv = adv.reshape(-1)
     per_row = surrogate(logp, logp.detach(), adv, mask, cfg)
     per_sample = per_row.view(g, k).sum(1) / mask.view(g, -1).sum(1)
     distinct = np.mean([len({tuple(c) for c in comps[i * k : (i + 1) * k]}) for i in range(g)])
     return per_sample.sum(), {"reward": float(rewards.mean()), "reward_clean": float(rewards[:, 0].mean()),
-                              "distinct_titles": float(distinct)}
+                              "distinct_titles": float(distinct), **adv_stats}
 
 
 def reference_step(reasoner: LatentReasoner, samples: list[EncodedSample], noise: torch.Tensor, cfg: LRGRPOConfig,
@@ -368,6 +384,17 @@ def valid_neg_ppl(model: LatentReasoner, samples: list[EncodedSample], pad: int,
     return total / max(n, 1)
 
 
+def step_stats(stats: list[dict], accelerator) -> dict[str, float]:
+    """One optimiser step's stats over all processes: SUMMED_STATS summed over its micro-steps and ranks,
+    the others (this rank's means, over equal sample counts) averaged over micro-steps and ranks."""
+    keys = list(stats[0])
+    local = [float(np.sum([x[k] for x in stats])) if k in SUMMED_STATS else float(np.mean([x[k] for x in stats]))
+             for k in keys]
+    total = accelerator.reduce(torch.tensor(local, dtype=torch.float64, device=accelerator.device), reduction="sum")
+    world = accelerator.num_processes
+    return {k: float(v) if k in SUMMED_STATS else float(v) / world for k, v in zip(keys, total.tolist())}
+
+
 def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], valid: list[EncodedSample],
                   cfg: LRGRPOConfig, log_every: int = 1, catalog: list[list[int]] | None = None) -> dict:
     """Train the head in place (the whole model with ``rollout="decode"`` or ``"beams"``, the original GRPO,
@@ -412,7 +439,10 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
     if ref_head is not None:
         ref_head.to(accelerator.device)
     pad = tokenizer.pad_token_id
-    noise_gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # each GPU its own draws (as trl)
+    # One noise stream for the whole step, the same on every process, each taking its samples' rows: the
+    # draws do not depend on the process count (the reference seeds each GPU apart, 42 + rank, so its
+    # results change with the number of GPUs).
+    noise_gen = torch.Generator().manual_seed(cfg.seed * 1000)
     hidden = model.llm.config.hidden_size
 
     before = valid_neg_ppl(model, valid, pad)
@@ -430,7 +460,8 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
                 ids = chunk[m * groups : (m + 1) * groups]
                 mine = ids[rank * per_rank : (rank + 1) * per_rank]
                 batch = {k: v.to(accelerator.device) for k, v in collate_prompt_target([train[i] for i in mine], pad).items()}
-                noise = draw_noise(len(mine), cfg, model.n_latents, hidden, noise_gen, accelerator.device)
+                noise = draw_noise(len(ids), cfg, model.n_latents, hidden, noise_gen,
+                                   accelerator.device)[rank * per_rank : (rank + 1) * per_rank]
                 sync = m == micro_steps - 1
                 ctx = accelerator.no_sync(wrapped) if (world > 1 and not sync) else contextlib.nullcontext()
                 with ctx, accelerator.autocast():
@@ -450,8 +481,7 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
             step += 1
             bar.update(1)
             if step % log_every == 0 or step == total_steps:
-                history.append({"step": step, "lr": sched.get_last_lr()[0],
-                                **{key: float(np.mean([x[key] for x in stats])) for key in stats[0]}})
+                history.append({"step": step, "lr": sched.get_last_lr()[0], **step_stats(stats, accelerator)})
     bar.close()
     seconds = time.time() - t0
     after = valid_neg_ppl(model, valid, pad)

@@ -29,7 +29,7 @@ def _encode(ds, split, tok, domain, cfg, limit, sample_seed=None):
 
 def cmd_latent_sft(a) -> None:
     from latentrec.data.processed_io import load_dataset
-    from latentrec.io_utils import write_json, write_yaml
+    from latentrec.io_utils import is_main_process, write_json, write_yaml
     from latentrec.llm.backbone import load_backbone
     from latentrec.llm.latent import LatentSFTTask, new_reasoner
     from latentrec.llm.sft import SFTConfig, train_sft
@@ -48,6 +48,8 @@ def cmd_latent_sft(a) -> None:
     valid = _encode(ds, "valid", tok, a.domain, cfg, cfg.valid_limit)
     out = Path(a.out)
     log = train_sft(model, tok, train, valid, cfg, out, task=LatentSFTTask())
+    if not is_main_process():  # under `accelerate launch`: the model and logs are the main process's to write
+        return
     write_json(log, out / "train_log.json")
     write_yaml({"stage": "latent warm-up SFT", "data": a.data, "base_model": a.model, "domain": a.domain,
                 "seed": a.seed, "recipe": recipe}, out / "config.yaml")
@@ -57,7 +59,7 @@ def cmd_latent_rl(a) -> None:
     import torch
 
     from latentrec.data.processed_io import load_dataset
-    from latentrec.io_utils import write_json, write_yaml
+    from latentrec.io_utils import is_main_process, write_json, write_yaml
     from latentrec.llm.grpo import LRGRPOConfig, train_lr_grpo
     from latentrec.llm.latent import LatentReasoner
     from latentrec.runs import seed_everything
@@ -75,6 +77,8 @@ def cmd_latent_rl(a) -> None:
 
         catalog = catalog_sequences(ds, tok)
     log = train_lr_grpo(model, tok, train, valid, cfg, catalog=catalog)
+    if not is_main_process():  # every process holds the same weights; two writers would race (REFERENCE §5.4)
+        return
     out = Path(a.out)
     model.save(out / "model", tok)
     write_json(log, out / "rl_log.json")

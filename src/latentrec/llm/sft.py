@@ -156,9 +156,18 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     ckpt_dir = out_dir / "checkpoint"
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     world = accelerator.num_processes
-    accum = max(1, cfg.effective_batch // (cfg.micro_batch * world))
+    # Micro-batches per optimiser step over all processes: fixed by the config, not by the process count,
+    # so the data order, the steps and a checkpoint are the same for any world size (ranks take turns;
+    # when `window` is not a multiple of `world` some take one micro-batch more, the sum is the same).
+    window = cfg.effective_batch // cfg.micro_batch
     per_epoch = math.ceil(len(train) / cfg.micro_batch)
-    steps_per_epoch = per_epoch // (accum * world) or 1  # whole optimiser steps: the loop drops a partial one
+    if world > 1 and min(window, per_epoch) < world:  # a rank without a micro-batch would hang the all-reduce
+        raise InputError(f"{world} processes need at least {world} micro-batches per optimiser step: sft "
+                         f"effective_batch {cfg.effective_batch} / micro_batch {cfg.micro_batch} = {window}, "
+                         f"{len(train)} train rows = {per_epoch} micro-batches; lower micro_batch or use fewer "
+                         "processes")
+    accum = math.ceil(window / world)
+    steps_per_epoch = per_epoch // window or 1  # whole optimiser steps: the loop drops a partial one
     total_steps = cfg.max_steps or steps_per_epoch * cfg.max_epochs
 
     params = task.trainable_parameters(model)
@@ -168,7 +177,8 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     # not registered for accelerate's checkpointing either (that pickles it): save_checkpoint keeps it.
     model, opt = accelerator.prepare(model, opt)
 
-    fingerprint = json.dumps([asdict(cfg), len(train), len(valid), world], sort_keys=True)
+    # Not the world size: a checkpoint of 2 processes resumes in 1 and vice versa (same steps, same order).
+    fingerprint = json.dumps([asdict(cfg), len(train), len(valid)], sort_keys=True)
     state = TrainState(fingerprint=fingerprint)
     found = latest_checkpoint(ckpt_dir, accelerator.print)
     if found is not None:
@@ -176,9 +186,9 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
         ours = saved.fingerprint == fingerprint and (
             saved.step == 0 or (out_dir / "model").exists() or not saved.history)
         if not ours:
-            # another config, data or world size: resuming would silently mix two runs
+            # another config or data: resuming would silently mix two runs
             accelerator.print(f"ignoring {found}: it belongs to a different run; starting afresh")
-        elif missing := checkpoint_missing(found, accelerator.num_processes):
+        elif missing := checkpoint_missing(found):
             accelerator.print(f"ignoring {found}: it lacks {', '.join(missing)} (written by an older version, whose "
                               "pickled optimizer and RNG files are never loaded); starting afresh")
         else:
@@ -198,8 +208,7 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
         rng = np.random.default_rng(cfg.seed + state.epoch)  # same order on every rank and on resume
         batches = length_grouped_batches(lengths, cfg.micro_batch, rng) if cfg.group_by_length else [
             list(b) for b in np.array_split(rng.permutation(len(train)), per_epoch)]
-        # Whole optimiser steps per rank: rank r takes micro-batches r, r+world, ...
-        window = accum * world
+        # Whole optimiser steps: rank r takes micro-batches r, r+world, ... of each window
         n_full = (len(batches) // window) * window or len(batches)
         batches = batches[:n_full]
         model.train()
@@ -260,11 +269,12 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
         if accelerator.is_main_process:
             remove_checkpoints(ckpt_dir)
     elapsed = time.time() - t0
+    tokens_seen = int(accelerator.reduce(torch.tensor(tokens_seen, device=accelerator.device), reduction="sum"))
     # tokens_per_second counts the training loop only (forward, backward, optimiser); validation,
     # checkpoints and saving are in `seconds`.
     return {"steps": state.step, "epochs": state.epoch, "best_valid_loss": state.best_valid_loss, "diverged": diverged,
-            "history": state.history, "seconds": elapsed, "train_seconds": train_seconds, "tokens": tokens_seen * world,
-            "tokens_per_second": tokens_seen * world / max(train_seconds, 1e-9),
+            "history": state.history, "seconds": elapsed, "train_seconds": train_seconds, "tokens": tokens_seen,
+            "tokens_per_second": tokens_seen / max(train_seconds, 1e-9),
             "world_size": world, "grad_accum": accum, "mixed_precision": accelerator.mixed_precision,
             "peak_memory_mb": peak_memory_mb(accelerator.device)}
 
@@ -323,9 +333,9 @@ def save_checkpoint(accelerator, ckpt_dir: Path, state: dict, model, opt, sched)
     accelerator.wait_for_everyone()
 
 
-def checkpoint_missing(folder: Path, world: int) -> list[str]:
+def checkpoint_missing(folder: Path) -> list[str]:
     """The files of this format that `folder` lacks (all of them for a checkpoint of an older version)."""
-    names = [MODEL_FILE, OPT_TENSORS, OPT_JSON, SCHED_JSON] + [_rng_file(r) for r in range(world)]
+    names = [MODEL_FILE, OPT_TENSORS, OPT_JSON, SCHED_JSON, _rng_file(0)]
     return [n for n in names if not (folder / n).is_file()]
 
 
@@ -335,14 +345,19 @@ def load_checkpoint(accelerator, folder: Path, model, opt, sched) -> None:
     from safetensors.torch import load_file, load_model
 
     try:
-        load_model(accelerator.unwrap_model(model), str(folder / MODEL_FILE), device=str(accelerator.device))
+        # safetensors takes "cpu" or "cuda:N", not the "cpu:0" of a multi-process CPU (gloo) run
+        device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
+        load_model(accelerator.unwrap_model(model), str(folder / MODEL_FILE), device=device)
         opt.load_state_dict(_join_optimizer_state(load_file(str(folder / OPT_TENSORS)),
                                                   json.loads((folder / OPT_JSON).read_text()), opt.param_groups))
         sched_state = json.loads((folder / SCHED_JSON).read_text())
         sched.load_state_dict(sched_state["scheduler"])
         if accelerator.scaler is not None and sched_state.get("grad_scaler"):
             accelerator.scaler.load_state_dict(sched_state["grad_scaler"])
-        _set_rng_state(json.loads((folder / _rng_file(accelerator.process_index)).read_text()), accelerator.device)
+        # A checkpoint of fewer processes has no file for this rank: it takes rank 0's (the training loop
+        # draws no random numbers; the states matter only to a task that does, e.g. with dropout).
+        rng = folder / _rng_file(accelerator.process_index)
+        _set_rng_state(json.loads((rng if rng.is_file() else folder / _rng_file(0)).read_text()), accelerator.device)
     except Exception as e:  # noqa: BLE001 - any failure: the checkpoint is unusable, say which and how to go on
         raise InputError(
             f"{folder}: cannot resume from this checkpoint ({type(e).__name__}: {e}). It was damaged or not written "
