@@ -10,7 +10,12 @@ prompt), on the same machine, in one run, with SmolLM2-135M-Instruct, 10 beams, 
 Prints users/s of each, the speed-up, and the fraction of prompts whose top-10 lists are identical
 (same titles in the same order; scores within 1e-4).
 
-    PYTHONPATH=src .venv/bin/python bench/decoding_vs_generate.py --n 50
+    PYTHONPATH=src .venv/bin/python bench/decoding_vs_generate.py --n 32 --ours-batch-sizes 8,16
+    PYTHONPATH=src .venv/bin/python bench/decoding_vs_generate.py --quick
+
+Every method is warmed up on the same two prompts before timing; the methods then alternate block by
+block. ``--embeds-too`` also times the embeddings path (``prefix_embeds``, what latent decoding uses) on
+the same prompts. The load average is recorded before and after each block (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -135,8 +141,13 @@ def main(argv=None):
     ap.add_argument("--expand-too", action="store_true", help="also time our decoder with kv_layout='expand'")
     ap.add_argument("--block", type=int, default=None,
                     help="prompts per alternation block (default: 2 batches); keep it a multiple of the batch size")
+    ap.add_argument("--embeds-too", action="store_true",
+                    help="also time our decoder fed the prompts as input embeddings (the latent-decoding path)")
+    ap.add_argument("--quick", action="store_true", help="4 prompts, max_new_tokens 24, batch 2: a smoke run")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.max_new_tokens, args.batch_size = 4, 24, 2
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -174,14 +185,29 @@ def main(argv=None):
         return run_reference(model, batch, sequences, eos=eos, pad=pad, batch_size=args.batch_size,
                              num_beams=args.num_beams, lp=args.length_penalty, max_new_tokens=args.max_new_tokens)
 
+    def embeds_fn(ours_bs):
+        def run(batch):
+            ids, mask = left_pad(batch, pad)
+            with torch.no_grad():
+                embeds = model.get_input_embeddings()(ids)
+            res = constrained_beam_search(model, None, trie, prefix_embeds=embeds, prefix_attention_mask=mask,
+                                          num_return=args.num_beams, eos_token_id=eos, pad_token_id=pad,
+                                          batch_size=ours_bs, **kw)
+            return [[(tuple(trie.sequence(n)), s) for n, s in hyps] for hyps in res]
+        return run
+
     methods = {f"ours[b={b}]": ours_fn("auto", b) for b in ours_bss}
     if args.expand_too:
         methods[f"ours-expand[b={ours_bss[0]}]"] = ours_fn("expand", ours_bss[0])
+    if args.embeds_too:
+        methods[f"ours-embeds[b={ours_bss[-1]}]"] = embeds_fn(ours_bss[-1])
     if not args.skip_reference:
         methods["reference"] = ref_fn
 
-    # Warm-up on two prompts so no timing pays one-off allocation costs.
-    ours_fn("auto", 2)(prompts[:2])
+    # Warm-up: every method on the same two prompts, so no timing pays one-off allocation costs.
+    for fn in methods.values():
+        fn(prompts[:2])
+    load = [os.getloadavg()]
     # The methods alternate block by block (order rotating), so that load from other processes on a
     # shared machine falls on all of them alike.
     outputs = {m: [] for m in methods}
@@ -197,10 +223,13 @@ def main(argv=None):
             wall[name] += time.perf_counter() - w0
             cpu[name] += time.process_time() - c0
         done = start + len(block)
+        load.append(os.getloadavg())
         print(f"  {done}/{len(prompts)}: " + ", ".join(f"{m} {done / wall[m]:.3f} users/s" for m in names), flush=True)
 
     n = len(prompts)
-    result = {"n": n, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    result = {"n": n, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "threads": torch.get_num_threads(), "load_average_per_block": load}
+    print(f"load average (1, 5, 15 min) before the first block {load[0]}, after the last {load[-1]}")
     for m in names:
         print(f"{m:18s} {n / wall[m]:.3f} users/s  (wall {wall[m]:.1f} s, process CPU {cpu[m]:.1f} s)")
         result[m] = {"wall_s": wall[m], "cpu_s": cpu[m], "users_per_s": n / wall[m]}

@@ -379,5 +379,18 @@ def test_shared_prompt_prefix_does_not_change_results(model, tokenizer, realisti
     for a, b in zip(shared, whole):
         assert [n for n, _ in a] == [n for n, _ in b]
         assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
+    # The embeddings path (latent decoding feeds [prompt, latents] as embeddings) shares the same prefix.
+    from latentrec.llm.decoding import _common_embed_prefix_len
+
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id)
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+    lengths = [len(p) for p in prompts]
+    assert _common_embed_prefix_len(embeds, lengths) == _common_prefix_len(prompts)
+    by_embeds = constrained_beam_search(model, None, trie, prefix_embeds=embeds, prefix_attention_mask=mask,
+                                        share_prefix=True, **kw)
+    for a, b in zip(by_embeds, whole):
+        assert [n for n, _ in a] == [n for n, _ in b]
+        assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
     assert _common_prefix_len([[1, 2, 3], [1, 2, 4], [5]]) == 0
     assert _common_prefix_len([[1, 2, 3], [1, 2, 4]]) == 2

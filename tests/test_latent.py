@@ -108,6 +108,53 @@ def test_cached_forward_equals_full_recomputation_values_and_gradients(tok, n_la
         assert torch.allclose(g_fast[n], p.grad, atol=1e-5, rtol=1e-4), n
 
 
+@pytest.mark.parametrize("n_latents,refine_steps", [(1, 1), (3, 1), (2, 2)])
+def test_copies_share_one_prompt_kv_and_equal_per_copy_recomputation_float64(tok, n_latents, refine_steps):
+    """The K copies of a prompt read one copy of its KV cache (no repeat_interleave); values and
+    gradients (head and LLM) equal each copy recomputed alone from scratch, and the copying layout."""
+    r = tiny_reasoner(tok, n_latents=n_latents, refine_steps=refine_steps).double()
+    samples = _samples(tok, 3)
+    batch = collate_prompt_target(samples, tok.pad_token_id)
+    k, d = 4, r.llm.config.hidden_size
+    noise = torch.randn(3, k, n_latents, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    noise[:, 0] = 0
+
+    state = r.encode_prompt(batch["prompt_ids"], batch["prompt_mask"])
+    prompt_keys = state.cache.layers[0].keys
+    latents, grouped = r.think(state, k, noise)
+    assert grouped.group == k and grouped.hidden.shape[0] == 3 * k
+    if n_latents > 1:  # the latents went in as columns of the 3 prompt rows, not 12 rows
+        assert grouped.cache.layers[0].keys.shape[0] == 3
+    else:  # nothing appended yet: the cache IS the prompt's, not a copy
+        assert grouped.cache.layers[0].keys.data_ptr() == prompt_keys.data_ptr()
+
+    def run(share):
+        r.zero_grad()
+        r.share_prompt_kv = share
+        out = r(**batch, copies=k, noise=noise)
+        (out * torch.linspace(0.5, 2.0, out.shape[1], dtype=torch.float64)).sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in r.named_parameters() if p.grad is not None}
+
+    shared, g_shared = run(True)
+    copied, g_copied = run(False)
+    r.zero_grad()
+    total = 0
+    for i, s in enumerate(samples):
+        for j in range(k):
+            ref = r.reference_logprobs(s.input_ids[: s.prompt_len], s.input_ids[s.prompt_len :], noise[i, j])
+            assert torch.allclose(shared[i * k + j, : len(ref)], ref.detach(), rtol=1e-10, atol=1e-12)
+            total = total + (ref * torch.linspace(0.5, 2.0, shared.shape[1], dtype=torch.float64)[: len(ref)]).sum()
+    total.backward()
+    assert torch.allclose(shared, copied, rtol=1e-12, atol=1e-13)
+    assert set(g_shared) == set(g_copied) and g_shared["head.q.weight"].abs().sum() > 0
+    for n, p in r.named_parameters():
+        scale = p.grad.abs().max()
+        # The copying layout differs by rounding only (~1e-16); the from-scratch passes by ~5e-9 (fp32 RoPE
+        # angles), exactly as the copying layout does.
+        assert (g_shared[n] - g_copied[n]).abs().max() <= 1e-12 * scale, n
+        assert (g_shared[n] - p.grad).abs().max() <= 1e-7 * scale, n
+
+
 def test_latent_is_computed_once_per_prompt_for_all_copies(tok):
     r = _reasoner(tok)
     calls = []

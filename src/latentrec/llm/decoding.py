@@ -108,11 +108,26 @@ def _common_prefix_len(prompts: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def _prefill_shared(model: torch.nn.Module, prefix: Sequence[int], device, keep_one: bool):
-    """Keys/values of a token prefix shared by all prompts (batch of one), or None where the cache is
-    not a plain dynamic cache (sliding windows, hybrid models): then every prompt is prefilled whole."""
-    ids = torch.as_tensor([list(prefix)], dtype=torch.int64, device=device)
-    _, cache = _forward_last(model, keep_one, input_ids=ids)
+def _common_embed_prefix_len(embeds: torch.Tensor, lengths: Sequence[int]) -> int:
+    """Length of the longest prefix of real positions whose input embeddings are identical in every row
+    of a left-padded [B, L, H] batch (the instruction text of the prompts, embedded the same way)."""
+    m, width = min(lengths), embeds.shape[1]
+    first = embeds[0, width - lengths[0] : width - lengths[0] + m]
+    same = torch.ones(m, dtype=torch.bool, device=embeds.device)
+    for i in range(1, embeds.shape[0]):
+        start = width - lengths[i]
+        same &= (embeds[i, start : start + m] == first).all(-1)
+    return int(same.to(torch.int64).cumprod(0).sum())
+
+
+def _prefill_shared(model: torch.nn.Module, device, keep_one: bool, *, ids=None, embeds=None):
+    """Keys/values of a prefix shared by all prompts (token ids [P] or input embeddings [P, H]; batch of
+    one), or None where the cache is not a plain dynamic cache (sliding windows, hybrid models): then
+    every prompt is prefilled whole."""
+    if ids is not None:
+        _, cache = _forward_last(model, keep_one, input_ids=torch.as_tensor([list(ids)], dtype=torch.int64, device=device))
+    else:
+        _, cache = _forward_last(model, keep_one, inputs_embeds=embeds[None].to(device))
     layers = getattr(cache, "layers", None)
     if not layers or not all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers):
         return None
@@ -260,6 +275,7 @@ class _TreeLayout:
         self.anc = torch.zeros((b, num_beams, 0), dtype=torch.int64, device=prompt_mask.device)
         self.cols = self.prompt_len  # columns written so far in every row
         self.dtype = next(model.parameters()).dtype
+        self.split_head = _plain_lm_head(model)
 
     def select_prompts(self, idx: torch.Tensor) -> None:
         self.cache.batch_select_indices(idx)
@@ -287,20 +303,32 @@ class _TreeLayout:
         config = self.model.config
         previous = config._attn_implementation
         config._attn_implementation = _TREE_ATTN
+        kw = dict(input_ids=torch.gather(tokens, 1, beam_of_slot), attention_mask=mask,
+                  position_ids=(self.next_position + step)[:, None].expand(a, m), past_key_values=self.cache,
+                  use_cache=True, return_dict=True)
+        used = torch.arange(m, device=device)[None, :] < n_alive[:, None]
         try:
-            out = self.model(
-                input_ids=torch.gather(tokens, 1, beam_of_slot),
-                attention_mask=mask,
-                position_ids=(self.next_position + step)[:, None].expand(a, m),
-                past_key_values=self.cache,
-                use_cache=True,
-                return_dict=True,
-            )
+            if self.split_head:  # the LM head only on the live slots (spare slots are copies, never read)
+                hidden = self.model.get_decoder()(**kw).last_hidden_state[used]
+                logits = self.model.get_output_embeddings()(hidden)
+            else:
+                logits = self.model(**kw).logits[used]
         finally:
             config._attn_implementation = previous
         self.cols = cols
-        used = torch.arange(m, device=device)[None, :] < n_alive[:, None]
-        return out.logits[used].to(dtype=torch.float32)  # [n_live, V], live beams in (prompt, beam) order
+        return logits.to(dtype=torch.float32)  # [n_live, V], live beams in (prompt, beam) order
+
+
+def _plain_lm_head(model) -> bool:
+    """Whether logits are exactly ``get_output_embeddings()(get_decoder()(...).last_hidden_state)`` (Llama,
+    Qwen2, ...; not models that scale or soft-cap their logits)."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return False
+    try:
+        return model.get_decoder() is not None and isinstance(model.get_output_embeddings(), torch.nn.Linear)
+    except (AttributeError, NotImplementedError):
+        return False
 
 
 def _tree_supported(model, cache) -> bool:
@@ -315,6 +343,125 @@ def _tree_supported(model, cache) -> bool:
 
 
 # ------------------------------------------------------------------------------------ beam search
+def _prefill(model, *, input_ids, inputs_embeds, attention_mask, keep_one, shared):
+    """Prefill one row per prompt (mask [B, L], 1 = real token), after the shared prefix's keys/values
+    where given (a view of its one row, not B copies). Returns (last-position logits [B, V], cache,
+    cache-row mask [B, P + L], whether it has padding, next position [B])."""
+    b = attention_mask.shape[0]
+    # HF drops an all-ones mask before the forward passes; padded batches keep theirs.
+    has_padding = not bool(attention_mask.all())
+    n_shared = 0 if shared is None else shared[0][0].shape[2]
+    position_ids = (n_shared + attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    next_position = position_ids[:, -1] + 1  # [B]; the last column is a real token (left padding)
+    past = None
+    if shared is not None:
+        from transformers import DynamicCache
+
+        past = DynamicCache(ddp_cache_data=[(None, None)] * len(shared))
+        for layer, (kk, vv) in zip(past.layers, shared):  # expanded views: the update's cat copies them once
+            layer.lazy_initialization(kk, vv)
+            layer.keys, layer.values = kk.expand(b, -1, -1, -1), vv.expand(b, -1, -1, -1)
+        attention_mask = torch.cat((attention_mask.new_ones((b, n_shared)), attention_mask), dim=1)
+    logits, cache = _forward_last(model, keep_one, input_ids=input_ids, inputs_embeds=inputs_embeds,
+                                  attention_mask=attention_mask if has_padding else None,
+                                  position_ids=position_ids, past_key_values=past)
+    return logits, cache, attention_mask, has_padding, next_position
+
+
+class _Beams:
+    """Per active prompt: running beams (score, trie node) and the `num_beams` finished slots."""
+
+    def __init__(self, b: int, k: int, device):
+        self.active = torch.arange(b, device=device)  # batch index of each active prompt
+        # Only beam 0 holds a real prefix at the start (HF seeds beams 1.. with -1e9, which only ever
+        # yields non-catalog padding hypotheses): the other beams start dead (-inf) on node -1.
+        self.run_scores = torch.full((b, k), NEG_INF, device=device)
+        self.run_scores[:, 0] = 0.0
+        self.run_nodes = torch.full((b, k), -1, dtype=torch.int64, device=device)
+        self.run_nodes[:, 0] = 0
+        self.fin_scores = torch.full((b, k), NEG_INF, device=device)
+        self.fin_nodes = torch.full((b, k), -1, dtype=torch.int64, device=device)
+
+    def select(self, idx: torch.Tensor) -> None:
+        for name in ("active", "run_scores", "run_nodes", "fin_scores", "fin_nodes"):
+            setattr(self, name, getattr(self, name)[idx])
+
+
+def _candidates(logits, live, beams: _Beams, trie: TitleTrie, k: int, n_keep: int):
+    """The best `n_keep` catalog continuations per prompt, best first: (score, source beam, token, node),
+    each [A, n_keep] (-inf score, node -1 past the real ones).
+
+    log-softmax over the full vocabulary, then the catalog constraint: only the tokens the trie allows
+    after each live beam's node are finite, so only those candidates are formed (HF's dense beams x
+    vocabulary matrix holds -inf everywhere else). `logits` [n_live, V]; `live` their flat index
+    prompt * k + beam, ascending."""
+    a = beams.active.numel()
+    device = logits.device
+    lse = torch.logsumexp(logits, dim=-1)
+    rows, edges = trie._edges(beams.run_nodes.reshape(-1)[live])
+    toks = trie.child_tokens[edges]
+    flat = live[rows]  # ascending: candidates come grouped by prompt
+    scores = beams.run_scores.reshape(-1)[flat] + (logits[rows, toks] - lse[rows])
+    prompt = flat // k
+    counts = torch.bincount(prompt, minlength=a)
+    width = max(n_keep, int(counts.max())) if prompt.numel() else n_keep
+    pos = torch.arange(prompt.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[prompt]
+    dense = torch.full((a, width), NEG_INF, device=device)
+    dense[prompt, pos] = scores
+    dense_id = torch.zeros((a, width), dtype=torch.int64, device=device)  # index into the candidates
+    dense_id[prompt, pos] = torch.arange(prompt.numel(), device=device)
+    cand_scores, pick = torch.topk(dense, n_keep, dim=1)  # sorted, best first; -inf past the real ones
+    cand = torch.gather(dense_id, 1, pick)
+    if prompt.numel() == 0:  # nothing allowed anywhere: every beam dies
+        zeros = torch.zeros_like(cand)
+        return cand_scores, zeros, zeros, torch.full_like(cand, -1)
+    real = torch.isfinite(cand_scores)
+    return cand_scores, flat[cand] % k, toks[cand], torch.where(real, trie.child_nodes[edges][cand], -1)
+
+
+def _advance(beams: _Beams, cands, *, step, last_step, eos_ids, length_penalty, top_rank):
+    """HF's beam bookkeeping for one step: finished candidates in the top `num_beams` ranks enter the
+    finished slots (length-normalised), the best `num_beams` unfinished ones run on. Returns (source
+    beam, next token, alive), each [A, k], and which prompts are done."""
+    cand_scores, cand_beam, cand_tok, cand_nodes = cands
+    k = beams.run_scores.shape[1]
+    # HF's max-length criterion marks every candidate of the last step as finished.
+    cand_done = torch.ones_like(cand_tok, dtype=torch.bool) if last_step else torch.isin(cand_tok, eos_ids)
+    new_fin = cand_scores / ((step + 1) ** length_penalty)
+    eligible = cand_done & top_rank[None, :] & torch.isfinite(cand_scores)
+    merged_scores = torch.cat((beams.fin_scores, torch.where(eligible, new_fin, NEG_INF)), dim=1)
+    merged_nodes = torch.cat((beams.fin_nodes, cand_nodes), dim=1)
+    beams.fin_scores, pick = torch.topk(merged_scores, k, dim=1)
+    beams.fin_nodes = torch.gather(merged_nodes, 1, pick)
+
+    beams.run_scores, pick = torch.topk(torch.where(cand_done, NEG_INF, cand_scores), k, dim=1)
+    src_beam = torch.gather(cand_beam, 1, pick)
+    next_tok = torch.gather(cand_tok, 1, pick)
+    alive = torch.isfinite(beams.run_scores)
+    beams.run_nodes = torch.where(alive, torch.gather(cand_nodes, 1, pick), -1)
+
+    # HF's early_stopping=False heuristic: stop once the best running beam, normalised by the current
+    # generated length, cannot beat the worst of `num_beams` finished hypotheses.
+    best_running = beams.run_scores[:, 0] / ((step + 1) ** length_penalty)
+    slots_full = torch.isfinite(beams.fin_scores).all(dim=1)
+    worst_finished = torch.where(slots_full, beams.fin_scores.min(dim=1).values,
+                                 torch.full_like(best_running, _EMPTY_SLOT_SCORE))
+    done = ~(best_running > worst_finished) | ~alive[:, 0]
+    if last_step:
+        done = torch.ones_like(done)
+    return src_beam, next_tok, alive, done
+
+
+def _collect(beams: _Beams, slots: list[int], results: list[list[Hypothesis]], num_return: int) -> None:
+    """Write the finished hypotheses of the given prompt slots into `results` (real ones only)."""
+    for slot in slots:
+        scores = beams.fin_scores[slot]
+        keep = torch.isfinite(scores)
+        nodes = beams.fin_nodes[slot][keep][:num_return].tolist()
+        vals = scores[keep][:num_return].tolist()
+        results[int(beams.active[slot])] = list(zip(nodes, vals))
+
+
 def _search_batch(
     model: torch.nn.Module,
     trie: TitleTrie,
@@ -334,137 +481,43 @@ def _search_batch(
     """Beam search for one left-padded batch of prompts (mask [B, L], 1 = real token).
 
     With ``shared`` (per layer the keys/values [1, H, P, D] of a prefix common to all prompts),
-    ``input_ids`` / ``attention_mask`` hold the rest of each prompt, left-padded; the cache row of a
-    prompt is then ``[shared prefix | padding | rest]`` with positions ``0..len-1`` over its real tokens.
+    ``input_ids`` / ``inputs_embeds`` / ``attention_mask`` hold the rest of each prompt, left-padded; the
+    cache row of a prompt is then ``[shared prefix | padding | rest]`` with positions ``0..len-1`` over
+    its real tokens.
     """
     device = attention_mask.device
-    b = attention_mask.shape[0]
-    k = num_beams
+    b, k = attention_mask.shape[0], num_beams
     n_keep = max(2, 1 + eos_ids.numel()) * k  # HF's `beams_to_keep`
     trie = trie.to(device)
-
-    # HF drops an all-ones mask before the forward passes; padded batches keep theirs.
-    has_padding = not bool(attention_mask.all())
-    n_shared = 0 if shared is None else shared[0][0].shape[2]
-    position_ids = (n_shared + attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    next_position = position_ids[:, -1] + 1  # [B]; the last column is a real token (left padding)
-    past = None
-    if shared is not None:
-        from transformers import DynamicCache
-
-        past = DynamicCache(ddp_cache_data=[(kk.expand(b, -1, -1, -1), vv.expand(b, -1, -1, -1)) for kk, vv in shared])
-        attention_mask = torch.cat((attention_mask.new_ones((b, n_shared)), attention_mask), dim=1)
-
-    # ---- prefill: one row per prompt --------------------------------------------------------------
-    logits, cache = _forward_last(
-        model,
-        keep_one,
-        input_ids=input_ids,
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask if has_padding else None,
-        position_ids=position_ids,
-        past_key_values=past,
-    )
+    logits, cache, row_mask, has_padding, next_position = _prefill(
+        model, input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+        keep_one=keep_one, shared=shared)
     if kv_layout == "auto":
         kv_layout = "tree" if _tree_supported(model, cache) else "expand"
     if kv_layout == "tree":
         _register_tree_attention()
-        layout = _TreeLayout(model, cache, prompt_mask=attention_mask, next_position=next_position,
+        layout = _TreeLayout(model, cache, prompt_mask=row_mask, next_position=next_position,
                              num_beams=k, max_new_tokens=max_new_tokens)
     else:
-        layout = _ExpandLayout(model, cache, prompt_mask=attention_mask, has_padding=has_padding,
+        layout = _ExpandLayout(model, cache, prompt_mask=row_mask, has_padding=has_padding,
                                next_position=next_position, num_beams=k, keep_one=keep_one)
-    # Only beam 0 holds a real prefix at the start (HF seeds beams 1.. with -1e9, which only ever yields
-    # non-catalog padding hypotheses): the other beams start dead (-inf) on node -1.
-    # `logits` holds one row per live beam; `live` its flat index prompt * k + beam.
-    live = torch.arange(b, device=device) * k
-
-    active = torch.arange(b, device=device)  # batch index of each active prompt
-    run_scores = torch.full((b, k), NEG_INF, device=device)
-    run_scores[:, 0] = 0.0
-    run_nodes = torch.full((b, k), -1, dtype=torch.int64, device=device)
-    run_nodes[:, 0] = 0
-    fin_scores = torch.full((b, k), NEG_INF, device=device)
-    fin_nodes = torch.full((b, k), -1, dtype=torch.int64, device=device)
+    beams = _Beams(b, k, device)
+    live = torch.arange(b, device=device) * k  # flat index prompt * k + beam of each row of `logits`
     results: list[list[Hypothesis]] = [[] for _ in range(b)]
     top_rank = torch.arange(n_keep, device=device) < k  # HF's `top_num_beam_mask`
-
     for step in range(max_new_tokens):
-        a = active.numel()
-        # log-softmax over the full vocabulary, then the catalog constraint: only the tokens the trie
-        # allows after each live beam's node are finite, so only those candidates are formed (HF's
-        # dense beams x vocabulary matrix holds -inf everywhere else).
-        lse = torch.logsumexp(logits, dim=-1)
-        rows, edges = trie._edges(run_nodes.reshape(-1)[live])
-        toks = trie.child_tokens[edges]
-        flat = live[rows]  # ascending: candidates come grouped by prompt
-        scores = run_scores.reshape(-1)[flat] + (logits[rows, toks] - lse[rows])
-        prompt = flat // k
-        counts = torch.bincount(prompt, minlength=a)
-        width = max(n_keep, int(counts.max()))
-        pos = torch.arange(prompt.numel(), device=device) - (torch.cumsum(counts, 0) - counts)[prompt]
-        dense = torch.full((a, width), NEG_INF, device=device)
-        dense[prompt, pos] = scores
-        dense_id = torch.zeros((a, width), dtype=torch.int64, device=device)  # index into the candidates
-        dense_id[prompt, pos] = torch.arange(prompt.numel(), device=device)
-
-        cand_scores, pick = torch.topk(dense, n_keep, dim=1)  # sorted, best first; -inf past the real ones
-        cand = torch.gather(dense_id, 1, pick)
-        real = torch.isfinite(cand_scores)
-        if prompt.numel() == 0:  # nothing allowed anywhere: every beam dies
-            cand_beam = cand_tok = torch.zeros_like(cand)
-            cand_nodes = torch.full_like(cand, -1)
-        else:
-            cand_beam = flat[cand] % k
-            cand_tok = toks[cand]
-            cand_nodes = torch.where(real, trie.child_nodes[edges][cand], -1)
-        last_step = step + 1 >= max_new_tokens
-        if last_step:  # HF's max-length criterion marks every candidate as finished
-            cand_done = torch.ones_like(cand_tok, dtype=torch.bool)
-        else:
-            cand_done = torch.isin(cand_tok, eos_ids)
-
-        # Finalise finished candidates in the top `num_beams` ranks, length-normalised.
-        new_fin = cand_scores / ((step + 1) ** length_penalty)
-        eligible = cand_done & top_rank[None, :] & torch.isfinite(cand_scores)
-        merged_scores = torch.cat((fin_scores, torch.where(eligible, new_fin, NEG_INF)), dim=1)
-        merged_nodes = torch.cat((fin_nodes, cand_nodes), dim=1)
-        fin_scores, pick = torch.topk(merged_scores, k, dim=1)
-        fin_nodes = torch.gather(merged_nodes, 1, pick)
-
-        # Keep the best `num_beams` unfinished candidates running.
-        run_scores, pick = torch.topk(torch.where(cand_done, NEG_INF, cand_scores), k, dim=1)
-        src_beam = torch.gather(cand_beam, 1, pick)
-        next_tok = torch.gather(cand_tok, 1, pick)
-        alive = torch.isfinite(run_scores)
-        run_nodes = torch.where(alive, torch.gather(cand_nodes, 1, pick), -1)
-
-        # HF's early_stopping=False heuristic: stop once the best running beam, normalised by the
-        # current generated length, cannot beat the worst of `num_beams` finished hypotheses.
-        best_running = run_scores[:, 0] / ((step + 1) ** length_penalty)
-        slots_full = torch.isfinite(fin_scores).all(dim=1)
-        worst_finished = torch.where(
-            slots_full, fin_scores.min(dim=1).values, torch.full_like(best_running, _EMPTY_SLOT_SCORE)
-        )
-        done = ~(best_running > worst_finished) | ~alive[:, 0]
-        if last_step:
-            done = torch.ones_like(done)
-
-        if bool(done.any()):
-            for slot in torch.nonzero(done).flatten().tolist():
-                scores = fin_scores[slot]
-                keep = torch.isfinite(scores)
-                nodes = fin_nodes[slot][keep][:num_return].tolist()
-                vals = scores[keep][:num_return].tolist()
-                results[int(active[slot])] = list(zip(nodes, vals))
+        cands = _candidates(logits, live, beams, trie, k, n_keep)
+        src_beam, next_tok, alive, done = _advance(
+            beams, cands, step=step, last_step=step + 1 >= max_new_tokens, eos_ids=eos_ids,
+            length_penalty=length_penalty, top_rank=top_rank)
+        if bool(done.any()):  # a finished prompt leaves the batch at once (its result is final)
+            _collect(beams, torch.nonzero(done).flatten().tolist(), results, num_return)
             stay = torch.nonzero(~done).flatten()
             if stay.numel() == 0:
                 break
-            active, run_scores, run_nodes = active[stay], run_scores[stay], run_nodes[stay]
+            beams.select(stay)
             src_beam, next_tok, alive = src_beam[stay], next_tok[stay], alive[stay]
-            fin_scores, fin_nodes = fin_scores[stay], fin_nodes[stay]
             layout.select_prompts(stay)
-
         logits = layout.forward(src_beam, next_tok, alive, step)
         live = torch.nonzero(alive.reshape(-1)).flatten()
     return results
@@ -504,8 +557,9 @@ def constrained_beam_search(
     ``num_beams`` beams); ``sort_by_length`` groups prompts of similar length to save padding.
     ``kv_layout``: ``"tree"``, ``"expand"`` or ``"auto"`` (tree for sdpa/eager attention with a plain
     dynamic cache, else expand); both give the same hypotheses. ``share_prefix``: prefill the token prefix
-    common to all ``prompts`` once and reuse its keys/values for every prompt (ids path; same hypotheses,
-    scores equal up to float rounding). The caller puts the model in eval mode.
+    common to all ``prompts`` once and reuse its keys/values for every prompt (same hypotheses,
+    scores equal up to float rounding; the embeddings path shares the prefix whose input embeddings are
+    identical in every row). The caller puts the model in eval mode.
     """
     if num_beams < 1 or not 1 <= num_return <= num_beams:
         raise ValueError(f"need 1 <= num_return ({num_return}) <= num_beams ({num_beams})")
@@ -544,11 +598,18 @@ def constrained_beam_search(
         lengths = prefix_attention_mask.sum(1).tolist()
 
     shared, n_shared = None, 0
-    if prompts is not None and share_prefix and n > 1:
-        # Every prompt keeps at least one token of its own: its last position gives the first logits.
-        n_shared = min(_common_prefix_len(prompts), min(lengths) - 1)
+    if share_prefix and n > 1:
+        # Every prompt keeps at least one position of its own: its last gives the first logits.
+        if prompts is not None:
+            n_shared = min(_common_prefix_len(prompts), min(lengths) - 1)
+        else:
+            n_shared = min(_common_embed_prefix_len(prefix_embeds, lengths), min(lengths) - 1)
         if n_shared >= _MIN_SHARED_PREFIX:
-            shared = _prefill_shared(model, prompts[0][:n_shared], device, keep_one)
+            if prompts is not None:
+                shared = _prefill_shared(model, device, keep_one, ids=prompts[0][:n_shared])
+            else:
+                start = prefix_embeds.shape[1] - lengths[0]
+                shared = _prefill_shared(model, device, keep_one, embeds=prefix_embeds[0, start : start + n_shared])
         if shared is None:
             n_shared = 0
 
@@ -561,9 +622,11 @@ def constrained_beam_search(
             ids, mask, embeds = ids.to(device), mask.to(device), None
         else:
             rows = torch.as_tensor(chunk, dtype=torch.int64)
-            width = max(lengths[i] for i in chunk)
+            width = max(lengths[i] for i in chunk) - n_shared
             embeds = prefix_embeds[rows][:, -width:].to(device)
-            mask = prefix_attention_mask[rows][:, -width:].to(device)
+            # The rest after the shared prefix: a row's last (length - n_shared) positions.
+            rest = torch.as_tensor([lengths[i] - n_shared for i in chunk], dtype=torch.int64)
+            mask = (torch.arange(width)[None, :] >= width - rest[:, None]).to(torch.int64).to(device)
             ids = None
         out = _search_batch(
             model,

@@ -106,24 +106,57 @@ def build_head(kind: str, hidden_size: int, **options) -> LatentHead:
 # ----------------------------------------------------------------------------------- the reasoner
 @dataclass
 class SeqState:
-    """Backbone states of a left-padded batch: final-norm hidden [B, L, d], mask, positions, KV cache."""
+    """Backbone states of a left-padded batch: final-norm hidden [B, L, d], mask, positions, KV cache.
+
+    ``group`` > 1: a state of ``B = P * group`` rows whose KV cache holds ONE row per prompt (rows
+    ``p*group .. p*group+group-1`` are copies of prompt ``p``): the copies' own later positions are
+    appended as extra columns of their prompt's cache row and a 4D mask lets each copy see the prompt
+    and its own columns only (``own`` [group, c]: the columns of each copy; ``prompt_cols``: the prompt's).
+    """
 
     hidden: torch.Tensor
     mask: torch.Tensor
     positions: torch.Tensor
     cache: DynamicCache = field(repr=False)
+    group: int = 1
+    prompt_cols: int = 0
+    own: torch.Tensor | None = field(default=None, repr=False)
 
-    def repeat(self, n: int) -> "SeqState":
-        """Each row n times (rows r*n .. r*n+n-1 copy row r), with a fresh cache (the original stays)."""
-        if n == 1:
-            return SeqState(self.hidden, self.mask, self.positions, _copy_cache(self.cache, 1))
-        rep = lambda t: t.repeat_interleave(n, dim=0)  # noqa: E731
+    def repeat(self, n: int, share_cache: bool = False) -> "SeqState":
+        """Each row n times (rows r*n .. r*n+n-1 copy row r), with a fresh cache (the original stays).
+        ``share_cache``: the new cache holds the prompt's keys/values once (views, no copy; a grouped
+        state); else each row's keys/values are copied n times (HF's layout)."""
+        rep = (lambda t: t) if n == 1 else (lambda t: t.repeat_interleave(n, dim=0))  # noqa: E731
+        if share_cache and n > 1 and self.group == 1:
+            cache = _copy_cache(self.cache, 1)
+            own = torch.empty((n, 0), dtype=torch.int64, device=self.mask.device)
+            return SeqState(rep(self.hidden), rep(self.mask), rep(self.positions), cache, n, self.mask.shape[1], own)
+        if self.group > 1:
+            raise ValueError("cannot repeat a grouped state")
         return SeqState(rep(self.hidden), rep(self.mask), rep(self.positions), _copy_cache(self.cache, n))
 
 
 def _copy_cache(cache: DynamicCache, n: int) -> DynamicCache:
+    if n == 1:
+        # A new cache over the same tensors: DynamicLayer.update concatenates into new tensors (never
+        # writes in place), so the original stays; DynamicCache(ddp_cache_data=...) would copy them.
+        out = DynamicCache(ddp_cache_data=[(None, None)] * len(cache.layers))
+        for new, old in zip(out.layers, cache.layers):
+            new.lazy_initialization(old.keys, old.values)
+            new.keys, new.values = old.keys, old.values
+        return out
     return DynamicCache(ddp_cache_data=[(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0))
                                         for layer in cache.layers])
+
+
+def _can_share_cache(llm, cache: DynamicCache) -> bool:
+    """The grouped layout needs plain full attention (sdpa/eager) over a plain dynamic cache."""
+    from transformers.cache_utils import DynamicLayer
+
+    impl = getattr(llm.config, "_attn_implementation", None)
+    layers = getattr(cache, "layers", None)
+    return (impl in ("sdpa", "eager") and bool(layers)
+            and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers))
 
 
 def left_positions(mask: torch.Tensor) -> torch.Tensor:
@@ -164,6 +197,9 @@ class LatentReasoner(nn.Module):
         if refine_steps < 1:
             raise ValueError(f"refine_steps must be >= 1, got {refine_steps}")
         self.llm, self.head, self.n_latents, self.refine_steps = llm, head, n_latents, refine_steps
+        # RL's K copies of a prompt read ONE copy of its KV cache (grouped SeqState); False: the
+        # prompt's keys/values are copied K times (HF's layout; the benchmark's baseline).
+        self.share_prompt_kv = True
 
     # -- pieces ------------------------------------------------------------------------------------
     @property
@@ -192,8 +228,45 @@ class LatentReasoner(nn.Module):
         t = embeds.shape[1]
         pos = state.positions[:, -1:] + 1 + torch.arange(t, device=embeds.device)
         mask = torch.cat((state.mask, state.mask.new_ones((embeds.shape[0], t))), 1)
+        if state.group > 1:
+            hidden, own = self._run_grouped(state, embeds, pos)
+            return SeqState(torch.cat((state.hidden, hidden), 1), mask, torch.cat((state.positions, pos), 1),
+                            state.cache, state.group, state.prompt_cols, own)
         hidden = self._run(embeds, mask, pos, state.cache)
         return SeqState(torch.cat((state.hidden, hidden), 1), mask, torch.cat((state.positions, pos), 1), state.cache)
+
+    def _run_grouped(self, state: SeqState, embeds: torch.Tensor, pos: torch.Tensor):
+        """The new positions [P*g, t] of a grouped state as ONE row per prompt of g*t columns (copy j's
+        tokens at columns c0 + j*t ..); a copy's query sees its prompt's real columns, its own earlier
+        columns and its own new tokens up to itself. Returns (hidden [P*g, t, d], own columns [g, c + t])."""
+        from latentrec.llm.decoding import _TREE_ATTN, _register_tree_attention
+
+        g, (bg, t, d) = state.group, embeds.shape
+        p, dev = bg // g, embeds.device
+        c0 = state.cache.get_seq_length()
+        new = c0 + torch.arange(g * t, device=dev).view(g, t)
+        own = torch.cat((state.own, new), 1)
+        # Columns after the prompt's, one pattern for every prompt: [g, t, c0 + g*t - prompt_cols].
+        pc = state.prompt_cols
+        tail = torch.zeros((g, t, c0 + g * t - pc), dtype=torch.bool, device=dev)
+        if state.own.numel():
+            tail.scatter_(2, (state.own - pc)[:, None, :].expand(g, t, -1), True)
+        eye = torch.eye(g, dtype=torch.bool, device=dev)
+        causal = torch.ones((t, t), dtype=torch.bool, device=dev).tril()
+        tail[:, :, c0 - pc :] = (eye[:, None, :, None] & causal[None, :, None, :]).reshape(g, t, g * t)
+        prompt = state.mask[::g, :pc].bool()[:, None, None, :].expand(p, g, t, -1)
+        allowed = torch.cat((prompt, tail[None].expand(p, -1, -1, -1)), 3).reshape(p, 1, g * t, -1)
+        dtype = embeds.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill_(~allowed, torch.finfo(dtype).min)
+        _register_tree_attention()
+        config = self.llm.config
+        previous = config._attn_implementation
+        config._attn_implementation = _TREE_ATTN
+        try:
+            hidden = self._run(embeds.reshape(p, g * t, d), mask, pos.reshape(p, g * t), state.cache)
+        finally:
+            config._attn_implementation = previous
+        return hidden.reshape(bg, t, d), own
 
     def latent(self, state: SeqState, head: LatentHead) -> torch.Tensor:
         """The next latent [B, d] after `state`, refined `refine_steps` times: each refinement writes the
@@ -201,10 +274,11 @@ class LatentReasoner(nn.Module):
         states of [state, latent], and crops the cache back. `state` is left as it was."""
         emb_dtype = self.llm.get_input_embeddings().weight.dtype
         z = head(state.hidden, state.mask, state.positions)
+        cols = state.cache.get_seq_length()
         for _ in range(self.refine_steps - 1):
             ext = self.extend(state, z.to(emb_dtype)[:, None])
             z = head(ext.hidden, ext.mask, ext.positions)
-            state.cache.crop(-1)  # drop the slot again: the next refinement (or the caller) rewrites it
+            state.cache.crop(cols - state.cache.get_seq_length())  # drop the slot(s) again: the next refinement (or the caller) rewrites them
         return z
 
     def think(self, state: SeqState, copies: int = 1, noise: torch.Tensor | None = None, head=None):
@@ -218,7 +292,7 @@ class LatentReasoner(nn.Module):
         head = head or self.head
         head.reset()
         z = self.latent(state, head)
-        state = state.repeat(copies)
+        state = state.repeat(copies, share_cache=self.share_prompt_kv and _can_share_cache(self.llm, state.cache))
         z = z.repeat_interleave(copies, 0)
         flat_noise = None if noise is None else noise.reshape(-1, *noise.shape[2:])
         latents = []
@@ -240,7 +314,10 @@ class LatentReasoner(nn.Module):
         inputs = torch.cat((last_latent[:, None], self.embed(target_ids[:, :-1])), 1)
         ext = self.extend(state, inputs)
         t = target_ids.shape[1]
-        logits = upcast(self.llm.get_output_embeddings()(ext.hidden[:, -t:]))
+        # 2D input: a sliced [B, T, d] view would make F.linear a bmm against a broadcast copy of the
+        # vocabulary matrix (~10x slower on CPU).
+        hidden = ext.hidden[:, -t:].reshape(-1, ext.hidden.shape[-1])
+        logits = upcast(self.llm.get_output_embeddings()(hidden)).view(target_ids.shape[0], t, -1)
         logp = torch.gather(F.log_softmax(logits, -1), 2, target_ids[:, :, None])[:, :, 0] * target_mask
         return (logp, logits) if return_logits else logp
 
