@@ -52,3 +52,13 @@ def smollm2_tokenizer(tmp_path_factory):
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerator_state():
+    """accelerate keeps one state per process: one test's mixed precision must not leak into the next."""
+    yield
+    import sys
+
+    if "accelerate.state" in sys.modules:
+        sys.modules["accelerate.state"].AcceleratorState._reset_state(reset_partial_state=True)
