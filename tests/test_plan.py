@@ -6,6 +6,7 @@ token, beams x target per user), on a small processed dataset whose rows the tes
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -55,8 +56,7 @@ def _mean_tokens(tok, ds):
 
 def test_plan_costs_each_job_from_the_token_counts(small_config, smollm2_tokenizer):
     path, ds = small_config
-    plan = make_plan([str(path)], "h100", mfu_train=0.5, mfu_decode=0.1, params=N_PARAMS,
-                     snakemake=str(REPO / ".venv" / "bin" / "snakemake") if (REPO / ".venv").exists() else "snakemake")
+    plan = make_plan([str(path)], "h100", mfu_train=0.5, mfu_decode=0.1, params=N_PARAMS)
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     sft, rl = cfg["llm"]["sft"], cfg["llm"]["latent"]["LatentR3"]["rl"]
     p, t = _mean_tokens(smollm2_tokenizer, ds)
@@ -105,8 +105,10 @@ def test_slurm_runtime_rounds_up_with_margin(seconds, minutes):
 def test_plan_cli_writes_json_and_rejects_an_unknown_gpu(small_config, tmp_path, smollm2_tokenizer):
     path, _ = small_config
     out = tmp_path / "plan.json"
+    # No venv on PATH: the plan finds the snakemake installed beside its Python.
+    env = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
     run = subprocess.run([sys.executable, "-m", "latentrec", "plan", "--configfile", str(path), "--gpu", "a100",
-                          "--params", "1e9", "--out-json", str(out)], capture_output=True, text=True, cwd=REPO)
+                          "--params", "1e9", "--out-json", str(out)], capture_output=True, text=True, cwd=REPO, env=env)
     assert run.returncode == 0, run.stderr
     data = json.loads(out.read_text())
     assert data["assumptions"]["peak_flops"] == 312e12

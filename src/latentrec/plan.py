@@ -316,9 +316,9 @@ def requested_minutes(rule: str, wildcards: dict, config: dict, rows: dict, item
 
 
 def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: float, peak: float | None = None,
-              params: float | None = None, snakemake: str = "snakemake") -> Plan:
+              params: float | None = None, snakemake: str | None = None) -> Plan:
     config = load_config(configfiles)
-    jobs = dag_jobs(configfiles, snakemake)
+    jobs = dag_jobs(configfiles, snakemake or snakemake_executable())
     n, n_source = (params, "--params") if params else backbone_params(config)
     if peak is None:
         if gpu not in GPU_PEAK_FLOPS:
@@ -415,7 +415,9 @@ def as_dict(plan: Plan, safety: float = 2.0) -> dict:
 
 
 def snakemake_executable() -> str:
-    return str(Path(sys.executable).with_name("snakemake"))
+    """The snakemake beside this Python (a venv need not be activated), else the one on PATH."""
+    here = Path(sys.executable).with_name("snakemake")
+    return str(here) if here.exists() else "snakemake"
 
 
 def cmd_plan(a) -> None:
