@@ -278,8 +278,10 @@ def job_flops(job: Job, config: dict, n: float, stats: dict[str, TokenStats]) ->
             users = _rows(st.rows["test"], test_limit) / llm.get("decode_shards", 1)
         per_user = 2 * n * (st.prompt + extra + beams * st.target)
         return users * per_user, f"{users:.0f} users x {beams} beams"
-    if job.rule == "flr_factors":
-        return 2 * n * st.rows["valid"] * (st.prompt + st.target), "forward passes"
+    if job.rule == "flr_factors":  # the head's factors of the first `rows` test users
+        rows = ((config.get("report", {}).get("flr") or {}).get("factors") or {}).get("rows", 16)
+        rows = min(int(rows), st.rows["test"])
+        return 2 * n * rows * (st.prompt + st.target), f"{rows} users"
     if job.rule == "item_title_embeddings":
         return 2 * n * st.items * st.target, f"{st.items} titles"
     return 0.0, ""
@@ -380,7 +382,7 @@ def markdown(plan: Plan, safety: float = 2.0) -> str:
         f"# Cost plan: {' '.join(a['configfiles']) or 'config/config.yaml'}",
         "",
         f"- backbone: {a['params'] / 1e9:.3f} B parameters ({a['params_source']})",
-        f"- accelerator: {a['gpu']}, peak {a['peak_flops'] / 1e12:.0f} TFLOP/s; assumed MFU {a['mfu_train']:.0%} "
+        f"- accelerator: {a['gpu']}, peak {a['peak_flops'] / 1e12:.3g} TFLOP/s; assumed MFU {a['mfu_train']:.0%} "
         f"for training and RL, {a['mfu_decode']:.0%} for decoding (small-batch beam search is memory-bound)",
         "- FLOPs: 6·N per training token, 4·N per RL token (frozen LLM), 2·N per decoded token; "
         "every epoch counted (early stopping only shortens)",
