@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -31,6 +32,29 @@ class LoadAverage:
     def line(self) -> str:
         end = os.getloadavg()[0]
         return f"load average (1 min) {self.start[0]:.2f} at start, {end:.2f} at end, on {os.cpu_count()} CPUs"
+
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
+    """FLOP/s of an fp32 n x n x n matmul (2 n^3 FLOPs) at `threads` torch threads: mean and best of
+    `repeats` after one untimed warm-up, and per second of process CPU time (which other processes on a
+    shared machine do not inflate). The attainable peak of this CPU as torch uses it, measured beside the
+    run it is compared with."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+        torch.mm(a, b)
+        seconds, cpu = [], 0.0
+        for _ in range(repeats):
+            t, c = time.perf_counter(), time.process_time()
+            torch.mm(a, b)
+            seconds.append(time.perf_counter() - t)
+            cpu += time.process_time() - c
+    finally:
+        torch.set_num_threads(old)
+    flops = 2.0 * n**3
+    return {"n": n, "threads": threads, "repeats": repeats, "mean_flops_per_s": flops * len(seconds) / sum(seconds),
+            "best_flops_per_s": flops / min(seconds), "flops_per_cpu_s": flops * len(seconds) / cpu}
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,10 +24,11 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import _setup  # first: it puts src/ on sys.path
 
-from latentrec.plan import GPU_PEAK_FLOPS  # noqa: E402
+from latentrec.plan import GPU_PEAK_FLOPS, count_params  # noqa: E402
+
+ROOT = _setup.ROOT
 
 METRICS = ["HR@5", "NDCG@5", "HR@10", "NDCG@10"]
 METHODS = ["BIGRec", "D3", "BIGRec+LatentR3"]
@@ -73,28 +73,6 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def model_params(folder: Path) -> int:
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    import torch
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
-    return sum(p.numel() for p in model.parameters())
-
-
-def matmul_peak(threads: int | None = None) -> float:
-    """Measured fp32 matmul FLOP/s of this CPU (best of 5): the peak the --tiny MFU is taken against."""
-    import torch
-
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    a @ b
-    best = 0.0
-    for _ in range(5):
-        t0 = time.perf_counter()
-        a @ b
-        best = max(best, 2 * 1024**3 / (time.perf_counter() - t0))
-    return best
 
 
 def benchmark_seconds(workdir: Path) -> dict[str, float]:
@@ -113,7 +91,7 @@ def summarise(workdir: Path, dataset: str, peak: float, peak_name: str, wall: fl
     from latentrec.eval.significance import paired_rows
 
     res = workdir / "results" / dataset
-    params = model_params(workdir / "resources" / "models" / backbone)
+    params = count_params(workdir / "resources" / "models" / backbone)
     sft = _json(res / "sft" / "seed0" / "train_log.json")
     warm = _json(res / "latent" / "LatentR3" / "seed0" / "warmup" / "train_log.json")
     rl_logs = sorted((res / "latent" / "LatentR3" / "seed0" / "rl").glob("*/rl_log.json"))
@@ -189,11 +167,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--gpu", default="h200", help=f"bf16 peak for MFU: {', '.join(sorted(GPU_PEAK_FLOPS))}")
     ap.add_argument("--workdir", default=str(ROOT), help="Snakemake working directory (default: the repository)")
     args = ap.parse_args(argv)
+    load_average = _setup.LoadAverage()
     workdir = Path(args.workdir).resolve()
     files = overlay(args, workdir)
     dataset = "GPUCheck_Tiny" if args.tiny else "CDs_gpu_check"
     if args.tiny:
-        peak, peak_name = matmul_peak(), "CPU (peak = measured fp32 matmul)"
+        import torch
+
+        peak = _setup.matmul_peak(torch.get_num_threads())["best_flops_per_s"]
+        peak_name = "CPU (peak = measured fp32 2048^3 matmul, best of 5)"
     else:
         import torch
 
@@ -203,7 +185,7 @@ def main(argv=None) -> dict:
     wall = run_pipeline(files, dataset, workdir, gpus=0 if args.tiny else 1)
     backbone = "check" if args.model else "SmolLM2-135M-Instruct"
     report = summarise(workdir, dataset, peak, peak_name, wall, backbone)
-    report["loadavg"] = os.getloadavg()
+    report.update(load_average.fields())
     out = workdir / "results" / "gpu_check"
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))
     (out / "gpu_check.md").write_text(markdown(report))

@@ -37,29 +37,6 @@ from latentrec.llm.sft import SFTTask, collate, length_grouped_batches  # noqa: 
 DEFAULT_SPLIT, DEFAULT_MODEL_DIR = _setup.DEFAULT_SPLIT, _setup.DEFAULT_MODEL
 
 
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
-    """FLOP/s of an fp32 n x n x n matmul (2 n^3 FLOPs) at `threads` torch threads: mean and best of
-    `repeats` after one untimed warm-up, and per second of process CPU time (which other processes on a
-    shared machine do not inflate). The attainable peak of this CPU as torch uses it, measured beside the
-    run it is compared with."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        gen = torch.Generator().manual_seed(0)
-        a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
-        torch.mm(a, b)
-        seconds, cpu = [], 0.0
-        for _ in range(repeats):
-            t, c = time.perf_counter(), time.process_time()
-            torch.mm(a, b)
-            seconds.append(time.perf_counter() - t)
-            cpu += time.process_time() - c
-    finally:
-        torch.set_num_threads(old)
-    flops = 2.0 * n**3
-    return {"n": n, "threads": threads, "repeats": repeats, "mean_flops_per_s": flops * len(seconds) / sum(seconds),
-            "best_flops_per_s": flops / min(seconds), "flops_per_cpu_s": flops * len(seconds) / cpu}
-
 
 def linear_parameters(model) -> tuple[int, int]:
     """(parameters of the decoder's Linear layers, vocabulary x hidden of the LM head)."""
@@ -166,7 +143,7 @@ def main(argv=None):
         real, padded, targets = real + r, padded + p, targets + n
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     flops = training_flops(model, [lengths[i] for g in timed for b in g for i in b], targets)
-    peak = matmul_peak(torch.get_num_threads(), repeats=args.peak_repeats)
+    peak = _setup.matmul_peak(torch.get_num_threads(), repeats=args.peak_repeats)
     ops = []
     if args.profile_steps:
         more = iter([grouped[1 + s * args.accum : 1 + (s + 1) * args.accum]

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 CDS_SPLIT = SHARED / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
 BEAUTY_RAW = SHARED / "data" / "raw_samples" / "All_Beauty_5.json.gz"
 
@@ -62,3 +63,26 @@ def _fresh_accelerator_state():
 
     if "accelerate.state" in sys.modules:
         sys.modules["accelerate.state"].AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def save_tiny_model(tokenizer, folder: Path) -> Path:
+    """A tiny random Llama with `tokenizer`, saved as a Hugging Face folder (a model spec for the rules)."""
+    from latentrec.llm.backbone import tiny_llama_like
+
+    tiny_llama_like(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_run_config(workdir: Path, tokenizer) -> dict:
+    """config.yaml for a run in a scratch working directory: a small synthetic catalogue and a tiny random
+    backbone (saved under `workdir`); the caller trims it further and writes it to workdir/config/."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["datasets"]["Synthetic_Music"]["synthetic"].update(n_users=600, n_items=200)
+    cfg["datasets"]["Synthetic_Music"]["processing"]["min_items"] = 50
+    cfg["report"]["paper_results"] = str(ROOT / "config" / "paper_results.yaml")
+    cfg["llm"]["models"] = {"tiny": {"spec": str(save_tiny_model(tokenizer, workdir / "tiny_model"))}}
+    cfg["llm"]["backbone"] = "tiny"
+    return cfg

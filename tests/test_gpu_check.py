@@ -7,14 +7,13 @@ import subprocess
 from pathlib import Path
 
 from latentrec.llm.backbone import tiny_llama_like
+from tests.conftest import save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_check_tiny_writes_the_table(tmp_path, smollm2_tokenizer):
-    model = tmp_path / "tiny_model"
-    tiny_llama_like(smollm2_tokenizer).save_pretrained(model)
-    smollm2_tokenizer.save_pretrained(model)
+    model = save_tiny_model(smollm2_tokenizer, tmp_path / "tiny_model")
     work = tmp_path / "work"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     run = subprocess.run([str(ROOT / "bench" / "gpu_check.sh"), "--tiny", "--workdir", str(work), "--model", str(model)],

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import tiny_run_config
+
 ROOT = Path(__file__).resolve().parents[1]
 START = ROOT / "tests" / "slurm" / "start_slurm.sh"
 TOOLS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol")
@@ -68,18 +70,9 @@ def _jobs(env) -> dict[str, dict]:
 
 
 def _config(tmp_path, tokenizer) -> list[str]:
-    from latentrec.llm.backbone import tiny_llama_like
-
-    model_dir = tmp_path / "tiny_model"
-    tiny_llama_like(tokenizer).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    cfg["datasets"]["Synthetic_Music"]["synthetic"].update(n_users=600, n_items=200)
-    cfg["datasets"]["Synthetic_Music"]["processing"]["min_items"] = 50
+    cfg = tiny_run_config(tmp_path, tokenizer)
     cfg["seeds"] = [0]
-    cfg["report"]["paper_results"] = str(ROOT / "config" / "paper_results.yaml")
-    cfg["llm"]["models"] = {"tiny": {"spec": str(model_dir)}}
-    cfg["llm"].update(backbone="tiny", decode_shards=1, decode_gpus=1)  # the one GPU rule of this target
+    cfg["llm"].update(decode_shards=1, decode_gpus=1)  # the one GPU rule of this target
     cfg["methods"]["Base"]["decode"].update(num_beams=2, num_return=2, max_new_tokens=24)
     cfg["evaluation"]["test_limit"] = 6
     (tmp_path / "config").mkdir()

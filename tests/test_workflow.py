@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import tiny_run_config
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -151,21 +153,11 @@ def test_bad_config_type_stops_before_any_job(tmp_path):
 def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
     """Synthetic raw files → split → MostPop, SASRec and the LLM chain (fetch, SFT, sharded decode,
     gather) on a tiny random Llama → metrics → tables, in a scratch working directory."""
-    from latentrec.llm.backbone import tiny_llama_like
-
-    model_dir = tmp_path / "tiny_model"
-    tiny_llama_like(smollm2_tokenizer).save_pretrained(model_dir)
-    smollm2_tokenizer.save_pretrained(model_dir)
-
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    cfg["datasets"]["Synthetic_Music"]["synthetic"].update(n_users=600, n_items=200)
-    cfg["datasets"]["Synthetic_Music"]["processing"]["min_items"] = 50
+    cfg = tiny_run_config(tmp_path, smollm2_tokenizer)
     cfg["seeds"] = [0, 1]
-    cfg["report"]["paper_results"] = str(ROOT / "config" / "paper_results.yaml")
     cfg["methods"]["SASRec"]["params"].update(max_epochs=2, hidden=16)
     cfg["methods"]["SASRec-CE"]["params"].update(max_epochs=2, hidden=16)
-    cfg["llm"]["models"] = {"tiny": {"spec": str(model_dir)}}
-    cfg["llm"].update(backbone="tiny", decode_shards=2)
+    cfg["llm"]["decode_shards"] = 2
     cfg["llm"]["sft"].update(max_steps=1, micro_batch=4, effective_batch=4, train_limit=8, valid_limit=4)
     for m in ("Base", "CoT", "BIGRec", "D3", "BIGRec+LatentR3", "BIGRec+FLR"):
         cfg["methods"][m]["decode"].update(num_beams=2, num_return=2, max_new_tokens=24)

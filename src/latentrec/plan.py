@@ -132,20 +132,23 @@ def dag_jobs(configfiles: list[str], snakemake: str = "snakemake") -> list[Job]:
 # ----------------------------------------------------------------------------- token counts
 
 
+def count_params(folder: Path) -> int:
+    """Parameters of the model a Hugging Face folder describes, counted without loading its weights."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    return sum(p.numel() for p in model.parameters())
+
+
 def backbone_params(config: dict) -> tuple[float, str]:
     """Parameter count of llm.backbone: from its folder's config.json when fetched, else the known table."""
     name = config["llm"]["backbone"]
     spec = config["llm"]["models"][name]["spec"]
     folder = REPO / "resources" / "models" / name
     if (folder / "config.json").exists():
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        import torch
-
-        cfg = AutoConfig.from_pretrained(folder)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(cfg)
-        return float(sum(p.numel() for p in model.parameters())), f"{folder}/config.json"
+        return float(count_params(folder)), f"{folder}/config.json"
     if spec in KNOWN_PARAMS:
         return KNOWN_PARAMS[spec], f"known size of {spec}"
     raise InputError(f"plan: llm.models.{name}: parameter count of {spec!r} unknown; fetch it first "
