@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -134,28 +135,82 @@ def _prefill_shared(model: torch.nn.Module, device, keep_one: bool, *, ids=None,
     return [(layer.keys, layer.values) for layer in layers]
 
 
+@dataclass
+class DecodeCounts:
+    """The work of a decode that any prefix-aware decoder must do, counted while it runs: the shared
+    prefix's tokens once per call, each prompt's own tokens, one token per live beam and step, and one
+    vocabulary projection per prompt and per live beam token. ``attended`` sums, over all those tokens,
+    the keys each attends to (its own prefix), for the attention's FLOPs. Padding and spare beam slots
+    are not counted: this is the floor a decoder is measured against, not what it ran."""
+
+    prompts: int = 0
+    shared_tokens: int = 0
+    prompt_tokens: int = 0
+    beam_tokens: int = 0
+    attended: int = 0
+
+    @property
+    def backbone_tokens(self) -> int:
+        return self.shared_tokens + self.prompt_tokens + self.beam_tokens
+
+    @property
+    def vocabulary_rows(self) -> int:
+        return self.prompts + self.beam_tokens
+
+    def add_shared(self, n: int) -> None:
+        self.shared_tokens += n
+        self.attended += n * (n + 1) // 2
+
+    def add_prompts(self, own_mask: torch.Tensor, n_shared: int) -> None:
+        own = own_mask.sum(1)
+        self.prompts += own_mask.shape[0]
+        self.prompt_tokens += int(own.sum())
+        # the t-th own token (1-based) attends to n_shared + t keys
+        self.attended += int((n_shared * own + own * (own + 1) // 2).sum())
+
+    def add_beams(self, context: torch.Tensor) -> None:
+        """One step's live beams; `context` the keys each attends to (prompt length + generated tokens)."""
+        self.beam_tokens += context.numel()
+        self.attended += int(context.sum())
+
+
 # ---------------------------------------------------------------------------------- KV-cache layouts
 _TREE_ATTN = "latentrec_beam_tree_sdpa"
 
 
-def _beam_tree_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """SDPA for the tree layout: many beam queries per prompt row, custom 4D mask, GQA without copying K/V.
+class _Packing:
+    """Where the tokens of a packed forward sit. The model runs on the real tokens only, as one sequence
+    [1, N] (no padding, no spare beam slots in its linear layers); attention alone sees them in the
+    padded layout [prompt rows, q_len]: token ``i`` is query slot ``slots[i]`` of prompt row ``rows[i]``,
+    and its key/value goes to column ``cols[i]`` of that row's cache."""
 
-    The ``g`` query heads sharing a key/value head are stacked along the query axis (as HF's
-    ``pack_gqa`` does for one query), so the keys and values are never repeated per head.
+    def __init__(self, rows: torch.Tensor, slots: torch.Tensor, cols: torch.Tensor, q_len: int):
+        self.rows, self.slots, self.cols, self.q_len = rows, slots, cols, q_len
+
+
+def _beam_tree_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, beam_pack=None, **kwargs):
+    """SDPA for the tree layout: packed queries [1, hq, N, d] against per-prompt cache rows [B, hkv, C, d]
+    under a custom 4D mask [B, 1, q_len, C]; returns [1, N, hq, d].
+
+    The queries are placed in their padded slots for the attention only. The ``g`` query heads sharing a
+    key/value head are stacked along the query axis (as HF's ``pack_gqa`` does for one query), so the
+    keys and values are never repeated per head.
     """
     if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None or kwargs.get("s_aux") is not None:
         raise ValueError("the beam-tree KV layout supports plain full attention only; use kv_layout='expand'")
-    b, hq, q, d = query.shape
-    hkv = key.shape[1]
+    if beam_pack is None:
+        raise ValueError("the beam-tree attention needs the packing of its queries (beam_pack)")
+    b, hkv, _, d = key.shape
+    hq, q = query.shape[1], beam_pack.q_len
+    padded = query.new_zeros((b, hq, q, d))
+    padded[beam_pack.rows, :, beam_pack.slots] = query[0].transpose(0, 1)
     g = hq // hkv
     mask = attention_mask
     if g > 1:
-        query = query.reshape(b, hkv, g * q, d)
-        if mask is not None:
-            mask = mask.expand(b, 1, q, mask.shape[-1]).repeat(1, 1, g, 1)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, scale=scaling)
-    return out.reshape(b, hq, q, d).transpose(1, 2).contiguous(), None
+        padded = padded.reshape(b, hkv, g * q, d)
+        mask = mask.expand(b, 1, q, mask.shape[-1]).repeat(1, 1, g, 1)
+    out = F.scaled_dot_product_attention(padded, key, value, attn_mask=mask, dropout_p=0.0, scale=scaling)
+    return out.reshape(b, hq, q, d)[beam_pack.rows, :, beam_pack.slots][None], None
 
 
 def _register_tree_attention() -> None:
@@ -166,40 +221,50 @@ def _register_tree_attention() -> None:
 
 
 class _BufferLayer(DynamicLayer):
-    """Cache layer over a buffer with spare room: appending writes in place (no torch.cat of the whole cache)."""
+    """Cache layer of the tree layout: one row per prompt in a zero-initialised buffer with spare room.
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int):
+    A forward writes the keys/values of its packed tokens at their (row, column) in place (no torch.cat
+    of the whole cache); columns never written stay zero, so a masked-out column is finite and cannot
+    turn an attention row into NaN. The buffer is allocated at the first write (its head count and width
+    come from the model)."""
+
+    def __init__(self, rows: int, capacity: int, shared: tuple[torch.Tensor, torch.Tensor] | None):
         super().__init__()
-        b, h, length, d = keys.shape
-        self.dtype, self.device = keys.dtype, keys.device
-        self._kbuf = keys.new_empty((b, h, capacity, d))
-        self._vbuf = values.new_empty((b, values.shape[1], capacity, values.shape[-1]))
-        self._kbuf[:, :, :length] = keys
-        self._vbuf[:, :, :length] = values
-        self.length = length
+        self.rows, self.capacity, self.shared = rows, capacity, shared
+        self.pack: _Packing | None = None
+        self.length = 0 if shared is None else shared[0].shape[2]
         self.is_initialized = True
-        self._views()
+        self._kbuf = self._vbuf = None
 
-    def _views(self) -> None:
-        self.keys = self._kbuf[:, :, : self.length]
-        self.values = self._vbuf[:, :, : self.length]
+    def _allocate(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self._kbuf = key_states.new_zeros((self.rows, key_states.shape[1], self.capacity, key_states.shape[-1]))
+        self._vbuf = value_states.new_zeros((self.rows, value_states.shape[1], self.capacity, value_states.shape[-1]))
+        if self.shared is not None:  # the prefix all prompts share: the first columns of every row
+            self._kbuf[:, :, : self.length] = self.shared[0]
+            self._vbuf[:, :, : self.length] = self.shared[1]
+            self.shared = None
 
     def _grow(self, needed: int) -> None:
         capacity = max(needed, self._kbuf.shape[2] + self._kbuf.shape[2] // 2)
         for name in ("_kbuf", "_vbuf"):
             old = getattr(self, name)
-            new = old.new_empty((*old.shape[:2], capacity, old.shape[-1]))
+            new = old.new_zeros((*old.shape[:2], capacity, old.shape[-1]))
             new[:, :, : self.length] = old[:, :, : self.length]
             setattr(self, name, new)
 
     def update(self, key_states, value_states, *args, **kwargs):
-        end = self.length + key_states.shape[-2]
+        pack = self.pack
+        if self._kbuf is None:
+            self._allocate(key_states, value_states)
+        end = self.length + pack.q_len  # the step's columns: q_len slots per row, written or not
         if end > self._kbuf.shape[2]:
             self._grow(end)
-        self._kbuf[:, :, self.length : end] = key_states
-        self._vbuf[:, :, self.length : end] = value_states
+        self._kbuf[pack.rows, :, pack.cols] = key_states[0].transpose(0, 1)
+        self._vbuf[pack.rows, :, pack.cols] = value_states[0].transpose(0, 1)
         self.length = end
-        self._views()
+        self.keys = self._kbuf[:, :, :end]
+        self.values = self._vbuf[:, :, :end]
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
@@ -208,7 +273,7 @@ class _BufferLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self._kbuf = self._kbuf[indices]
         self._vbuf = self._vbuf[indices]
-        self._views()
+        self.rows = indices.numel()
 
 
 class _ExpandLayout:
@@ -256,26 +321,72 @@ class _TreeLayout:
 
     A beam's query attends to the prompt and to the columns of its own ancestors (a custom 4D mask), so
     the prompt's keys/values are stored once and never copied or reordered; beams that die simply
-    stop being referenced. Only live beams are computed: each step runs ``m`` queries per prompt, ``m``
-    the largest live-beam count of the batch (late in a search most beams have finished), and a prompt
-    with fewer live beams fills its spare slots with a copy that is never read.
+    stop being referenced. The model runs on real tokens only (:class:`_Packing`): the prefill on each
+    prompt's own tokens without padding, each step on the live beams only (late in a search most beams
+    have finished); only attention sees the padded [prompts, slots] layout.
     """
 
-    def __init__(self, model, cache, *, prompt_mask, next_position, num_beams, max_new_tokens):
-        self.model, self.next_position = model, next_position
-        self.prompt_mask = prompt_mask.bool()
-        self.prompt_len = prompt_mask.shape[1]
-        b = prompt_mask.shape[0]
+    def __init__(self, model, *, prompt_mask, num_beams, max_new_tokens, keep_one, shared):
+        from transformers import DynamicCache
+
+        self.model, self.keep_one = model, keep_one
+        b, own = prompt_mask.shape
+        n_shared = 0 if shared is None else shared[0][0].shape[2]
+        self.prompt_len = n_shared + own
         # Room for 16 steps to start with; the buffer grows by half when full (max_new_tokens is often
         # far from reached, and the batch of prompts can be large).
         capacity = self.prompt_len + num_beams * min(max_new_tokens, 16)
-        for i, layer in enumerate(cache.layers):
-            cache.layers[i] = _BufferLayer(layer.keys, layer.values, capacity)
-        self.cache = cache
+        n_layers = model.config.get_text_config().num_hidden_layers
+        self.cache = DynamicCache(ddp_cache_data=[(None, None)] * n_layers)
+        self.cache.layers = [_BufferLayer(b, capacity, None if shared is None else shared[i]) for i in range(n_layers)]
+        self.prompt_mask = torch.cat((prompt_mask.new_ones((b, n_shared)), prompt_mask), dim=1).bool()
         self.anc = torch.zeros((b, num_beams, 0), dtype=torch.int64, device=prompt_mask.device)
         self.cols = self.prompt_len  # columns written so far in every row
         self.dtype = next(model.parameters()).dtype
-        self.split_head = _plain_lm_head(model)
+        position = (n_shared + prompt_mask.cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)
+        self.next_position = position[:, -1] + 1  # [B]; the last column is a real token (left padding)
+        self._own_position, self._n_shared = position, n_shared
+
+    def _run(self, pack: _Packing, mask: torch.Tensor, keep: torch.Tensor | None, **inputs) -> torch.Tensor:
+        """The model on one packed sequence; float32 logits [n, V] of the tokens ``keep`` (all if None)."""
+        for layer in self.cache.layers:
+            layer.pack = pack
+        config = self.model.config
+        previous = config._attn_implementation
+        config._attn_implementation = _TREE_ATTN
+        try:
+            if self.keep_one:
+                out = self.model(**inputs, attention_mask=mask, past_key_values=self.cache, use_cache=True,
+                                 return_dict=True, beam_pack=pack, logits_to_keep=0 if keep is None else keep)
+                logits = out.logits[0]
+            else:
+                out = self.model(**inputs, attention_mask=mask, past_key_values=self.cache, use_cache=True,
+                                 return_dict=True, beam_pack=pack)
+                logits = out.logits[0] if keep is None else out.logits[0, keep]
+        finally:
+            config._attn_implementation = previous
+        return logits.to(dtype=torch.float32)
+
+    def prefill(self, input_ids, inputs_embeds) -> torch.Tensor:
+        """Each prompt's own tokens (after the shared prefix), packed; logits of each last token [B, V]."""
+        real = self.prompt_mask[:, self._n_shared :]
+        b, own = real.shape
+        device = real.device
+        rows, slots = torch.nonzero(real, as_tuple=True)  # row-major: a prompt's tokens in order
+        pack = _Packing(rows, slots, self._n_shared + slots, own)
+        allowed = torch.ones((b, own, own), dtype=torch.bool, device=device).tril_()
+        allowed &= real[:, None, :]
+        allowed |= ~real[:, :, None]  # a padding query (never read) sees everything: no all-masked row
+        allowed = torch.cat((allowed.new_ones((b, own, self._n_shared)), allowed), dim=2)
+        mask = torch.zeros((b, 1, own, self.prompt_len), dtype=self.dtype, device=device)
+        mask.masked_fill_(~allowed[:, None], torch.finfo(self.dtype).min)
+        last = torch.cumsum(real.sum(1), 0) - 1  # packed index of each prompt's last token
+        inputs = {"position_ids": self._own_position[rows, slots][None]}
+        if input_ids is not None:
+            inputs["input_ids"] = input_ids[rows, slots][None]
+        else:
+            inputs["inputs_embeds"] = inputs_embeds[rows, slots][None]
+        return self._run(pack, mask, last, **inputs)
 
     def select_prompts(self, idx: torch.Tensor) -> None:
         self.cache.batch_select_indices(idx)
@@ -290,9 +401,10 @@ class _TreeLayout:
         own = self.cols + slot
         parents = torch.gather(self.anc, 1, src_beam[:, :, None].expand(a, k, step))
         self.anc = torch.cat((parents, own[:, :, None]), dim=2)  # rows of dead beams are never read
-        beam_of_slot = torch.zeros((a, m), dtype=torch.int64, device=device)  # spare slots: beam 0 (live)
-        p_idx, b_idx = torch.nonzero(alive, as_tuple=True)
-        beam_of_slot[p_idx, slot[p_idx, b_idx]] = b_idx
+        p_idx, b_idx = torch.nonzero(alive, as_tuple=True)  # live beams in (prompt, beam) order
+        q_slot = slot[p_idx, b_idx]
+        beam_of_slot = torch.zeros((a, m), dtype=torch.int64, device=device)  # spare slots: beam 0's mask row
+        beam_of_slot[p_idx, q_slot] = b_idx
         q_anc = torch.gather(self.anc, 1, beam_of_slot[:, :, None].expand(a, m, step + 1))
         cols = self.cols + m
         allowed = torch.zeros((a, m, cols), dtype=torch.bool, device=device)
@@ -300,46 +412,28 @@ class _TreeLayout:
         allowed.scatter_(2, q_anc, True)
         mask = torch.zeros((a, 1, m, cols), dtype=self.dtype, device=device)
         mask.masked_fill_(~allowed[:, None], torch.finfo(self.dtype).min)
-        config = self.model.config
-        previous = config._attn_implementation
-        config._attn_implementation = _TREE_ATTN
-        kw = dict(input_ids=torch.gather(tokens, 1, beam_of_slot), attention_mask=mask,
-                  position_ids=(self.next_position + step)[:, None].expand(a, m), past_key_values=self.cache,
-                  use_cache=True, return_dict=True)
-        used = torch.arange(m, device=device)[None, :] < n_alive[:, None]
-        try:
-            if self.split_head:  # the LM head only on the live slots (spare slots are copies, never read)
-                hidden = self.model.get_decoder()(**kw).last_hidden_state[used]
-                logits = self.model.get_output_embeddings()(hidden)
-            else:
-                logits = self.model(**kw).logits[used]
-        finally:
-            config._attn_implementation = previous
+        pack = _Packing(p_idx, q_slot, self.cols + q_slot, m)
+        logits = self._run(pack, mask, None, input_ids=tokens[p_idx, b_idx][None],
+                           position_ids=(self.next_position[p_idx] + step)[None])
         self.cols = cols
-        return logits.to(dtype=torch.float32)  # [n_live, V], live beams in (prompt, beam) order
+        return logits  # [n_live, V], live beams in (prompt, beam) order
 
 
-def _plain_lm_head(model) -> bool:
-    """Whether logits are exactly ``get_output_embeddings()(get_decoder()(...).last_hidden_state)`` (Llama,
-    Qwen2, ...; not models that scale or soft-cap their logits)."""
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
-        return False
-    try:
-        return model.get_decoder() is not None and isinstance(model.get_output_embeddings(), torch.nn.Linear)
-    except (AttributeError, NotImplementedError):
-        return False
+def _tree_supported(model) -> bool:
+    """Plain full attention (sdpa/eager) with a plain dynamic cache in every layer: no sliding windows,
+    no hybrid or encoder-decoder models (those take the expand layout)."""
+    from transformers import DynamicCache
 
-
-def _tree_supported(model, cache) -> bool:
     config = getattr(model, "config", None)
     if config is None or getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
     if getattr(config, "is_encoder_decoder", False):
         return False
-    # Sliding-window / hybrid models get other cache layer classes than plain DynamicLayer.
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+    try:
+        layers = DynamicCache(config=config).layers
+    except Exception:  # an exotic config: take the general layout
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 # ------------------------------------------------------------------------------------ beam search
@@ -397,11 +491,11 @@ def _candidates(logits, live, beams: _Beams, trie: TitleTrie, k: int, n_keep: in
     prompt * k + beam, ascending."""
     a = beams.active.numel()
     device = logits.device
-    lse = torch.logsumexp(logits, dim=-1)
+    logp = F.log_softmax(logits, dim=-1)  # one fused pass (a separate logsumexp takes four)
     rows, edges = trie._edges(beams.run_nodes.reshape(-1)[live])
     toks = trie.child_tokens[edges]
     flat = live[rows]  # ascending: candidates come grouped by prompt
-    scores = beams.run_scores.reshape(-1)[flat] + (logits[rows, toks] - lse[rows])
+    scores = beams.run_scores.reshape(-1)[flat] + logp[rows, toks]
     prompt = flat // k
     counts = torch.bincount(prompt, minlength=a)
     width = max(n_keep, int(counts.max())) if prompt.numel() else n_keep
@@ -477,6 +571,7 @@ def _search_batch(
     keep_one: bool,
     kv_layout: str,
     shared: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    counts: DecodeCounts | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for one left-padded batch of prompts (mask [B, L], 1 = real token).
 
@@ -489,20 +584,25 @@ def _search_batch(
     b, k = attention_mask.shape[0], num_beams
     n_keep = max(2, 1 + eos_ids.numel()) * k  # HF's `beams_to_keep`
     trie = trie.to(device)
-    logits, cache, row_mask, has_padding, next_position = _prefill(
-        model, input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-        keep_one=keep_one, shared=shared)
     if kv_layout == "auto":
-        kv_layout = "tree" if _tree_supported(model, cache) else "expand"
+        kv_layout = "tree" if _tree_supported(model) else "expand"
     if kv_layout == "tree":
         _register_tree_attention()
-        layout = _TreeLayout(model, cache, prompt_mask=row_mask, next_position=next_position,
-                             num_beams=k, max_new_tokens=max_new_tokens)
+        layout = _TreeLayout(model, prompt_mask=attention_mask, num_beams=k, max_new_tokens=max_new_tokens,
+                             keep_one=keep_one, shared=shared)
+        logits = layout.prefill(input_ids, inputs_embeds)
     else:
+        logits, cache, row_mask, has_padding, next_position = _prefill(
+            model, input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+            keep_one=keep_one, shared=shared)
         layout = _ExpandLayout(model, cache, prompt_mask=row_mask, has_padding=has_padding,
                                next_position=next_position, num_beams=k, keep_one=keep_one)
     beams = _Beams(b, k, device)
     live = torch.arange(b, device=device) * k  # flat index prompt * k + beam of each row of `logits`
+    if counts is not None:
+        n_shared = 0 if shared is None else shared[0][0].shape[2]
+        counts.add_prompts(attention_mask, n_shared)
+        prompt_len = n_shared + attention_mask.sum(1)
     results: list[list[Hypothesis]] = [[] for _ in range(b)]
     top_rank = torch.arange(n_keep, device=device) < k  # HF's `top_num_beam_mask`
     for step in range(max_new_tokens):
@@ -520,6 +620,8 @@ def _search_batch(
             layout.select_prompts(stay)
         logits = layout.forward(src_beam, next_tok, alive, step)
         live = torch.nonzero(alive.reshape(-1)).flatten()
+        if counts is not None:  # a beam token of step s attends to its prompt and s + 1 generated tokens
+            counts.add_beams(prompt_len[beams.active[live // k]] + step + 1)
     return results
 
 
@@ -541,6 +643,7 @@ def constrained_beam_search(
     sort_by_length: bool = True,
     kv_layout: str = "auto",
     share_prefix: bool = True,
+    counts: DecodeCounts | None = None,
 ) -> list[list[Hypothesis]]:
     """Catalog-constrained beam search; for each prompt its ranked ``[(trie_node, score), ...]``.
 
@@ -559,7 +662,8 @@ def constrained_beam_search(
     dynamic cache, else expand); both give the same hypotheses. ``share_prefix``: prefill the token prefix
     common to all ``prompts`` once and reuse its keys/values for every prompt (same hypotheses,
     scores equal up to float rounding; the embeddings path shares the prefix whose input embeddings are
-    identical in every row). The caller puts the model in eval mode.
+    identical in every row). ``counts``: a :class:`DecodeCounts` to add this call's tokens to (the FLOP
+    floor of a benchmark). The caller puts the model in eval mode.
     """
     if num_beams < 1 or not 1 <= num_return <= num_beams:
         raise ValueError(f"need 1 <= num_return ({num_return}) <= num_beams ({num_beams})")
@@ -612,6 +716,8 @@ def constrained_beam_search(
                 shared = _prefill_shared(model, device, keep_one, embeds=prefix_embeds[0, start : start + n_shared])
         if shared is None:
             n_shared = 0
+        elif counts is not None:
+            counts.add_shared(n_shared)
 
     order = sorted(range(n), key=lambda i: -lengths[i]) if sort_by_length else list(range(n))
     results: list[list[Hypothesis]] = [[] for _ in range(n)]
@@ -642,6 +748,7 @@ def constrained_beam_search(
             keep_one=keep_one,
             kv_layout=kv_layout,
             shared=shared,
+            counts=counts,
         )
         for i, hyps in zip(chunk, out):
             results[i] = hyps
