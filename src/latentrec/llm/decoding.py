@@ -83,6 +83,62 @@ def _forward_last(model: torch.nn.Module, keep_one: bool, **kwargs: Any) -> tupl
     return out.logits[:, -1, :].to(dtype=torch.float32), out.past_key_values
 
 
+# Vocabulary rows per slice of the LM head (see _HiddenScores): a slice's logits for a few hundred beams
+# stay in cache while they are reduced and read.
+_VOCAB_SLICE = 2048
+
+
+class _LogitScores:
+    """Log-probabilities from float32 logits [N, V], as HF computes them."""
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+    def logprobs(self, rows: torch.Tensor, toks: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(self.logits, dim=-1)[rows, toks]  # one fused pass (logsumexp takes four)
+
+
+class _HiddenScores:
+    """Log-probabilities of chosen tokens from final hidden states [N, H] and the LM head, the vocabulary
+    taken ``_VOCAB_SLICE`` rows at a time: each slice's logits (model dtype, then float32, as HF) are
+    reduced to a log-sum-exp and read at the chosen tokens while still in cache. The [N, V] logit matrix
+    (63 MB for 320 beams of SmolLM2, 390 MB for Qwen2.5's 152k vocabulary) is never built; the values
+    are the full product's."""
+
+    def __init__(self, hidden: torch.Tensor, head: torch.nn.Linear):
+        self.hidden, self.head = hidden, head
+
+    def logprobs(self, rows: torch.Tensor, toks: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.head.weight, self.head.bias
+        n_slices = -(-weight.shape[0] // _VOCAB_SLICE)
+        piece = torch.div(toks, _VOCAB_SLICE, rounding_mode="floor")
+        order = torch.argsort(piece, stable=True)
+        ends = torch.bincount(piece, minlength=n_slices).cumsum(0).tolist()
+        picked = torch.empty(toks.numel(), dtype=torch.float32, device=toks.device)
+        lse, begin = [], 0
+        for i in range(n_slices):
+            lo, hi = i * _VOCAB_SLICE, (i + 1) * _VOCAB_SLICE
+            logits = F.linear(self.hidden, weight[lo:hi], None if bias is None else bias[lo:hi]).float()
+            lse.append(torch.logsumexp(logits, dim=-1))
+            sel = order[begin : ends[i]]
+            begin = ends[i]
+            if sel.numel():
+                picked[sel] = logits[rows[sel], toks[sel] - lo]
+        return picked - torch.logsumexp(torch.stack(lse, dim=-1), dim=-1)[rows]
+
+
+def _plain_lm_head(model) -> bool:
+    """Whether logits are exactly ``get_output_embeddings()(get_decoder()(...).last_hidden_state)`` (Llama,
+    Qwen2, ...; not models that scale or soft-cap their logits)."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
+        return False
+    try:
+        return model.get_decoder() is not None and isinstance(model.get_output_embeddings(), torch.nn.Linear)
+    except (AttributeError, NotImplementedError):
+        return False
+
+
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded [B, L] ids and attention mask (1 = real token), as HF generation expects."""
     length = max(len(p) for p in prompts)
@@ -189,28 +245,37 @@ class _Packing:
 
 
 def _beam_tree_sdpa(module, query, key, value, attention_mask, dropout=0.0, scaling=None, beam_pack=None, **kwargs):
-    """SDPA for the tree layout: packed queries [1, hq, N, d] against per-prompt cache rows [B, hkv, C, d]
-    under a custom 4D mask [B, 1, q_len, C]; returns [1, N, hq, d].
+    """SDPA for cache rows shared by several query streams (beams of a prompt, latent copies of a
+    prompt in RL) under a custom 4D mask [B, 1, q, C]; GQA without copying K/V.
 
-    The queries are placed in their padded slots for the attention only. The ``g`` query heads sharing a
+    Queries come as [B, hq, q, d] (one row per cache row), or packed [1, hq, N, d] with ``beam_pack``
+    (:class:`_Packing`, the decoder's tree layout): then they are placed in their padded slots for the
+    attention only and the output is packed again, [1, N, hq, d]. The ``g`` query heads sharing a
     key/value head are stacked along the query axis (as HF's ``pack_gqa`` does for one query), so the
-    keys and values are never repeated per head.
+    keys and values are never repeated per head; a packed call's mask comes stacked already
+    ([B, 1, g * q, C], built once per forward rather than in every layer).
     """
     if kwargs.get("softcap") is not None or kwargs.get("sliding_window") is not None or kwargs.get("s_aux") is not None:
         raise ValueError("the beam-tree KV layout supports plain full attention only; use kv_layout='expand'")
-    if beam_pack is None:
-        raise ValueError("the beam-tree attention needs the packing of its queries (beam_pack)")
     b, hkv, _, d = key.shape
-    hq, q = query.shape[1], beam_pack.q_len
-    padded = query.new_zeros((b, hq, q, d))
-    padded[beam_pack.rows, :, beam_pack.slots] = query[0].transpose(0, 1)
+    hq = query.shape[1]
+    if beam_pack is not None:
+        q = beam_pack.q_len
+        padded = query.new_zeros((b, hq, q, d))
+        padded[beam_pack.rows, :, beam_pack.slots] = query[0].transpose(0, 1)
+        query = padded
+    q = query.shape[2]
     g = hq // hkv
     mask = attention_mask
     if g > 1:
-        padded = padded.reshape(b, hkv, g * q, d)
-        mask = mask.expand(b, 1, q, mask.shape[-1]).repeat(1, 1, g, 1)
-    out = F.scaled_dot_product_attention(padded, key, value, attn_mask=mask, dropout_p=0.0, scale=scaling)
-    return out.reshape(b, hq, q, d)[beam_pack.rows, :, beam_pack.slots][None], None
+        query = query.reshape(b, hkv, g * q, d)
+        if mask is not None and mask.shape[2] != g * q:
+            mask = mask.expand(b, 1, q, mask.shape[-1]).repeat(1, 1, g, 1)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=0.0, scale=scaling)
+    out = out.reshape(b, hq, q, d)
+    if beam_pack is not None:
+        return out[beam_pack.rows, :, beam_pack.slots][None], None
+    return out.transpose(1, 2).contiguous(), None
 
 
 def _register_tree_attention() -> None:
@@ -313,7 +378,7 @@ class _ExpandLayout:
             position_ids=(self.next_position[prompt_of_row] + step)[:, None],
             past_key_values=self.cache,
         )
-        return logits  # [n_live, V], live beams in (prompt, beam) order
+        return _LogitScores(logits)  # of the live beams, in (prompt, beam) order
 
 
 class _TreeLayout:
@@ -343,32 +408,45 @@ class _TreeLayout:
         self.anc = torch.zeros((b, num_beams, 0), dtype=torch.int64, device=prompt_mask.device)
         self.cols = self.prompt_len  # columns written so far in every row
         self.dtype = next(model.parameters()).dtype
+        text = model.config.get_text_config()
+        self.group = text.num_attention_heads // (getattr(text, "num_key_value_heads", None) or text.num_attention_heads)
+        self.plain_head = _plain_lm_head(model)
         position = (n_shared + prompt_mask.cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)
         self.next_position = position[:, -1] + 1  # [B]; the last column is a real token (left padding)
         self._own_position, self._n_shared = position, n_shared
 
-    def _run(self, pack: _Packing, mask: torch.Tensor, keep: torch.Tensor | None, **inputs) -> torch.Tensor:
-        """The model on one packed sequence; float32 logits [n, V] of the tokens ``keep`` (all if None)."""
+    def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        """Additive 4D mask from allowed [B, q, C], stacked for the ``g`` query heads of a key/value head
+        as the attention stacks them: [B, 1, g * q, C]. Built once per forward, read by every layer."""
+        b, q, c = allowed.shape
+        mask = torch.zeros((b, self.group, q, c), dtype=self.dtype, device=allowed.device)
+        mask.masked_fill_(~allowed[:, None], torch.finfo(self.dtype).min)
+        return mask.reshape(b, 1, self.group * q, c)
+
+    def _run(self, pack: _Packing, allowed: torch.Tensor, keep: torch.Tensor | None, **inputs):
+        """The model on one packed sequence; the vocabulary scores of the tokens ``keep`` (all if None)."""
         for layer in self.cache.layers:
             layer.pack = pack
         config = self.model.config
         previous = config._attn_implementation
         config._attn_implementation = _TREE_ATTN
+        kw = dict(**inputs, attention_mask=self._mask(allowed), past_key_values=self.cache, use_cache=True,
+                  return_dict=True, beam_pack=pack)
         try:
+            if self.plain_head:  # the backbone here, the LM head slice by slice in _HiddenScores
+                hidden = self.model.get_decoder()(**kw).last_hidden_state[0]
+                return _HiddenScores(hidden if keep is None else hidden[keep], self.model.get_output_embeddings())
             if self.keep_one:
-                out = self.model(**inputs, attention_mask=mask, past_key_values=self.cache, use_cache=True,
-                                 return_dict=True, beam_pack=pack, logits_to_keep=0 if keep is None else keep)
-                logits = out.logits[0]
+                logits = self.model(**kw, logits_to_keep=0 if keep is None else keep).logits[0]
             else:
-                out = self.model(**inputs, attention_mask=mask, past_key_values=self.cache, use_cache=True,
-                                 return_dict=True, beam_pack=pack)
-                logits = out.logits[0] if keep is None else out.logits[0, keep]
+                logits = self.model(**kw).logits[0]
+                logits = logits if keep is None else logits[keep]
         finally:
             config._attn_implementation = previous
-        return logits.to(dtype=torch.float32)
+        return _LogitScores(logits.to(dtype=torch.float32))
 
-    def prefill(self, input_ids, inputs_embeds) -> torch.Tensor:
-        """Each prompt's own tokens (after the shared prefix), packed; logits of each last token [B, V]."""
+    def prefill(self, input_ids, inputs_embeds):
+        """Each prompt's own tokens (after the shared prefix), packed; scores of each last token [B]."""
         real = self.prompt_mask[:, self._n_shared :]
         b, own = real.shape
         device = real.device
@@ -378,15 +456,13 @@ class _TreeLayout:
         allowed &= real[:, None, :]
         allowed |= ~real[:, :, None]  # a padding query (never read) sees everything: no all-masked row
         allowed = torch.cat((allowed.new_ones((b, own, self._n_shared)), allowed), dim=2)
-        mask = torch.zeros((b, 1, own, self.prompt_len), dtype=self.dtype, device=device)
-        mask.masked_fill_(~allowed[:, None], torch.finfo(self.dtype).min)
         last = torch.cumsum(real.sum(1), 0) - 1  # packed index of each prompt's last token
         inputs = {"position_ids": self._own_position[rows, slots][None]}
         if input_ids is not None:
             inputs["input_ids"] = input_ids[rows, slots][None]
         else:
             inputs["inputs_embeds"] = inputs_embeds[rows, slots][None]
-        return self._run(pack, mask, last, **inputs)
+        return self._run(pack, allowed, last, **inputs)
 
     def select_prompts(self, idx: torch.Tensor) -> None:
         self.cache.batch_select_indices(idx)
@@ -410,13 +486,11 @@ class _TreeLayout:
         allowed = torch.zeros((a, m, cols), dtype=torch.bool, device=device)
         allowed[:, :, : self.prompt_len] = self.prompt_mask[:, None, :]
         allowed.scatter_(2, q_anc, True)
-        mask = torch.zeros((a, 1, m, cols), dtype=self.dtype, device=device)
-        mask.masked_fill_(~allowed[:, None], torch.finfo(self.dtype).min)
         pack = _Packing(p_idx, q_slot, self.cols + q_slot, m)
-        logits = self._run(pack, mask, None, input_ids=tokens[p_idx, b_idx][None],
+        scores = self._run(pack, allowed, None, input_ids=tokens[p_idx, b_idx][None],
                            position_ids=(self.next_position[p_idx] + step)[None])
         self.cols = cols
-        return logits  # [n_live, V], live beams in (prompt, beam) order
+        return scores  # of the live beams, in (prompt, beam) order
 
 
 def _tree_supported(model) -> bool:
@@ -481,21 +555,20 @@ class _Beams:
             setattr(self, name, getattr(self, name)[idx])
 
 
-def _candidates(logits, live, beams: _Beams, trie: TitleTrie, k: int, n_keep: int):
+def _candidates(vocab, live, beams: _Beams, trie: TitleTrie, k: int, n_keep: int):
     """The best `n_keep` catalog continuations per prompt, best first: (score, source beam, token, node),
     each [A, n_keep] (-inf score, node -1 past the real ones).
 
     log-softmax over the full vocabulary, then the catalog constraint: only the tokens the trie allows
     after each live beam's node are finite, so only those candidates are formed (HF's dense beams x
-    vocabulary matrix holds -inf everywhere else). `logits` [n_live, V]; `live` their flat index
-    prompt * k + beam, ascending."""
+    vocabulary matrix holds -inf everywhere else). `vocab` (_LogitScores / _HiddenScores): scores of the live
+    beams; `live` their flat index prompt * k + beam, ascending."""
     a = beams.active.numel()
-    device = logits.device
-    logp = F.log_softmax(logits, dim=-1)  # one fused pass (a separate logsumexp takes four)
+    device = live.device
     rows, edges = trie._edges(beams.run_nodes.reshape(-1)[live])
     toks = trie.child_tokens[edges]
     flat = live[rows]  # ascending: candidates come grouped by prompt
-    scores = beams.run_scores.reshape(-1)[flat] + logp[rows, toks]
+    scores = beams.run_scores.reshape(-1)[flat] + vocab.logprobs(rows, toks)
     prompt = flat // k
     counts = torch.bincount(prompt, minlength=a)
     width = max(n_keep, int(counts.max())) if prompt.numel() else n_keep
@@ -590,15 +663,16 @@ def _search_batch(
         _register_tree_attention()
         layout = _TreeLayout(model, prompt_mask=attention_mask, num_beams=k, max_new_tokens=max_new_tokens,
                              keep_one=keep_one, shared=shared)
-        logits = layout.prefill(input_ids, inputs_embeds)
+        vocab = layout.prefill(input_ids, inputs_embeds)
     else:
         logits, cache, row_mask, has_padding, next_position = _prefill(
             model, input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
             keep_one=keep_one, shared=shared)
+        vocab = _LogitScores(logits)
         layout = _ExpandLayout(model, cache, prompt_mask=row_mask, has_padding=has_padding,
                                next_position=next_position, num_beams=k, keep_one=keep_one)
     beams = _Beams(b, k, device)
-    live = torch.arange(b, device=device) * k  # flat index prompt * k + beam of each row of `logits`
+    live = torch.arange(b, device=device) * k  # flat index prompt * k + beam of each row of `vocab`
     if counts is not None:
         n_shared = 0 if shared is None else shared[0][0].shape[2]
         counts.add_prompts(attention_mask, n_shared)
@@ -606,7 +680,7 @@ def _search_batch(
     results: list[list[Hypothesis]] = [[] for _ in range(b)]
     top_rank = torch.arange(n_keep, device=device) < k  # HF's `top_num_beam_mask`
     for step in range(max_new_tokens):
-        cands = _candidates(logits, live, beams, trie, k, n_keep)
+        cands = _candidates(vocab, live, beams, trie, k, n_keep)
         src_beam, next_tok, alive, done = _advance(
             beams, cands, step=step, last_step=step + 1 >= max_new_tokens, eos_ids=eos_ids,
             length_penalty=length_penalty, top_rank=top_rank)
@@ -618,7 +692,7 @@ def _search_batch(
             beams.select(stay)
             src_beam, next_tok, alive = src_beam[stay], next_tok[stay], alive[stay]
             layout.select_prompts(stay)
-        logits = layout.forward(src_beam, next_tok, alive, step)
+        vocab = layout.forward(src_beam, next_tok, alive, step)
         live = torch.nonzero(alive.reshape(-1)).flatten()
         if counts is not None:  # a beam token of step s attends to its prompt and s + 1 generated tokens
             counts.add_beams(prompt_len[beams.active[live // k]] + step + 1)
