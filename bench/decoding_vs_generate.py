@@ -12,8 +12,8 @@ Prints users/s of each, the speed-up, the fraction of prompts whose top-10 lists
 prefix-aware FLOP floor: the work any decoder must do (:class:`~latentrec.llm.decoding.DecodeCounts`:
 the shared instruction prefix once per call, each prompt's own tokens, one token per live beam and step,
 the vocabulary projection only at the last prompt token and for live beams), in FLOPs of the linear maps
-(`floor_flops`), over the time taken, against an fp32 2048^3 matmul measured before and after the timed
-blocks at the same thread count.
+(`floor_flops`), over the time taken, against an fp32 2048^3 matmul measured before every block and
+after the last, at the same thread count.
 
     PYTHONPATH=src .venv/bin/python bench/decoding_vs_generate.py --n 32 --ours-batch-sizes 8,16
     PYTHONPATH=src .venv/bin/python bench/decoding_vs_generate.py --quick
@@ -212,7 +212,7 @@ def main(argv=None):
     for start in range(0, len(prompts), args.block):
         methods[f"ours[b={ours_bss[0]}]"](prompts[start : start + args.block])
     counting["on"] = False
-    peaks = [_setup.matmul_peak(torch.get_num_threads())]
+    peaks = []  # measured before every block and after the last: the machine's rate over the same span
     load = [os.getloadavg()]
     # The methods alternate block by block (order rotating), so that load from other processes on a
     # shared machine falls on all of them alike.
@@ -222,6 +222,7 @@ def main(argv=None):
     names = list(methods)
     for bi, start in enumerate(range(0, len(prompts), args.block)):
         block = prompts[start : start + args.block]
+        peaks.append(_setup.matmul_peak(torch.get_num_threads(), repeats=3))
         for name in names[bi % len(names):] + names[: bi % len(names)]:
             w0, c0 = time.perf_counter(), time.process_time()
             outputs[name].extend(methods[name](block))
@@ -231,10 +232,10 @@ def main(argv=None):
         load.append(os.getloadavg())
         print(f"  {done}/{len(prompts)}: " + ", ".join(f"{m} {done / wall[m]:.3f} users/s" for m in names), flush=True)
 
-    peaks.append(_setup.matmul_peak(torch.get_num_threads()))
+    peaks.append(_setup.matmul_peak(torch.get_num_threads(), repeats=3))
     n = len(prompts)
     floor = floor_flops(model, counts)
-    # The attainable rate: an fp32 2048^3 matmul at the same thread count, before and after the timed blocks.
+    # The attainable rate: an fp32 2048^3 matmul at the same thread count, between the timed blocks.
     peak = sum(p["mean_flops_per_s"] for p in peaks) / len(peaks)
     peak_cpu = sum(p["flops_per_cpu_s"] for p in peaks) / len(peaks)
     result = {"n": n, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -246,7 +247,7 @@ def main(argv=None):
     print(f"floor: {floor['linear_and_head'] / n / 1e9:.1f} GFLOP per user in linear maps and the vocabulary "
           f"projection (+ {floor['attention'] / n / 1e9:.1f} in attention): {counts.shared_tokens} shared-prefix, "
           f"{counts.prompt_tokens} own prompt and {counts.beam_tokens} live-beam tokens; fp32 2048^3 matmul "
-          f"{peak / 1e9:.1f} GFLOP/s (before and after: {peak_list})")
+          f"{peak / 1e9:.1f} GFLOP/s (mean of {peak_list})")
     for m in names:
         frac = floor["linear_and_head"] / wall[m] / peak
         frac_cpu = floor["linear_and_head"] / cpu[m] / peak_cpu
