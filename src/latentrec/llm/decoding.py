@@ -9,9 +9,11 @@ early_stopping=False, prefix_allowed_tokens_fn=<catalog trie>)`` returns (transf
   the vocabulary (``logits_to_keep=1``); the token prefix that all prompts of a call share (the
   instruction text of the recommendation prompt, about half of it) is prefilled only once per call;
 * ``kv_layout="tree"`` (the default where supported): the prompt's keys/values stay one cache row per
-  prompt; every step appends the ``num_beams`` new tokens as columns of that row and a custom 4D mask
+  prompt; every step appends the live beams' new tokens as columns of that row and a custom 4D mask
   lets each beam see the prompt and its own ancestors only, so the prompt's KV is never expanded,
-  reordered or re-concatenated (a buffer with spare room takes the new columns);
+  reordered or re-concatenated (a buffer with spare room takes the new columns); the model runs on
+  real tokens only, packed into one sequence (no left padding in the prefill, no spare beam slots in
+  the steps), and the LM head is applied a vocabulary slice at a time (no [beams, V] logit matrix);
   ``kv_layout="expand"``: HF's layout, one row per live beam gathered from the prompt's row after the
   prefill (the ``repeat_interleave`` expansion) and reordered every step; it is the fallback for
   attention implementations or caches the tree layout does not handle (flash-attention, sliding
