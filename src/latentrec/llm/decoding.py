@@ -231,6 +231,20 @@ class DecodeCounts:
         self.beam_tokens += context.numel()
         self.attended += int(context.sum())
 
+    def flops(self, model) -> dict[str, float]:
+        """The floor in FLOPs for `model` (a causal LM with ``get_decoder().layers``): 2 per weight of the
+        decoder layers' linear maps per backbone token plus 2 * hidden * vocabulary per vocabulary
+        projection (``linear_and_head``, what a fraction of the floor is measured on), and apart 4 *
+        heads * head_dim per layer per attended key (``attention``: scores and weighted sum). Norms,
+        RoPE and activations are not counted."""
+        config = model.config.get_text_config()
+        layers = model.get_decoder().layers
+        linear = sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
+        head = model.get_output_embeddings().weight.numel()
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return {"linear_and_head": 2.0 * linear * self.backbone_tokens + 2.0 * head * self.vocabulary_rows,
+                "attention": 4.0 * len(layers) * config.num_attention_heads * head_dim * self.attended}
+
 
 # ---------------------------------------------------------------------------------- KV-cache layouts
 _TREE_ATTN = "latentrec_beam_tree_sdpa"

@@ -73,13 +73,15 @@ DECODE_DEFAULTS = {
     "do_sample": False,  # recorded: decoding is deterministic beam search
 }
 # Per-row columns decode_rows adds beside the predictions (the decode CLI keeps them in its timing file).
-PER_ROW_COLUMNS = ("seconds", "reasoning_tokens", "reasoning")
+PER_ROW_COLUMNS = ("seconds", "floor_flops", "reasoning_tokens", "reasoning")
 
 
 def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain: str, cfg: dict,
                 resume_dir=None, resume_key: dict | None = None, chunk_batches: int = 4) -> pd.DataFrame:
     """Constrained beam search for the given test rows → prediction rows (ids, titles, scores), plus
-    `seconds` (the batch's wall time shared equally by its rows) and, with the `cot` option (a
+    `seconds` (the batch's wall time shared equally by its rows), `floor_flops` (the FLOPs of the work
+    any prefix-aware decoder must do for the batch's title search, :class:`~latentrec.llm.decoding.
+    DecodeCounts`, shared the same way: a decode's MFU is their sum over its seconds) and, with the `cot` option (a
     :class:`~latentrec.llm.cot.CoTConfig` dict: reason in text first), `reasoning_tokens` and `reasoning`.
 
     ``resume_dir``: finished rows are written there every ``chunk_batches`` batches, and a rerun (same
@@ -114,12 +116,16 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
     chunk = bs * chunk_batches
     store = _ChunkStore(resume_dir, {"rows": [int(r) for r in rows], "cfg": cfg, "chunk": chunk,
                                      "key": resume_key}) if resume_dir else None
+    columns = ["row", "user_id", "pred_item_ids", "pred_titles", "pred_scores", "seconds", "floor_flops"]
+    columns += ["reasoning_tokens", "reasoning"] if cot is not None else []
     frames = []
     model.eval()
     with torch.inference_mode():
         bar = progress(total=math.ceil(len(prompts) / bs), desc="decode", unit="batch")
         for c0 in range(0, len(prompts), chunk):
             done = store.load(c0) if store else None
+            if done is not None and not set(columns) <= set(done.columns):
+                done = None  # written by an older version without some column: decode it again
             if done is None:
                 out = defaultdict(list)
                 for start in range(c0, min(c0 + chunk, len(prompts)), bs):
@@ -133,8 +139,6 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
                 bar.update(math.ceil(len(done) / bs))
             frames.append(done)
         bar.close()
-    columns = ["row", "user_id", "pred_item_ids", "pred_titles", "pred_scores", "seconds"]
-    columns += ["reasoning_tokens", "reasoning"] if cot is not None else []
     out = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame({c: [] for c in columns})
     out.attrs["generation_config"] = cfg  # as used, with the derived max_new_tokens
     return out
@@ -159,7 +163,7 @@ class _DecodeContext:
 
 def _decode_batch(ctx: _DecodeContext, batch_prompts, out) -> None:
     """Decode one batch of prompts; append its rows' columns to ``out`` (a dict of lists)."""
-    from latentrec.llm.decoding import constrained_beam_search, left_pad
+    from latentrec.llm.decoding import DecodeCounts, constrained_beam_search, left_pad
 
     t0 = time.perf_counter()
     embeds = emask = None
@@ -176,13 +180,15 @@ def _decode_batch(ctx: _DecodeContext, batch_prompts, out) -> None:
         ids, mask = left_pad(batch_prompts, tokenizer.pad_token_id)
         embeds, emask = ctx.reasoner.prefix_embeds(ids.to(ctx.device), mask.to(ctx.device))
         batch_prompts = None
+    counts = DecodeCounts()
     hyps = constrained_beam_search(
-        ctx.llm, batch_prompts, trie, prefix_embeds=embeds, prefix_attention_mask=emask,
+        ctx.llm, batch_prompts, trie, prefix_embeds=embeds, prefix_attention_mask=emask, counts=counts,
         num_beams=cfg["num_beams"], num_return=k,
         length_penalty=cfg["length_penalty"], max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"],
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     out["seconds"] += [(time.perf_counter() - t0) / len(hyps)] * len(hyps)
+    out["floor_flops"] += [counts.flops(ctx.llm)["linear_and_head"] / len(hyps)] * len(hyps)
     for row in hyps:
         t = [ctx.titles[trie.items(node)[0]] if trie.items(node) else "" for node, _ in row]
         ids = [ctx.pick[x] if x else -1 for x in t]
