@@ -481,3 +481,19 @@ def test_vocabulary_slices_give_the_full_log_softmax(dtype):
         got = _HiddenScores(hidden, head).logprobs(rows, toks)
     assert got.dtype == torch.float32
     assert torch.allclose(got, full[rows, toks], atol=1e-5, rtol=1e-5)
+
+
+def test_tree_layout_full_logits_path_equals_vocabulary_slices(model, tokenizer, realistic, monkeypatch):
+    """Models whose logits are not the plain LM head's product (soft-capping, logit scales) take the
+    full forward and log_softmax in the tree layout: on a plain model both paths give the same lists."""
+    from latentrec.llm import decoding
+
+    _, trie, prompts = realistic
+    kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48, batch_size=5,
+              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, kv_layout="tree")
+    sliced = constrained_beam_search(model, prompts[:5], trie, **kw)
+    monkeypatch.setattr(decoding, "_plain_lm_head", lambda m: False)
+    full = constrained_beam_search(model, prompts[:5], trie, **kw)
+    for a, b in zip(sliced, full):
+        assert [n for n, _ in a] == [n for n, _ in b]
+        assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
