@@ -153,14 +153,11 @@ def main(argv=None):
     kw = dict(num_beams=args.num_beams, length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens)
     ours_bss = [int(x) for x in args.ours_batch_sizes.split(",")] if args.ours_batch_sizes else [args.batch_size]
 
-    counts = DecodeCounts()  # the floor's work, counted once (the first timed method; the same for all)
-    counting = {"on": False}
-
-    def ours_fn(layout, ours_bs):
+    def ours_fn(layout, ours_bs, counts=None):
         def run(batch):
             res = constrained_beam_search(model, batch, trie, num_return=args.num_beams, eos_token_id=eos,
                                           pad_token_id=pad, batch_size=ours_bs, kv_layout=layout,
-                                          counts=counts if counting["on"] else None, **kw)
+                                          counts=counts, **kw)
             return [[(tuple(trie.sequence(n)), s) for n, s in hyps] for hyps in res]
         return run
 
@@ -193,10 +190,10 @@ def main(argv=None):
     # The floor's token counts, from one untimed pass of our decoder over the same blocks (the shared
     # prefix counts once per block, as each timed call prefills it once).
     args.block = args.block or 2 * args.batch_size
-    counting["on"] = True
+    counts = DecodeCounts()  # the same for every method: the floor depends on the prompts, not the decoder
+    count_run = ours_fn("auto", ours_bss[0], counts)
     for start in range(0, len(prompts), args.block):
-        methods[f"ours[b={ours_bss[0]}]"](prompts[start : start + args.block])
-    counting["on"] = False
+        count_run(prompts[start : start + args.block])
     peaks = []  # measured before every block and after the last: the machine's rate over the same span
     load = [os.getloadavg()]
     # The methods alternate block by block (order rotating), so that load from other processes on a

@@ -276,8 +276,7 @@ def _beam_tree_sdpa(module, query, key, value, attention_mask, dropout=0.0, scal
     b, hkv, _, d = key.shape
     hq = query.shape[1]
     if beam_pack is not None:
-        q = beam_pack.q_len
-        padded = query.new_zeros((b, hq, q, d))
+        padded = query.new_zeros((b, hq, beam_pack.q_len, d))
         padded[beam_pack.rows, :, beam_pack.slots] = query[0].transpose(0, 1)
         query = padded
     q = query.shape[2]
@@ -417,14 +416,14 @@ class _TreeLayout:
         # Room for 16 steps to start with; the buffer grows by half when full (max_new_tokens is often
         # far from reached, and the batch of prompts can be large).
         capacity = self.prompt_len + num_beams * min(max_new_tokens, 16)
-        n_layers = model.config.get_text_config().num_hidden_layers
+        text = model.config.get_text_config()
+        n_layers = text.num_hidden_layers
         self.cache = DynamicCache(ddp_cache_data=[(None, None)] * n_layers)
         self.cache.layers = [_BufferLayer(b, capacity, None if shared is None else shared[i]) for i in range(n_layers)]
         self.prompt_mask = torch.cat((prompt_mask.new_ones((b, n_shared)), prompt_mask), dim=1).bool()
         self.anc = torch.zeros((b, num_beams, 0), dtype=torch.int64, device=prompt_mask.device)
         self.cols = self.prompt_len  # columns written so far in every row
         self.dtype = next(model.parameters()).dtype
-        text = model.config.get_text_config()
         self.group = text.num_attention_heads // (getattr(text, "num_key_value_heads", None) or text.num_attention_heads)
         self.plain_head = _plain_lm_head(model)
         position = (n_shared + prompt_mask.cumsum(-1) - 1).masked_fill(prompt_mask == 0, 0)
@@ -673,10 +672,7 @@ def _search_batch(
     b, k = attention_mask.shape[0], num_beams
     n_keep = max(2, 1 + eos_ids.numel()) * k  # HF's `beams_to_keep`
     trie = trie.to(device)
-    if kv_layout == "auto":
-        kv_layout = "tree" if _tree_supported(model) else "expand"
     if kv_layout == "tree":
-        _register_tree_attention()
         layout = _TreeLayout(model, prompt_mask=attention_mask, num_beams=k, max_new_tokens=max_new_tokens,
                              keep_one=keep_one, shared=shared)
         vocab = layout.prefill(input_ids, inputs_embeds)
@@ -769,6 +765,10 @@ def constrained_beam_search(
     device = next(model.parameters()).device
     eos_ids = torch.tensor(_as_id_list(eos_token_id), dtype=torch.int64, device=device)
     keep_one = _supports_logits_to_keep(model)
+    if kv_layout == "auto":
+        kv_layout = "tree" if _tree_supported(model) else "expand"
+    if kv_layout == "tree":
+        _register_tree_attention()
 
     if prompts is not None:
         prompts = [list(map(int, p)) for p in prompts]
