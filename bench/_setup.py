@@ -14,7 +14,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-DEFAULT_SPLIT = ROOT.parent / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
+DEFAULT_SPLIT = ROOT / "resources" / "splits" / "CDs_and_Vinyl_5_2015-10-2018-11"  # README: "Real data"
 DEFAULT_MODEL = ROOT / "resources" / "models" / "SmolLM2-135M-Instruct"
 
 

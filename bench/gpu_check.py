@@ -6,7 +6,7 @@ BIGRec and D3 decoding of the whole test set (10 beams), a LatentR3 warm-up and 
 BIGRec+LatentR3 decoding; then writes one JSON and one markdown table: training tokens/s and MFU
 against the accelerator's bf16 peak, users/s, peak memory, HR/NDCG@5/10 and paired t-tests.
 
-    bench/gpu_check.sh                      # on a GPU machine (CDs split at ../shared/... or --data)
+    bench/gpu_check.sh                      # on a GPU machine (CDs split at resources/splits/... or --data)
     bench/gpu_check.sh --tiny               # the same on the CPU in a minute (the test suite runs it)
 
 Outputs: results/gpu_check/gpu_check.{json,md} under the working directory; every rule's wall time
@@ -33,7 +33,7 @@ ROOT = _setup.ROOT
 METRICS = ["HR@5", "NDCG@5", "HR@10", "NDCG@10"]
 METHODS = ["BIGRec", "D3", "BIGRec+LatentR3"]
 PAIRS = [("D3", "BIGRec"), ("BIGRec+LatentR3", "BIGRec")]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
+DEFAULT_DATA = ROOT / "resources" / "splits" / "CDs_and_Vinyl_5_2015-10-2018-11"  # README: "Real data"
 
 
 def overlay(args, workdir: Path) -> list[Path]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from latentrec.checks import is_kind, check_value
+from latentrec.data.split_files import SPLIT_FILES
 from latentrec.errors import InputError
 
 # Families that rank items by score (rule fit_predict_recommender); LLM families get their own rules.
@@ -236,6 +238,27 @@ def _processing_where(config: dict, name: str, key: str) -> str:
     return f"datasets.{name}.processing.{key}" if key in own else f"processing.{key}"
 
 
+FILL_SPLIT_FOLDER = (
+    "fill it in one of two ways: copy the processed split the LatentR3 authors publish with their code "
+    "(info.txt, train.csv, valid.csv, test.csv), or build the split from the raw Amazon 2018 dumps with "
+    "`source: raw`"
+)
+
+
+def _check_split_folder(where: str, folder: str) -> None:
+    """A processed split must be there before the DAG is built: a missing producer input would make
+    Snakemake drop the import and report "Nothing to be done" over another dataset's tables."""
+    if os.path.isfile(folder):
+        _fail(where, f"{folder!r} is a file; it must be a folder with {', '.join(SPLIT_FILES)}")
+    if not os.path.isdir(folder):  # missing, or a symlink loop / dangling link
+        _fail(where, f"the folder {folder!r} does not exist (or is a broken link): {FILL_SPLIT_FOLDER}")
+    missing = [f for f in SPLIT_FILES
+               if not any(os.path.isfile(os.path.join(folder, f + ext)) for ext in ("", ".gz"))]
+    if missing:
+        _fail(where, f"the folder {folder!r} lacks {', '.join(missing)} (each may be gzipped): "
+                     f"{FILL_SPLIT_FOLDER}")
+
+
 def _check_dataset(config: dict, name: str) -> None:
     fail = _fail
     d = config["datasets"][name]
@@ -243,6 +266,8 @@ def _check_dataset(config: dict, name: str) -> None:
         fail(f"datasets.{name}", "source 'synthetic' needs a `synthetic` block")
     if d["source"] == "processed" and "folder" not in d:
         fail(f"datasets.{name}", "source 'processed' needs `folder` (with info.txt and train/valid/test.csv)")
+    if d["source"] == "processed":
+        _check_split_folder(f"datasets.{name}.folder", d["folder"])
     if d["source"] == "raw" and not re.match(CATEGORY_PATTERN, d.get("category", name)):
         fail(f"datasets.{name}", f"a raw dataset downloads its `category` (default: its name), and {name!r} is not "
                                  "an Amazon 2018 file stem (letters and _): set `category`, e.g. CDs_and_Vinyl")
