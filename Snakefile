@@ -9,6 +9,7 @@ sys.path.insert(
 )  # the package of this checkout, installed or not
 
 from latentrec.config import check_config_files, validate_schema
+from latentrec.recovery import clear_stale_locks
 
 min_version("9.0")
 
@@ -20,6 +21,13 @@ configfile: "config/config.yaml"
 # schema (types, ranges, unknown keys, safe names); common.smk adds validate_config (meaning).
 check_config_files(workflow.configfiles)
 validate_schema(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+
+# After a crash the same command continues: profiles/default sets rerun-incomplete, and a lock left
+# by a dead run is removed here, before Snakemake checks it (a live run's lock stays).
+if workflow.is_main_process and not workflow.dryrun:
+    _recovered = clear_stale_locks()
+    if _recovered:
+        print(f"[latentrec] {_recovered}", file=sys.stderr)
 
 
 include: "workflow/rules/common.smk"
