@@ -173,3 +173,6 @@ def test_a_qwen2_folder_placed_by_hand_is_fetched_and_loads(qwen2_tokenizer, tmp
         fetch_model(str(placed), out)
     with pytest.raises(InputError, match="does not exist"):
         fetch_model("resources/hub/not-there", out)
+    with pytest.raises(InputError, match=r"model spec /etc/passwd \(config key llm\.models\.Qwen2\.5-1\.5B\.spec\) "
+                                         r"is a file, not a folder"):
+        fetch_model("/etc/passwd", out)

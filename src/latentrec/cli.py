@@ -532,6 +532,14 @@ def main(argv=None) -> None:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except (OSError, MemoryError, RuntimeError) as err:
+        from latentrec.failures import explain, output_paths
+
+        message = explain(err, args.command, output_paths(args))
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

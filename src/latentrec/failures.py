@@ -77,8 +77,11 @@ def _free_bytes(path: Path) -> tuple[int, Path]:
     return shutil.disk_usage(here).free, here
 
 
-def _mb(n: int) -> str:
-    return f"{n / 2**20:,.1f} MB"
+def _human(n: int) -> str:
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"
 
 
 def disk_full_message(exc: BaseException, outputs: list[str]) -> str:
@@ -91,9 +94,9 @@ def disk_full_message(exc: BaseException, outputs: list[str]) -> str:
     path = Path(path or (outputs[0] if outputs else "."))
     written = max(written, _size(path))
     free, where = _free_bytes(path)
-    return (f"the disk is full: writing {path} failed after {_mb(written)} ({_mb(free)} free on the file system "
-            f"of {where}); it needs more than {_mb(written)} free, and the whole output more. Free space (or move "
-            "results/ to a larger disk), then rerun the same command: the incomplete output is not kept, "
+    return (f"the disk is full: writing {path} failed after {_human(written)} ({_human(free)} free on the file "
+            f"system of {where}); this output needs more than {_human(max(written, free))} free. Free space (or "
+            "move results/ to a larger disk), then rerun the same command: the incomplete output is not kept, "
             "Snakemake redoes the job")
 
 
@@ -115,7 +118,7 @@ def explain(exc: BaseException, command: str, outputs: list[str]) -> str | None:
 def output_paths(args) -> list[str]:
     """The command's output paths among its parsed arguments (`--out`, `--rows`, `--metrics`, ...)."""
     out = []
-    for key in ("out", "rows", "metrics", "predictions", "out_dir", "output"):
+    for key in ("out", "rows", "metrics", "predictions", "reviews", "meta", "output"):
         value = getattr(args, key, None)
         if isinstance(value, (str, os.PathLike)):
             out.append(str(value))

@@ -25,6 +25,11 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:  # what a disk-full message needs: the output, and how far its writing got
+        if not hasattr(err, "latentrec_path"):
+            err.latentrec_path = str(path)
+            err.latentrec_written = tmp.stat().st_size if tmp.exists() else 0
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -47,6 +52,43 @@ def write_yaml(obj, path: str | os.PathLike) -> None:
 def read_yaml(path: str | os.PathLike):
     with open(path, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+def _output_target(path: Path) -> Path:
+    """The Snakemake output a file belongs to: a model folder (it holds config.json) is one output."""
+    return path.parent if (path.parent / "config.json").is_file() and path.name != "config.json" else path
+
+
+def read_parquet(path: str | os.PathLike, **kwargs):
+    """pandas.read_parquet that names a damaged file and how to regenerate it, instead of a pyarrow trace."""
+    import pandas as pd
+    import pyarrow as pa
+
+    path = Path(path)
+    try:
+        return pd.read_parquet(path, **kwargs)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
+        if not path.is_file():
+            raise
+        from latentrec.errors import DamagedFileError
+
+        raise DamagedFileError(path, f"{type(err).__name__}: {err}", _output_target(path)) from None
+
+
+def load_safetensors(path: str | os.PathLike) -> dict:
+    """safetensors' load_file that names a damaged file and how to regenerate it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        if not path.is_file():
+            raise
+        from latentrec.errors import DamagedFileError
+
+        raise DamagedFileError(path, f"{type(err).__name__}: {err}", _output_target(path)) from None
 
 
 def _json_default(o):

@@ -313,24 +313,34 @@ class _Row:
 
 
 def _csv_rows(path: Path, text: str):
-    """Yield (line, fields) per row; `line` is where the row starts."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    end = 0
-    while True:
-        start = end + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as err:
-            what = str(err)
-            if "field limit" in what:
-                what = (f"a field is longer than {csv.field_size_limit()} characters "
-                        "(an unclosed quote makes the rest of the file one field)")
-            raise InputError(f"{path}:{start}: not a well-formed CSV row: {what}") from None
-        end = reader.line_num
-        if fields:  # blank lines are skipped, as csv.DictReader does
-            yield start, fields
+    """Yield (line, fields) per row; `line` is where the row starts.
+
+    A field may be as long as the file (three 20,000-character titles in one history are data, not an
+    error), so a broken quote shows as what it is: a row that does not end where its quotes say.
+    """
+    lines = text.split("\n")
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        end = 0
+        while True:
+            start = end + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                what = str(err)
+                if start <= len(lines) and lines[start - 1].count('"') % 2:
+                    what += (": a quote opened on this line is never closed, so the field runs on into the "
+                             "following lines; close it or remove it")
+                raise InputError(f"{path}:{start}: not a well-formed CSV row: {what}") from None
+            end = reader.line_num
+            if fields:  # blank lines are skipped, as csv.DictReader does
+                yield start, fields
+    finally:
+        csv.field_size_limit(limit)
 
 
 def read_split_csv(path: str | os.PathLike, n_items: int | None = None) -> tuple[pd.DataFrame, dict[int, str]]:

@@ -104,6 +104,9 @@ def fetch_model(spec: str, out_dir: str | os.PathLike) -> Path:
             raise InputError(f"model folder {folder} (config key llm.models.{out.name}.spec) lacks "
                              f"{', '.join(missing)}; a model folder holds {MODEL_LAYOUT}")
         shutil.copytree(folder, tmp)
+    elif Path(spec).expanduser().exists():
+        raise InputError(f"model spec {spec} (config key llm.models.{out.name}.spec) is a file, not a folder: "
+                         f"point it at the model's folder, which holds {MODEL_LAYOUT}")
     elif _looks_like_path(spec):
         raise InputError(f"model folder {spec} (config key llm.models.{out.name}.spec) does not exist. "
                          f"A model folder holds {MODEL_LAYOUT}")
@@ -137,7 +140,17 @@ def load_backbone(folder: str | os.PathLike, dtype=None, device=None):
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype) if dtype else AutoModelForCausalLM.from_pretrained(folder)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, **({"dtype": dtype} if dtype else {}))
+    except Exception as err:  # transformers wraps a damaged weight file in several error types
+        weights = sorted(folder.glob("*.safetensors"))
+        told = " ".join(f"{type(e).__name__} {e}" for e in (err, err.__cause__, err.__context__) if e)
+        if not weights or "safetensor" not in told.lower():
+            raise
+        from latentrec.errors import DamagedFileError
+
+        damaged = weights[0] if len(weights) == 1 else folder
+        raise DamagedFileError(damaged, f"{type(err).__name__}: {str(err)[:200]}", folder) from None
     if device is not None:
         model.to(device)
     return model, tok
