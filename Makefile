@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 CORES  ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint dry-run-paper report clean
+.PHONY: install run test lint docs dry-run-paper report clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ test: install                    ## the test suite (what CI runs)
 lint: install
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+docs: install                    ## config/README.md's tables of the config dataclasses, from their field help
+	$(BIN)/python -m latentrec.config_docs
 
 dry-run-paper: install           ## the papers' full DAG, nothing executed
 	$(BIN)/snakemake -n --configfile config/paper.yaml

@@ -152,6 +152,16 @@ CASES = [
      [f"config: run_datasets[0]: name '../../escape' is not allowed: names must match {NAME_PATTERN}"]),
     ("recipe_name", {"llm": {"latent": {"a/b": {"rl": None}}}},
      [f"config: llm.latent: name 'a/b' is not allowed: names must match {NAME_PATTERN}"]),
+    # Grid points become folder names, in every kind of grid.
+    ("method_grid_point", {"methods": {"SASRec": {"grid": {"loss": ["b ce"]}}}},
+     ["config: methods.SASRec.grid: the grid point 'lossb ce' would not be a safe folder name: grid values must be "
+      "numbers, booleans or simple words"]),
+    ("rl_grid_point", {"llm": {"latent": {"LatentR3": {"rl_grid": {"prompt_style": ["a b"]}}}}},
+     ["config: llm.latent.LatentR3.rl_grid: the grid point 'prompt_stylea b' would not be a safe folder name"]),
+    ("sft_grid_point", {"llm": {"sft_grid": {"prompt_style": ["a b"]}}},
+     ["config: llm.sft_grid: the grid point 'prompt_stylea b' would not be a safe folder name"]),
+    ("recipe_sft_grid_point", {"llm": {"latent": {"FLR": {"sft_grid": {"prompt_style": ["a/b"]}}}}},
+     ["config: llm.latent.FLR.sft_grid: the grid point 'prompt_stylea/b' would not be a safe folder name"]),
 ]
 
 
@@ -270,3 +280,10 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path, text, expected):
     _no_job_ran(out)
     for t in expected:
         assert t in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]
+
+
+def test_recommender_families_are_the_registrys():
+    from latentrec.baselines import registry
+    from latentrec.config import RECOMMENDER_FAMILIES
+
+    assert RECOMMENDER_FAMILIES == set(registry.FAMILIES)

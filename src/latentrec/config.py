@@ -15,12 +15,13 @@ import os
 import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from latentrec.baselines.families import RECOMMENDER_FAMILIES as _RECOMMENDER_FAMILY_NAMES
 from latentrec.checks import is_kind, check_value
 from latentrec.data.split_files import SPLIT_FILES
 from latentrec.errors import InputError
 
 # Families that rank items by score (rule fit_predict_recommender); LLM families get their own rules.
-RECOMMENDER_FAMILIES = {"mostpop", "caser", "gru4rec", "sasrec", "alpharec"}
+RECOMMENDER_FAMILIES = frozenset(_RECOMMENDER_FAMILY_NAMES)
 
 # Names of datasets, methods, recipes and models become file paths and shell arguments.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
@@ -200,6 +201,32 @@ def _field_path(where: str, err: Exception, fields=()) -> tuple[str, str]:
     return where, msg
 
 
+def _check_point_name(grid_where: str, point: str) -> None:
+    if not re.match(POINT_PATTERN, point):
+        _fail(grid_where, f"the grid point {point!r} would not be a safe folder name: "
+                          "grid values must be numbers, booleans or simple words")
+
+
+def _check_grid_points(points: dict[str, dict], grid: dict, grid_where: str, base_where: str, build, *,
+                       fields=(), errors=(ValueError, TypeError), always_name_point: bool = False) -> None:
+    """Each grid point ({name: full params}) has a safe folder name and is accepted by `build`, which raises
+    "<field>: ..." as the jobs would. A field the grid sets is reported under the grid's key path
+    (`grid_where`.<field>) with the point named; any other field under `base_where` (the point named too
+    when `always_name_point`)."""
+    for point, params in points.items():
+        _check_point_name(grid_where, point)
+        try:
+            build(params)
+        except errors as err:
+            path, msg = _field_path(base_where, err, fields)
+            field = path.rsplit(".", 1)[-1]
+            if field in grid:
+                path = f"{grid_where}.{field}"
+            if field in grid or always_name_point:
+                msg = f"{msg} (grid point {point})"
+            _fail(path, msg)
+
+
 # ------------------------------------------------------------------ the semantic checks
 METHOD_COMMON_KEYS = {"family", "paper_name", "display_name", "datasets", "seeds"}
 FAMILY_KEYS = {"recommender": {"params", "grid"}, "llm": {"tuned", "decode"}, "latent": {"recipe", "stage", "decode"}}
@@ -350,18 +377,8 @@ def _check_llm(config: dict) -> None:
         rl_grid = raw.get("rl_grid") or {}
         if rl_grid and raw.get("rl") is None:
             fail(f"{where}.rl_grid", "a grid over RL values needs an `rl` block (rl: null means no RL stage)")
-        for point, params in latent_rl_points(config, name).items():
-            if not re.match(POINT_PATTERN, point):
-                fail(f"{where}.rl_grid", f"the grid point {point!r} would not be a safe folder name: "
-                                         "grid values must be numbers, booleans or simple words")
-            try:
-                LRGRPOConfig.from_dict(params)
-            except (ValueError, TypeError) as err:
-                path, msg = _field_path(f"{where}.rl", err, LRGRPOConfig.__dataclass_fields__)
-                field = path.rsplit(".", 1)[-1]
-                if field in rl_grid:
-                    path, msg = f"{where}.rl_grid.{field}", f"{msg} (grid point {point})"
-                fail(path, msg)
+        _check_grid_points(latent_rl_points(config, name), rl_grid, f"{where}.rl_grid", f"{where}.rl",
+                           LRGRPOConfig.from_dict, fields=LRGRPOConfig.__dataclass_fields__)
 
 
 def _check_sft_grid(where: str, grid, bases) -> None:
@@ -389,20 +406,11 @@ def _check_sft_grid(where: str, grid, bases) -> None:
     names = list(grid_points({"params": {}, "grid": grid}))
     if len(names) < len(list(itertools.product(*grid.values()))):
         _fail(where, "two grid points would share one folder name: list each value once, written alike")
-    for point in names:
-        if not re.match(POINT_PATTERN, point):
-            _fail(where, f"the grid point {point!r} would not be a safe folder name: "
-                         "grid values must be numbers, booleans or simple words")
+    for point in names:  # checked even without a base config to lay the grid over
+        _check_point_name(where, point)
     for base_where, base in bases:
-        for point, params in grid_points({"params": base, "grid": grid}).items():
-            try:
-                SFTConfig.from_dict(params)
-            except (ValueError, TypeError) as err:
-                path, msg = _field_path(base_where, err, fields)
-                field = path.rsplit(".", 1)[-1]
-                if field in grid:
-                    path = f"{where}.{field}"
-                _fail(path, f"{msg} (grid point {point})")
+        _check_grid_points(grid_points({"params": base, "grid": grid}), grid, where, base_where, SFTConfig.from_dict,
+                           fields=fields, always_name_point=True)
 
 
 def _check_recipe_sft_grid(config: dict, name: str, raw: dict) -> None:
@@ -476,19 +484,8 @@ def _check_method(config: dict, m: str, c: dict) -> None:
     if group == "recommender":
         from latentrec.baselines.registry import check_params
 
-        grid = c.get("grid") or {}
-        for point, params in grid_points(c).items():
-            if not re.match(POINT_PATTERN, point):
-                fail(f"methods.{m}.grid", f"the grid point {point!r} would not be a safe folder name: "
-                                          "grid values must be numbers, booleans or simple words")
-            try:
-                check_params(family, params)
-            except ValueError as err:
-                path, msg = _field_path(f"methods.{m}.params", err)
-                field = path.rsplit(".", 1)[-1]
-                if field in grid:
-                    path, msg = f"methods.{m}.grid.{field}", f"{msg} (grid point {point})"
-                fail(path, msg)
+        _check_grid_points(grid_points(c), c.get("grid") or {}, f"methods.{m}.grid", f"methods.{m}.params",
+                           lambda params: check_params(family, params), errors=(ValueError,))
 
 
 # Recipe keys a dataset may override (`per_dataset`): what the warm-up trains, never what shapes the DAG.

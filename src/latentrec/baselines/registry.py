@@ -1,14 +1,15 @@
 """The one registry of score-based recommender families: config `family` name -> class.
 
 It imports every implementation; the implementations import only base.py, so there is no cycle and no
-import order in which a family is missing. A new family: write its class (with `family = "..."`) and
-list it in FAMILIES.
+import order in which a family is missing. A new family: write its class (with `family = "..."`), list
+it in `_CLASSES` and add its name to baselines/families.py (read by the config checks without torch).
 """
 
 from __future__ import annotations
 
 from latentrec.baselines.alpharec import AlphaRec
 from latentrec.baselines.base import Recommender
+from latentrec.baselines.families import RECOMMENDER_FAMILIES
 from latentrec.baselines.mostpop import MostPop
 from latentrec.baselines.sequential import Caser, GRU4Rec, SASRec
 from latentrec.checks import check_value
@@ -17,6 +18,9 @@ _CLASSES = (MostPop, Caser, GRU4Rec, SASRec, AlphaRec)
 FAMILIES: dict[str, type[Recommender]] = {cls.family: cls for cls in _CLASSES}
 if len(FAMILIES) != len(_CLASSES) or "" in FAMILIES:  # a class that forgot or copied its `family` name
     raise RuntimeError(f"baselines/registry.py: family names {[c.family for c in _CLASSES]} must be set and distinct")
+if sorted(FAMILIES) != sorted(RECOMMENDER_FAMILIES):
+    raise RuntimeError(f"baselines/registry.py: the classes' families {sorted(FAMILIES)} differ from "
+                       f"baselines/families.py's {sorted(RECOMMENDER_FAMILIES)}")
 
 
 def families() -> list[str]:

@@ -1,6 +1,7 @@
 """Paired significance tests between runs evaluated on the same test rows.
 
-Two kinds, both two-sided paired t-tests (scipy.stats.ttest_rel):
+Two kinds, both two-sided paired t-tests (scipy.stats.ttest_rel) through `paired_ttest`, the one test every
+report table uses:
   per row    one run of A against one run of B, paired by test row (the per-row metric values);
   per seed   the seed-level aggregates of A against those of B, paired by seed (as the FLR paper does).
 """
@@ -18,17 +19,20 @@ def paired_rows(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> dict:
     if len(a) != len(b) or not (a["row"].to_numpy() == b["row"].to_numpy()).all():
         raise ValueError("paired test needs both runs on the same test rows in the same order")
     x, y = a[metric].to_numpy(float), b[metric].to_numpy(float)
-    return _ttest(x, y, metric, "row")
+    return paired_ttest(x, y, metric, "row")
 
 
 def paired_seeds(a: dict[int, float], b: dict[int, float], metric: str) -> dict:
     seeds = sorted(set(a) & set(b))
     x = np.array([a[s] for s in seeds], float)
     y = np.array([b[s] for s in seeds], float)
-    return _ttest(x, y, metric, "seed") | {"seeds": seeds}
+    return paired_ttest(x, y, metric, "seed") | {"seeds": seeds}
 
 
-def _ttest(x: np.ndarray, y: np.ndarray, metric: str, unit: str) -> dict:
+def paired_ttest(x, y, metric: str = "", unit: str = "row") -> dict:
+    """Two-sided paired t-test of x against y (equal-length sequences, pair i = x[i], y[i]): n, the means,
+    t, p and the mean difference; a constant difference gives the test's limit instead of NaN (below)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
     n = len(x)
     out = {"metric": metric, "unit": unit, "n": n, "mean_a": float(x.mean()) if n else math.nan,
            "mean_b": float(y.mean()) if n else math.nan}

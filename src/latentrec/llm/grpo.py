@@ -40,7 +40,7 @@ import contextlib
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -57,42 +57,71 @@ from latentrec.runs import peak_memory_mb
 class LRGRPOConfig:
     """RL hyperparameters; defaults are the paper's (LatentR3 appendix C, REFERENCE §5)."""
 
-    lr: float = 1e-4
-    group_size: int = 8  # K latent draws per sample (draw 0 noise-free)
-    noise_std: float = 1.5
-    noise_latents: str = "first"  # first: noise on the first latent only, later ones follow from it (LatentR3
-    #                               appendix E); all: independent noise on every latent
-    groups_per_step: int = 32  # distinct samples per optimiser step, over all GPUs
-    advantage_groups: int | None = None  # samples sharing a baseline/normaliser; None: all groups_per_step samples
-    #                                      of the step, over all processes (the paper's batch-level advantage);
-    #                                      2: the reference's accident (one group per GPU of its 2). One forward
-    #                                      per device holds advantage_groups / world samples
-    advantage: str = "batch"  # batch: LR-GRPO; group: per-sample mean/std (the "w/o Batch Advantage" ablation);
-    #                           base: FLR-GRPO's (r - r_0) / ||r_{1:} - r_0||_2 per sample (r_0: the noise-free draw)
-    rollout: str = "noise"  # noise: LR-GRPO; decode: the original GRPO of the paper's appendix F (group_size
-    #                         noisy latents per sample as in LR-GRPO, one greedy catalog-constrained title decoded
-    #                         after each, 0/1 exact-match reward, group advantage, the whole model trains);
-    #                         beams: as decode, but the group_size completions are the beams of one beam search
-    #                         after the noise-free latent (explores answers, not latents)
-    policy: str = "target"  # ratio of: target = target-token likelihoods (the reference); latent = the Gaussian
-    #                         density of the noisy latent around the head's output (a true policy gradient)
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    beta: float = 0.0  # k3 KL to the starting head; 0 keeps no reference copy
-    reward: str = "neg_ppl"  # neg_ppl: -perplexity of the target (LR-GRPO); hybrid: FLR-GRPO's reward_alpha * mean
-    #                          target-token log-prob + reward_beta * [greedy constrained decode returns the target]
-    reward_alpha: float = 0.1
-    reward_beta: float = 1.0
-    regularisers: bool = False  # add the head's weighted regularisers (FLR eq. 13); off: their weights are frozen
-    warmup_steps: int = 200
-    max_epochs: int = 1
-    max_steps: int | None = None
-    train_limit: int | None = None  # seeded random subset of train rows (None = all)
-    valid_limit: int | None = 500  # rows scored by validation -PPL (model selection)
-    max_len: int = 512
-    mixed_precision: str = "auto"
-    prompt_style: str = "reference"
-    seed: int = 0
+    lr: float = field(default=1e-4, metadata={
+        "help": "AdamW on the head only (the LLM is frozen; with `rollout: decode` or `beams` on the whole "
+                "model); cosine schedule after `warmup_steps`"})
+    group_size: int = field(default=8, metadata={"help": "K latent draws per sample; draw 0 is noise-free"})
+    noise_std: float = field(default=1.5, metadata={"help": "sigma of the Gaussian noise added to the latent"})
+    noise_latents: str = field(default="first", metadata={
+        "help": "with N > 1 latents: `first` perturbs only the first latent, the later ones follow "
+                "deterministically from it (LatentR3 appendix E); `all` draws independent noise for every latent"})
+    groups_per_step: int = field(default=32, metadata={
+        "help": "samples per optimiser step over all GPUs (the last incomplete step of an epoch is dropped)"})
+    advantage_groups: int | None = field(default=None, metadata={
+        "help": "samples that share one baseline (mean of their noise-free rewards) and one L2 normaliser. "
+                "null: every sample of the optimiser step on every process (the paper's batch-level advantage; "
+                "one forward per process holds `groups_per_step / GPUs` samples × `group_size` draws); `2`: the "
+                "reference code's accident (one group per GPU of its two; paper.yaml's `LatentR3-refAdv` ablation "
+                "row); otherwise a divisor of `groups_per_step` and a multiple of the GPU count"})
+    advantage: str = field(default="batch", metadata={
+        "help": "`batch`: A = (r - b) / (‖r - b‖₂ + 1e-6) (LR-GRPO); `group`: per-sample (r - mean) / (std + 1e-4) "
+                "(\"w/o Batch Advantage\"); `base`: per-sample (r_i − r_0) / (‖r_{1:} − r_0‖₂ + 1e-6), r_0 the "
+                "sample's noise-free draw (FLR-GRPO)"})
+    rollout: str = field(default="noise", metadata={
+        "help": "`noise`: LR-GRPO (K noisy latents, no text generated, the head trains). `decode`: the original "
+                "GRPO of LatentR3 appendix F (Figure 4; paper.yaml's `LatentR3-origGRPO`): the same K latents per "
+                "sample (draw 0 noise-free, the others with N(0, `noise_std`²) noise as `noise_latents` says), one "
+                "greedy (beam-1) catalog-constrained title decoded after each (all draws of a forward in one "
+                "batched search), reward 1 if it is the ground-truth title else 0, and the ratio-1 surrogate over "
+                "each title's tokens given its own noisy latent, with gradient into the whole model (LLM and head; "
+                "`lr` then applies to all of it). `beams`: as `decode`, but the K completions are the K beams of "
+                "one beam search after the noise-free latent (explores answers, not latents). `decode` and `beams` "
+                "need `advantage: group`, `policy: target`, `beta: 0`, `regularisers: false`; with "
+                "`advantage: group`, `advantage_groups` only sets how many samples one forward holds. "
+                "`rl_log.json` records per step `reward`, `reward_clean` (draw 0) and `distinct_titles` (distinct "
+                "titles among a sample's K completions), and for every rollout `advantage_sq_sum` and "
+                "`advantage_clean_sum` (the step's advantages over all processes: docs/gpu_path.md)"})
+    policy: str = field(default="target", metadata={
+        "help": "what the PPO ratio is a probability of: `target`, the ground-truth target's token likelihoods "
+                "given each noisy latent (the reference); `latent`, the Gaussian density of the noisy latent "
+                "around the head's output (a true policy gradient; see docs/latentr3.md for why it matters)"})
+    clip_low: float = field(default=0.2, metadata={
+        "help": "PPO clip range below 1 (the ratio is 1 in value with one update per batch, as in the reference)"})
+    clip_high: float = field(default=0.28, metadata={"help": "PPO clip range above 1"})
+    beta: float = field(default=0.0, metadata={
+        "help": "weight of the k3 KL to the starting head (0 keeps no reference copy)"})
+    reward: str = field(default="neg_ppl", metadata={
+        "help": "`neg_ppl`: −perplexity of the target given the draw (LR-GRPO); `hybrid`: `reward_alpha` · mean "
+                "target-token log-prob + `reward_beta` · 𝟙[a greedy catalog-constrained decode after the noisy "
+                "thought spells the target] (FLR-GRPO; the G decodes of a sample run batched on the loss "
+                "forward's KV cache)"})
+    reward_alpha: float = field(default=0.1, metadata={"help": "FLR-GRPO's weight of the log-prob reward (FLR §4.2)"})
+    reward_beta: float = field(default=1.0, metadata={"help": "FLR-GRPO's weight of the exact-match reward"})
+    regularisers: bool = field(default=False, metadata={
+        "help": "add the head's weighted regularisers to the RL loss, once per sample (FLR eq. 13; their "
+                "uncertainty weights train too); false: those weights are frozen"})
+    warmup_steps: int = field(default=200, metadata={
+        "help": "optimiser steps of linear warm-up (at most half of all steps), then cosine decay to 0"})
+    max_epochs: int = field(default=1, metadata={"help": "passes over the (limited) train rows"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimiser steps"})
+    train_limit: int | None = field(default=None, metadata={
+        "help": "a seeded random subset of N train rows; null = all"})
+    valid_limit: int | None = field(default=500, metadata={
+        "help": "validation rows scored by −perplexity of the target (model selection); null = all"})
+    max_len: int = field(default=512, metadata={"help": "samples keep their last `max_len` tokens, as in `llm.sft`"})
+    mixed_precision: str = field(default="auto", metadata={"help": "as in `llm.sft`"})
+    prompt_style: str = field(default="reference", metadata={"help": "as in `llm.sft`"})
+    seed: int = field(default=0, metadata={"help": "set by each job from the run's `seeds`; a value here is replaced"})
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LRGRPOConfig":

@@ -37,24 +37,39 @@ from latentrec.runs import peak_memory_mb
 class SFTConfig:
     """Training hyperparameters; defaults are the papers' (BIGRec/D3/LatentR3 warm-up)."""
 
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 20
-    effective_batch: int = 128  # samples per optimiser step, over all GPUs
-    micro_batch: int = 8  # samples per forward on one device
-    max_epochs: int = 3
-    patience: int = 1  # epochs without validation improvement before stopping
-    max_len: int = 512
-    mixed_precision: str = "auto"  # auto: bf16 on a GPU that has it, else fp32; or "no" / "bf16" / "fp16"
-    group_by_length: bool = True
-    checkpoint_every: int = 50  # optimiser steps; 0 = epoch ends only
-    keep_checkpoint: bool = False  # keep checkpoint/ (optimizer state: 2x the model) after the run finished
-    train_limit: int | None = None  # train on N rows only (CPU-sized runs), None = all
-    train_sample: str = "random"  # how train_limit picks rows: "random" (seeded by `seed`) or "first" (earliest)
-    valid_limit: int | None = 2000  # validation-loss rows (a fixed subset keeps evaluation cheap)
-    max_steps: int | None = None  # stop after this many optimiser steps (small default runs)
-    prompt_style: str = "reference"
-    seed: int = 0
+    lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=20, metadata={
+        "help": "linear warm-up over this many optimiser steps, then linear decay to 0 at the last one"})
+    effective_batch: int = field(default=128, metadata={
+        "help": "samples per optimiser step over all GPUs (gradient accumulation over `micro_batch`)"})
+    micro_batch: int = field(default=8, metadata={"help": "samples per forward on one device"})
+    max_epochs: int = field(default=3, metadata={
+        "help": "at most this many epochs; early stopping on validation loss keeps the best model"})
+    patience: int = field(default=1, metadata={"help": "epochs without validation improvement before stopping"})
+    max_len: int = field(default=512, metadata={
+        "help": "samples keep their last `max_len` tokens (the reference's left truncation)"})
+    mixed_precision: str = field(default="auto", metadata={
+        "help": "`auto`: bf16 autocast with fp32 master weights on a GPU that has bf16, else fp32; "
+                "or `no`, `bf16`, `fp16`"})
+    group_by_length: bool = field(default=True, metadata={
+        "help": "micro-batches of similar length (shuffled across the epoch)"})
+    checkpoint_every: int = field(default=50, metadata={
+        "help": "optimiser steps between resumable checkpoints (0 = epoch ends only); a killed run resumes"})
+    keep_checkpoint: bool = field(default=False, metadata={
+        "help": "keep `checkpoint/` (the optimizer state: twice the model's size) after the run finished"})
+    train_limit: int | None = field(default=None, metadata={
+        "help": "train on N rows only (CPU-sized runs); null = all"})
+    train_sample: str = field(default="random", metadata={
+        "help": "how `train_limit` picks its rows: `random`, a sample seeded by the run seed (kept in split "
+                "order), or `first`, the N earliest rows"})
+    valid_limit: int | None = field(default=2000, metadata={
+        "help": "validation loss on the first N valid rows (a fixed subset keeps evaluation cheap); null = all"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "stop after this many optimiser steps (small runs); null = no limit"})
+    prompt_style: str = field(default="reference", metadata={
+        "help": "`reference` (the published text, typos included) or `clean`"})
+    seed: int = field(default=0, metadata={"help": "set by each job from the run's `seeds`; a value here is replaced"})
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "SFTConfig":

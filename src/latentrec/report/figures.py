@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # headless: clusters and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from latentrec.io_utils import atomic_path  # noqa: E402
+from latentrec.io_utils import atomic_path
+from latentrec.report.common import pyplot
 
 
 def plot_against_paper(long: pd.DataFrame, path, metric: str = "N@10", ours_label: str = "ours") -> None:
     """Ours (`long`: one matching, tables.collect) beside the published value, per method and dataset."""
+    plt = pyplot()
     d = long[long.metric == metric]
     datasets = list(dict.fromkeys(d["dataset"]))
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(4.5 * max(1, len(datasets)), 3.6), squeeze=False)

@@ -26,17 +26,18 @@ import pandas as pd
 
 from latentrec.eval.significance import paired_seeds
 from latentrec.io_utils import read_json
-from latentrec.report.latentr3 import _mean, _plt, _pooled_rows, popularity, popularity_figure, sweep_figure, sweep_points
-from latentrec.report.significance_table import load_runs, strongest
+from latentrec.report.common import (METRIC, format_gain, format_num, format_p, load_runs, method_runs,
+                                     paired_pooled_rows, paired_rows_p, pyplot, seed_mean)
+from latentrec.report.latentr3 import popularity, popularity_figure, sweep_figure, sweep_points
+from latentrec.report.significance_table import strongest
 from latentrec.report.tables import (MATCH_NOTE, MATCHES, PAPER_METRICS, PUBLISHED_MATCH, metric_key,
                                      no_published_note, unpublished, write_csv, write_text)
 
-METRIC = "NDCG@10"
 TABLE4_COLUMNS = ["LatentR3", "FLR", "FLR + LR-GRPO", "FLR + FLR-GRPO"]  # the published column order
 
 
 def _have(runs: pd.DataFrame, dataset: str, method: str) -> bool:
-    return bool(len(runs[(runs.dataset == dataset) & (runs.method == method)]))
+    return bool(len(method_runs(runs, dataset, method)))
 
 
 def _cell(mean, std, paper=None) -> str:
@@ -54,7 +55,7 @@ def _both(runs: pd.DataFrame, dataset: str, method: str, metric: str) -> dict:
     """{title_mean, title_std, id_mean, id_std} of `metric` over the method's seeds: ours under both matchings."""
     out = {}
     for match in MATCHES:
-        out[f"{match}_mean"], out[f"{match}_std"] = _mean(runs, dataset, method, metric_key(metric, match))
+        out[f"{match}_mean"], out[f"{match}_std"] = seed_mean(runs, dataset, method, metric_key(metric, match))
     return out
 
 
@@ -81,8 +82,6 @@ def table2(runs: pd.DataFrame, cfg: dict, paper: dict) -> tuple[pd.DataFrame, pd
     """(long table of every row method, FLR-vs-strongest-baseline tests), ours under both matchings. The
     strongest baseline is chosen by N@10 matched by title (the published values' matching), and tested
     against under each matching."""
-    from scipy import stats
-
     rows, ours, baselines = cfg.get("rows", {}), cfg.get("method"), cfg.get("baselines", [])
     out, tests = [], []
     for dataset in _datasets(runs):
@@ -100,8 +99,7 @@ def table2(runs: pd.DataFrame, cfg: dict, paper: dict) -> tuple[pd.DataFrame, pd
             continue
         a, b = d[d.method == ours].set_index("seed"), d[d.method == base].set_index("seed")
         seeds = sorted(set(a.index) & set(b.index))
-        pooled = _pooled_rows(runs, dataset, ours).merge(_pooled_rows(runs, dataset, base), on=["seed", "row"],
-                                                         suffixes=("", "_b"))
+        pooled = paired_pooled_rows(runs, dataset, ours, base)
         for pkey, metric in PAPER_METRICS.items():
             t = {"dataset": dataset, "method": ours, "baseline": base, "metric": pkey, "n_seeds": len(seeds),
                  "paired_rows": len(pooled)}
@@ -109,11 +107,10 @@ def table2(runs: pd.DataFrame, cfg: dict, paper: dict) -> tuple[pd.DataFrame, pd
                 key = metric_key(metric, match)
                 st = paired_seeds({s: a.at[s, "metrics"][key] for s in seeds},
                                   {s: b.at[s, "metrics"][key] for s in seeds}, key)
-                x, y = pooled[key], pooled[f"{key}_b"]
                 t.update({f"ours_{match}": st["mean_a"], f"baseline_{match}": st["mean_b"],
                           f"improvement_{match}": st["mean_a"] / st["mean_b"] - 1 if st["mean_b"] else math.nan,
                           f"p_seeds_{match}": st["p"],
-                          f"p_rows_{match}": float(stats.ttest_rel(x, y).pvalue) if (x - y).std() > 0 else math.nan})
+                          f"p_rows_{match}": paired_rows_p(pooled, key)})
             tests.append(t)
     return pd.DataFrame(out, columns=TABLE2_COLUMNS), pd.DataFrame(tests, columns=TESTS_COLUMNS)
 
@@ -125,14 +122,6 @@ def _impossible_published(cells: pd.DataFrame) -> list[str]:
     return [f"N@{k}" for k in (5, 10)
             if paper.get(f"N@{k}") is not None and paper.get(f"H@{k}") is not None
             and not pd.isna(paper[f"N@{k}"]) and not pd.isna(paper[f"H@{k}"]) and paper[f"N@{k}"] > paper[f"H@{k}"]]
-
-
-def _p(p) -> str:
-    return "–" if p is None or pd.isna(p) else f"{p:.2g}"
-
-
-def _num(x, fmt: str = ".4f") -> str:
-    return "–" if x is None or pd.isna(x) else format(x, fmt)
 
 
 def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str, published=None) -> str:
@@ -162,8 +151,8 @@ def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str, published=
               "| dataset | baseline | metric | seeds | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
     for r in tests.to_dict("records"):
         cells = [c for match in MATCHES for c in (
-            _num(r[f"ours_{match}"]), _num(r[f"baseline_{match}"]), _num(r[f"improvement_{match}"], "+.1%"),
-            _p(r[f"p_seeds_{match}"]), _p(r[f"p_rows_{match}"]))]
+            format_num(r[f"ours_{match}"]), format_num(r[f"baseline_{match}"]), format_gain(r[f"improvement_{match}"]),
+            format_p(r[f"p_seeds_{match}"]), format_p(r[f"p_rows_{match}"]))]
         lines.append(f"| {r['dataset']} | {r['baseline']} | {r['metric']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
     if tests.empty:
         lines.append("| – | FLR or every baseline is absent from this run |" + " |" * (2 + len(cols)))
@@ -279,7 +268,7 @@ def _ellipsize(text: str, n: int = 40) -> str:
 def factor_figure(stats: list[dict], path: Path) -> None:
     """Figure 4: one panel per dataset (rows) and model label (columns, e.g. without / with the constraints,
     before / after FLR-GRPO): the mean K x K cosine similarity of its factors."""
-    plt = _plt()
+    plt = pyplot()
     datasets = list(dict.fromkeys(s["dataset"] for s in stats)) or [None]
     labels = list(dict.fromkeys(s["label"] for s in stats)) or [None]
     cell = {}
@@ -318,7 +307,7 @@ def attention_figure(panels: list[tuple[str, dict]], meta: dict | None, user: in
     scale; colour = the factor's attention on the item's title tokens. The rest of the factor's attention
     (on the prompt outside the titles) would swamp the per-item differences: it is left out of the colour
     scale and written under each factor instead."""
-    plt = _plt()
+    plt = pyplot()
     panels = [(label, z) for label, z in panels if z is not None and user < len(z["item_attention"])]
     if not panels or meta is None:
         fig, ax = plt.subplots(figsize=(7, 3))
@@ -386,7 +375,7 @@ def timing(paths: list[str]) -> pd.DataFrame:
 
 
 def timing_figure(df: pd.DataFrame, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     datasets = list(dict.fromkeys(df.dataset)) or ["(no timings)"]
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.2), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
@@ -443,8 +432,7 @@ def timing_markdown(df: pd.DataFrame) -> str:
 def build(metrics_paths: list[str], data_dirs: dict[str, str], factor_paths: list[str], timing_paths: list[str],
           cfg: dict, paper_all: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    runs = load_runs(metrics_paths) if metrics_paths else pd.DataFrame(
-        columns=["dataset", "method", "seed", "metrics", "rows_path"])
+    runs = load_runs(metrics_paths)
     note = (f"Scored on the first {cfg['test_limit']} test rows only." if cfg.get("test_limit") else
             "Scored on the full test split.")
 

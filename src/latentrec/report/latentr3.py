@@ -20,35 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from latentrec.eval.significance import mean_std
 from latentrec.io_utils import read_json
-from latentrec.report.significance_table import load_runs
+from latentrec.report.common import (METRIC, format_gain, format_num, format_p, load_runs, method_runs,
+                                     paired_pooled_rows, paired_rows_p, pooled_rows, pyplot, seed_mean)
 from latentrec.report.tables import (MATCH_NOTE, MATCHES, PAPER_METRICS, metric_key, no_published_note,
                                      unpublished, write_csv, write_text)
 
-METRIC = "NDCG@10"
-
-
-def _pooled_rows(runs: pd.DataFrame, dataset: str, method: str) -> pd.DataFrame:
-    g = runs[(runs.dataset == dataset) & (runs.method == method)]
-    return pd.concat([pd.read_parquet(p).assign(seed=s) for p, s in zip(g.rows_path, g.seed)], ignore_index=True)
-
-
-def _mean(runs, dataset, method, metric=METRIC):
-    g = runs[(runs.dataset == dataset) & (runs.method == method)]
-    return mean_std(m[metric] for m in g.metrics) if len(g) else (math.nan, math.nan)
-
-
 GAINS_COLUMNS = ["dataset", "method", "backbone", "metric", "ours_title", "backbone_title", "gain_title", "paper",
                  "paper_backbone", "paper_gain", "p_title", "ours_id", "backbone_id", "gain_id", "p_id", "paired_rows"]
-
-
-def _paired_p(both: pd.DataFrame, col: str) -> float:
-    """Paired t-test p of `col` against `col`_b over the rows of `both`; NaN where the difference is constant."""
-    from scipy import stats
-
-    diff = both[col] - both[f"{col}_b"]
-    return float(stats.ttest_rel(both[col], both[f"{col}_b"]).pvalue) if diff.std() > 0 else math.nan
 
 
 def gains(runs: pd.DataFrame, pairs: dict[str, str], paper: dict) -> pd.DataFrame:
@@ -60,8 +39,7 @@ def gains(runs: pd.DataFrame, pairs: dict[str, str], paper: dict) -> pd.DataFram
             have = set(runs[runs.dataset == dataset].method)
             if method not in have or backbone not in have:
                 continue
-            a, b = _pooled_rows(runs, dataset, method), _pooled_rows(runs, dataset, backbone)
-            both = a.merge(b, on=["seed", "row"], suffixes=("", "_b"))
+            both = paired_pooled_rows(runs, dataset, method, backbone)
             for pkey, metric in PAPER_METRICS.items():
                 pub = paper.get(dataset, {})
                 p_ours, p_base = pub.get(method, {}).get(pkey), pub.get(backbone, {}).get(pkey)
@@ -70,25 +48,12 @@ def gains(runs: pd.DataFrame, pairs: dict[str, str], paper: dict) -> pd.DataFram
                        "paper_gain": p_ours / p_base - 1 if p_ours and p_base else math.nan, "paired_rows": len(both)}
                 for match in MATCHES:
                     key = metric_key(metric, match)
-                    ours, base = _mean(runs, dataset, method, key)[0], _mean(runs, dataset, backbone, key)[0]
+                    ours, base = seed_mean(runs, dataset, method, key)[0], seed_mean(runs, dataset, backbone, key)[0]
                     row.update({f"ours_{match}": ours, f"backbone_{match}": base,
                                 f"gain_{match}": ours / base - 1 if base else math.nan,
-                                f"p_{match}": _paired_p(both, key)})
+                                f"p_{match}": paired_rows_p(both, key)})
                 out.append(row)
     return pd.DataFrame(out, columns=GAINS_COLUMNS)
-
-
-def _pct(x) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.1%}"
-
-
-def _p(p) -> str:
-    """A p-value, or "–" where there is none (no paired test: identical rows, one seed, ...)."""
-    return "–" if p is None or pd.isna(p) else f"{p:.3g}"
-
-
-def _num(x) -> str:
-    return "–" if x is None or pd.isna(x) else f"{x:.4f}"
 
 
 def gains_markdown(df: pd.DataFrame, note: str, published=None) -> str:
@@ -99,9 +64,10 @@ def gains_markdown(df: pd.DataFrame, note: str, published=None) -> str:
              "| p (title) | ours (id) | backbone (id) | ours gain (id) | p (id) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
-        lines.append(f"| {r.dataset} | {r.method} | {r.backbone} | {r.metric} | {_num(r.ours_title)} | "
-                     f"{_num(r.backbone_title)} | {_pct(r.gain_title)} | {_pct(r.paper_gain)} | {_p(r.p_title)} | "
-                     f"{_num(r.ours_id)} | {_num(r.backbone_id)} | {_pct(r.gain_id)} | {_p(r.p_id)} |")
+        lines.append(f"| {r.dataset} | {r.method} | {r.backbone} | {r.metric} | {format_num(r.ours_title)} | "
+                     f"{format_num(r.backbone_title)} | {format_gain(r.gain_title)} | {format_gain(r.paper_gain)} | "
+                     f"{format_p(r.p_title)} | {format_num(r.ours_id)} | {format_num(r.backbone_id)} | "
+                     f"{format_gain(r.gain_id)} | {format_p(r.p_id)} |")
     if len(df):
         missing = unpublished(df["dataset"], df.rename(columns={"paper_gain": "paper"}), published)
         lines += ["", *(no_published_note(d) for d in missing)] if missing else []
@@ -116,13 +82,14 @@ def ablation(runs: pd.DataFrame, rows: dict[str, str], paper: dict) -> pd.DataFr
     out = []
     for dataset in dict.fromkeys(runs.dataset):
         for method, name in rows.items():
-            if not len(runs[(runs.dataset == dataset) & (runs.method == method)]):
+            if not len(method_runs(runs, dataset, method)):
                 continue
             for pkey, metric in PAPER_METRICS.items():
                 row = {"dataset": dataset, "variant": name, "method": method, "metric": pkey,
                        "paper": paper.get(dataset, {}).get(name, {}).get(pkey)}
                 for match in MATCHES:
-                    row[f"{match}_mean"], row[f"{match}_std"] = _mean(runs, dataset, method, metric_key(metric, match))
+                    row[f"{match}_mean"], row[f"{match}_std"] = seed_mean(runs, dataset, method,
+                                                                          metric_key(metric, match))
                 out.append(row)
     return pd.DataFrame(out, columns=ABLATION_COLUMNS)
 
@@ -136,22 +103,13 @@ def ablation_markdown(df: pd.DataFrame, note: str, published=None) -> str:
         lines += [f"### {dataset}", "", "| variant (our method) | " + " | ".join(head) + " |",
                   "|---|" + "---|" * len(head)]
         for (variant, method), gv in g.groupby(["variant", "method"], sort=False):
-            title = [_num(r.title_mean) + (f" ({r.paper:.4f})" if r.paper is not None and not pd.isna(r.paper) else "")
-                     for r in gv.itertuples()]
-            lines.append(f"| {variant} ({method}) | " + " | ".join(title + [_num(v) for v in gv.id_mean]) + " |")
+            title = [format_num(r.title_mean) + (f" ({r.paper:.4f})" if r.paper is not None and not pd.isna(r.paper)
+                                                 else "") for r in gv.itertuples()]
+            lines.append(f"| {variant} ({method}) | " + " | ".join(title + [format_num(v) for v in gv.id_mean]) + " |")
         if unpublished([dataset], g, published):
             lines += ["", no_published_note(dataset)]
         lines.append("")
     return "\n".join(lines)
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def sweep_points(runs: pd.DataFrame, settings: dict[str, dict[str, int]], key: str) -> pd.DataFrame:
@@ -160,7 +118,7 @@ def sweep_points(runs: pd.DataFrame, settings: dict[str, dict[str, int]], key: s
     pts = []
     for dataset, per in settings.items():
         for method, value in per.items():
-            mean, std = _mean(runs, dataset, method)
+            mean, std = seed_mean(runs, dataset, method)
             if not math.isnan(mean):
                 pts.append({"dataset": dataset, key: int(value), "method": method, "mean": mean, "std": std})
     return pd.DataFrame(pts, columns=["dataset", key, "method", "mean", "std"])
@@ -169,7 +127,7 @@ def sweep_points(runs: pd.DataFrame, settings: dict[str, dict[str, int]], key: s
 def sweep_figure(df: pd.DataFrame, key: str, xlabel: str, title: str, path: Path, xticks=None) -> None:
     """METRIC against a swept (integer) setting, one line per dataset, error bars = std over seeds; x ticks
     at `xticks`, else at the settings that ran, else at integers."""
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -212,9 +170,9 @@ def popularity(runs: pd.DataFrame, methods: list[str], data_dirs: dict[str, str]
         popular = set(np.argsort(-counts, kind="stable")[: max(1, int(round(top * ds.n_items)))].tolist())
         target = ds.test["item_id"].to_numpy()
         for method in methods:
-            if not len(runs[(runs.dataset == dataset) & (runs.method == method)]):
+            if not len(method_runs(runs, dataset, method)):
                 continue
-            rows = _pooled_rows(runs, dataset, method)
+            rows = pooled_rows(runs, dataset, method)
             is_pop = np.array([target[r] in popular for r in rows["row"]])
             for group, sel in (("popular", is_pop), ("unpopular", ~is_pop)):
                 out.append({"dataset": dataset, "method": method, "group": group, "rows": int(sel.sum()),
@@ -224,7 +182,7 @@ def popularity(runs: pd.DataFrame, methods: list[str], data_dirs: dict[str, str]
 
 
 def popularity_figure(df: pd.DataFrame, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     datasets = list(dict.fromkeys(df.dataset)) or ["(no runs)"]
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.2), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
@@ -264,7 +222,7 @@ def cost(runs: pd.DataFrame, methods: list[str], rl_logs: list[str]) -> pd.DataF
 
 
 def cost_figure(df: pd.DataFrame, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     dec = df[df.what == "decode s/user"].groupby("method", sort=False)["value"].mean()
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.bar(range(len(dec)), dec.values)
@@ -340,13 +298,13 @@ def grpo_comparison(runs: pd.DataFrame, pairs: dict[str, str], rl_logs: list[str
             for method, kind in ((orig, "original GRPO"), (lr, "LR-GRPO")):
                 recipe = recipes.get(method, method)
                 sps = [v for (d, r, _), v in logs.items() if d == dataset and r == recipe]
-                g = runs[(runs.dataset == dataset) & (runs.method == method)]
+                g = method_runs(runs, dataset, method)
                 row = {"dataset": dataset, "method": method, "rl": kind, "seeds": len(g), "rl_logs": len(sps),
                        "rl_seconds_per_step": float(np.mean([v["seconds_per_step"] for v in sps])) if sps else math.nan,
                        "rl_device": sps[0].get("device") if sps else None,
                        "rl_world_size": sps[0].get("world_size") if sps else None}
                 for metric in GRPO_METRICS:
-                    row[metric], row[f"{metric}_std"] = _mean(runs, dataset, method, metric)
+                    row[metric], row[f"{metric}_std"] = seed_mean(runs, dataset, method, metric)
                 rows.append(row)
             if not (rows[0]["seeds"] or rows[0]["rl_logs"]):
                 continue  # no original-GRPO run on this dataset
@@ -360,7 +318,7 @@ def grpo_comparison(runs: pd.DataFrame, pairs: dict[str, str], rl_logs: list[str
 def grpo_figure(df: pd.DataFrame, path: Path, paper_ratio: float | None = None) -> None:
     """LatentR3's Figure 4: per dataset, NDCG@10 and HR@10 of the original GRPO and of LR-GRPO (error bars:
     std over seeds), and their training seconds per RL step with the measured ratio beside the paper's."""
-    plt = _plt()
+    plt = pyplot()
     if not len(df):
         fig, ax = plt.subplots(figsize=(5, 2.2))
         ax.axis("off")

@@ -24,7 +24,7 @@ import math
 import pandas as pd
 
 from latentrec.eval.significance import mean_std, paired_rows
-from latentrec.report.significance_table import load_runs
+from latentrec.report.common import format_p, load_runs
 
 VERDICTS = ("yes", "no (worse)", "no (n.s.)")
 
@@ -99,9 +99,8 @@ def _markdown(df: pd.DataFrame, primary: str, alpha: float) -> str:
              "| beats it? |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
-        p = "–" if pd.isna(r.max_p) else f"{r.max_p:.2g}"
         lines.append(f"| {r.dataset} | {r.method} | {r.baseline} | {r.metric} | {r.n_rows:,} | {r.seeds} | "
-                     f"{r.mean:.4f} | {r.baseline_mean:.4f} | {p} | {r.verdict} |")
+                     f"{r.mean:.4f} | {r.baseline_mean:.4f} | {format_p(r.max_p)} | {r.verdict} |")
     if df.empty:
         lines.append("| – | no LLM method and baseline ran on the same dataset | | | | | | | | |")
     return "\n".join(lines) + "\n"

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from latentrec.eval.significance import mean_std, paired_rows, paired_seeds
-from latentrec.io_utils import read_json
-
-
-def load_runs(metrics_paths: list[str]) -> pd.DataFrame:
-    recs = []
-    for p in metrics_paths:
-        m = read_json(p)
-        recs.append({"dataset": m["dataset"], "method": m["method"], "seed": m["seed"],
-                     "metrics": m["metrics"], "rows_path": str(Path(p).with_name("rows.parquet"))})
-    return pd.DataFrame(recs)
+from latentrec.report.common import format_p, load_runs
 
 
 def strongest(runs: pd.DataFrame, candidates: list[str], metric: str) -> str | None:
@@ -58,10 +47,6 @@ def significance_table(metrics_paths: list[str], cfg: dict) -> tuple[pd.DataFram
     return df, _markdown(df)
 
 
-def _fmt_p(p) -> str:
-    return "–" if p is None or pd.isna(p) else f"{p:.2g}"
-
-
 def _markdown(df: pd.DataFrame) -> str:
     lines = ["## Paired t-tests against the strongest baseline", "",
              "Per row: test rows paired, first seed shown; per seed: seed-level aggregates paired "
@@ -70,7 +55,8 @@ def _markdown(df: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
         lines.append(f"| {r.dataset} | {r.method} | {r.baseline} | {r.metric} | {r.mean:.4f} | "
-                     f"{r.baseline_mean:.4f} | {_fmt_p(r.row_p)} | {r.row_sig_seeds}/{r.n_seeds} | {_fmt_p(r.seed_p)} |")
+                     f"{r.baseline_mean:.4f} | {format_p(r.row_p)} | {r.row_sig_seeds}/{r.n_seeds} | "
+                     f"{format_p(r.seed_p)} |")
     if df.empty:
         lines.append("| – | no method besides the baselines ran | | | | | | | |")
     return "\n".join(lines) + "\n"
