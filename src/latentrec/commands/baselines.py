@@ -73,21 +73,11 @@ def cmd_select_grid(a) -> None:
     """Pick the grid point with the best validation metric and install its test run as the method's run."""
     import shutil
 
-    import pandas as pd
-
     from latentrec.data.processed_io import load_dataset
-    from latentrec.eval.metrics import aggregate, evaluate_predictions
+    from latentrec.eval.selection import choose_grid_point
     from latentrec.report.tables import write_csv
 
-    ds = load_dataset(a.data)
-    scores = []
-    for point in a.points:
-        preds = pd.read_parquet(Path(point) / "predictions_valid.parquet")
-        m = aggregate(evaluate_predictions(preds, ds.valid, ds.titles))
-        scores.append({"point": Path(point).name, "path": point, **{k: m[k] for k in ("HR@10", "NDCG@10")}})
-    table = pd.DataFrame(scores)
-    best = table.loc[table[a.metric].idxmax()]  # first best on ties: the grid's listed order
-    table["selected"] = table["point"] == best["point"]
+    table, best = choose_grid_point(a.points, load_dataset(a.data), a.metric)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(table.drop(columns="path"), out / "grid_selection.csv")
