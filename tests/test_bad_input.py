@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from latentrec.cli import main
+from latentrec.commands.main import main
 from latentrec.data.amazon import read_reviews
 from latentrec.errors import InputError
 from tests.conftest import write_jsonl_gz

@@ -33,7 +33,7 @@ def tiny_run(smollm2_tokenizer, tmp_path):
 
 
 def _decode(tmp, out, extra=()):
-    from latentrec.cli import main
+    from latentrec.commands.main import main
 
     main(["decode", "--data", str(tmp / "data"), "--model", str(tmp / "model"), "--domain", "musics",
           "--cfg", '{"num_beams": 3, "num_return": 3, "batch_size": 2}', "--out", str(out), *extra])
@@ -74,7 +74,7 @@ def test_killed_decode_shard_resumes_from_its_last_chunk(tiny_run, monkeypatch):
         _decode(tiny_run, tiny_run / "other.parquet")
     calls.clear()
     monkeypatch.setattr(rec, "_decode_batch", lambda *a: (calls.append(len(a[1])), real(*a))[1])
-    from latentrec.cli import main
+    from latentrec.commands.main import main
 
     main(["decode", "--data", str(tiny_run / "data"), "--model", str(tiny_run / "model"), "--domain", "musics",
           "--cfg", '{"num_beams": 2, "num_return": 2, "batch_size": 2}', "--out", str(tiny_run / "other.parquet")])

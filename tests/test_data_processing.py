@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from latentrec.cli import main
+from latentrec.commands.main import main
 from latentrec.data.build import build_from_raw
 from latentrec.data.filtering import FilterConfig, clean_title_reference, select_titles, step_back
 from latentrec.data.processed_io import export_csv_dataset

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from latentrec.data.download import _RateGuard, add_cli, amazon2018_urls, download, part_path
+from latentrec.commands.data import add_parsers
+from latentrec.data.download import _RateGuard, amazon2018_urls, download, part_path
 from latentrec.errors import InputError
 
 PAYLOAD = gzip.compress(random.Random(0).randbytes(50_000), mtime=0)
@@ -266,7 +267,7 @@ def test_amazon2018_urls():
 
 def test_cli(server, tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
+    add_parsers(parser.add_subparsers())
     url = f"{server.base}/ok/x.json.gz"
     args = parser.parse_args(["download", "--url", url, "--out", str(tmp_path), "--retries", "1",
                               "--min-rate", "1", "--stall-window", "30", "--timeout", "5"])

@@ -61,7 +61,7 @@ def test_an_allocation_that_fails_for_memory_names_the_knob():
         import torch  # the address space torch itself needs is taken before the limit
         resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
         sys.argv = ["latentrec", "oom-probe"]
-        from latentrec import cli
+        from latentrec.commands import main as cli
         def oom_probe(a):  # a batch as large as a too-large decode batch makes it: 64 GB of logits
             torch.empty((64, 10, 151936, 1764), dtype=torch.float32)
         parser = cli.make_parser

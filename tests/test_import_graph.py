@@ -1,10 +1,12 @@
-"""The package's import graph: every module imports on its own, no cycles, and the CLI layer on top.
+"""The package's import graph: every module imports on its own, no cycles, and three layers.
 
-Layers: the CLI layer (CLI_LAYER below: argument parsing and `cmd_*` functions) may import anything; no
-other module imports it. Registries (baselines/registry.py, llm/latent.py's HEADS) import their
-implementations, never the other way round. The graph is read with `ast` from the source, counting every
-import, function-local ones and literal `__import__` / `importlib.import_module` calls included, so a
-cycle cannot hide inside a function.
+Layers, top down: the command layer (`latentrec.commands`, and `__main__`: argument parsing and the `cmd_*`
+functions) may import anything and nothing else imports it; pipeline support (config checks, the cost plan, the
+GPU lease: the other top-level modules) may import the library; the library (LIBRARY_PACKAGES and the shared
+leaves) imports only itself. Within the library `llm` never imports `report`. Registries (baselines/registry.py,
+llm/latent.py's HEADS) import their implementations, never the other way round. The graph is read with `ast` from
+the source, counting every import, function-local ones and literal `__import__` / `importlib.import_module` calls
+included, so a cycle cannot hide inside a function.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "latentrec"
-CLI_LAYER = {"latentrec.__main__", "latentrec.cli", "latentrec.llm.latent_cli", "latentrec.llm.flr_cli"}
+COMMANDS = "latentrec.commands"
+LIBRARY_PACKAGES = ("latentrec.data", "latentrec.baselines", "latentrec.eval", "latentrec.llm", "latentrec.report")
+SHARED_LEAVES = {"latentrec", "latentrec.errors", "latentrec.io_utils", "latentrec.checks", "latentrec.runs"}
 
 
 def package_modules() -> dict[str, Path]:
@@ -28,6 +32,18 @@ def package_modules() -> dict[str, Path]:
             parts.pop()
         out[".".join(parts)] = path
     return out
+
+
+def in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def command_layer(modules) -> set[str]:
+    return {"latentrec.__main__"} | {m for m in modules if in_package(m, COMMANDS)}
+
+
+def is_library(module: str) -> bool:
+    return module in SHARED_LEAVES or any(in_package(module, p) for p in LIBRARY_PACKAGES)
 
 
 def _absolute(module: str, path: Path, node: ast.ImportFrom) -> str:
@@ -106,12 +122,53 @@ def test_no_import_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_only_the_cli_layer_imports_cli_modules():
+def test_only_the_command_layer_imports_command_modules():
     graph = import_graph()
-    assert CLI_LAYER <= set(graph), f"CLI_LAYER names modules that do not exist: {sorted(CLI_LAYER - set(graph))}"
-    bad = sorted(f"{m} imports {sorted(deps & CLI_LAYER)}" for m, deps in graph.items()
-                 if m not in CLI_LAYER and deps & CLI_LAYER)
-    assert not bad, "library modules reach up into the CLI layer: " + "; ".join(bad)
+    layer = command_layer(graph)
+    assert len(layer) > 5, f"the command layer was not found under {COMMANDS}: {sorted(layer)}"
+    bad = sorted(f"{m} imports {sorted(deps & layer)}" for m, deps in graph.items() if m not in layer and deps & layer)
+    assert not bad, "modules below the command layer reach up into it: " + "; ".join(bad)
+
+
+def test_every_stage_module_is_on_the_command_line():
+    from latentrec.commands.main import STAGES
+
+    stages = {m for m in command_layer(package_modules())
+              if m.count(".") == 2 and m not in (f"{COMMANDS}.main", f"{COMMANDS}.args")}
+    assert stages == {s.__name__ for s in STAGES}, "a stage module is missing from commands/main.py's STAGES"
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """Top-level names of the absolute imports in a module's source (`argparse`, `torch`, `latentrec`, ...)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_only_the_command_layer_parses_arguments():
+    modules = package_modules()
+    layer = command_layer(modules)
+    bad = sorted(m for m, path in modules.items() if m not in layer and "argparse" in top_level_imports(path))
+    assert not bad, f"argparse outside {COMMANDS}: {bad}"
+
+
+def test_the_library_imports_neither_pipeline_support_nor_commands():
+    graph = import_graph()
+    bad = sorted(f"{m} imports {sorted(d for d in deps if not is_library(d))}" for m, deps in graph.items()
+                 if is_library(m) and any(not is_library(d) for d in deps))
+    assert not bad, "library modules reach up into pipeline support or commands: " + "; ".join(bad)
+
+
+def test_llm_never_imports_report():
+    graph = import_graph()
+    bad = sorted(f"{m} imports {sorted(d for d in deps if in_package(d, 'latentrec.report'))}"
+                 for m, deps in graph.items() if in_package(m, "latentrec.llm")
+                 and any(in_package(d, "latentrec.report") for d in deps))
+    assert not bad, "llm reaches into report: " + "; ".join(bad)
 
 
 # Each module imported alone: third-party libraries are loaded once up front (they take most of the time),

@@ -30,7 +30,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from latentrec.cli import main
+from latentrec.commands.main import main
 from latentrec.data.processed_io import save_dataset
 from latentrec.llm.backbone import tiny_llama_like
 from tests.latent_toys import TITLES, catalog_dataset, tiny_reasoner
@@ -208,7 +208,7 @@ KILLER = textwrap.dedent("""
         real(*a, **k)
         os._exit(0)
     sft.save_checkpoint = save_then_die
-    from latentrec.cli import main
+    from latentrec.commands.main import main
     main(sys.argv[1:])
 """)
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import yaml
 
-from latentrec.cli import main
+from latentrec.commands.main import main
 from latentrec.config import sft_grid_points
 from latentrec.errors import InputError
 from latentrec.llm.backbone import resolve_model
-from latentrec.llm.latent_cli import lowest_valid_loss
+from latentrec.llm.selection import lowest_valid_loss
 from tests.test_config_errors import merged
 from tests.test_workflow import ROOT, job_counts, snakemake
 

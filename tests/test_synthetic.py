@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latentrec.data.synthetic import HTML_FRAGMENT, add_cli, generate
+from latentrec.commands.data import add_parsers
+from latentrec.data.synthetic import HTML_FRAGMENT, generate
 
 SMALL = dict(n_users=300, n_items=120, n_genres=4)
 REVIEW_FIELDS = {
@@ -96,7 +97,7 @@ def test_summary_matches_files(default_files, reviews):
 
 def test_cli_writes_both_files(tmp_path):
     parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="cmd"))
+    add_parsers(parser.add_subparsers(dest="cmd"))
     args = parser.parse_args(
         ["synthesize", "--reviews", str(tmp_path / "r.json.gz"), "--meta", str(tmp_path / "m.json.gz"),
          "--n-users", "200", "--n-items", "80", "--n-genres", "3", "--seed", "1",

@@ -1,4 +1,4 @@
-from latentrec.cli import main
+from latentrec.commands.main import main
 
 if __name__ == "__main__":  # `python -m latentrec`; importing the module runs nothing
     main()

@@ -84,14 +84,3 @@ def run_with_gpus(n: int, command: list[str]) -> int:
     finally:
         for fh in handles:
             fh.close()
-
-
-def add_cli(sub) -> None:
-    s = sub.add_parser(
-        "lease-gpus", help="run a command on N GPUs no other local job holds",
-        description="Lock N free GPU ids (file locks under LATENTREC_GPU_LOCK_DIR), run the command with "
-                    "CUDA_VISIBLE_DEVICES set to them, release them when it exits. Where CUDA_VISIBLE_DEVICES "
-                    "is already set, or N is 0, the command runs as it is. Exits with the command's status.")
-    s.add_argument("n", type=int, help="number of GPUs to lock (0: run the command as it is)")
-    s.add_argument("command", nargs="+", help="the command to run, after --, e.g. -- python -m latentrec decode ...")
-    s.set_defaults(func=lambda a: sys.exit(run_with_gpus(a.n, a.command)))

@@ -259,38 +259,3 @@ def _verify(path: Path, name: str, expected_size, sha256, chunk) -> str | None:
         except (OSError, EOFError, zlib.error) as e:
             return f"not a complete gzip stream ({e})"
     return None
-
-
-def add_cli(subparsers) -> None:
-    """Register `download`: fetch one file with resume, retries and verification."""
-    p = subparsers.add_parser(
-        "download", help="download one file (resumable, retried, verified)",
-        description="Fetch one file with resume, retries on transient errors, and size/SHA-256 checks; "
-                    "prints the path written.")
-    p.add_argument("--url", required=True, help="URL to fetch")
-    p.add_argument("--out", required=True, help="destination file (or existing folder: keeps the URL's name)")
-    p.add_argument("--sha256", default=None, help="expected SHA-256 hex digest")
-    p.add_argument("--size", type=int, default=None, help="expected size in bytes")
-    p.add_argument("--retries", type=int, default=5,
-                   help="retries on transient errors, each resuming the partial file (default 5)")
-    p.add_argument("--timeout", type=float, default=60,
-                   help="seconds one read may wait for data before the attempt is abandoned (default 60)")
-    p.add_argument("--min-rate", type=float, default=MIN_RATE,
-                   help=f"abandon an attempt (then retry, resuming) when the body arrives slower than this many "
-                        f"bytes/s averaged over --stall-window seconds; 0 = no minimum (default {MIN_RATE})")
-    p.add_argument("--stall-window", type=float, default=STALL_WINDOW_S,
-                   help=f"seconds over which --min-rate is averaged (default {STALL_WINDOW_S:g})")
-    p.add_argument("--offline", action="store_true", help="never use the network; only check --out")
-    p.set_defaults(func=_cli_download)
-
-
-def _cli_download(args) -> int:
-    out = Path(args.out)
-    if out.is_dir():
-        out = out / args.url.rstrip("/").rsplit("/", 1)[-1]
-    path = download(
-        args.url, out, expected_size=args.size, sha256=args.sha256, retries=args.retries, offline=args.offline,
-        timeout_s=args.timeout, min_rate=args.min_rate, stall_window_s=args.stall_window,
-    )
-    print(path)
-    return 0

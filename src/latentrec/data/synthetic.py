@@ -622,38 +622,3 @@ def generate(
         },
         "seconds": round(time.perf_counter() - t0, 2),
     }
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def add_cli(subparsers) -> None:
-    """Register `synthesize`: write the synthetic category's reviews and meta files."""
-    p = subparsers.add_parser(
-        "synthesize", help="generate the synthetic default dataset (raw 2018 format)",
-        description="Write a synthetic category's reviews and meta files in the raw Amazon 2018 formats "
-                    "(input of `process`); prints a JSON summary.")
-    p.add_argument("--reviews", required=True, help="reviews output, e.g. data/raw/Synthetic_5.json.gz")
-    p.add_argument("--meta", required=True, help="meta output, e.g. data/raw/meta_Synthetic.json.gz")
-    p.add_argument("--n-users", type=int, default=2500, help="number of simulated users (default 2500)")
-    p.add_argument("--n-items", type=int, default=800, help="catalogue size (default 800)")
-    p.add_argument("--n-genres", type=int, default=8, help=f"number of genres, 1-{len(GENRES)} (default 8)")
-    p.add_argument("--seed", type=int, default=7, help="random seed; same seed → identical files (default 7)")
-    p.add_argument("--start", default="2014-01", help="first review month YYYY-MM (default 2014-01)")
-    p.add_argument("--end", default="2018-10", help="last review month YYYY-MM (default 2018-10)")
-    p.set_defaults(func=_cli_synthesize)
-
-
-def _cli_synthesize(args) -> int:
-    summary = generate(
-        args.reviews,
-        args.meta,
-        n_users=args.n_users,
-        n_items=args.n_items,
-        n_genres=args.n_genres,
-        seed=args.seed,
-        start=args.start,
-        end=args.end,
-    )
-    print(json.dumps(summary, indent=2))
-    return 0

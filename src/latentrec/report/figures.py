@@ -1,4 +1,4 @@
-"""Figures: ours against the published value, per method and dataset."""
+"""Figures: ours against the published value, per method and dataset; an RL run's rewards over its steps."""
 
 from __future__ import annotations
 
@@ -28,4 +28,21 @@ def plot_against_paper(long: pd.DataFrame, path, metric: str = "N@10", ours_labe
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def plot_rl_rewards(log: dict, path) -> None:
+    """Reward of the noise-free latent and of all draws per optimiser step of an RL log (`rl_log.json`)."""
+    steps = [h["step"] for h in log["history"]]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(steps, [h["reward_clean"] for h in log["history"]], label="noise-free latent")
+    ax.plot(steps, [h["reward"] for h in log["history"]], label="all draws", alpha=0.7)
+    ax.set_xlabel("optimiser step")
+    decoded = log["config"].get("rollout", "noise") != "noise"  # the original GRPO: 0/1 exact match
+    ax.set_ylabel("reward (decoded title = target)" if decoded else "reward (-perplexity of the target)")
+    ax.set_title(f"{'original GRPO' if decoded else 'LR-GRPO'}, lr {log['config']['lr']:g}: valid -PPL "
+                 f"{log['valid_neg_ppl_before']:.3f} -> {log['valid_neg_ppl']:.3f}", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)

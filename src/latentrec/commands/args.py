@@ -1,8 +1,4 @@
-"""Argument helpers of the command-line modules (cli.py, llm/latent_cli.py, llm/flr_cli.py and the add_cli
-functions of data/download.py, data/synthetic.py, gpu_lease.py): the inline-JSON `--cfg` type and shared
-help texts. A library leaf (it imports nothing from the package), so a command module uses it without
-importing cli.py, which imports every command module to build the parser.
-"""
+"""What the command modules share: the inline-JSON `--cfg` type and help texts used by several commands."""
 
 from __future__ import annotations
 

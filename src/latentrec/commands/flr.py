@@ -1,16 +1,11 @@
-"""CLI commands of the FLR paper's analyses.
-
-  flr-factors     FLR head factors, gate and item-level attention of the first N test users (.npz)
-  time-decode     seconds per user of a method's decode on the first N test rows, repeated (.json)
-  report-flr      FLR Tables 2-4 and Figures 4, 6-9, beside the published values
-"""
+"""The FLR paper's analyses: the head's factors, gate and attention of the first test users, and decode timing."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from latentrec.cli_args import DATA_HELP, DECODE_CFG_HELP, DOMAIN_HELP, THREADS_HELP, cfg_help, json_arg
+from latentrec.commands.args import DATA_HELP, DECODE_CFG_HELP, DOMAIN_HELP, THREADS_HELP, json_arg
 
 
 def _load(a):
@@ -63,15 +58,7 @@ def cmd_time_decode(a) -> None:
                 "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu"}, a.out)
 
 
-def cmd_report_flr(a) -> None:
-    from latentrec.io_utils import read_yaml
-    from latentrec.report.flr import build
-
-    build(a.metrics, dict(x.split("=", 1) for x in a.data), a.factors, a.timings, a.cfg, read_yaml(a.paper),
-          Path(a.out_dir))
-
-
-def add_cli(sub) -> None:
+def add_parsers(sub) -> None:
     for name, func, what, description, out_help in (
         ("flr-factors", cmd_flr_factors, "FLR factors, gate and item-level attention of the first test users",
          "Dump the FLR head's factors, gate and item-level attention (final refinement) of the first test "
@@ -102,20 +89,3 @@ def add_cli(sub) -> None:
             s.add_argument("--repeats", type=int, default=3,
                            help="timed passes over the rows, after one untimed warm-up batch (default %(default)s)")
         s.set_defaults(func=func)
-
-    s = sub.add_parser("report-flr", help="FLR Tables 2-4 and Figures 4, 6-9",
-                       description="FLR's Tables 2-4 and Figures 4, 6-9, beside the published values.")
-    s.add_argument("--metrics", nargs="*", default=[],
-                   help="metrics.json of the runs (from `evaluate`; rows.parquet beside each)")
-    s.add_argument("--data", nargs="*", default=[],
-                   help="DATASET=processed-data folder pairs, e.g. CDs_and_Vinyl=results/CDs_and_Vinyl/data "
-                        "(for item popularity)")
-    s.add_argument("--factors", nargs="*", default=[], help="flr_factors.npz files (from `flr-factors`)")
-    s.add_argument("--timings", nargs="*", default=[], help="inference_time.json files (from `time-decode`)")
-    s.add_argument("--cfg", type=json_arg, required=True,
-                   help=cfg_help("the `report.flr` block of config.yaml, plus n_factors and test_limit; keys "
-                                 "table2, table3, table4, factors, timing, k_methods, popularity_methods, ...",
-                                 '{"table2": {"method": "BIGRec+FLR"}}'))
-    s.add_argument("--paper", required=True, help="the published values, e.g. config/paper_results.yaml")
-    s.add_argument("--out-dir", required=True, help="folder for the tables and figures (e.g. results/tables)")
-    s.set_defaults(func=cmd_report_flr)
