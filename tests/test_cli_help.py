@@ -29,7 +29,7 @@ def test_every_expected_command_is_there():
         "fetch-model", "sft", "select-sft", "decode", "gather",
         "latent-sft", "latent-rl", "select-latent", "flr-factors", "time-decode",
         "evaluate", "significance", "llm-vs-strongest", "report", "report-latentr3", "report-flr",
-        "lease-gpus", "plan"}
+        "lease-gpus", "plan", "killed-note"}
 
 
 @pytest.mark.parametrize("name", sorted(_subcommands()))

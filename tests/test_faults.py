@@ -142,3 +142,15 @@ def test_a_truncated_safetensors_file_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(DamagedFileError, match=r"latent_head\.safetensors is damaged and cannot be read \(Safetensor"):
         load_safetensors(path)
+
+
+def test_a_job_killed_by_sigkill_is_told_in_the_log():
+    """The rules' shell calls `killed-note` with the job's exit status and the cgroup's oom_kill counts."""
+    run = lambda *a: subprocess.run([sys.executable, "-m", "latentrec", "killed-note", *a], capture_output=True,  # noqa: E731
+                                    text=True, env=_env())
+    out = run("137", "--rule", "sft_backbone", "--oom-kills-before", "3", "--oom-kills-after", "4")
+    assert out.returncode == 0
+    assert out.stderr.startswith("[latentrec] sft_backbone: the job was killed by the kernel's OOM killer"), out.stderr
+    assert "llm.sft.micro_batch" in out.stderr
+    assert run("1", "--rule", "x").stderr == ""  # an ordinary failure keeps its own traceback, nothing added
+    assert "most likely by the kernel's OOM killer" in run("137", "--oom-kills-before", "").stderr

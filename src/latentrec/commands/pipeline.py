@@ -1,10 +1,12 @@
-"""Running the pipeline itself: a GPU lease around a job on a workstation, and the cost plan of a config."""
+"""Running the pipeline itself: a GPU lease around a job on a workstation, the cost plan of a config, and the
+note that tells a job killed for memory."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from latentrec.failures import oom_kill_note
 from latentrec.gpu_lease import run_with_gpus
 from latentrec.plan import GPU_PEAK_FLOPS, as_dict, make_plan, markdown
 
@@ -25,6 +27,18 @@ def cmd_plan(a) -> None:
         Path(a.out_md).write_text(text)
     if a.out_json:
         Path(a.out_json).write_text(json.dumps(as_dict(plan, a.safety), indent=2))
+
+
+def cmd_killed_note(a) -> None:
+    """Called by the rules' shell when a job ended: says when it was killed for memory (a SIGKILL leaves the
+    job itself no chance to)."""
+    note = oom_kill_note(a.status, a.oom_kills_before, a.oom_kills_after)
+    if note:
+        print(f"[latentrec] {a.rule}: {note}", file=sys.stderr)
+
+
+def _count(text: str) -> int | None:
+    return int(text) if text.strip().isdigit() else None
 
 
 def add_parsers(sub) -> None:
@@ -57,3 +71,13 @@ def add_parsers(sub) -> None:
     s.add_argument("--out-md", default=None, help="also write the table here")
     s.add_argument("--out-json", default=None, help="also write the numbers here")
     s.set_defaults(func=cmd_plan)
+
+    s = sub.add_parser("killed-note", help="say whether a finished job was killed for memory (the rules call it)",
+                       description=cmd_killed_note.__doc__)
+    s.add_argument("status", type=int, help="the job's exit status (137: SIGKILL)")
+    s.add_argument("--rule", default="job", help="the rule, for the message")
+    s.add_argument("--oom-kills-before", type=_count, default=None,
+                   help="the cgroup's oom_kill count before the job (empty: unknown)")
+    s.add_argument("--oom-kills-after", type=_count, default=None,
+                   help="the cgroup's oom_kill count after the job (empty: unknown)")
+    s.set_defaults(func=cmd_killed_note)
