@@ -16,8 +16,9 @@ rule evaluate_run:
         ENV
     params:
         limit=TEST_LIMIT_ARG,
+        data=data_folder,
     shell:
-        "python -m latentrec evaluate --data results/{wildcards.dataset:q}/data"
+        "python -m latentrec evaluate --data {params.data:q}"
         " --predictions {input.predictions:q} --rows {output.rows:q} --metrics {output.metrics:q}"
         " {params.limit} 2> {log:q}"
 
