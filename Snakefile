@@ -30,25 +30,11 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
-# Seconds of work each: on a cluster they run in the main Snakemake process, not as sbatch jobs.
-localrules:
-    all,
-    select_grid_point,
-    gather_llm_shards,
-    select_latent_warmup,
-    select_latent_rl,
-    evaluate_run,
-    significance_tests,
-    llm_vs_strongest,
-    report_tables,
-    report_latentr3,
-    report_flr,
-
-
 rule all:
     default_target: True
     input:
         all_targets(),
+    localrule: True
 
 
 # Per-rule wall times of this run (from benchmarks/) and where its tables and figures are.

@@ -111,6 +111,7 @@ rule select_grid_point:
         "benchmarks/select_grid_point/{dataset}/{method}/seed{seed}.tsv"
     wildcard_constraints:
         method=_alternatives(recommender_methods(config, grid=True)),
+    localrule: True
     conda:
         ENV
     params:

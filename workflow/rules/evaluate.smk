@@ -12,6 +12,7 @@ rule evaluate_run:
         "logs/evaluate_run/{dataset}/{method}/seed{seed}.log",
     benchmark:
         "benchmarks/evaluate_run/{dataset}/{method}/seed{seed}.tsv"
+    localrule: True
     conda:
         ENV
     params:
@@ -34,6 +35,7 @@ rule significance_tests:
         "logs/significance_tests.log",
     benchmark:
         "benchmarks/significance_tests.tsv"
+    localrule: True
     conda:
         ENV
     params:
@@ -67,6 +69,7 @@ rule llm_vs_strongest:
         "logs/llm_vs_strongest.log",
     benchmark:
         "benchmarks/llm_vs_strongest.tsv"
+    localrule: True
     conda:
         ENV
     params:

@@ -78,6 +78,7 @@ if SFT_POINTS:
             "logs/select_sft/{dataset}/seed{seed}.log",
         benchmark:
             "benchmarks/select_sft/{dataset}/seed{seed}.tsv"
+        localrule: True
         conda:
             ENV
         params:
@@ -134,6 +135,7 @@ rule gather_llm_shards:
         "benchmarks/gather_llm_shards/{dataset}/{method}/seed{seed}.tsv"
     wildcard_constraints:
         method=_alternatives(llm_methods(config)),
+    localrule: True
     conda:
         ENV
     params:
@@ -242,6 +244,7 @@ rule select_latent_warmup:
         recipe=_alternatives(
             [r for r in config["llm"].get("latent", {}) if latent_warmup_grid(r)]
         ),
+    localrule: True
     conda:
         ENV
     params:
@@ -295,6 +298,7 @@ rule select_latent_rl:
         "logs/select_latent_rl/{dataset}/{recipe}/seed{seed}.log",
     benchmark:
         "benchmarks/select_latent_rl/{dataset}/{recipe}/seed{seed}.tsv"
+    localrule: True
     conda:
         ENV
     params:

@@ -29,6 +29,7 @@ rule report_tables:
         "logs/report_tables.log",
     benchmark:
         "benchmarks/report_tables.tsv"
+    localrule: True
     conda:
         ENV
     params:
@@ -94,6 +95,7 @@ rule report_latentr3:
         "logs/report_latentr3.log",
     benchmark:
         "benchmarks/report_latentr3.tsv"
+    localrule: True
     conda:
         ENV
     params:
@@ -169,6 +171,7 @@ rule report_flr:
         "logs/report_flr.log",
     benchmark:
         "benchmarks/report_flr.tsv"
+    localrule: True
     conda:
         ENV
     params:
