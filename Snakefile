@@ -1,5 +1,6 @@
 # latentrec: LatentR3 and FLR reproduced from the raw Amazon 2018 dumps to the papers' tables.
-# Usage: see README.md. Logic lives in workflow/rules/common.smk; rules only wire files together.
+# Usage: see README.md. Rules only wire files together: config access and input functions are in
+# workflow/rules/common.smk, what each job asks for in src/latentrec/rule_resources.py.
 import sys
 
 from snakemake.utils import min_version
