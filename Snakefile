@@ -1,5 +1,6 @@
 # latentrec: LatentR3 and FLR reproduced from the raw Amazon 2018 dumps to the papers' tables.
-# Usage: see README.md. Logic lives in workflow/rules/common.smk; rules only wire files together.
+# Usage: see README.md. Rules only wire files together: config access and input functions are in
+# workflow/rules/common.smk, what each job asks for in src/latentrec/rule_resources.py.
 import sys
 
 from snakemake.utils import min_version
@@ -38,25 +39,11 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
-# Seconds of work each: on a cluster they run in the main Snakemake process, not as sbatch jobs.
-localrules:
-    all,
-    select_grid_point,
-    gather_llm_shards,
-    select_latent_warmup,
-    select_latent_rl,
-    evaluate_run,
-    significance_tests,
-    llm_vs_strongest,
-    report_tables,
-    report_latentr3,
-    report_flr,
-
-
 rule all:
     default_target: True
     input:
         all_targets(),
+    localrule: True
 
 
 # Per-rule wall times of this run (from benchmarks/) and where its tables and figures are.

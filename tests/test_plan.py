@@ -16,7 +16,8 @@ import yaml
 
 from latentrec.data.processed_io import ProcessedDataset, export_csv_dataset
 from latentrec.llm.prompts import SegmentEncoder
-from latentrec.plan import REPO, make_plan, markdown, per_rule, slurm_runtime_minutes
+from latentrec.plan import REPO, make_plan, markdown, per_rule
+from latentrec.rule_resources import slurm_runtime_minutes
 
 N_PARAMS = 1.0e9
 TITLES = [f"Record number {i} by The Band {'x' * (i % 5)}" for i in range(20)]

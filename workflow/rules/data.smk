@@ -72,9 +72,10 @@ rule process_raw_dataset:
     params:
         cfg=lambda w: as_arg(processing_config(config, w.dataset)),
         category=lambda w: dataset_config(config, w.dataset).get("category", w.dataset),
+        out=out_folder,
     shell:
         "python -m latentrec process --reviews {input.reviews:q} --meta {input.meta:q}"
-        " --category {params.category:q} --cfg {params.cfg} --out results/{wildcards.dataset:q}/data 2> {log:q}"
+        " --category {params.category:q} --cfg {params.cfg} --out {params.out:q} 2> {log:q}"
 
 
 rule import_processed_dataset:
@@ -96,6 +97,7 @@ rule import_processed_dataset:
         runtime=job_runtime("import_processed_dataset"),
     params:
         folder=lambda w: dataset_config(config, w.dataset)["folder"],
+        out=out_folder,
     shell:
-        "python -m latentrec import-csv --src {params.folder:q} --out results/{wildcards.dataset:q}/data"
+        "python -m latentrec import-csv --src {params.folder:q} --out {params.out:q}"
         " 2> {log:q}"

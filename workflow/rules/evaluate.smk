@@ -12,12 +12,14 @@ rule evaluate_run:
         "logs/evaluate_run/{dataset}/{method}/seed{seed}.log",
     benchmark:
         "benchmarks/evaluate_run/{dataset}/{method}/seed{seed}.tsv"
+    localrule: True
     conda:
         ENV
     params:
         limit=TEST_LIMIT_ARG,
+        data=data_folder,
     shell:
-        "python -m latentrec evaluate --data results/{wildcards.dataset:q}/data"
+        "python -m latentrec evaluate --data {params.data:q}"
         " --predictions {input.predictions:q} --rows {output.rows:q} --metrics {output.metrics:q}"
         " {params.limit} 2> {log:q}"
 
@@ -33,6 +35,7 @@ rule significance_tests:
         "logs/significance_tests.log",
     benchmark:
         "benchmarks/significance_tests.tsv"
+    localrule: True
     conda:
         ENV
     params:
@@ -66,6 +69,7 @@ rule llm_vs_strongest:
         "logs/llm_vs_strongest.log",
     benchmark:
         "benchmarks/llm_vs_strongest.tsv"
+    localrule: True
     conda:
         ENV
     params:

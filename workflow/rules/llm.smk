@@ -25,70 +25,42 @@ rule fetch_model:
 
 # BIGRec/D3 SFT: one job per dataset and seed, or with llm.sft_grid one per grid point (LatentR3 appendix C
 # searches lr over {3e-3, 3e-4, 3e-5}) and select_sft's choice on validation loss (see common.smk).
-if not SFT_POINTS:
 
-    rule sft_backbone:
-        input:
-            data=processed("{dataset}"),
-            model=f"resources/models/{LLM['backbone']}",
-        output:
-            model=directory("results/{dataset}/sft/seed{seed}/model"),
-            log="results/{dataset}/sft/seed{seed}/train_log.json",
-        log:
-            "logs/sft_backbone/{dataset}/seed{seed}.log",
-        benchmark:
-            "benchmarks/sft_backbone/{dataset}/seed{seed}.tsv"
-        conda:
-            ENV
-        threads: 2
-        resources:
-            mem_mb=job_mem_mb("sft_backbone"),
-            runtime=job_runtime("sft_backbone"),
-            nodes=gpu_nodes(LLM["sft_gpus"]),
-            gpu=LLM["sft_gpus"],
-        params:
-            cfg=as_arg(LLM["sft"]),
-            domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
-            launch=launcher(LLM["sft_gpus"]),
-        shell:
-            "{params.launch} sft --data results/{wildcards.dataset:q}/data --model {input.model:q}"
-            " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-            " --out results/{wildcards.dataset:q}/sft/seed{wildcards.seed} 2> {log:q}"
 
-else:
+rule sft_backbone:
+    input:
+        data=processed("{dataset}"),
+        model=f"resources/models/{LLM['backbone']}",
+    output:
+        model=directory(f"{SFT_OUT}/model"),
+        log=f"{SFT_OUT}/train_log.json",
+    log:
+        f"logs/sft_backbone/{SFT_JOB}.log",
+    benchmark:
+        f"benchmarks/sft_backbone/{SFT_JOB}.tsv"
+    wildcard_constraints:
+        point=_alternatives(SFT_POINTS),
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=job_mem_mb("sft_backbone"),
+        runtime=job_runtime("sft_backbone"),
+        nodes=gpu_nodes("sft_backbone"),
+        gpu=job_gpus("sft_backbone"),
+    params:
+        cfg=lambda w: as_arg(SFT_POINTS[w.point] if SFT_POINTS else LLM["sft"]),
+        domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
+        launch=launcher("sft_backbone"),
+        data=data_folder,
+        out=out_folder,
+    shell:
+        "{params.launch} sft --data {params.data:q} --model {input.model:q}"
+        " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
+        " --out {params.out:q} 2> {log:q}"
 
-    localrules:
-        select_sft,
 
-    rule sft_backbone:
-        input:
-            data=processed("{dataset}"),
-            model=f"resources/models/{LLM['backbone']}",
-        output:
-            model=directory("results/{dataset}/sft/seed{seed}/grid/{point}/model"),
-            log="results/{dataset}/sft/seed{seed}/grid/{point}/train_log.json",
-        log:
-            "logs/sft_backbone/{dataset}/seed{seed}/{point}.log",
-        benchmark:
-            "benchmarks/sft_backbone/{dataset}/seed{seed}/{point}.tsv"
-        wildcard_constraints:
-            point=_alternatives(SFT_POINTS),
-        conda:
-            ENV
-        threads: 2
-        resources:
-            mem_mb=job_mem_mb("sft_backbone"),
-            runtime=job_runtime("sft_backbone"),
-            nodes=gpu_nodes(LLM["sft_gpus"]),
-            gpu=LLM["sft_gpus"],
-        params:
-            cfg=lambda w: as_arg(SFT_POINTS[w.point]),
-            domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
-            launch=launcher(LLM["sft_gpus"]),
-        shell:
-            "{params.launch} sft --data results/{wildcards.dataset:q}/data --model {input.model:q}"
-            " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-            " --out results/{wildcards.dataset:q}/sft/seed{wildcards.seed}/grid/{wildcards.point:q} 2> {log:q}"
+if SFT_POINTS:
 
     rule select_sft:
         input:
@@ -106,6 +78,7 @@ else:
             "logs/select_sft/{dataset}/seed{seed}.log",
         benchmark:
             "benchmarks/select_sft/{dataset}/seed{seed}.tsv"
+        localrule: True
         conda:
             ENV
         params:
@@ -132,17 +105,18 @@ rule decode_llm_shard:
     resources:
         mem_mb=job_mem_mb("decode_llm_shard"),
         runtime=job_runtime("decode_llm_shard"),
-        nodes=gpu_nodes(LLM["decode_gpus"]),
-        gpu=LLM["decode_gpus"],
+        nodes=gpu_nodes("decode_llm_shard"),
+        gpu=job_gpus("decode_llm_shard"),
     params:
         cfg=lambda w: as_arg(method_config(config, w.method).get("decode", {})),
         domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
-        launch=launcher(LLM["decode_gpus"], single=True),
+        launch=launcher("decode_llm_shard"),
         shard=lambda w: int(w.scatteritem.split("-of-")[0]) - 1,
         n_shards=LLM["decode_shards"],
         limit=TEST_LIMIT_ARG,
+        data=data_folder,
     shell:
-        "{params.launch} decode --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+        "{params.launch} decode --data {params.data:q} --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
         " --shard {params.shard} --num-shards {params.n_shards} {params.limit} --out {output:q} 2> {log:q}"
 
@@ -161,14 +135,16 @@ rule gather_llm_shards:
         "benchmarks/gather_llm_shards/{dataset}/{method}/seed{seed}.tsv"
     wildcard_constraints:
         method=_alternatives(llm_methods(config)),
+    localrule: True
     conda:
         ENV
     params:
         cfg=lambda w: as_arg(method_config(config, w.method)),
+        out=out_folder,
     shell:
         "python -m latentrec gather --shards {input:q} --dataset {wildcards.dataset:q} --method {wildcards.method:q}"
         " --seed {wildcards.seed} --cfg {params.cfg}"
-        " --out results/{wildcards.dataset:q}/{wildcards.method:q}/seed{wildcards.seed} 2> {log:q}"
+        " --out {params.out:q} 2> {log:q}"
 
 
 # ---- latent reasoning (LatentR3; FLR through the same head interface) --------------------------------
@@ -194,16 +170,18 @@ rule latent_warmup_sft:
     resources:
         mem_mb=job_mem_mb("latent_warmup_sft"),
         runtime=job_runtime("latent_warmup_sft"),
-        nodes=gpu_nodes(LLM["sft_gpus"]),
-        gpu=LLM["sft_gpus"],
+        nodes=gpu_nodes("latent_warmup_sft"),
+        gpu=job_gpus("latent_warmup_sft"),
     params:
         cfg=lambda w: as_arg(latent_recipe(config, w.recipe, w.dataset)),
         domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
-        launch=launcher(LLM["sft_gpus"]),
+        launch=launcher("latent_warmup_sft"),
+        data=data_folder,
+        out=out_folder,
     shell:
-        "{params.launch} latent-sft --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+        "{params.launch} latent-sft --data {params.data:q} --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --out results/{wildcards.dataset:q}/latent/{wildcards.recipe:q}/seed{wildcards.seed}/warmup 2> {log:q}"
+        " --out {params.out:q} 2> {log:q}"
 
 
 # A recipe whose warm-up has an SFT grid (its sft_grid, else llm.sft_grid): one job per point, then
@@ -231,16 +209,18 @@ rule latent_warmup_point:
     resources:
         mem_mb=job_mem_mb("latent_warmup_point"),
         runtime=job_runtime("latent_warmup_point"),
-        nodes=gpu_nodes(LLM["sft_gpus"]),
-        gpu=LLM["sft_gpus"],
+        nodes=gpu_nodes("latent_warmup_point"),
+        gpu=job_gpus("latent_warmup_point"),
     params:
         cfg=lambda w: as_arg(latent_warmup_point_config(w.recipe, w.dataset, w.point)),
         domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
-        launch=launcher(LLM["sft_gpus"]),
+        launch=launcher("latent_warmup_point"),
+        data=data_folder,
+        out=out_folder,
     shell:
-        "{params.launch} latent-sft --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+        "{params.launch} latent-sft --data {params.data:q} --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --out results/{wildcards.dataset:q}/latent/{wildcards.recipe:q}/seed{wildcards.seed}/warmup/grid/{wildcards.point:q}"
+        " --out {params.out:q}"
         " 2> {log:q}"
 
 
@@ -264,6 +244,7 @@ rule select_latent_warmup:
         recipe=_alternatives(
             [r for r in config["llm"].get("latent", {}) if latent_warmup_grid(r)]
         ),
+    localrule: True
     conda:
         ENV
     params:
@@ -290,16 +271,18 @@ rule latent_rl_point:
     resources:
         mem_mb=job_mem_mb("latent_rl_point"),
         runtime=job_runtime("latent_rl_point"),
-        nodes=gpu_nodes(LLM.get("rl_gpus", 0)),
-        gpu=LLM.get("rl_gpus", 0),
+        nodes=gpu_nodes("latent_rl_point"),
+        gpu=job_gpus("latent_rl_point"),
     params:
         cfg=lambda w: as_arg(latent_rl_points(config, w.recipe)[w.point]),
         domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
-        launch=launcher(LLM.get("rl_gpus", 0)),
+        launch=launcher("latent_rl_point"),
+        data=data_folder,
+        out=out_folder,
     shell:
-        "{params.launch} latent-rl --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+        "{params.launch} latent-rl --data {params.data:q} --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --out results/{wildcards.dataset:q}/latent/{wildcards.recipe:q}/seed{wildcards.seed}/rl/{wildcards.point:q}"
+        " --out {params.out:q}"
         " 2> {log:q}"
 
 
@@ -315,6 +298,7 @@ rule select_latent_rl:
         "logs/select_latent_rl/{dataset}/{recipe}/seed{seed}.log",
     benchmark:
         "benchmarks/select_latent_rl/{dataset}/{recipe}/seed{seed}.tsv"
+    localrule: True
     conda:
         ENV
     params:
@@ -342,14 +326,15 @@ rule flr_factors:
     resources:
         mem_mb=job_mem_mb("flr_factors"),
         runtime=job_runtime("flr_factors"),
-        nodes=gpu_nodes(LLM["decode_gpus"]),
-        gpu=LLM["decode_gpus"],
+        nodes=gpu_nodes("flr_factors"),
+        gpu=job_gpus("flr_factors"),
     params:
         domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
-        launch=launcher(LLM["decode_gpus"], single=True),
+        launch=launcher("flr_factors"),
         rows=FLR_REPORT.get("factors", {}).get("rows", 100),
+        data=data_folder,
     shell:
-        "{params.launch} flr-factors --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+        "{params.launch} flr-factors --data {params.data:q} --model {input.model:q}"
         " --domain {params.domain} --rows {params.rows:q} --threads {threads} --out {output:q} 2> {log:q}"
 
 
@@ -371,15 +356,16 @@ rule time_inference:
     resources:
         mem_mb=job_mem_mb("time_inference"),
         runtime=job_runtime("time_inference"),
-        nodes=gpu_nodes(LLM["decode_gpus"]),
-        gpu=LLM["decode_gpus"],
+        nodes=gpu_nodes("time_inference"),
+        gpu=job_gpus("time_inference"),
     params:
         cfg=lambda w: as_arg(flr_timing_decode(w.method)),
         domain=lambda w: shlex.quote(dataset_config(config, w.dataset)["domain"]),
-        launch=launcher(LLM["decode_gpus"], single=True),
+        launch=launcher("time_inference"),
         rows=FLR_REPORT.get("timing", {}).get("rows", 100),
         repeats=FLR_REPORT.get("timing", {}).get("repeats", 3),
+        data=data_folder,
     shell:
-        "{params.launch} time-decode --data results/{wildcards.dataset:q}/data --model {input.model:q}"
+        "{params.launch} time-decode --data {params.data:q} --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --rows {params.rows:q} --repeats {params.repeats:q}"
         " --threads {threads} --out {output:q} 2> {log:q}"

@@ -29,6 +29,7 @@ rule report_tables:
         "logs/report_tables.log",
     benchmark:
         "benchmarks/report_tables.tsv"
+    localrule: True
     conda:
         ENV
     params:
@@ -42,9 +43,10 @@ rule report_tables:
                 "test_limit": TEST_LIMIT,
             }
         ),
+        out=out_folder,
     shell:
         "python -m latentrec report --metrics {input.metrics:q} --stats {input.stats:q}"
-        " --cfg {params.cfg} --out-dir results/tables 2> {log:q}"
+        " --cfg {params.cfg} --out-dir {params.out:q} 2> {log:q}"
 
 
 rule report_latentr3:
@@ -93,6 +95,7 @@ rule report_latentr3:
         "logs/report_latentr3.log",
     benchmark:
         "benchmarks/report_latentr3.tsv"
+    localrule: True
     conda:
         ENV
     params:
@@ -108,10 +111,11 @@ rule report_latentr3:
             )
         ),
         data=[f"{d}=results/{d}/data" for d in DATASETS],
+        out=out_folder,
     shell:
         "python -m latentrec report-latentr3 --metrics {input.metrics:q} --data {params.data:q}"
         " --rl-logs {input.rl_logs:q} --cfg {params.cfg} --paper {input.paper:q}"
-        " --out-dir results/tables 2> {log:q}"
+        " --out-dir {params.out:q} 2> {log:q}"
 
 
 rule report_flr:
@@ -167,12 +171,14 @@ rule report_flr:
         "logs/report_flr.log",
     benchmark:
         "benchmarks/report_flr.tsv"
+    localrule: True
     conda:
         ENV
     params:
         cfg=as_arg(dict(FLR_REPORT, n_factors=flr_n_factors(), test_limit=TEST_LIMIT)),
         data=[f"{d}=results/{d}/data" for d in DATASETS],
+        out=out_folder,
     shell:
         "python -m latentrec report-flr --metrics {input.metrics:q} --data {params.data:q}"
         " --factors {input.factors:q} --timings {input.timings:q} --cfg {params.cfg}"
-        " --paper {input.paper:q} --out-dir results/tables 2> {log:q}"
+        " --paper {input.paper:q} --out-dir {params.out:q} 2> {log:q}"
