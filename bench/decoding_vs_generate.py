@@ -37,7 +37,8 @@ import torch
 import _setup  # first: it puts src/ on sys.path
 
 from latentrec.llm.backbone import fetch_model, load_backbone  # noqa: E402
-from latentrec.llm.decoding import DecodeCounts, constrained_beam_search, left_pad  # noqa: E402
+from latentrec.llm.decoding import DecodeCounts, constrained_beam_search  # noqa: E402
+from latentrec.llm.tensors import left_pad  # noqa: E402
 from latentrec.llm.prompts import prompt_segments  # noqa: E402
 from latentrec.llm.trie import TitleTrie, reference_dict_trie  # noqa: E402
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latentrec.llm.decoding import constrained_beam_search, hypotheses_to_items, left_pad
+from latentrec.llm.decoding import constrained_beam_search, hypotheses_to_items
+from latentrec.llm.tensors import left_pad
 from latentrec.llm.prompts import prompt_segments
 from latentrec.llm.trie import TitleTrie, reference_dict_trie
 
@@ -367,11 +368,11 @@ def test_argument_checks(model, tokenizer):
 @pytest.mark.parametrize("layout", ["tree", "expand"])
 def test_shared_prompt_prefix_does_not_change_results(model, tokenizer, realistic, layout):
     """The instruction prefix common to all prompts is prefilled once; results equal whole-prompt prefills."""
-    from latentrec.llm.decoding import _common_prefix_len
+    from latentrec.llm.decoding.prefix import common_prefix_len
 
     _, trie, prompts = realistic
     prompts = prompts[:6]
-    assert _common_prefix_len(prompts) >= 20  # the reference instruction text
+    assert common_prefix_len(prompts) >= 20  # the reference instruction text
     kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48, batch_size=4,
               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, kv_layout=layout)
     shared = constrained_beam_search(model, prompts, trie, share_prefix=True, **kw)
@@ -380,20 +381,20 @@ def test_shared_prompt_prefix_does_not_change_results(model, tokenizer, realisti
         assert [n for n, _ in a] == [n for n, _ in b]
         assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
     # The embeddings path (latent decoding feeds [prompt, latents] as embeddings) shares the same prefix.
-    from latentrec.llm.decoding import _common_embed_prefix_len
+    from latentrec.llm.decoding.prefix import common_embed_prefix_len
 
     ids, mask = left_pad(prompts, tokenizer.pad_token_id)
     with torch.no_grad():
         embeds = model.get_input_embeddings()(ids)
     lengths = [len(p) for p in prompts]
-    assert _common_embed_prefix_len(embeds, lengths) == _common_prefix_len(prompts)
+    assert common_embed_prefix_len(embeds, lengths) == common_prefix_len(prompts)
     by_embeds = constrained_beam_search(model, None, trie, prefix_embeds=embeds, prefix_attention_mask=mask,
                                         share_prefix=True, **kw)
     for a, b in zip(by_embeds, whole):
         assert [n for n, _ in a] == [n for n, _ in b]
         assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
-    assert _common_prefix_len([[1, 2, 3], [1, 2, 4], [5]]) == 0
-    assert _common_prefix_len([[1, 2, 3], [1, 2, 4]]) == 2
+    assert common_prefix_len([[1, 2, 3], [1, 2, 4], [5]]) == 0
+    assert common_prefix_len([[1, 2, 3], [1, 2, 4]]) == 2
 
 
 # ------------------------------------------------------------------------ work done: the FLOP floor
@@ -411,13 +412,14 @@ def test_tree_layout_runs_the_model_on_real_tokens_only_and_counts_the_floor(mod
     """The tree layout feeds the backbone each prompt's own tokens (no padding) and one token per live
     beam (no spare slots): per beam step exactly the rows the expand layout runs (HF's layout, one row
     per live beam). DecodeCounts adds up the same numbers, counted apart from the model."""
-    from latentrec.llm.decoding import DecodeCounts, _common_prefix_len
+    from latentrec.llm.decoding import DecodeCounts
+    from latentrec.llm.decoding.prefix import common_prefix_len
 
     _, trie, prompts = realistic
     prompts = prompts[:6]
     lengths = sorted(len(p) for p in prompts)
     assert lengths[0] < lengths[-1]  # left padding in the batch
-    n_shared = min(_common_prefix_len(prompts), lengths[0] - 1)
+    n_shared = min(common_prefix_len(prompts), lengths[0] - 1)
     kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48, batch_size=6,
               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     seen, counts = {}, {}
@@ -462,23 +464,23 @@ def test_tree_layout_runs_the_model_on_real_tokens_only_and_counts_the_floor(mod
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_vocabulary_slices_give_the_full_log_softmax(dtype):
-    """_HiddenScores (the LM head a slice of the vocabulary at a time, never the whole logit matrix)
+    """HiddenScores (the LM head a slice of the vocabulary at a time, never the whole logit matrix)
     against log_softmax of the whole product, cast to float32 as HF does; a vocabulary that is not a
     multiple of the slice, a bias, and tokens in every slice."""
-    from latentrec.llm.decoding import _VOCAB_SLICE, _HiddenScores
+    from latentrec.llm.decoding.scores import VOCAB_SLICE, HiddenScores
 
     gen = torch.Generator().manual_seed(0)
-    vocab = 2 * _VOCAB_SLICE + 77
+    vocab = 2 * VOCAB_SLICE + 77
     head = torch.nn.Linear(16, vocab, bias=True).to(dtype)
     with torch.no_grad():
         head.weight.copy_(torch.randn(vocab, 16, generator=gen) * 2)
         head.bias.copy_(torch.randn(vocab, generator=gen))
     hidden = torch.randn(5, 16, generator=gen).to(dtype)
     rows = torch.tensor([0, 0, 1, 2, 3, 4, 4, 4, 2])
-    toks = torch.tensor([3, vocab - 1, _VOCAB_SLICE, _VOCAB_SLICE - 1, 2 * _VOCAB_SLICE + 5, 0, 17, vocab - 2, 9000 % vocab])
+    toks = torch.tensor([3, vocab - 1, VOCAB_SLICE, VOCAB_SLICE - 1, 2 * VOCAB_SLICE + 5, 0, 17, vocab - 2, 9000 % vocab])
     with torch.no_grad():
         full = F.log_softmax(head(hidden).float(), dim=-1)  # what HF's beam search scores
-        got = _HiddenScores(hidden, head).logprobs(rows, toks)
+        got = HiddenScores(hidden, head).logprobs(rows, toks)
     assert got.dtype == torch.float32
     assert torch.allclose(got, full[rows, toks], atol=1e-5, rtol=1e-5)
 
@@ -486,13 +488,13 @@ def test_vocabulary_slices_give_the_full_log_softmax(dtype):
 def test_tree_layout_full_logits_path_equals_vocabulary_slices(model, tokenizer, realistic, monkeypatch):
     """Models whose logits are not the plain LM head's product (soft-capping, logit scales) take the
     full forward and log_softmax in the tree layout: on a plain model both paths give the same lists."""
-    from latentrec.llm import decoding
+    from latentrec.llm.decoding import layouts
 
     _, trie, prompts = realistic
     kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48, batch_size=5,
               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, kv_layout="tree")
     sliced = constrained_beam_search(model, prompts[:5], trie, **kw)
-    monkeypatch.setattr(decoding, "_plain_lm_head", lambda m: False)
+    monkeypatch.setattr(layouts, "plain_lm_head", lambda m: False)
     full = constrained_beam_search(model, prompts[:5], trie, **kw)
     for a, b in zip(sliced, full):
         assert [n for n, _ in a] == [n for n, _ in b]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from latentrec.llm.decoding import constrained_beam_search, left_pad
+from latentrec.llm.decoding import constrained_beam_search
+from latentrec.llm.tensors import left_pad
 from latentrec.llm.grpo import LRGRPOConfig, advantages, draw_noise, reference_step, step_loss, train_lr_grpo
 from latentrec.llm.latent import (
     HEADS,

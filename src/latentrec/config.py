@@ -255,6 +255,7 @@ def validate_config(config: dict) -> None:
     _check_llm(config)
     for m, c in config["methods"].items():
         _check_method(config, m, c)
+    _check_decode(config)
     for b in config["report"].get("baselines", []):
         if b not in config["methods"]:
             fail("report.baselines", f"{b!r} is not a method")
@@ -486,6 +487,32 @@ def _check_method(config: dict, m: str, c: dict) -> None:
 
         _check_grid_points(grid_points(c), c.get("grid") or {}, f"methods.{m}.grid", f"methods.{m}.params",
                            lambda params: check_params(family, params), errors=(ValueError,))
+
+
+def _check_decode(config: dict) -> None:
+    """Every decode block as the decode jobs build its DecodeConfig: an LLM method's own `decode`, and the
+    Figure 9 timing's (report.flr.timing: its `decode`, then its `per_method` entry, laid over the method's)."""
+    from latentrec.llm.decoding import DecodeConfig
+
+    fields = DecodeConfig.__dataclass_fields__
+    timing = (config["report"].get("flr") or {}).get("timing") or {}
+    for m, c in config["methods"].items():
+        if c.get("family") not in LLM_FAMILIES:
+            continue
+        own = c.get("decode") or {}
+        if c["family"] == "latent" and own.get("cot") is not None:
+            _fail(f"methods.{m}.decode.cot", "text reasoning (CoT) is for a plain backbone (family llm), "
+                                             "not a latent-reasoning model")
+        blocks = [(f"methods.{m}.decode", own, "")]
+        if m in (timing.get("methods") or []):
+            timed = {**own, **(timing.get("decode") or {}), **((timing.get("per_method") or {}).get(m) or {})}
+            blocks.append(("report.flr.timing", timed, f" (the timing of {m}, laid over methods.{m}.decode)"))
+        for where, block, note in blocks:
+            try:
+                DecodeConfig.from_dict(block)
+            except (ValueError, TypeError) as err:
+                path, msg = _field_path(where, err, fields)
+                _fail(path, msg + note)
 
 
 # Recipe keys a dataset may override (`per_dataset`): what the warm-up trains, never what shapes the DAG.

@@ -20,6 +20,7 @@ README = Path(__file__).resolve().parents[2] / "config" / "README.md"
 DOCUMENTED = [
     ("sft", "llm.sft", "latentrec.llm.sft:SFTConfig"),
     ("rl", "llm.latent.<recipe>.rl", "latentrec.llm.grpo:LRGRPOConfig"),
+    ("decode", "methods.<name>.decode", "latentrec.llm.decoding:DecodeConfig"),
 ]
 
 _BLOCK = re.compile(r"<!-- generated: (?P<name>[\w-]+)\b[^\n]*?-->\n.*?<!-- end generated -->", re.S)

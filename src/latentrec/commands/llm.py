@@ -54,7 +54,8 @@ def cmd_decode(a) -> None:
     from latentrec.io_utils import write_json
     from latentrec.llm.backbone import resolve_model
     from latentrec.llm.latent import load_decodable
-    from latentrec.llm.recommender import DECODE_DEFAULTS, PER_ROW_COLUMNS, decode_rows, shard_rows
+    from latentrec.llm.decoding import DecodeConfig
+    from latentrec.llm.recommender import PER_ROW_COLUMNS, decode_rows, shard_rows
     from latentrec.runs import peak_memory_mb, seed_everything, write_predictions
 
     seed_everything(a.seed)
@@ -76,7 +77,7 @@ def cmd_decode(a) -> None:
     # is not inflated by the rows it did not decode this time.
     seconds = float(preds["seconds"].sum()) if len(preds) else wall
     floor_flops = float(preds["floor_flops"].sum()) if len(preds) else 0.0
-    used = preds.attrs.get("generation_config", {**DECODE_DEFAULTS, **a.cfg})
+    used = preds.attrs.get("generation_config", DecodeConfig.from_dict(a.cfg).record())
     write_json({"generation_config": used, "model": a.model, "device": device,
                 "dtype": str(dtype), "rows": len(rows), "seconds": seconds, "wall_seconds_this_process": wall,
                 "users_per_second": len(rows) / max(seconds, 1e-9), "floor_flops": floor_flops,

@@ -50,7 +50,7 @@ def dump_factors(model, tokenizer, ds, rows: np.ndarray, domain: str, batch_size
     user's history), other_attention [N, K] (everything that is not a history title)."""
     import torch
 
-    from latentrec.llm.decoding import left_pad
+    from latentrec.llm.tensors import left_pad
 
     head = model.head
     if not hasattr(head, "last") or not hasattr(head, "n_factors"):
@@ -94,9 +94,10 @@ def dump_factors(model, tokenizer, ds, rows: np.ndarray, domain: str, batch_size
 
 def time_decode(model, tokenizer, ds, rows: np.ndarray, domain: str, cfg: dict, repeats: int = 3) -> dict:
     """Seconds per user of ``decode_rows`` over the rows, ``repeats`` times, after one untimed batch."""
-    from latentrec.llm.recommender import DECODE_DEFAULTS, decode_rows
+    from latentrec.llm.decoding import DecodeConfig
+    from latentrec.llm.recommender import decode_rows
 
-    bs = {**DECODE_DEFAULTS, **cfg}["batch_size"]
+    bs = DecodeConfig.from_dict(cfg).batch_size
     decode_rows(model, tokenizer, ds, rows[:bs], domain, cfg)  # warm-up: allocations, kernels, caches
     per_user, reasoning = [], None
     for _ in range(repeats):
@@ -107,5 +108,5 @@ def time_decode(model, tokenizer, ds, rows: np.ndarray, domain: str, cfg: dict, 
             reasoning = float(out["reasoning_tokens"].mean())
     return {"seconds_per_user": per_user, "mean": float(np.mean(per_user)),
             "std": float(np.std(per_user, ddof=1)) if repeats > 1 else 0.0, "rows": len(rows), "repeats": repeats,
-            "generation_config": out.attrs.get("generation_config", {**DECODE_DEFAULTS, **cfg}),
+            "generation_config": out.attrs.get("generation_config", DecodeConfig.from_dict(cfg).record()),
             "mean_reasoning_tokens": reasoning}

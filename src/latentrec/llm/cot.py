@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from latentrec.llm.decoding import left_pad
+from latentrec.llm.tensors import left_pad
 
 
 @dataclass

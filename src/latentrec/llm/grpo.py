@@ -317,8 +317,8 @@ def decode_step_loss(model, batch, noise, trie, cfg: LRGRPOConfig, eos_token_id:
         embeds, emask = noisy_prefix(inner, batch["prompt_ids"], batch["prompt_mask"], noise)
         hyps = constrained_beam_search(inner.llm, None, trie, prefix_embeds=embeds, prefix_attention_mask=emask,
                                        num_beams=k if beams else 1, num_return=k if beams else 1,
-                                       length_penalty=1.0, max_new_tokens=trie.max_depth, eos_token_id=eos_token_id,
-                                       batch_size=embeds.shape[0])  # every draw in one search
+                                       length_penalty=1.0, max_new_tokens=trie.max_depth,
+                                       eos_token_id=eos_token_id)  # every draw in one search
         inner.train(was_training)
     comps = []
     for row in hyps:  # [g*K] rows of one title (decode) or [g] rows of up to K beams (beams)

@@ -34,7 +34,7 @@ from transformers.cache_utils import DynamicCache
 
 from latentrec.errors import InputError
 from latentrec.llm.backbone import load_backbone, resolve_model
-from latentrec.llm.decoding import left_pad
+from latentrec.llm.tensors import left_pad
 from latentrec.llm.flr import FLRHead
 from latentrec.llm.heads import LatentHead, rope
 from latentrec.llm.precision import upcast, wide_einsum
@@ -239,7 +239,7 @@ class LatentReasoner(nn.Module):
         """The new positions [P*g, t] of a grouped state as ONE row per prompt of g*t columns (copy j's
         tokens at columns c0 + j*t ..); a copy's query sees its prompt's real columns, its own earlier
         columns and its own new tokens up to itself. Returns (hidden [P*g, t, d], own columns [g, c + t])."""
-        from latentrec.llm.decoding import _TREE_ATTN, _register_tree_attention
+        from latentrec.llm.decoding import tree_attention
 
         g, (bg, t, d) = state.group, embeds.shape
         p, dev = bg // g, embeds.device
@@ -258,14 +258,8 @@ class LatentReasoner(nn.Module):
         allowed = torch.cat((prompt, tail[None].expand(p, -1, -1, -1)), 3).reshape(p, 1, g * t, -1)
         dtype = embeds.dtype
         mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill_(~allowed, torch.finfo(dtype).min)
-        _register_tree_attention()
-        config = self.llm.config
-        previous = config._attn_implementation
-        config._attn_implementation = _TREE_ATTN
-        try:
+        with tree_attention(self.llm):
             hidden = self._run(embeds.reshape(p, g * t, d), mask, pos.reshape(p, g * t), state.cache)
-        finally:
-            config._attn_implementation = previous
         return hidden.reshape(bg, t, d), own
 
     def latent(self, state: SeqState, head: LatentHead) -> torch.Tensor:

@@ -63,15 +63,6 @@ def title_to_item(ds: ProcessedDataset) -> dict[str, int]:
     return best
 
 
-DECODE_DEFAULTS = {
-    "num_beams": 10,
-    "num_return": 10,
-    "length_penalty": 1.0,  # 1 = BIGRec, 0 = D3
-    "max_new_tokens": None,  # None: the longest catalogue title in tokens (with its closing EOS): no target cut
-    "batch_size": 8,
-    "prompt_style": "reference",
-    "do_sample": False,  # recorded: decoding is deterministic beam search
-}
 # Per-row columns decode_rows adds beside the predictions (the decode CLI keeps them in its timing file).
 PER_ROW_COLUMNS = ("seconds", "floor_flops", "reasoning_tokens", "reasoning")
 
@@ -79,42 +70,47 @@ PER_ROW_COLUMNS = ("seconds", "floor_flops", "reasoning_tokens", "reasoning")
 def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain: str, cfg: dict,
                 resume_dir=None, resume_key: dict | None = None, chunk_batches: int = 4) -> pd.DataFrame:
     """Constrained beam search for the given test rows → prediction rows (ids, titles, scores), plus
-    `seconds` (the batch's wall time shared equally by its rows), `floor_flops` (the FLOPs of the work
-    any prefix-aware decoder must do for the batch's title search, :class:`~latentrec.llm.decoding.
-    DecodeCounts`, shared the same way: a decode's MFU is their sum over its seconds) and, with the `cot` option (a
-    :class:`~latentrec.llm.cot.CoTConfig` dict: reason in text first), `reasoning_tokens` and `reasoning`.
+    `seconds` (the batch's wall time shared equally by its rows; a batch is the ``batch_size`` of the
+    :class:`~latentrec.llm.decoding.DecodeConfig` built from `cfg`, a method's ``decode`` block),
+    `floor_flops` (the FLOPs of the work any prefix-aware decoder must do for the batch's title search,
+    :class:`~latentrec.llm.decoding.DecodeCounts`, shared the same way: a decode's MFU is their sum over its
+    seconds) and, with the `cot` option (a :class:`~latentrec.llm.cot.CoTConfig` dict: reason in text first),
+    `reasoning_tokens` and `reasoning`.
 
     ``resume_dir``: finished rows are written there every ``chunk_batches`` batches, and a rerun (same
     rows, config and ``resume_key`` (model, data), recorded in its fingerprint.json) decodes only the
     chunks that are missing.
     Chunks are whole batches at the same offsets as an uninterrupted run, so the result is the same."""
+    import dataclasses
+
     import torch
 
+    from latentrec.llm.decoding import DecodeConfig
     from latentrec.llm.trie import TitleTrie
 
-    cfg = {**DECODE_DEFAULTS, **cfg}
+    cfg = DecodeConfig.from_dict(cfg)
     test = ds.test.iloc[rows]
     enc = SegmentEncoder(tokenizer)
     titles = ds.titles
-    prompts = [enc.prompt_ids([titles[i] for i in h], domain, cfg["prompt_style"]) for h in test["history_item_ids"]]
+    prompts = [enc.prompt_ids([titles[i] for i in h], domain, cfg.prompt_style) for h in test["history_item_ids"]]
     reasoner = model if hasattr(model, "prefix_embeds") else None  # a latent-reasoning model (LatentR3, FLR)
     llm = reasoner.llm if reasoner is not None else model
     trie = TitleTrie.build(catalog_sequences(ds, tokenizer), vocab_size=llm.get_input_embeddings().num_embeddings)
     device = next(model.parameters()).device
     trie = trie.to(device)
-    if cfg["max_new_tokens"] is None:
-        cfg["max_new_tokens"] = trie.max_depth
+    if cfg.max_new_tokens is None:  # recorded as used
+        cfg = dataclasses.replace(cfg, max_new_tokens=trie.max_depth)
     cot = None
-    if cfg.get("cot") is not None:
+    if cfg.cot is not None:
         from latentrec.llm.cot import CoTConfig
 
         if reasoner is not None:
             raise ValueError("the cot decode option is for a plain backbone, not a latent-reasoning model")
-        cot = CoTConfig.from_dict(cfg["cot"])
+        cot = CoTConfig.from_dict(cfg.cot)
     ctx = _DecodeContext(model, llm, reasoner, tokenizer, trie, cfg, cot, domain, device, titles, title_to_item(ds))
-    bs = cfg["batch_size"]
+    bs = cfg.batch_size  # the one place prompts are cut into decode batches
     chunk = bs * chunk_batches
-    store = _ChunkStore(resume_dir, {"rows": [int(r) for r in rows], "cfg": cfg, "chunk": chunk,
+    store = _ChunkStore(resume_dir, {"rows": [int(r) for r in rows], "cfg": cfg.record(), "chunk": chunk,
                                      "key": resume_key}) if resume_dir else None
     columns = ["row", "user_id", "pred_item_ids", "pred_titles", "pred_scores", "seconds", "floor_flops"]
     columns += ["reasoning_tokens", "reasoning"] if cot is not None else []
@@ -140,7 +136,7 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
             frames.append(done)
         bar.close()
     out = pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame({c: [] for c in columns})
-    out.attrs["generation_config"] = cfg  # as used, with the derived max_new_tokens
+    out.attrs["generation_config"] = cfg.record()  # as used, with the derived max_new_tokens
     return out
 
 
@@ -153,7 +149,7 @@ class _DecodeContext:
     reasoner: object  # the latent-reasoning model, or None for a plain backbone
     tokenizer: object
     trie: object
-    cfg: dict
+    cfg: object  # DecodeConfig
     cot: object  # CoTConfig, or None
     domain: str
     device: object
@@ -163,12 +159,13 @@ class _DecodeContext:
 
 def _decode_batch(ctx: _DecodeContext, batch_prompts, out) -> None:
     """Decode one batch of prompts; append its rows' columns to ``out`` (a dict of lists)."""
-    from latentrec.llm.decoding import DecodeCounts, constrained_beam_search, left_pad
+    from latentrec.llm.decoding import DecodeCounts, constrained_beam_search
+    from latentrec.llm.tensors import left_pad
 
     t0 = time.perf_counter()
     embeds = emask = None
     cfg, tokenizer, trie = ctx.cfg, ctx.tokenizer, ctx.trie
-    k = cfg["num_return"]
+    k = cfg.num_return
     if ctx.cot is not None:  # greedy text reasoning, then the constrained title after the answer cue
         from latentrec.llm.cot import reason
 
@@ -181,11 +178,9 @@ def _decode_batch(ctx: _DecodeContext, batch_prompts, out) -> None:
         embeds, emask = ctx.reasoner.prefix_embeds(ids.to(ctx.device), mask.to(ctx.device))
         batch_prompts = None
     counts = DecodeCounts()
-    hyps = constrained_beam_search(
+    hyps = constrained_beam_search(  # the whole batch in one search: decode_rows cut it
         ctx.llm, batch_prompts, trie, prefix_embeds=embeds, prefix_attention_mask=emask, counts=counts,
-        num_beams=cfg["num_beams"], num_return=k,
-        length_penalty=cfg["length_penalty"], max_new_tokens=cfg["max_new_tokens"], batch_size=cfg["batch_size"],
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        **cfg.search_options(), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     out["seconds"] += [(time.perf_counter() - t0) / len(hyps)] * len(hyps)
     out["floor_flops"] += [counts.flops(ctx.llm)["linear_and_head"] / len(hyps)] * len(hyps)

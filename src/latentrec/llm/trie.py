@@ -170,7 +170,7 @@ class TitleTrie:
         return self._device_cache[key]
 
     # ------------------------------------------------------------------ vectorised look-ups
-    def _edges(self, node_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def edges(self, node_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(row, edge index) pairs of every child edge of every node in ``node_ids``."""
         node_ids = node_ids.reshape(-1).to(device=self.child_ptr.device, dtype=torch.int64)
         valid = (node_ids >= 0) & (node_ids < self.num_nodes)
@@ -191,7 +191,7 @@ class TitleTrie:
         """
         n = node_ids.numel()
         mask = torch.zeros((n, self.vocab_size), dtype=torch.bool, device=self.child_ptr.device)
-        rows, edges = self._edges(node_ids)
+        rows, edges = self.edges(node_ids)
         if rows.numel():
             mask[rows, self.child_tokens[edges]] = True
         return mask
@@ -200,7 +200,7 @@ class TitleTrie:
         """Additive mask [N, V]: 0 where allowed, -inf elsewhere (what a prefix-allowed-tokens filter adds)."""
         n = node_ids.numel()
         bias = torch.full((n, self.vocab_size), float("-inf"), dtype=dtype, device=self.child_ptr.device)
-        rows, edges = self._edges(node_ids)
+        rows, edges = self.edges(node_ids)
         if rows.numel():
             bias[rows, self.child_tokens[edges]] = 0.0
         return bias
@@ -211,7 +211,7 @@ class TitleTrie:
         Equal to ``scores + allowed_bias(node_ids)`` but only touches the allowed entries.
         """
         out = torch.full_like(scores, float("-inf"))
-        rows, edges = self._edges(node_ids.to(self.child_ptr.device))
+        rows, edges = self.edges(node_ids.to(self.child_ptr.device))
         if rows.numel():
             rows = rows.to(scores.device)
             cols = self.child_tokens[edges].to(scores.device)
