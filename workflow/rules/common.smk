@@ -6,6 +6,8 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
+from latentrec.bounds import check_gpu_resource
+from latentrec.report.escape import json_for_html
 from latentrec.data.download import amazon2018_urls
 from latentrec.plan import requested_minutes
 from latentrec.config import (
@@ -27,6 +29,8 @@ from latentrec.config import (
 # A cluster job re-reads this file with the config the main process already checked: skipped there.
 if workflow.is_main_process:
     validate_config(config)
+    # --resources gpu=N trims a job's GPU request silently: refuse a config asking for more.
+    check_gpu_resource(config, workflow.global_resources)
 
 
 def check_slurm_account(default_resources):
@@ -74,8 +78,10 @@ wildcard_constraints:
 
 
 def as_arg(obj):
-    """A config slice as one shell-safe JSON argument (Snakemake re-runs a job when it changes)."""
-    return shlex.quote(json.dumps(obj, sort_keys=True))
+    """A config slice as one shell-safe JSON argument (Snakemake re-runs a job when it changes).
+    `snakemake --report` embeds params raw inside a <script>: < > & are written as JSON escapes
+    (read back identically), so no config string can close the script or open markup."""
+    return shlex.quote(json_for_html(obj))
 
 
 def datasets_with_source(*sources):
