@@ -325,7 +325,7 @@ def _check_shards(config: dict, root: str) -> None:
     limit = (config.get("evaluation") or {}).get("test_limit")
     for d in config.get("run_datasets") or []:
         rows = test_rows(config, d, root)
-        if rows is not None:
+        if rows:  # an empty or unreadable split is named by its import
             n = rows if limit is None else min(rows, limit)
             if shards > n:
                 _fail("llm.decode_shards", f"{shards:,} decode shards of {n:,} test rows ({d}"
