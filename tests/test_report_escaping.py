@@ -30,12 +30,11 @@ def _table_rows(md: str) -> list[str]:
 
 def _columns(line: str) -> int:
     """Cells of a GFM table row: `|` splits, `\\|` (an odd run of backslashes before it) does not."""
-    n, i, escaped = 0, 0, False
+    n, escaped = 0, False
     for ch in line.strip().strip("|"):
         if ch == "|" and not escaped:
             n += 1
         escaped = ch == "\\" and not escaped
-        i += 1
     return n + 1
 
 

@@ -225,7 +225,7 @@ def test_rows(config: dict, dataset: str, root: str = ".") -> int | None:
 # ------------------------------------------------------------------------------------------- checks
 def check_bounds(config: dict, root: str = ".") -> None:
     """Every bound of the module docstring; `root`: the working directory (resources/, results/)."""
-    _check_data_bounds(config, root)
+    _check_data_bounds(config)
     _check_recommender_bounds(config)
     if not any((m or {}).get("family") in ("llm", "latent") for m in (config.get("methods") or {}).values()):
         return
@@ -267,7 +267,7 @@ def check_bounds(config: dict, root: str = ".") -> None:
         _check_decode("report.flr.timing.decode", timing["decode"], context, ctx_why, dims, llm.get("decode_gpus", 0))
 
 
-def _check_data_bounds(config: dict, root: str) -> None:
+def _check_data_bounds(config: dict) -> None:
     from latentrec.config import processing_config
 
     for name, d in (config.get("datasets") or {}).items():
