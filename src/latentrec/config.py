@@ -234,8 +234,11 @@ FAMILY_KEYS = {"recommender": {"params", "grid"}, "llm": {"tuned", "decode"}, "l
 
 def validate_config(config: dict) -> None:
     """Everything the schema cannot say, checked at DAG build; raises InputError naming the key path."""
+    from latentrec.bounds import check_bounds, check_job_count
+
     fail = _fail
     check_names(config)
+    check_job_count(config)  # first: a config of 1e5 jobs is refused before anything enumerates its grids
     for key in ("seeds", "run_datasets", "run_methods"):
         values = list(config[key])
         dups = sorted({str(v) for v in values if values.count(v) > 1})
@@ -259,6 +262,7 @@ def validate_config(config: dict) -> None:
     for b in config["report"].get("baselines", []):
         if b not in config["methods"]:
             fail("report.baselines", f"{b!r} is not a method")
+    check_bounds(config)
 
 
 def _processing_where(config: dict, name: str, key: str) -> str:

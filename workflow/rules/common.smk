@@ -5,6 +5,8 @@ import re
 import shlex
 
 from latentrec import rule_resources
+from latentrec.bounds import check_gpu_resource
+from latentrec.report.escape import json_for_html
 from latentrec.data.download import amazon2018_urls
 from latentrec.config import (
     dataset_config,
@@ -25,6 +27,8 @@ from latentrec.config import (
 # A cluster job re-reads this file with the config the main process already checked: skipped there.
 if workflow.is_main_process:
     validate_config(config)
+    # --resources gpu=N trims a job's GPU request silently: refuse a config asking for more.
+    check_gpu_resource(config, workflow.global_resources)
 
 
 if workflow.is_main_process:
@@ -59,8 +63,10 @@ wildcard_constraints:
 
 
 def as_arg(obj):
-    """A config slice as one shell-safe JSON argument (Snakemake re-runs a job when it changes)."""
-    return shlex.quote(json.dumps(obj, sort_keys=True))
+    """A config slice as one shell-safe JSON argument (Snakemake re-runs a job when it changes).
+    `snakemake --report` embeds params raw inside a <script>: < > & are written as JSON escapes
+    (read back identically), so no config string can close the script or open markup."""
+    return shlex.quote(json_for_html(obj))
 
 
 def datasets_with_source(*sources):

@@ -28,6 +28,7 @@ from latentrec.eval.significance import paired_seeds
 from latentrec.io_utils import read_json
 from latentrec.report.common import (METRIC, format_gain, format_num, format_p, load_runs, method_runs,
                                      paired_pooled_rows, paired_rows_p, pyplot, seed_mean)
+from latentrec.report.escape import md_cell, md_text
 from latentrec.report.latentr3 import popularity, popularity_figure, sweep_figure, sweep_points
 from latentrec.report.significance_table import strongest
 from latentrec.report.tables import (MATCH_NOTE, MATCHES, PAPER_METRICS, PUBLISHED_MATCH, metric_key,
@@ -135,8 +136,8 @@ def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str, published=
         typos = []
         for (name, method), gm in g.groupby(["row", "method"], sort=False):
             impossible = _impossible_published(gm)
-            lines.append(f"| {name} ({method}) | {gm.n_seeds.iloc[0]} | " + " | ".join(_cells(gm, impossible)) + " |")
-            typos += [f"{name} {m}" for m in impossible]
+            lines.append(f"| {md_cell(name)} ({method}) | {gm.n_seeds.iloc[0]} | " + " | ".join(_cells(gm, impossible)) + " |")
+            typos += [f"{md_text(name)} {m}" for m in impossible]
         if typos:
             lines += ["", f"† Published as printed, though impossible: with one relevant item NDCG@K ≤ HR@K, and "
                           f"the paper's {', '.join(typos)} exceeds its HR@K (a typo in the paper, kept unchanged)."]
@@ -201,9 +202,9 @@ def grid_markdown(df: pd.DataFrame, title: str, group: str, row: str, note: str,
         return "\n".join(lines + [empty, ""])
     for key, g in df.groupby(group, sort=False):
         head = _head(dict.fromkeys(g["metric"]))
-        lines += [f"### {key}", "", f"| {row} | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+        lines += [f"### {md_text(key)}", "", f"| {row} | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
         for (name, method), gm in g.groupby([row, "method"], sort=False):
-            lines.append(f"| {name} ({method}) | " + " | ".join(_cells(gm)) + " |")
+            lines.append(f"| {md_cell(name)} ({method}) | " + " | ".join(_cells(gm)) + " |")
         if group == "dataset" and unpublished([key], g, published):
             lines += ["", no_published_note(key)]
         lines.append("")
@@ -479,7 +480,7 @@ def build(metrics_paths: list[str], data_dirs: dict[str, str], factor_paths: lis
              f"constraints, {published.get('with_constraints', '–')} with them.", "",
              "| dataset | method | factors | users | K | S_avg (mean abs cos) | mean abs corr | A_max | DS |",
              "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.dataset} | {r.method} | {r.label} | {r.users} | {r.K} | {r.S_avg:.3f} | {r.abs_corr:.3f} | "
+    lines += [f"| {r.dataset} | {r.method} | {md_cell(r.label)} | {r.users} | {r.K} | {r.S_avg:.3f} | {r.abs_corr:.3f} | "
               f"{r.A_max:.3f} | {r.DS:.3f} |" for r in dis.itertuples()]
     if dis.empty:
         lines.append("| – | no FLR factors in this run | | | | | | | |")

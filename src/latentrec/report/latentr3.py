@@ -23,6 +23,7 @@ import pandas as pd
 from latentrec.io_utils import read_json
 from latentrec.report.common import (METRIC, format_gain, format_num, format_p, load_runs, method_runs,
                                      paired_pooled_rows, paired_rows_p, pooled_rows, pyplot, seed_mean)
+from latentrec.report.escape import md_cell
 from latentrec.report.tables import (MATCH_NOTE, MATCHES, PAPER_METRICS, metric_key, no_published_note,
                                      unpublished, write_csv, write_text)
 
@@ -105,7 +106,7 @@ def ablation_markdown(df: pd.DataFrame, note: str, published=None) -> str:
         for (variant, method), gv in g.groupby(["variant", "method"], sort=False):
             title = [format_num(r.title_mean) + (f" ({r.paper:.4f})" if r.paper is not None and not pd.isna(r.paper)
                                                  else "") for r in gv.itertuples()]
-            lines.append(f"| {variant} ({method}) | " + " | ".join(title + [format_num(v) for v in gv.id_mean]) + " |")
+            lines.append(f"| {md_cell(variant)} ({method}) | " + " | ".join(title + [format_num(v) for v in gv.id_mean]) + " |")
         if unpublished([dataset], g, published):
             lines += ["", no_published_note(dataset)]
         lines.append("")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from latentrec.eval.significance import mean_std
 from latentrec.io_utils import atomic_path
+from latentrec.report.escape import csv_cell, md_cell, md_text, tex
 
 # Paper metric keys (paper_results.yaml) → our metric columns.
 PAPER_METRICS = {"H@5": "HR@5", "H@10": "HR@10", "N@5": "NDCG@5", "N@10": "NDCG@10"}
@@ -96,14 +97,14 @@ def to_markdown(long: pd.DataFrame, title: str, published=None, with_paper: bool
     only (a matching other than the published values')."""
     cells = ("Cells: ours mean ± std over seeds (published value, relative difference)." if with_paper else
              "Cells: ours mean ± std over seeds (no published values beside them: those are title-matched).")
-    lines = [f"## {title}", "", cells, ""]
+    lines = [f"## {md_text(title)}", "", cells, ""]
     for dataset, g in long.groupby("dataset", sort=False):
         metrics = list(dict.fromkeys(g["metric"]))
-        lines += [f"### {dataset}", "", "| method | " + " | ".join(metrics) + " |",
+        lines += [f"### {md_text(dataset)}", "", "| method | " + " | ".join(metrics) + " |",
                   "|---|" + "---|" * len(metrics)]
         for method, gm in g.groupby("method", sort=False):
             cells = [_cell(r, with_paper) for r in gm.itertuples()]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append(f"| {md_cell(method)} | " + " | ".join(cells) + " |")
         if with_paper and unpublished([dataset], g, published):
             lines += ["", no_published_note(dataset)]
         lines.append("")
@@ -115,11 +116,11 @@ def to_latex(long: pd.DataFrame) -> str:
     datasets = list(dict.fromkeys(long["dataset"]))
     metrics = list(dict.fromkeys(long["metric"]))
     cols = "l" + "c" * (len(datasets) * len(metrics))
-    head1 = " & ".join([""] + [f"\\multicolumn{{{len(metrics)}}}{{c}}{{{d.replace('_', ' ')}}}" for d in datasets])
-    head2 = " & ".join(["Method"] + metrics * len(datasets))
+    head1 = " & ".join([""] + [f"\\multicolumn{{{len(metrics)}}}{{c}}{{{tex(d.replace('_', ' '))}}}" for d in datasets])
+    head2 = " & ".join(["Method"] + [tex(m) for m in metrics] * len(datasets))
     body = []
     for method in dict.fromkeys(long["method"]):
-        cells = [method.replace("_", r"\_")]
+        cells = [tex(method)]
         for d in datasets:
             for m in metrics:
                 r = long[(long.dataset == d) & (long.method == method) & (long.metric == m)]
@@ -137,5 +138,9 @@ def write_text(text: str, path: str | os.PathLike) -> None:
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """A report CSV; text cells that a spreadsheet would run as a formula are neutralised (csv_cell)."""
+    text = df.select_dtypes(include=["object", "string"]).columns
+    if len(text):
+        df = df.assign(**{c: df[c].map(csv_cell) for c in text})
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
