@@ -392,15 +392,12 @@ def _check_rl(where, base, grid, context, ctx_why, dims, gpus) -> None:
 
 
 def _check_decode(where, decode, context, ctx_why, dims, gpus) -> None:
-    from latentrec.llm.recommender import DECODE_DEFAULTS
+    from latentrec.llm.decoding import DecodeConfig
 
-    d = {**DECODE_DEFAULTS, **decode}
+    d = {**DecodeConfig().record(), **decode}
     beams, ret, batch, new = d["num_beams"], d["num_return"], d["batch_size"], d["max_new_tokens"]
     if not all(isinstance(v, int) for v in (beams, ret, batch)):
         return  # the schema names a wrong type
-    if ret > beams:
-        _fail(f"{where}.num_return", f"must be at most num_beams ({beams}): beam search returns at most one "
-                                     f"title per beam, got {ret}")
     _at_most(f"{where}.num_beams", beams, MAX_BEAMS,
              "the papers decode 10 beams, and every beam is one more sequence in each decode forward")
     _at_most(f"{where}.batch_size", batch, MAX_BATCH, "prompts decoded together, each with num_beams sequences")

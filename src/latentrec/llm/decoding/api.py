@@ -50,7 +50,8 @@ class DecodeConfig:
                           choices={"prompt_style": tuple(STYLES)})
         cfg = cls(**d)
         if cfg.num_return > cfg.num_beams:
-            raise ValueError(f"num_return: must be at most num_beams ({cfg.num_beams}), got {cfg.num_return}")
+            raise ValueError(f"num_return: must be at most num_beams ({cfg.num_beams}): beam search returns at most "
+                             f"one title per beam, got {cfg.num_return}")
         if cfg.cot is not None:
             from latentrec.llm.cot import CoTConfig
 
