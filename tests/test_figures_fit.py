@@ -264,9 +264,10 @@ def test_fig9_one_repeat_says_n_1(tmp_path):
 
 
 def test_llm_vs_strongest_columns_are_unique():
-    header = llm_markdown(pd.DataFrame(), "NDCG@10", 0.05).splitlines()[4]
+    md = llm_markdown(pd.DataFrame(), "NDCG@10", 0.05)
+    header = next(ln for ln in md.splitlines() if ln.startswith("| dataset"))
     cols = [c.strip() for c in header.strip("|").split("|")]
-    assert len(cols) == 10 and len(set(cols)) == len(cols)
+    assert len(cols) == 11 and len(set(cols)) == len(cols)
     assert "LLM method" in cols and "strongest baseline" in cols
 
 
@@ -274,10 +275,12 @@ def test_gains_table_prints_a_dash_for_a_missing_p_and_says_why_no_paper_values(
     df = pd.DataFrame([{"dataset": "Synthetic_Music", "method": "BIGRec+LatentR3", "backbone": "BIGRec",
                         "metric": m, "ours_title": 0.1, "backbone_title": 0.1, "gain_title": 0.0, "paper": None,
                         "paper_backbone": None, "paper_gain": math.nan, "paired_rows": 6, "p_title": p,
-                        "ours_id": 0.1, "backbone_id": 0.1, "gain_id": 0.0, "p_id": p}
+                        "mde_title": math.nan, "ours_id": 0.1, "backbone_id": 0.1, "gain_id": 0.0, "p_id": p,
+                        "mde_id": 0.02}
                        for m, p in (("N@10", math.nan), ("H@10", 0.0123))])
     md = latentr3.gains_markdown(df, "note", {"Toys_and_Games": {}})
     assert "nan" not in md.lower() and "| – |" in md and "| 0.012 |" in md  # p to two significant digits
+    assert "| 0.0200 (20%) |" in md  # the MDE, and its share of the backbone's mean
     assert "No published values: Synthetic_Music is the synthetic default dataset" in md
 
 

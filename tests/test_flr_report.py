@@ -132,7 +132,7 @@ def test_report_writes_every_table_and_figure_and_skips_absent_methods(tmp_path,
     build(metrics, {}, [str(fpath)], [str(tpath)], cfg, paper, tmp_path / "tables")
     t2 = (tmp_path / "tables" / "flr_table2.md").read_text()
     assert "| FLR (BIGRec+FLR) | 2 |" in t2 and "(0.0548)" in t2  # published Games FLR N@10
-    assert "| Video_Games | BIGRec+LatentR3 | N@10 |" in t2 and "CoT" not in t2  # absent methods are skipped
+    assert "| Video_Games | BIGRec+LatentR3 | N@10 (title) | N@10 |" in t2 and "CoT" not in t2  # absent: skipped
     t3 = (tmp_path / "tables" / "flr_table3.md").read_text()
     assert "| none (FLR-reg-none) |" in t3 and "(0.0528)" in t3
     t4 = (tmp_path / "tables" / "flr_table4.md").read_text()
