@@ -149,6 +149,19 @@ def test_latentr3_gains_put_title_gain_beside_the_published_gain(tmp_path, paper
     assert "title string" in md  # the note says which matching the published values use
 
 
+def test_gains_rows_of_a_method_not_in_the_paper_say_so(tmp_path, paper):
+    """paper.yaml's Gaussian-policy row is labelled by its display name in the gains table (and Table 1)."""
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    label = cfg["methods"]["BIGRec+LatentR3-GaussPolicy"]["display_name"]
+    assert "not the paper's method" in label
+    assert cfg["report"]["latentr3"]["pairs"]["BIGRec+LatentR3-GaussPolicy"] == "BIGRec"
+    paths = _runs(tmp_path, "Toys_and_Games", {"BIGRec": 0.05, "BIGRec+LatentR3-GaussPolicy": 0.06})
+    df = latentr3.gains(load_runs(paths), {"BIGRec+LatentR3-GaussPolicy": "BIGRec"}, paper["latentr3_table1"])
+    md = latentr3.gains_markdown(df, "note", paper["latentr3_table1"], {"BIGRec+LatentR3-GaussPolicy": label})
+    row = _row(md, f"| Toys_and_Games | {label} | BIGRec | N@10 |")
+    assert row["paper gain (title)"] == "–"  # no published value to compare with
+
+
 def test_latentr3_ablation_puts_title_values_beside_the_published_ones(tmp_path, paper):
     paths = _runs(tmp_path, "Toys_and_Games", {"BIGRec": 0.05, "BIGRec+LatentR3": 0.06})
     runs = load_runs(paths)
