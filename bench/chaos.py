@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Outputs that hold wall-clock times: they differ between any two runs, killed or not.
 TIMING_OUTPUTS = (
     re.compile(r"(^|/)inference_time\.json$"),
-    re.compile(r"^results/tables/latentr3_fig4_cost\.\w+$"),
+    re.compile(r"^results/tables/latentr3_cost\.\w+$"),
     re.compile(r"^results/tables/flr_fig9_inference_time\.\w+$"),
 )
 COMPARED = (re.compile(r"(^|/)metrics\.json$"), re.compile(r"(^|/)predictions\.parquet$"),

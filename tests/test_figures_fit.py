@@ -8,6 +8,7 @@ axis labels, the tick labels in view, annotations, colour-bar labels, legends).
 
 from __future__ import annotations
 
+import json
 import math
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,10 +77,10 @@ def _long(datasets=("Toys_and_Games", "Synthetic_Music")) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _sweep(key: str, values) -> pd.DataFrame:
-    return pd.DataFrame([{"dataset": d, key: v, "method": f"m{v}", "mean": 0.05 + 0.002 * v, "std": 0.003}
-                         for d in ("Synthetic_Music", "Toys_and_Games") for v in values],
-                        columns=["dataset", key, "method", "mean", "std"])  # as sweep_points, even when empty
+def _sweep(key: str, values, metrics=("NDCG@10",)) -> pd.DataFrame:
+    return pd.DataFrame([{"dataset": d, key: v, "method": f"m{v}", "metric": m, "mean": 0.05 + 0.002 * v, "std": 0.003}
+                         for d in ("Synthetic_Music", "Toys_and_Games") for v in values for m in metrics],
+                        columns=["dataset", key, "method", "metric", "mean", "std"])  # as sweep_points, even empty
 
 
 def _popularity() -> pd.DataFrame:
@@ -145,14 +146,14 @@ def figures(out: Path) -> dict[str, callable]:
                                                         out / "flr_fig8_empty.png"),
         "flr_fig9": lambda: flr.timing_figure(_timing(1), out / "flr_fig9.png"),
         "flr_fig9_repeats": lambda: flr.timing_figure(_timing(3), out / "flr_fig9_repeats.png"),
-        "latentr3_fig2": lambda: latentr3.sweep_figure(_sweep("N", [0, 1]), "N",
+        "latentr3_fig2": lambda: latentr3.popularity_figure(_popularity(), out / "latentr3_fig2.png"),
+        "latentr3_fig3": lambda: latentr3.sweep_figure(_sweep("N", [0, 1], latentr3.LENGTH_METRICS), "N",
                                                        "reasoning length N (latent tokens; 0 = backbone)",
                                                        "Reasoning length (the paper finds N = 1 best)",
-                                                       out / "latentr3_fig2.png"),
-        "latentr3_fig2_wide": lambda: latentr3.sweep_figure(_sweep("N", list(range(0, 40, 3))), "N", "N", "N sweep",
-                                                            out / "latentr3_fig2_wide.png"),
-        "latentr3_fig3": lambda: latentr3.popularity_figure(_popularity(), out / "latentr3_fig3.png"),
-        "latentr3_fig4": lambda: latentr3.cost_figure(_cost(), out / "latentr3_fig4.png"),
+                                                       out / "latentr3_fig3.png"),
+        "latentr3_fig3_wide": lambda: latentr3.sweep_figure(_sweep("N", list(range(0, 40, 3))), "N", "N", "N sweep",
+                                                            out / "latentr3_fig3_wide.png"),
+        "latentr3_cost": lambda: latentr3.cost_figure(_cost(), out / "latentr3_cost.png"),
         "latentr3_fig4_grpo": lambda: latentr3.grpo_figure(_grpo(), out / "latentr3_fig4_grpo.png", 5),
         "latentr3_fig4_grpo_empty": lambda: latentr3.grpo_figure(_grpo().iloc[:0], out / "latentr3_fig4_grpo_empty.png",
                                                                  5),
@@ -217,13 +218,41 @@ def _ticks(ax, axis="x") -> list[str]:
     return [t.label1.get_text() for t in a.get_major_ticks() if lo <= t.get_loc() <= hi and t.label1.get_text()]
 
 
-@pytest.mark.parametrize("name", ["latentr3_fig2", "latentr3_fig2_wide", "flr_fig8"])
+@pytest.mark.parametrize("name", ["latentr3_fig3", "latentr3_fig3_wide", "flr_fig8"])
 def test_swept_settings_have_integer_ticks(name, tmp_path):
     fig, _, _ = _render(name, tmp_path)
     labels = _ticks(fig.axes[0])
     assert labels and all(s.replace("−", "-").lstrip("-").isdigit() for s in labels), labels
-    if name == "latentr3_fig2":
+    if name == "latentr3_fig3":
         assert labels == ["0", "1"]
+
+
+def test_latentr3_figures_carry_the_papers_numbers(tmp_path):
+    """LatentR3 Figure 2 is popularity, Figure 3 reasoning length with HR@10 and NDCG@10 (the paper's panels);
+    Figure 4 (the original GRPO) is drawn only where the config runs one."""
+    root = tmp_path / "results"
+    paths = []
+    for method, level in (("BIGRec", 0.05), ("BIGRec+LatentR3", 0.07)):
+        d = root / "Toys_and_Games" / method / "seed0"
+        d.mkdir(parents=True)
+        metrics = {f"{pre}{m}@{k}": level * (k / 5) for pre in ("", "title_") for m in ("HR", "NDCG") for k in (5, 10)}
+        (d / "metrics.json").write_text(json.dumps({"dataset": "Toys_and_Games", "method": method, "seed": 0,
+                                                    "metrics": metrics}))
+        paths.append(str(d / "metrics.json"))
+    cfg = {"lengths": {"BIGRec": 0, "BIGRec+LatentR3": 1}}
+    with _keep_figures() as kept:
+        latentr3.build(paths, {}, [], cfg, {}, tmp_path / "tables")
+    names = sorted(p.name for p in (tmp_path / "tables").iterdir())
+    assert {"latentr3_fig2_popularity.png", "latentr3_fig3_reasoning_length.png", "latentr3_cost.png"} <= set(names)
+    assert not any("fig4" in n for n in names)  # no original-GRPO method configured: no Figure 4 at all
+    length = next(f for f in kept if [ax.get_ylabel() for ax in f.axes] == ["HR@10", "NDCG@10"])
+    assert [len(ax.lines) > 0 for ax in length.axes] == [True, True]
+    sweep = pd.read_csv(tmp_path / "tables" / "latentr3_fig3_reasoning_length.csv")
+    assert sweep.set_index(["N", "metric"])["mean"].to_dict() == pytest.approx(
+        {(0, "HR@10"): 0.1, (0, "NDCG@10"): 0.1, (1, "HR@10"): 0.14, (1, "NDCG@10"): 0.14})
+    latentr3.build(paths, {}, [], dict(cfg, grpo_compare={"LatentR3-origGRPO": "BIGRec+LatentR3"}), {},
+                   tmp_path / "with_grpo")
+    assert (tmp_path / "with_grpo" / "latentr3_fig4_grpo.png").exists()
 
 
 def test_fig4_one_panel_title_and_annotation_colours(tmp_path):
@@ -264,9 +293,10 @@ def test_fig9_one_repeat_says_n_1(tmp_path):
 
 
 def test_llm_vs_strongest_columns_are_unique():
-    header = llm_markdown(pd.DataFrame(), "NDCG@10", 0.05).splitlines()[4]
+    md = llm_markdown(pd.DataFrame(), "NDCG@10", 0.05)
+    header = next(ln for ln in md.splitlines() if ln.startswith("| dataset"))
     cols = [c.strip() for c in header.strip("|").split("|")]
-    assert len(cols) == 10 and len(set(cols)) == len(cols)
+    assert len(cols) == 11 and len(set(cols)) == len(cols)
     assert "LLM method" in cols and "strongest baseline" in cols
 
 
@@ -274,10 +304,12 @@ def test_gains_table_prints_a_dash_for_a_missing_p_and_says_why_no_paper_values(
     df = pd.DataFrame([{"dataset": "Synthetic_Music", "method": "BIGRec+LatentR3", "backbone": "BIGRec",
                         "metric": m, "ours_title": 0.1, "backbone_title": 0.1, "gain_title": 0.0, "paper": None,
                         "paper_backbone": None, "paper_gain": math.nan, "paired_rows": 6, "p_title": p,
-                        "ours_id": 0.1, "backbone_id": 0.1, "gain_id": 0.0, "p_id": p}
+                        "mde_title": math.nan, "ours_id": 0.1, "backbone_id": 0.1, "gain_id": 0.0, "p_id": p,
+                        "mde_id": 0.02}
                        for m, p in (("N@10", math.nan), ("H@10", 0.0123))])
     md = latentr3.gains_markdown(df, "note", {"Toys_and_Games": {}})
     assert "nan" not in md.lower() and "| – |" in md and "| 0.012 |" in md  # p to two significant digits
+    assert "| 0.0200 (20%) |" in md  # the MDE, and its share of the backbone's mean
     assert "No published values: Synthetic_Music is the synthetic default dataset" in md
 
 

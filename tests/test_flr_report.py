@@ -132,7 +132,7 @@ def test_report_writes_every_table_and_figure_and_skips_absent_methods(tmp_path,
     build(metrics, {}, [str(fpath)], [str(tpath)], cfg, paper, tmp_path / "tables")
     t2 = (tmp_path / "tables" / "flr_table2.md").read_text()
     assert "| FLR (BIGRec+FLR) | 2 |" in t2 and "(0.0548)" in t2  # published Games FLR N@10
-    assert "| Video_Games | BIGRec+LatentR3 | N@10 |" in t2 and "CoT" not in t2  # absent methods are skipped
+    assert "| Video_Games | BIGRec+LatentR3 | N@10 (title) | N@10 |" in t2 and "CoT" not in t2  # absent: skipped
     t3 = (tmp_path / "tables" / "flr_table3.md").read_text()
     assert "| none (FLR-reg-none) |" in t3 and "(0.0528)" in t3
     t4 = (tmp_path / "tables" / "flr_table4.md").read_text()
@@ -212,3 +212,27 @@ def test_table2_footnotes_the_published_ndcg_above_hr():
     assert "(0.0296) †" in base and "(0.0411) †" in base and "(0.0154) †" not in base
     assert "†" not in next(ln for ln in md.splitlines() if ln.startswith("| BIGRec (BIGRec)"))
     assert "Base N@5, Base N@10, CoT N@5, CoT N@10 exceeds" in md
+
+
+@pytest.mark.parametrize("wanted, shown", [(None, "Video_Games"), ("CDs_and_Vinyl", "CDs_and_Vinyl"),
+                                           ("Toys_and_Games", "CDs_and_Vinyl (Toys_and_Games has no factors")])
+def test_figure6_is_drawn_on_the_configured_dataset(tmp_path, flr, flr_tok, ds, wanted, shown):
+    """FLR Figure 6 shows Video Games (the paper's) by default, not the alphabetically first dataset; the key
+    `factors.figure6_dataset` picks another, and a dataset without factors falls back, saying so."""
+    from unittest import mock
+
+    from matplotlib.figure import Figure
+
+    out = dump_factors(flr, flr_tok, ds, np.arange(5), "musics")
+    paths = [_dump(tmp_path / "results", d, "BIGRec+FLR", out, ds) for d in ("CDs_and_Vinyl", "Video_Games")]
+    kept, save = {}, Figure.savefig
+
+    def savefig(self, path, *a, **k):
+        kept[Path(path).name] = self
+        return save(self, path, *a, **k)
+
+    factors = {"methods": {"BIGRec+FLR": "with constraints"}, **({"figure6_dataset": wanted} if wanted else {})}
+    with mock.patch.object(Figure, "savefig", savefig):
+        build([], {}, paths, [], {"factors": factors}, {}, tmp_path / "tables")
+    title = kept["flr_fig6_factor_attention.png"]._suptitle.get_text().replace("\n", " ")
+    assert title.startswith(f"{shown}")

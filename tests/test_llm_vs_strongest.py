@@ -120,5 +120,5 @@ def test_table1_shows_display_names_beside_the_paper_number(runs, tmp_path):
            "display_names": {"SASRec-CE": "SASRec (CE)", "SASRec-BCE": "SASRec (paper protocol)"}}
     build_report(paths, [str(stats_path)], cfg, tmp_path / "tables")
     md = (tmp_path / "tables" / "table1.md").read_text()
-    assert "| SASRec (CE) | 0.1000 (0.0500, +100%)" in md
-    assert "| SASRec (paper protocol) |" in md and "SASRec-CE" not in md
+    assert "| SASRec (CE) — by id | 0.1000 (0.0500, +100%)" in md  # SASRec's row is published matched by id
+    assert "| SASRec (paper protocol) — by id |" in md and "SASRec-CE" not in md

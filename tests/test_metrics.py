@@ -13,7 +13,7 @@ from latentrec.eval.metrics import (
     hit_positions_by_title,
     row_metrics,
 )
-from latentrec.eval.significance import mean_std, paired_rows, paired_seeds
+from latentrec.eval.significance import mde, mean_std, paired_rows, paired_seeds
 
 
 def test_positions_and_ndcg_by_hand():
@@ -95,3 +95,34 @@ def test_ranking_breaks_ties_by_ascending_item_id_everywhere():
     got = ndcg_at_k_full(scores, torch.tensor([2, 5]), k=10)
     assert got.tolist() == pytest.approx([1 / math.log2(5), 1 / math.log2(7)])
     assert ndcg_at_k_full(scores, torch.tensor([2, 5]), k=5).tolist() == pytest.approx([1 / math.log2(5), 0.0])
+
+
+def _power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test at a true mean difference `delta`: the t statistic follows a
+    noncentral t with n - 1 degrees of freedom and noncentrality delta * sqrt(n) / sd."""
+    df, nc = n - 1, delta * math.sqrt(n) / sd
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    return stats.nct.sf(crit, df, nc) + np.nan_to_num(stats.nct.cdf(-crit, df, nc))
+
+
+@pytest.mark.parametrize("n", [3, 5, 24, 500])
+def test_minimum_detectable_effect_has_80_percent_power(n):
+    rng = np.random.default_rng(n)
+    a = pd.DataFrame({"row": np.arange(n), "NDCG@10": rng.random(n)})
+    b = pd.DataFrame({"row": np.arange(n), "NDCG@10": rng.random(n)})
+    res = paired_rows(a, b, "NDCG@10")
+    sd = float(np.std(a["NDCG@10"] - b["NDCG@10"], ddof=1))
+    assert res["sd_diff"] == pytest.approx(sd)
+    assert _power(res["mde"], sd, n) == pytest.approx(0.8, abs=1e-6)  # exactly 80 % power at the MDE ...
+    assert _power(0.95 * res["mde"], sd, n) < 0.79  # ... and less below it
+    # It scales with sd / sqrt(n) and lies near the normal-approximation (z_0.975 + z_0.8) sd / sqrt(n).
+    assert mde(2 * sd, n) == pytest.approx(2 * res["mde"])
+    z = (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * sd / math.sqrt(n)
+    assert res["mde"] > z and (n < 100 or res["mde"] == pytest.approx(z, rel=0.01))
+
+
+def test_minimum_detectable_effect_edge_cases():
+    a = pd.DataFrame({"row": np.arange(4), "NDCG@10": [0.1, 0.2, 0.3, 0.4]})
+    assert paired_rows(a.assign(**{"NDCG@10": a["NDCG@10"] + 0.1}), a, "NDCG@10")["mde"] == 0.0  # certain
+    assert math.isnan(paired_seeds({0: 0.1}, {0: 0.2}, "NDCG@10")["mde"])  # one pair: no test, no MDE
+    assert math.isnan(mde(0.1, 1))

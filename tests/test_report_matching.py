@@ -1,8 +1,9 @@
-"""Like with like: every table that prints a published (title-matched) value prints ours matched by title
-beside it, and ours matched by item id under its own labelled header.
+"""Like with like: every table that prints a published value prints beside it ours under the matching that
+value was published under (item id for the traditional baselines, title string for the LLM rows), and ours
+under the other matching in its own labelled cells.
 
 Synthetic runs whose id- and title-matched metrics differ (title > id, as where several items share the
-target's title); each table's cell beside the published value must be the title-matched one.
+target's title); each table's cell beside the published value must be the one of the row's own matching.
 """
 
 from __future__ import annotations
@@ -81,7 +82,41 @@ def _ms(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
+def _power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test at a true mean difference `delta` (noncentral t, n - 1 df)."""
+    df, nc = n - 1, delta * np.sqrt(n) / sd
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    return stats.nct.sf(crit, df, nc) + np.nan_to_num(stats.nct.cdf(-crit, df, nc))
+
+
 # ---------------------------------------------------------------------------------------- LatentR3
+def test_table1_puts_each_published_value_beside_its_own_matching(tmp_path, paper):
+    """A traditional baseline's published value sits beside ours matched by item id, an LLM row's beside ours
+    matched by title; the other matching follows under its own labelled rows."""
+    from latentrec.report.build import build_report
+
+    paths = _runs(tmp_path / "results", "Toys_and_Games", {"SASRec": 0.05, "BIGRec": 0.06})
+    stats_path = tmp_path / "results" / "Toys_and_Games" / "data" / "stats.json"
+    stats_path.parent.mkdir()
+    stats_path.write_text(json.dumps({"n_train": 1, "n_valid": 1, "n_test": 1, "n_items": 1, "n_users": 1,
+                                      "mean_history_len": 1.0}))
+    build_report(paths, [str(stats_path)], {"paper_results": str(ROOT / "config" / "paper_results.yaml")},
+                 tmp_path / "tables")
+    md = (tmp_path / "tables" / "table1.md").read_text()
+    first, second = md.split("ours under the other matching")
+    pub = paper["latentr3_table1"]["Toys_and_Games"]
+    for method, match, other in (("SASRec", "id", "title"), ("BIGRec", "title", "id")):
+        key = {"id": "NDCG@10", "title": "title_NDCG@10"}
+        mean, std = _ours(paths, method, key[match])
+        row, published = _row(first, f"| {method} — by {match} |"), pub[method]["N@10"]
+        assert row["N@10"] == f"{_ms(mean, std)} ({published:.4f}, {(mean - published) / published:+.0%})"
+        assert f"| {method} — by {other} |" not in first
+        assert _row(second, f"| {method} — by {other} |")["N@10"] == _ms(*_ours(paths, method, key[other]))
+    csv = pd.read_csv(tmp_path / "tables" / "table1.csv")
+    assert set(zip(csv.method, csv.published_match)) == {("SASRec", "id"), ("BIGRec", "title")}
+    assert "by item id, following their original protocols" in md
+
+
 def test_latentr3_gains_put_title_gain_beside_the_published_gain(tmp_path, paper):
     paths = _runs(tmp_path, "Toys_and_Games", {"BIGRec": 0.05, "BIGRec+LatentR3": 0.06})
     runs = load_runs(paths)
@@ -107,7 +142,24 @@ def test_latentr3_gains_put_title_gain_beside_the_published_gain(tmp_path, paper
     for match, col in (("title", "title_NDCG@10"), ("id", "NDCG@10")):
         p = stats.ttest_rel(rows["BIGRec+LatentR3"][col], rows["BIGRec"][col]).pvalue
         assert row[f"p ({match})"] == f"{p:.2g}"
+        # Beside it the test's minimum detectable effect: 80 % power there, from the differences' sd and n.
+        diff = rows["BIGRec+LatentR3"][col].to_numpy() - rows["BIGRec"][col].to_numpy()
+        mde, sd = float(row[f"MDE ({match})"].split()[0]), float(np.std(diff, ddof=1))
+        assert _power(mde - 5e-5, sd, len(diff)) < 0.8 < _power(mde + 5e-5, sd, len(diff))  # printed to 4 decimals
     assert "title string" in md  # the note says which matching the published values use
+
+
+def test_gains_rows_of_a_method_not_in_the_paper_say_so(tmp_path, paper):
+    """paper.yaml's Gaussian-policy row is labelled by its display name in the gains table (and Table 1)."""
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    label = cfg["methods"]["BIGRec+LatentR3-GaussPolicy"]["display_name"]
+    assert "not the paper's method" in label
+    assert cfg["report"]["latentr3"]["pairs"]["BIGRec+LatentR3-GaussPolicy"] == "BIGRec"
+    paths = _runs(tmp_path, "Toys_and_Games", {"BIGRec": 0.05, "BIGRec+LatentR3-GaussPolicy": 0.06})
+    df = latentr3.gains(load_runs(paths), {"BIGRec+LatentR3-GaussPolicy": "BIGRec"}, paper["latentr3_table1"])
+    md = latentr3.gains_markdown(df, "note", paper["latentr3_table1"], {"BIGRec+LatentR3-GaussPolicy": label})
+    row = _row(md, f"| Toys_and_Games | {label} | BIGRec | N@10 |")
+    assert row["paper gain (title)"] == "–"  # no published value to compare with
 
 
 def test_latentr3_ablation_puts_title_values_beside_the_published_ones(tmp_path, paper):
@@ -127,24 +179,31 @@ def test_latentr3_ablation_puts_title_values_beside_the_published_ones(tmp_path,
 
 
 # -------------------------------------------------------------------------------------------- FLR
-@pytest.fixture
-def flr_tables(tmp_path, paper):
-    """FLR Tables 2-4 built from runs on Video_Games where BIGRec is the strongest baseline by title but not
-    by id."""
-    paths = _runs(tmp_path / "results", "Video_Games",
-                  {"SASRec": 0.05, "BIGRec": 0.04, "BIGRec+FLR": 0.06, "FLR-reg-none": 0.055, "BIGRec+LatentR3": 0.05})
-    for p in paths:  # BIGRec: far better by title than by id
+TABLE2_CFG = {"rows": {"SASRec": "SASRec", "BIGRec": "BIGRec", "BIGRec+LatentR3": "LatentR3", "BIGRec+FLR": "FLR"},
+              "method": "BIGRec+FLR", "baselines": ["SASRec", "BIGRec", "BIGRec+LatentR3"]}
+
+
+def _double_title(paths: list[str], method: str) -> None:
+    """`method`'s runs become far better by title than by id (its title-matched scores doubled)."""
+    for p in paths:
         m = json.loads(Path(p).read_text())
-        if m["method"] == "BIGRec":
+        if m["method"] == method:
             rows = pd.read_parquet(Path(p).with_name("rows.parquet"))
             for c in METRICS:
                 rows[f"title_{c}"] *= 2
             rows.to_parquet(Path(p).with_name("rows.parquet"))
             m["metrics"] = {c: float(rows[c].mean()) for c in rows.columns if "@" in c}
             Path(p).write_text(json.dumps(m))
-    cfg = {"table2": {"rows": {"SASRec": "SASRec", "BIGRec": "BIGRec", "BIGRec+LatentR3": "LatentR3",
-                               "BIGRec+FLR": "FLR"},
-                      "method": "BIGRec+FLR", "baselines": ["SASRec", "BIGRec", "BIGRec+LatentR3"]},
+
+
+@pytest.fixture
+def flr_tables(tmp_path, paper):
+    """FLR Tables 2-4 built from runs on Video_Games where BIGRec is the strongest baseline by title but not
+    by id."""
+    paths = _runs(tmp_path / "results", "Video_Games",
+                  {"SASRec": 0.09, "BIGRec": 0.04, "BIGRec+FLR": 0.06, "FLR-reg-none": 0.055, "BIGRec+LatentR3": 0.05})
+    _double_title(paths, "BIGRec")
+    cfg = {"table2": TABLE2_CFG,
            "table3": {"rows": {"FLR-reg-none": "none", "BIGRec+FLR": "attn_div+orth+sparse"},
                       "datasets": ["Video_Games", "Toys_and_Games"]},
            "table4": ["BIGRec+LatentR3", "BIGRec+FLR", "FLR+LR-GRPO", "FLR+FLR-GRPO"]}
@@ -153,28 +212,40 @@ def flr_tables(tmp_path, paper):
     return paths, out
 
 
-def test_flr_table2_puts_title_values_beside_the_published_ones(flr_tables, paper):
+def test_flr_table2_puts_each_published_value_beside_its_own_matching(flr_tables, paper):
     paths, out = flr_tables
     md = (out / "flr_table2.md").read_text()
     pub = paper["flr_table2"]["Video_Games"]
-    for method, name in (("BIGRec+FLR", "FLR"), ("SASRec", "SASRec"), ("BIGRec", "BIGRec")):
+    # SASRec was published matched by item id (its own protocol), the LLM rows by title string.
+    for method, name, match in (("BIGRec+FLR", "FLR", "title"), ("SASRec", "SASRec", "id"),
+                                ("BIGRec", "BIGRec", "title")):
         row = _row(md, f"| {name} ({method}) |")
-        assert row["seeds"] == "2"
+        assert row["seeds"] == "2" and row["published by"] == match
+        other = "id" if match == "title" else "title"
         for pkey, metric in (("H@10", "HR@10"), ("N@10", "NDCG@10")):
-            title, ident = _ours(paths, method, f"title_{metric}"), _ours(paths, method, metric)
-            assert _beside(row, f"{pkey} (title)", f"{pub[name][pkey]:.4f}") == _ms(*title)
-            assert row[f"{pkey} (id)"] == _ms(*ident)
+            ours = _ours(paths, method, metric if match == "id" else f"title_{metric}")
+            rest = _ours(paths, method, f"title_{metric}" if match == "id" else metric)
+            assert _beside(row, f"{pkey} ({match})", f"{pub[name][pkey]:.4f}") == _ms(*ours)
+            assert row[f"{pkey} ({other})"] == _ms(*rest)  # labelled, and without the published value
+
+
+def test_flr_table2_picks_the_strongest_baseline_on_each_rows_published_matching(flr_tables):
+    paths, out = flr_tables
+    md = (out / "flr_table2.md").read_text()
+    published = {"SASRec": "NDCG@10", "BIGRec": "title_NDCG@10", "BIGRec+LatentR3": "title_NDCG@10"}
+    as_published = {m: _ours(paths, m, col)[0] for m, col in published.items()}
+    by_title = {m: _ours(paths, m, "title_NDCG@10")[0] for m in published}
+    # The premise: by title alone SASRec would be picked; its published (id) N@10 loses to BIGRec's title one.
+    assert max(by_title, key=by_title.get) == "SASRec" and max(as_published, key=as_published.get) == "BIGRec"
+    row = _row(md, "| Video_Games |", after="FLR against the strongest baseline")
+    assert row["baseline"] == "BIGRec" and row["picked by"] == "N@10 (title)" and row["metric"] == "H@5"
+    assert set(pd.read_csv(out / "flr_table2_tests.csv").baseline) == {"BIGRec"}
 
 
 def test_flr_table2_tests_use_title_and_label_id(flr_tables):
     paths, out = flr_tables
     md = (out / "flr_table2.md").read_text()
-    row = _row(md, "| Video_Games |", after="FLR against the strongest baseline")
-    # The strongest baseline is picked under the published values' matching: BIGRec by title, not by id.
-    by_id = {m: _ours(paths, m, "NDCG@10")[0] for m in ("SASRec", "BIGRec", "BIGRec+LatentR3")}
-    assert max(by_id, key=by_id.get) != "BIGRec"
-    assert row["baseline"] == "BIGRec" and row["metric"] == "H@5"
-    row = _row(md, "| Video_Games | BIGRec | N@10 |", after="FLR against the strongest baseline")
+    row = _row(md, "| Video_Games | BIGRec | N@10 (title) | N@10 |", after="FLR against the strongest baseline")
     for match, col in (("title", "title_NDCG@10"), ("id", "NDCG@10")):
         ours, base = _ours(paths, "BIGRec+FLR", col)[0], _ours(paths, "BIGRec", col)[0]
         assert row[f"FLR ({match})"] == f"{ours:.4f}" and row[f"baseline ({match})"] == f"{base:.4f}"
@@ -182,6 +253,9 @@ def test_flr_table2_tests_use_title_and_label_id(flr_tables):
         seeds = [json.loads(Path(p).read_text())["metrics"][col] for p in paths if "/BIGRec+FLR/" in p], \
             [json.loads(Path(p).read_text())["metrics"][col] for p in paths if "/BIGRec/" in p]
         assert row[f"p over seeds ({match})"] == f"{stats.ttest_rel(*seeds).pvalue:.2g}"
+        sd = float(np.std(np.subtract(*seeds), ddof=1))  # 2 seeds: the MDE of the seed test has 80 % power
+        mde = float(row[f"MDE over seeds ({match})"].split()[0])
+        assert _power(mde - 5e-5, sd, 2) < 0.8 < _power(mde + 5e-5, sd, 2)  # printed to 4 decimals
     assert row["FLR (title)"] != row["FLR (id)"]
 
 

@@ -1,6 +1,7 @@
 """Every paired t-test of the report goes through eval/significance.py: a method that beats another by the
 same amount on every test row is a certain difference (p = 0), identical scores are none (p = 1); neither
-is a missing p ("–")."""
+is a missing p ("–"). Each test carries its minimum detectable effect, 0 where the differences have no
+spread."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def test_latentr3_gains(runs):
     paths, p = runs
     df = latentr3.gains(load_runs(paths), {"Ours": "BIGRec"}, {})
     assert (df["p_title"] == p).all() and (df["p_id"] == p).all()
+    assert (df["mde_title"] == 0).all() and (df["mde_id"] == 0).all()  # no spread: any difference is detected
     assert f"| {p:.2g} |" in latentr3.gains_markdown(df, "note")
 
 
@@ -56,16 +58,18 @@ def test_flr_table2(runs):
     assert len(tests) == 4
     for match in ("title", "id"):
         assert (tests[f"p_rows_{match}"] == p).all() and (tests[f"p_seeds_{match}"] == p).all()
+        assert (tests[f"mde_rows_{match}"] == 0).all() and (tests[f"mde_seeds_{match}"] == 0).all()
 
 
 def test_significance_table(runs):
     paths, p = runs
     df, _ = significance_table(paths, {"baselines": ["BIGRec"]})
     assert (df["row_p"] == p).all() and (df["seed_p"] == p).all()
+    assert (df["row_mde"] == 0).all() and (df["seed_mde"] == 0).all()
 
 
 def test_llm_vs_strongest(runs):
     paths, p = runs
     df, _ = llm_vs_strongest(paths, {"baselines": ["BIGRec"], "llm_methods": ["Ours"]})
-    assert (df["max_p"] == p).all()
+    assert (df["max_p"] == p).all() and (df["max_mde"] == 0).all()
     assert (df["verdict"] == ("yes" if p == 0 else "no (n.s.)")).all()

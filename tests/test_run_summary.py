@@ -71,3 +71,10 @@ def test_summary_reads_a_real_snakemake_benchmark(tmp_path):
     t = rule_times(tmp_path / "benchmarks")
     assert t["a"].jobs == 1 and 0.1 < t["a"].total_s < 30
     assert format_summary(t, tmp_path).count("| a | 1 |") == 1
+
+
+def test_a_figure_the_config_leaves_out_is_named_with_why(tmp_path):
+    why = "latentr3_fig4_grpo (LatentR3 Figure 4): this config runs no original GRPO"
+    text = run_summary(tmp_path / "absent", tmp_path / "absent_tables", not_drawn=[why])
+    assert text.endswith(f"## Not drawn by this config\n\n- {why}\n")
+    assert "Not drawn" not in run_summary(tmp_path / "absent", tmp_path / "absent_tables")

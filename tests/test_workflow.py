@@ -45,7 +45,7 @@ def test_lint_is_clean():
 
 
 def test_paper_dry_run_has_every_dataset_and_seed():
-    out = snakemake("-n", "--configfile", "config/paper.yaml", "--forceall")
+    out = snakemake("-n", "-p", "--configfile", "config/paper.yaml", "--forceall")
     counts = job_counts(out.stdout)
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     n_runs = len(paper["seeds"]) * sum(  # ablation methods name their datasets
@@ -56,6 +56,16 @@ def test_paper_dry_run_has_every_dataset_and_seed():
     assert counts["evaluate_run"] == n_runs
     for cat in ("Toys_and_Games", "CDs_and_Vinyl", "Video_Games", "Musical_Instruments"):
         assert f"resources/amazon2018/meta_{cat}.json.gz" in out.stdout
+    # The Gaussian-policy LR-GRPO, the project's finding, runs on Toys and CDs as a labelled extra row.
+    gauss = {d for d in ("Toys_and_Games", "CDs_and_Vinyl", "Video_Games", "Musical_Instruments")
+             if f"results/{d}/BIGRec+LatentR3-GaussPolicy/seed4/metrics.json" in out.stdout}
+    assert gauss == {"Toys_and_Games", "CDs_and_Vinyl"}
+    assert paper["llm"]["latent"]["LatentR3-GaussPolicy"]["rl"]["policy"] == "latent"
+    report = next(b for b in _job_blocks(out.stdout, "report_latentr3"))
+    assert '"BIGRec+LatentR3-GaussPolicy": "BIGRec+LatentR3, Gaussian-policy RL (not the paper' in report
+    assert "results/tables/latentr3_fig4_grpo.png" in report  # paper.yaml runs the original GRPO
+    flr = next(b for b in _job_blocks(out.stdout, "report_flr"))
+    assert '"figure6_dataset": "Video_Games"' in flr
 
 
 def test_method_seeds_and_init_seed_shape_the_dag(tmp_path):
@@ -92,8 +102,11 @@ def test_baselines_only_config_times_no_llm(tmp_path):
 
 def test_default_times_nothing_and_demo_full_times_figure9():
     """The default stays within its minutes; demo_full.yaml adds Figure 9's timings and CoT at length."""
-    default = job_counts(snakemake("-n", "--forceall").stdout)
+    default_out = snakemake("-n", "--forceall").stdout
+    default = job_counts(default_out)
     full = snakemake("-n", "-p", "--forceall", "--configfile", "config/demo_full.yaml").stdout
+    # No original GRPO in the default: LatentR3 Figure 4 is not among its outputs (the run summary says so).
+    assert "results/tables/latentr3_fig2_popularity.png" in default_out and "latentr3_fig4_grpo" not in default_out
     assert "time_inference" not in default and job_counts(full)["time_inference"] == 4
     assert default["evaluate_run"] == job_counts(full)["evaluate_run"]  # the same methods on the table
     assert 'max_reasoning_tokens": 32' in full
@@ -171,13 +184,15 @@ def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake("--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2")
     table = (tmp_path / "results" / "tables" / "table1.md").read_text()
-    for method in ("MostPop", "SASRec", "Base", "CoT", "BIGRec", "D3", "BIGRec+LatentR3", "BIGRec+FLR"):
-        assert f"| {method} |" in table
-    assert "| SASRec (CE) |" in table  # SASRec-CE's display name
+    for method, match in (("MostPop", "id"), ("SASRec", "id"), ("Base", "title"), ("CoT", "title"),
+                          ("BIGRec", "title"), ("D3", "title"), ("BIGRec+LatentR3", "title"), ("BIGRec+FLR", "title")):
+        assert f"| {method} — by {match} |" in table  # beside the published values: the row's own matching
+    assert "| SASRec (CE) — by id |" in table  # SASRec-CE's display name
     assert "| Synthetic_Music | BIGRec |" in (tmp_path / "results/tables/llm_vs_strongest.md").read_text()
     gains = (tmp_path / "results/tables/latentr3_gains.md").read_text()
     assert "| Synthetic_Music | BIGRec+LatentR3 | BIGRec | N@10 |" in gains
-    assert (tmp_path / "results/tables/latentr3_fig3_popularity.png").stat().st_size > 0
+    assert (tmp_path / "results/tables/latentr3_fig2_popularity.png").stat().st_size > 0
+    assert not (tmp_path / "results/tables/latentr3_fig4_grpo.png").exists()
     rl = json.loads((tmp_path / "results/Synthetic_Music/latent/LatentR3/seed1/rl/default/rl_log.json").read_text())
     assert rl["steps"] == 1 and rl["trainable_parameters"] == 3 * (64 * 64 + 64)
     m = json.loads((tmp_path / "results/Synthetic_Music/MostPop/seed1/metrics.json").read_text())

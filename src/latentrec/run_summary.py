@@ -1,5 +1,5 @@
 """The end-of-run summary (Snakefile `onsuccess`): wall time per rule from Snakemake's benchmark files,
-and where the run's tables and figures are.
+where the run's tables and figures are, and the papers' figures this config does not draw (and why).
 
 A benchmark file is `benchmarks/<rule>/<wildcards>.tsv` (or `benchmarks/<rule>.tsv` for a rule without
 wildcards) in Snakemake's format: a header `s  h:m:s  max_rss  ...` and one row per repeat. A job that
@@ -61,8 +61,9 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def format_summary(times: dict[str, RuleTime], outputs_dir: str | Path) -> str:
-    """Markdown: a table of rules by total wall time, then the tables and figures under outputs_dir."""
+def format_summary(times: dict[str, RuleTime], outputs_dir: str | Path, not_drawn: list[str] = ()) -> str:
+    """Markdown: a table of rules by total wall time, then the tables and figures under outputs_dir, then
+    `not_drawn` (one line each: a paper figure this config leaves out, and why)."""
     lines = ["## Wall time per rule (benchmarks/)", "",
              "| rule | jobs | total h:m:s | longest job | peak RSS MB |", "|---|---:|---:|---:|---:|"]
     for rule, t in sorted(times.items(), key=lambda kv: (-kv[1].total_s, kv[0])):
@@ -77,13 +78,15 @@ def format_summary(times: dict[str, RuleTime], outputs_dir: str | Path) -> str:
     for title, group in (("Tables", tables), ("Figures", figures)):
         lines += ["", f"## {title} ({outputs_dir})", ""]
         lines += [f"- {f}" for f in group] or ["- none"]
+    if not_drawn:
+        lines += ["", "## Not drawn by this config", "", *(f"- {n}" for n in not_drawn)]
     return "\n".join(lines) + "\n"
 
 
 def run_summary(bench_dir: str | Path = "benchmarks", outputs_dir: str | Path = "results/tables",
-                out: str | Path | None = None) -> str:
+                out: str | Path | None = None, not_drawn: list[str] = ()) -> str:
     """The summary as text; also written to `out` when given."""
-    text = format_summary(rule_times(bench_dir) if Path(bench_dir).is_dir() else {}, outputs_dir)
+    text = format_summary(rule_times(bench_dir) if Path(bench_dir).is_dir() else {}, outputs_dir, not_drawn)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text)

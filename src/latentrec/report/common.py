@@ -50,9 +50,10 @@ def paired_pooled_rows(runs: pd.DataFrame, dataset: str, method: str, other: str
                                                     suffixes=("", "_b"))
 
 
-def paired_rows_p(both: pd.DataFrame, metric: str) -> float:
-    """Two-sided paired t-test p of `metric` against `metric`_b over the rows of `both` (paired_pooled_rows)."""
-    return paired_ttest(both[metric], both[f"{metric}_b"], metric, "row")["p"]
+def paired_rows_test(both: pd.DataFrame, metric: str) -> dict:
+    """Two-sided paired t-test of `metric` against `metric`_b over the rows of `both` (paired_pooled_rows):
+    eval/significance.paired_ttest's result (p, mde, ...)."""
+    return paired_ttest(both[metric], both[f"{metric}_b"], metric, "row")
 
 
 # --------------------------------------------------------------------------------------- formats
@@ -69,6 +70,21 @@ def format_num(x, fmt: str = ".4f") -> str:
 def format_gain(x) -> str:
     """A relative gain as a signed percentage, or "–" where there is none."""
     return format_num(x, "+.1%")
+
+
+MDE_NOTE = ("MDE: the minimum detectable effect of that paired test, the smallest true mean difference it finds "
+            "with 80 % power at α = 0.05 (two-sided), from the paired differences' sd and their number "
+            "(eval/significance.py); in parentheses relative to the baseline's mean. A p above 0.05 says little "
+            "about effects smaller than the MDE.")
+
+
+def format_mde(mde, baseline=None) -> str:
+    """A minimum detectable effect in metric units, with its share of `baseline` (the compared-against mean)
+    in parentheses where that is positive; "–" where there is none (fewer than two pairs)."""
+    if mde is None or pd.isna(mde):
+        return "–"
+    rel = f" ({mde / baseline:.0%})" if baseline is not None and not pd.isna(baseline) and baseline > 0 else ""
+    return f"{mde:.4f}{rel}"
 
 
 # --------------------------------------------------------------------------------------- figures

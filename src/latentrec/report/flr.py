@@ -1,14 +1,17 @@
 """The FLR paper's tables and figures, from the runs, beside the published values (paper_results.yaml flr_*).
 
 - Table 2: every method on every dataset (mean ± std over seeds), FLR against the strongest baseline of
-  its dataset with paired t-tests (over seeds, as the paper; and over test rows pooled over seeds);
+  its dataset (picked on each baseline's published matching) with paired t-tests (over seeds, as the paper;
+  and over test rows pooled over seeds), each with its minimum detectable effect;
 - Table 3: the regulariser combinations (Games, Toys); Table 4: LatentR3, FLR, FLR + LR-GRPO, FLR + FLR-GRPO;
-  Tables 2-4 put ours matched by title (the published values' matching) beside the published values, and
-  ours matched by item id in their own columns; each matching has its own t-tests;
+  Tables 2-4 print ours under both matchings, the published value beside ours under the matching it was
+  published under (item id for the traditional baselines, title string for the LLM rows); each matching
+  has its own t-tests;
 - Figure 4: cosine similarity between the K factors (mean over users) of each `factors.methods` model
   (without and with the regularisers, before and after FLR-GRPO), with the mean |Pearson correlation| of
   factor pairs (the paper: 0.44 -> 0.03), and the disentanglement score DS = (1 - S_avg) * A_max;
-- Figure 6: each factor's attention over one user's history items, one panel per `factors.methods` model;
+- Figure 6: each factor's attention over one user's history items, one panel per `factors.methods` model,
+  on `factors.figure6_dataset` (the paper's Video Games by default);
 - Figure 7: popular vs unpopular targets, FLR against LatentR3; Figure 8: NDCG@10 against K;
 - Figure 9: inference seconds per user (BIGRec, LatentR3, FLR, CoT) from the `time-decode` runs.
 
@@ -26,15 +29,15 @@ import pandas as pd
 
 from latentrec.eval.significance import paired_seeds
 from latentrec.io_utils import read_json
-from latentrec.report.common import (METRIC, format_gain, format_num, format_p, load_runs, method_runs,
-                                     paired_pooled_rows, paired_rows_p, pyplot, seed_mean)
+from latentrec.report.common import (MDE_NOTE, METRIC, format_gain, format_mde, format_num, format_p, load_runs,
+                                     method_runs, paired_pooled_rows, paired_rows_test, pyplot, seed_mean)
 from latentrec.report.escape import md_cell, md_text
 from latentrec.report.latentr3 import popularity, popularity_figure, sweep_figure, sweep_points
-from latentrec.report.significance_table import strongest
-from latentrec.report.tables import (MATCH_NOTE, MATCHES, PAPER_METRICS, PUBLISHED_MATCH, metric_key,
-                                     no_published_note, unpublished, write_csv, write_text)
+from latentrec.report.tables import (MATCH_NOTE, MATCHES, PAPER_METRICS, metric_key, no_published_note,
+                                     published_match, unpublished, write_csv, write_text)
 
 TABLE4_COLUMNS = ["LatentR3", "FLR", "FLR + LR-GRPO", "FLR + FLR-GRPO"]  # the published column order
+FIGURE6_DATASET = "Video_Games"  # the paper's Figure 6; `report.flr.factors.figure6_dataset` picks another
 
 
 def _have(runs: pd.DataFrame, dataset: str, method: str) -> bool:
@@ -61,28 +64,45 @@ def _both(runs: pd.DataFrame, dataset: str, method: str, metric: str) -> dict:
 
 
 def _head(metrics) -> list[str]:
-    """Column headers of the metric cells: each metric under the published values' matching, then by id."""
+    """Column headers of the metric cells: each metric matched by title, then by id."""
     return [f"{m} ({match})" for match in MATCHES for m in metrics]
 
 
-def _cells(g: pd.DataFrame, marks=()) -> list[str]:
-    """One row's metric cells, in `_head` order: ours by title (published value in parentheses; † where the
-    metric is in `marks`), then ours by id."""
-    title = [_cell(r.title_mean, r.title_std, r.paper) + (" †" if r.metric in marks else "") for r in g.itertuples()]
-    return title + [_cell(r.id_mean, r.id_std) for r in g.itertuples()]
+def _cells(g: pd.DataFrame, marks=(), published: str = "title") -> list[str]:
+    """One row's metric cells, in `_head` order: ours by title, then by id; the published value in
+    parentheses beside ours under its matching `published` († where the metric is in `marks`)."""
+    return [_cell(getattr(r, f"{match}_mean"), getattr(r, f"{match}_std"), r.paper if match == published else None)
+            + (" †" if match == published and r.metric in marks else "")
+            for match in MATCHES for r in g.itertuples()]
 
 
 # ----------------------------------------------------------------------------------------- Table 2
-TABLE2_COLUMNS = ["dataset", "row", "method", "metric", "n_seeds", "title_mean", "title_std", "paper", "id_mean",
-                  "id_std"]
-TESTS_COLUMNS = ["dataset", "method", "baseline", "metric", "n_seeds", "paired_rows"] + [
-    f"{c}_{match}" for match in MATCHES for c in ("ours", "baseline", "improvement", "p_seeds", "p_rows")]
+TABLE2_COLUMNS = ["dataset", "row", "method", "metric", "n_seeds", "published_match", "title_mean", "title_std",
+                  "paper", "id_mean", "id_std"]
+TESTS_COLUMNS = ["dataset", "method", "baseline", "baseline_picked_by", "metric", "n_seeds", "paired_rows"] + [
+    f"{c}_{match}" for match in MATCHES
+    for c in ("ours", "baseline", "improvement", "p_seeds", "mde_seeds", "p_rows", "mde_rows")]
+
+
+def strongest_as_published(runs: pd.DataFrame, dataset: str, candidates: list[str], rows: dict[str, str]):
+    """(method, matching) of the candidate with the highest mean N@10 over seeds, each candidate scored under
+    the matching of its published row (`rows`: method -> the paper's row; item id for the traditional
+    baselines, title for the LLM rows), as the paper compares its published values; None if none ran."""
+    means = {}
+    for b in candidates:
+        if _have(runs, dataset, b):
+            match = published_match(rows.get(b, b))
+            means[b] = (seed_mean(runs, dataset, b, metric_key(METRIC, match))[0], match)
+    if not means:
+        return None
+    best = max(means, key=lambda b: means[b][0])
+    return best, means[best][1]
 
 
 def table2(runs: pd.DataFrame, cfg: dict, paper: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(long table of every row method, FLR-vs-strongest-baseline tests), ours under both matchings. The
-    strongest baseline is chosen by N@10 matched by title (the published values' matching), and tested
-    against under each matching."""
+    strongest baseline is chosen by N@10 under each baseline's published matching (`strongest_as_published`),
+    and tested against under each matching."""
     rows, ours, baselines = cfg.get("rows", {}), cfg.get("method"), cfg.get("baselines", [])
     out, tests = [], []
     for dataset in _datasets(runs):
@@ -92,26 +112,28 @@ def table2(runs: pd.DataFrame, cfg: dict, paper: dict) -> tuple[pd.DataFrame, pd
             for pkey, metric in PAPER_METRICS.items():
                 n = int(((runs.dataset == dataset) & (runs.method == method)).sum())
                 out.append({"dataset": dataset, "row": name, "method": method, "metric": pkey, "n_seeds": n,
-                            **_both(runs, dataset, method, metric),
+                            "published_match": published_match(name), **_both(runs, dataset, method, metric),
                             "paper": paper.get(dataset, {}).get(name, {}).get(pkey)})
         d = runs[runs.dataset == dataset]
-        base = strongest(d, [b for b in baselines if b != ours], metric_key(METRIC, PUBLISHED_MATCH))
-        if ours is None or base is None or not _have(runs, dataset, ours):
+        best = strongest_as_published(runs, dataset, [b for b in baselines if b != ours], rows)
+        if ours is None or best is None or not _have(runs, dataset, ours):
             continue
+        base, picked = best
         a, b = d[d.method == ours].set_index("seed"), d[d.method == base].set_index("seed")
         seeds = sorted(set(a.index) & set(b.index))
         pooled = paired_pooled_rows(runs, dataset, ours, base)
         for pkey, metric in PAPER_METRICS.items():
-            t = {"dataset": dataset, "method": ours, "baseline": base, "metric": pkey, "n_seeds": len(seeds),
-                 "paired_rows": len(pooled)}
+            t = {"dataset": dataset, "method": ours, "baseline": base, "baseline_picked_by": f"N@10 ({picked})",
+                 "metric": pkey, "n_seeds": len(seeds), "paired_rows": len(pooled)}
             for match in MATCHES:
                 key = metric_key(metric, match)
                 st = paired_seeds({s: a.at[s, "metrics"][key] for s in seeds},
                                   {s: b.at[s, "metrics"][key] for s in seeds}, key)
+                rt = paired_rows_test(pooled, key)
                 t.update({f"ours_{match}": st["mean_a"], f"baseline_{match}": st["mean_b"],
                           f"improvement_{match}": st["mean_a"] / st["mean_b"] - 1 if st["mean_b"] else math.nan,
-                          f"p_seeds_{match}": st["p"],
-                          f"p_rows_{match}": paired_rows_p(pooled, key)})
+                          f"p_seeds_{match}": st["p"], f"mde_seeds_{match}": st["mde"],
+                          f"p_rows_{match}": rt["p"], f"mde_rows_{match}": rt["mde"]})
             tests.append(t)
     return pd.DataFrame(out, columns=TABLE2_COLUMNS), pd.DataFrame(tests, columns=TESTS_COLUMNS)
 
@@ -127,16 +149,17 @@ def _impossible_published(cells: pd.DataFrame) -> list[str]:
 
 def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str, published=None) -> str:
     """`published`: the paper's Table 2 by dataset; datasets absent from it get a line saying so."""
-    lines = ["## FLR Table 2: mean ± std over seeds (published value in parentheses beside ours matched by title)", "",
-             note, "", MATCH_NOTE, ""]
+    lines = ["## FLR Table 2: mean ± std over seeds (published value in parentheses beside ours under the row's "
+             "published matching)", "", note, "", MATCH_NOTE, ""]
     for dataset, g in (df.groupby("dataset", sort=False) if len(df) else []):
         head = _head(dict.fromkeys(g["metric"]))
-        lines += [f"### {dataset}", "", "| row (our method) | seeds | " + " | ".join(head) + " |",
-                  "|---|---|" + "---|" * len(head)]
+        lines += [f"### {dataset}", "", "| row (our method) | seeds | published by | " + " | ".join(head) + " |",
+                  "|---|---|---|" + "---|" * len(head)]
         typos = []
         for (name, method), gm in g.groupby(["row", "method"], sort=False):
-            impossible = _impossible_published(gm)
-            lines.append(f"| {md_cell(name)} ({method}) | {gm.n_seeds.iloc[0]} | " + " | ".join(_cells(gm, impossible)) + " |")
+            impossible, match = _impossible_published(gm), published_match(name)
+            lines.append(f"| {md_cell(name)} ({method}) | {gm.n_seeds.iloc[0]} | {match} | "
+                         + " | ".join(_cells(gm, impossible, match)) + " |")
             typos += [f"{md_text(name)} {m}" for m in impossible]
         if typos:
             lines += ["", f"† Published as printed, though impossible: with one relevant item NDCG@K ≤ HR@K, and "
@@ -144,19 +167,23 @@ def table2_markdown(df: pd.DataFrame, tests: pd.DataFrame, note: str, published=
         if unpublished([dataset], g, published):
             lines += ["", no_published_note(dataset)]
         lines.append("")
-    cols = [f"{c} ({match})" for match in MATCHES
-            for c in ("FLR", "baseline", "improvement", "p over seeds", "p over rows")]
-    lines += ["### FLR against the strongest baseline (by N@10 matched by title, among the baselines present)", "",
+    cols = [f"{c} ({match})" for match in MATCHES for c in ("FLR", "baseline", "improvement", "p over seeds",
+                                                             "MDE over seeds", "p over rows", "MDE over rows")]
+    lines += ["### FLR against the strongest baseline (by N@10 under each baseline's published matching, among "
+              "the baselines present)", "",
               "Paired two-sided t-tests under each matching: over seeds (the paper's test; needs ≥ 2 seeds) and "
-              "over test rows pooled over seeds.", "",
-              "| dataset | baseline | metric | seeds | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
+              "over test rows pooled over seeds.", "", MDE_NOTE, "",
+              "| dataset | baseline | picked by | metric | seeds | " + " | ".join(cols) + " |",
+              "|---|---|---|---|---|" + "---|" * len(cols)]
     for r in tests.to_dict("records"):
         cells = [c for match in MATCHES for c in (
             format_num(r[f"ours_{match}"]), format_num(r[f"baseline_{match}"]), format_gain(r[f"improvement_{match}"]),
-            format_p(r[f"p_seeds_{match}"]), format_p(r[f"p_rows_{match}"]))]
-        lines.append(f"| {r['dataset']} | {r['baseline']} | {r['metric']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
+            format_p(r[f"p_seeds_{match}"]), format_mde(r[f"mde_seeds_{match}"], r[f"baseline_{match}"]),
+            format_p(r[f"p_rows_{match}"]), format_mde(r[f"mde_rows_{match}"], r[f"baseline_{match}"]))]
+        lines.append(f"| {r['dataset']} | {r['baseline']} | {r['baseline_picked_by']} | {r['metric']} | "
+                     f"{r['n_seeds']} | " + " | ".join(cells) + " |")
     if tests.empty:
-        lines.append("| – | FLR or every baseline is absent from this run |" + " |" * (2 + len(cols)))
+        lines.append("| – | FLR or every baseline is absent from this run |" + " |" * (3 + len(cols)))
     return "\n".join(lines) + "\n"
 
 
@@ -485,12 +512,18 @@ def build(metrics_paths: list[str], data_dirs: dict[str, str], factor_paths: lis
     if dis.empty:
         lines.append("| – | no FLR factors in this run | | | | | | | |")
     write_text("\n".join(lines) + "\n", out_dir / "flr_disentanglement.md")
-    # Figure 6: the first dataset with factors of the first listed model, every listed model there.
-    main = next((m for m in labels if any(m == fm for _, fm in first)), None)
-    dataset = next((d for d, fm in first if fm == main), None)
+    # Figure 6: on `figure6_dataset` (the paper's) where it has factors, else on the first dataset with
+    # factors of the first listed model (the figure says so); every listed model there.
+    wanted = fcfg.get("figure6_dataset", FIGURE6_DATASET)
+    main = next((m for m in labels if (wanted, m) in first), None)
+    dataset = wanted if main else None
+    if main is None:
+        main = next((m for m in labels if any(m == fm for _, fm in first)), None)
+        dataset = next((d for d, fm in first if fm == main), None)
+    shown = dataset if dataset in (None, wanted) else f"{dataset} ({wanted} has no factors in this run)"
     ordered = [m for m in labels if (dataset, m) in first] + [m for d, m in first if d == dataset and m not in labels]
     attention_figure([(f"{labels.get(m, m)} ({m})", first[(dataset, m)][0]) for m in ordered],
-                     first[(dataset, main)][1] if main else None, int(fcfg.get("user", 0)), dataset,
+                     first[(dataset, main)][1] if main else None, int(fcfg.get("user", 0)), shown,
                      out_dir / "flr_fig6_factor_attention.png")
 
     pop = popularity(runs, cfg.get("popularity_methods", []), data_dirs, cfg.get("popular_fraction", 0.2))

@@ -4,12 +4,14 @@
   paper, with a paired t-test on the same test rows (pooled over seeds);
 - ablation (paper Table 2): our variants under the paper's row names;
   both tables put ours matched by title (the published values' matching) beside the published values, and
-  ours matched by item id in their own columns, each matching with its own t-test;
-- Figure 2 (our numbering of the paper's analyses): NDCG@10 against the reasoning length N (N = 0 is the
-  backbone without latent);
-- Figure 3: popular (top 20 % of items by train frequency) against unpopular test targets;
-- Figure 4: cost: decoding seconds per user of each method, and RL seconds per optimiser step;
-  `latentr3_fig4_grpo`: the original GRPO of appendix F against LR-GRPO (NDCG@10, HR@10, RL seconds per step).
+  ours matched by item id in their own columns, each matching with its own t-test and its minimum
+  detectable effect;
+- Figure 2: popular (top 20 % of items by train frequency) against unpopular test targets;
+- Figure 3: HR@10 and NDCG@10 against the reasoning length N (N = 0 is the backbone without latent);
+- Figure 4 (appendix F): the original GRPO against LR-GRPO (NDCG@10, HR@10, RL seconds per step), only
+  where `grpo_compare` names an original-GRPO method;
+- cost (no paper figure): decoding seconds per user of each method, and RL seconds per optimiser step.
+Methods that are not the paper's (e.g. the Gaussian-policy LR-GRPO) carry their display name, which says so.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ import numpy as np
 import pandas as pd
 
 from latentrec.io_utils import read_json
-from latentrec.report.common import (METRIC, format_gain, format_num, format_p, load_runs, method_runs,
-                                     paired_pooled_rows, paired_rows_p, pooled_rows, pyplot, seed_mean)
+from latentrec.report.common import (MDE_NOTE, METRIC, format_gain, format_mde, format_num, format_p, load_runs,
+                                     method_runs, paired_pooled_rows, paired_rows_test, pooled_rows, pyplot,
+                                     seed_mean)
 from latentrec.report.escape import md_cell
 from latentrec.report.tables import (MATCH_NOTE, MATCHES, PAPER_METRICS, metric_key, no_published_note,
                                      unpublished, write_csv, write_text)
 
 GAINS_COLUMNS = ["dataset", "method", "backbone", "metric", "ours_title", "backbone_title", "gain_title", "paper",
-                 "paper_backbone", "paper_gain", "p_title", "ours_id", "backbone_id", "gain_id", "p_id", "paired_rows"]
+                 "paper_backbone", "paper_gain", "p_title", "mde_title", "ours_id", "backbone_id", "gain_id", "p_id",
+                 "mde_id", "paired_rows"]
 
 
 def gains(runs: pd.DataFrame, pairs: dict[str, str], paper: dict) -> pd.DataFrame:
@@ -50,25 +54,30 @@ def gains(runs: pd.DataFrame, pairs: dict[str, str], paper: dict) -> pd.DataFram
                 for match in MATCHES:
                     key = metric_key(metric, match)
                     ours, base = seed_mean(runs, dataset, method, key)[0], seed_mean(runs, dataset, backbone, key)[0]
+                    test = paired_rows_test(both, key)
                     row.update({f"ours_{match}": ours, f"backbone_{match}": base,
                                 f"gain_{match}": ours / base - 1 if base else math.nan,
-                                f"p_{match}": paired_rows_p(both, key)})
+                                f"p_{match}": test["p"], f"mde_{match}": test["mde"]})
                 out.append(row)
     return pd.DataFrame(out, columns=GAINS_COLUMNS)
 
 
-def gains_markdown(df: pd.DataFrame, note: str, published=None) -> str:
-    """`published`: the paper's Table 1 by dataset; datasets absent from it get a line saying so."""
+def gains_markdown(df: pd.DataFrame, note: str, published=None, display_names: dict | None = None) -> str:
+    """`published`: the paper's Table 1 by dataset; datasets absent from it get a line saying so.
+    `display_names`: row labels of methods (e.g. one that says it is not the paper's method)."""
+    shown = display_names or {}
     lines = ["## LatentR3 against its backbone (relative gain; paired t-tests on the same test rows, per matching)",
-             "", note, "", MATCH_NOTE, "",
+             "", note, "", MATCH_NOTE, "", MDE_NOTE, "",
              "| dataset | method | vs | metric | ours (title) | backbone (title) | ours gain (title) | paper gain (title) "
-             "| p (title) | ours (id) | backbone (id) | ours gain (id) | p (id) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| p (title) | MDE (title) | ours (id) | backbone (id) | ours gain (id) | p (id) | MDE (id) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples():
-        lines.append(f"| {r.dataset} | {r.method} | {r.backbone} | {r.metric} | {format_num(r.ours_title)} | "
-                     f"{format_num(r.backbone_title)} | {format_gain(r.gain_title)} | {format_gain(r.paper_gain)} | "
-                     f"{format_p(r.p_title)} | {format_num(r.ours_id)} | {format_num(r.backbone_id)} | "
-                     f"{format_gain(r.gain_id)} | {format_p(r.p_id)} |")
+        cells = [format_num(r.ours_title), format_num(r.backbone_title), format_gain(r.gain_title),
+                 format_gain(r.paper_gain), format_p(r.p_title), format_mde(r.mde_title, r.backbone_title),
+                 format_num(r.ours_id), format_num(r.backbone_id), format_gain(r.gain_id), format_p(r.p_id),
+                 format_mde(r.mde_id, r.backbone_id)]
+        lines.append(f"| {r.dataset} | {shown.get(r.method, r.method)} | {r.backbone} | {r.metric} | "
+                     + " | ".join(cells) + " |")
     if len(df):
         missing = unpublished(df["dataset"], df.rename(columns={"paper_gain": "paper"}), published)
         lines += ["", *(no_published_note(d) for d in missing)] if missing else []
@@ -113,49 +122,63 @@ def ablation_markdown(df: pd.DataFrame, note: str, published=None) -> str:
     return "\n".join(lines)
 
 
-def sweep_points(runs: pd.DataFrame, settings: dict[str, dict[str, int]], key: str) -> pd.DataFrame:
-    """Mean/std of METRIC per dataset and method, with the method's value of the swept setting (N, K, ...):
-    `settings` maps dataset -> {method -> value}; methods absent from the runs are skipped."""
+def sweep_points(runs: pd.DataFrame, settings: dict[str, dict[str, int]], key: str,
+                 metrics: tuple[str, ...] = (METRIC,)) -> pd.DataFrame:
+    """Mean/std over seeds of each of `metrics` per dataset and method, with the method's value of the swept
+    setting (N, K, ...): `settings` maps dataset -> {method -> value}; methods absent from the runs are skipped."""
     pts = []
     for dataset, per in settings.items():
         for method, value in per.items():
-            mean, std = seed_mean(runs, dataset, method)
-            if not math.isnan(mean):
-                pts.append({"dataset": dataset, key: int(value), "method": method, "mean": mean, "std": std})
-    return pd.DataFrame(pts, columns=["dataset", key, "method", "mean", "std"])
+            for metric in metrics:
+                mean, std = seed_mean(runs, dataset, method, metric)
+                if not math.isnan(mean):
+                    pts.append({"dataset": dataset, key: int(value), "method": method, "metric": metric,
+                                "mean": mean, "std": std})
+    return pd.DataFrame(pts, columns=["dataset", key, "method", "metric", "mean", "std"])
 
 
-def sweep_figure(df: pd.DataFrame, key: str, xlabel: str, title: str, path: Path, xticks=None) -> None:
-    """METRIC against a swept (integer) setting, one line per dataset, error bars = std over seeds; x ticks
-    at `xticks`, else at the settings that ran, else at integers."""
+def sweep_figure(df: pd.DataFrame, key: str, xlabel: str, title: str, path: Path, xticks=None,
+                 metrics: tuple[str, ...] | None = None) -> None:
+    """Each of `metrics` (default: those in `df`'s `metric` column, else METRIC) against a swept (integer)
+    setting, one panel per metric and one line per dataset, error bars = std over seeds; x ticks at
+    `xticks`, else at the settings that ran, else at integers."""
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for dataset, g in df.groupby("dataset", sort=False):
-        g = g.sort_values(key)
-        ax.errorbar(g[key], g["mean"], yerr=g["std"], marker="o", capsize=3, label=dataset)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(METRIC)
-    ax.set_ylim(bottom=0)  # a ranking metric: no negative axis even where every point is 0
-    if xticks is not None:
-        ax.set_xticks(xticks)
-    elif len(df) and df[key].nunique() <= 12:
-        ax.set_xticks(sorted(int(v) for v in df[key].unique()))  # the integer settings that ran
-    else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(title, fontsize=9)
-    if len(df):
-        ax.legend(fontsize=7)
+    if "metric" not in df.columns:
+        df = df.assign(metric=METRIC)
+    metrics = metrics or tuple(dict.fromkeys(df["metric"])) or (METRIC,)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        d = df[df.metric == metric]
+        for dataset, g in d.groupby("dataset", sort=False):
+            g = g.sort_values(key)
+            ax.errorbar(g[key], g["mean"], yerr=g["std"], marker="o", capsize=3, label=dataset)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(metric)
+        ax.set_ylim(bottom=0)  # a ranking metric: no negative axis even where every point is 0
+        if xticks is not None:
+            ax.set_xticks(xticks)
+        elif len(d) and d[key].nunique() <= 12:
+            ax.set_xticks(sorted(int(v) for v in d[key].unique()))  # the integer settings that ran
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title, fontsize=9)
+        if len(d):
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+LENGTH_METRICS = ("HR@10", METRIC)  # the paper's reasoning-length figure shows both
+
+
 def length_figure(runs: pd.DataFrame, lengths: dict[str, int], path: Path) -> pd.DataFrame:
-    df = sweep_points(runs, {d: lengths for d in dict.fromkeys(runs.dataset)}, "N")
+    """Figure 3: HR@10 and NDCG@10 against the reasoning length N."""
+    df = sweep_points(runs, {d: lengths for d in dict.fromkeys(runs.dataset)}, "N", LENGTH_METRICS)
     sweep_figure(df, "N", "reasoning length N (latent tokens; 0 = backbone)",
-                 "Reasoning length (the paper finds N = 1 best)", path)
+                 "Reasoning length (the paper finds N = 1 best)", path, metrics=LENGTH_METRICS)
     return df
 
 
@@ -243,25 +266,27 @@ def build(metrics_paths: list[str], data_dirs: dict[str, str], rl_logs: list[str
             "Scored on the full test split.")
     g = gains(runs, cfg.get("pairs", {}), paper_all.get("latentr3_table1", {}))
     write_csv(g, out_dir / "latentr3_gains.csv")
-    write_text(gains_markdown(g, note, paper_all.get("latentr3_table1", {})), out_dir / "latentr3_gains.md")
+    write_text(gains_markdown(g, note, paper_all.get("latentr3_table1", {}), cfg.get("display_names")),
+               out_dir / "latentr3_gains.md")
     a = ablation(runs, cfg.get("ablation", {}), paper_all.get("latentr3_table2_ablation", {}))
     write_csv(a, out_dir / "latentr3_ablation.csv")
     write_text(ablation_markdown(a, note, paper_all.get("latentr3_table2_ablation", {})),
                out_dir / "latentr3_ablation.md")
-    length_figure(runs, cfg.get("lengths", {}), out_dir / "latentr3_fig2_reasoning_length.png").pipe(
-        write_csv, out_dir / "latentr3_fig2_reasoning_length.csv")
     pop = popularity(runs, cfg.get("popularity_methods", []), data_dirs, cfg.get("popular_fraction", 0.2))
-    write_csv(pop, out_dir / "latentr3_fig3_popularity.csv")
-    popularity_figure(pop, out_dir / "latentr3_fig3_popularity.png")
+    write_csv(pop, out_dir / "latentr3_fig2_popularity.csv")
+    popularity_figure(pop, out_dir / "latentr3_fig2_popularity.png")
+    length_figure(runs, cfg.get("lengths", {}), out_dir / "latentr3_fig3_reasoning_length.png").pipe(
+        write_csv, out_dir / "latentr3_fig3_reasoning_length.csv")
     grpo, recipes = cfg.get("grpo_compare") or {}, cfg.get("recipes") or {}
     original = {recipes.get(m, m) for m in grpo}  # the original-GRPO recipes: not LR-GRPO rows of the cost table
     c = cost(runs, cfg.get("cost_methods", []), [p for p in rl_logs if Path(p).parts[-5] not in original])
-    write_csv(c, out_dir / "latentr3_fig4_cost.csv")
-    cost_figure(c, out_dir / "latentr3_fig4_cost.png")
-    paper_ratio = paper_all.get("latentr3_text_claims", {}).get("original_grpo_training_cost_ratio")
-    gc = grpo_comparison(runs, grpo, rl_logs, recipes, paper_ratio)
-    write_csv(gc, out_dir / "latentr3_fig4_grpo.csv")
-    grpo_figure(gc, out_dir / "latentr3_fig4_grpo.png", paper_ratio)
+    write_csv(c, out_dir / "latentr3_cost.csv")
+    cost_figure(c, out_dir / "latentr3_cost.png")
+    if grpo:  # Figure 4 needs an original-GRPO method; without one (the default) it is not drawn
+        paper_ratio = paper_all.get("latentr3_text_claims", {}).get("original_grpo_training_cost_ratio")
+        gc = grpo_comparison(runs, grpo, rl_logs, recipes, paper_ratio)
+        write_csv(gc, out_dir / "latentr3_fig4_grpo.csv")
+        grpo_figure(gc, out_dir / "latentr3_fig4_grpo.png", paper_ratio)
 
 
 # ------------------------------------------- Figure 4 (paper appendix F): the original GRPO against LR-GRPO
@@ -324,7 +349,7 @@ def grpo_figure(df: pd.DataFrame, path: Path, paper_ratio: float | None = None) 
         fig, ax = plt.subplots(figsize=(5, 2.2))
         ax.axis("off")
         ax.text(0.5, 0.6, "no original-GRPO run", ha="center", va="center", fontsize=11, transform=ax.transAxes)
-        ax.text(0.5, 0.3, "(report.latentr3.grpo_compare; config/paper.yaml runs LatentR3-origGRPO)",
+        ax.text(0.5, 0.3, "(report.latentr3.grpo_compare names none that ran; config/paper.yaml runs one)",
                 ha="center", va="center", fontsize=7, transform=ax.transAxes)
         fig.savefig(path, dpi=120)
         plt.close(fig)
