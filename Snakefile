@@ -9,7 +9,7 @@ sys.path.insert(
     0, f"{workflow.basedir}/src"
 )  # the package of this checkout, installed or not
 
-from latentrec.config import check_config_files, validate_schema
+from latentrec.config_checks import check_config_files, validate_schema
 from latentrec.recovery import clear_stale_locks
 
 min_version("9.0")

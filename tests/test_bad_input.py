@@ -89,7 +89,7 @@ def test_config_key_of_wrong_type_is_rejected_by_schema():
 
 
 def test_semantic_config_errors():
-    from latentrec.config import validate_config
+    from latentrec.config_checks import validate_config
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     validate_config(config)
@@ -99,7 +99,7 @@ def test_semantic_config_errors():
 
 
 def test_method_seeds_and_init_seed_are_checked():
-    from latentrec.config import validate_config
+    from latentrec.config_checks import validate_config
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["methods"]["BIGRec"]["seeds"] = [0, 3]          # 3 is not a seed of the run

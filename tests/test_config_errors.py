@@ -11,7 +11,8 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
-from latentrec.config import NAME_PATTERN, check_config_files, validate_config, validate_schema
+from latentrec.config import NAME_PATTERN
+from latentrec.config_checks import check_config_files, validate_config, validate_schema
 from latentrec.errors import InputError
 from tests.conftest import CDS_SPLIT
 from tests.test_workflow import ROOT, job_counts, snakemake

@@ -9,7 +9,7 @@ import os
 import pytest
 import yaml
 
-from latentrec.config import validate_config, validate_schema
+from latentrec.config_checks import validate_config, validate_schema
 from latentrec.errors import InputError
 from tests.test_config_errors import SCHEMA, complete_split, merged
 from tests.test_workflow import snakemake

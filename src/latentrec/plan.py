@@ -55,7 +55,7 @@ def load_config(configfiles: list[str]) -> dict:
     """config/config.yaml overlaid by the given files, with the schema's defaults, as Snakemake sees it."""
     from snakemake.utils import update_config
 
-    from latentrec.config import validate_schema
+    from latentrec.config_checks import validate_schema
 
     config: dict = {}
     for path in [REPO / "config" / "config.yaml", *configfiles]:

@@ -19,9 +19,9 @@ from latentrec.config import (
     processing_config,
     recommender_methods,
     sft_grid_points,
-    validate_config,
     POINT_PATTERN,
 )
+from latentrec.config_checks import validate_config
 
 # Meaning, before any job (it builds the SFT/RL configs as the jobs will, so it imports torch: ~3 s).
 # A cluster job re-reads this file with the config the main process already checked: skipped there.
