@@ -13,8 +13,8 @@ Step kinds (what each LLM rule repeats; its peak is the rule's):
 The GPU path's number formats: training keeps fp32 master weights, gradients and AdamW states (two fp32
 tensors per trainable weight) and runs under bf16 autocast, whose cached bf16 copy of each weight lives
 through forward and backward; decoding loads bf16 weights. AdamW runs as on a GPU (foreach: one fp32
-temporary per weight during the step). Every step runs twice with ``accum`` micro-batches each, so the
-second sees the optimiser states and the accumulated gradients of a steady run.
+temporary per weight during the step). A first step of one micro-batch creates the optimiser states; the
+second, of ``accum`` micro-batches, sees them and the accumulated gradients, as every later step does.
 
 What the estimate bounds: ``peak_bytes`` is the high-water mark of live tensors (LiveBytes) plus
 OVERHEAD_BYTES for what tensors do not show: the CUDA context, cuBLAS and attention workspaces and the
@@ -288,7 +288,7 @@ def measure_step(kind: str, cfg, shapes: Shapes, policy: DtypePolicy = DtypePoli
         opt = _adamw(run.params)
         flops = 0
         for step in range(2):
-            for m in range(shapes.accum):
+            for m in range(shapes.accum if step else 1):  # the first step only creates the AdamW states
                 before = live.now
 
                 def forward_done(before=before):
