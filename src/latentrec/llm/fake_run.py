@@ -36,6 +36,7 @@ class LiveBytes:
 
     def __init__(self):
         self._sizes = WeakIdKeyDictionary()
+        self._refs: set = set()  # the callbacks' weak references, kept alive until they fire
         self.now = 0
         self.peak = 0
 
@@ -48,9 +49,10 @@ class LiveBytes:
         self._sizes[storage] = size
         self.now += size
         self.peak = max(self.peak, self.now)
-        weakref.finalize(storage, self._free, size).atexit = False  # nothing to count once Python exits
+        self._refs.add(weakref.ref(storage, lambda ref, size=size: self._free(ref, size)))
 
-    def _free(self, size: int) -> None:
+    def _free(self, ref, size: int) -> None:
+        self._refs.discard(ref)
         self.now -= size
 
     def reset_peak(self) -> None:
