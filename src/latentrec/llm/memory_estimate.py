@@ -1,0 +1,416 @@
+"""Peak GPU memory and FLOPs of each LLM step at the paper's shapes, by running our own training and decoding
+code on fake weights (llm/fake_run.py), before any GPU is booked.
+
+Step kinds (what each LLM rule repeats; its peak is the rule's):
+  sft          SFTTask: forward, backward, gradient accumulation, clipping, AdamW (sft_backbone)
+  latent_sft   LatentSFTTask with LatentRATT, or FLR's head and T refinements (latent_warmup_*)
+  lr_grpo      step_loss of LR-GRPO: prompt once without gradient, K latents, frozen LLM (latent_rl_point)
+  flr_grpo     step_loss with FLR-GRPO's options: hybrid reward with the greedy-match logits, regularisers,
+               a KL copy of the head
+  decode       the tree KV layout of constrained beam search: one prefill of the prompts, then every beam
+               alive for `max_new_tokens` steps (the worst case), the vocabulary scored slice by slice
+
+The GPU path's number formats: training keeps fp32 master weights, gradients and AdamW states (two fp32
+tensors per trainable weight) and runs under bf16 autocast, whose cached bf16 copy of each weight lives
+through forward and backward; decoding loads bf16 weights. AdamW runs as on a GPU (foreach: one fp32
+temporary per weight during the step). A first step of one micro-batch creates the optimiser states; the
+second, of ``accum`` micro-batches, sees them and the accumulated gradients, as every later step does.
+
+What the estimate bounds: ``peak_bytes`` is the high-water mark of live tensors (LiveBytes) plus
+OVERHEAD_BYTES for what tensors do not show: the CUDA context, cuBLAS and attention workspaces and the
+caching allocator's rounding. Autocast on the CPU casts the same operator families as on CUDA (matmuls
+in bf16, losses and softmaxes in fp32); attention runs SDPA's CPU kernel, whose saved tensors (output and
+log-sum-exp, not the score matrix) match CUDA's flash and memory-efficient kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from latentrec.llm.fake_run import FakeRun, LiveBytes, fake_mode
+
+REPO = Path(__file__).resolve().parents[3]
+MODEL_CONFIGS = REPO / "config" / "models"
+STEP_KINDS = ("sft", "latent_sft", "lr_grpo", "flr_grpo", "decode")
+TRAIN_KINDS = STEP_KINDS[:4]
+# CUDA context (~0.5 GB), cuBLAS/attention workspaces and allocator rounding: measured peaks of PyTorch
+# training jobs sit about this far above their live tensors.
+OVERHEAD_BYTES = 2 << 30
+GPU_MEMORY = {"h100": 80e9, "h200": 141e9, "a100": 80e9, "l40s": 48e9, "a6000": 48e9}
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """What one forward holds on one device. Training: `micro_batch` rows of `prompt_len` + `target_len`
+    tokens (GRPO: `micro_batch` prompts, each with `group_size` latent draws); decode: `decode_batch`
+    prompts x `num_beams` beams for `max_new_tokens` steps."""
+
+    micro_batch: int = 8
+    prompt_len: int = 126
+    target_len: int = 11
+    accum: int = 2
+    n_latents: int = 1
+    refine_steps: int = 1
+    head: str = "latentratt"
+    head_options: tuple = ()
+    group_size: int = 8
+    catalog_items: int = 5000
+    decode_batch: int = 64
+    num_beams: int = 10
+    max_new_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class DtypePolicy:
+    """Number formats of the GPU path: fp32 master weights under bf16 autocast; bf16 weights to decode."""
+
+    master: torch.dtype = torch.float32
+    autocast: torch.dtype | None = torch.bfloat16
+    decode: torch.dtype = torch.bfloat16
+
+
+@dataclass
+class Estimate:
+    step_kind: str
+    shapes: dict
+    peak_bytes: int          # live tensors' high-water mark + OVERHEAD_BYTES
+    live_peak_bytes: int     # the high-water mark of live tensors alone
+    params_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    activation_bytes: int    # held at the end of a micro-batch's forward beyond what was live before it
+    flops_counted: float     # FlopCounterMode over one micro-batch (forward + backward), or one decode batch
+    flops_analytic: float    # the plan's count for the same work (analytic_flops)
+
+    @property
+    def flops_ratio(self) -> float:
+        return self.flops_counted / self.flops_analytic if self.flops_analytic else float("nan")
+
+    def fits(self, gpu_bytes: float, margin: float = 0.1) -> bool:
+        return self.peak_bytes <= (1 - margin) * gpu_bytes
+
+
+# ---------------------------------------------------------------------------------------- the model
+def model_config(name_or_path: str | Path = "Qwen2.5-1.5B"):
+    """A transformers config from config/models/<name>/config.json (architecture only, no weights)."""
+    from transformers import AutoConfig
+
+    path = Path(name_or_path)
+    folder = path if path.is_dir() else MODEL_CONFIGS / str(name_or_path)
+    cfg = AutoConfig.from_pretrained(folder)
+    cfg._attn_implementation = "sdpa"  # what the GPU path's from_pretrained picks
+    return cfg
+
+
+def fake_model(cfg, fm, dtype):
+    """A causal LM of `cfg` whose weights are fake tensors of `dtype` (no memory, no initialisation cost)."""
+    from transformers import AutoModelForCausalLM
+
+    with fm:
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    return model
+
+
+def _head_options(shapes: Shapes) -> dict:
+    return dict(shapes.head_options)
+
+
+# ------------------------------------------------------------------------------------- fake batches
+def _samples(shapes: Shapes, vocab: int):
+    from latentrec.llm.prompts import IGNORE_INDEX, EncodedSample
+
+    ids = [(7 * i + 3) % vocab for i in range(shapes.prompt_len + shapes.target_len)]
+    labels = [IGNORE_INDEX] * shapes.prompt_len + ids[shapes.prompt_len :]
+    return [EncodedSample(list(ids), list(labels), shapes.prompt_len) for _ in range(shapes.micro_batch)]
+
+
+def _catalog(shapes: Shapes, vocab: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, vocab, (shapes.catalog_items, shapes.target_len), generator=g).tolist()
+
+
+def _autocast(policy: DtypePolicy):
+    if policy.autocast is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=policy.autocast)
+
+
+def _adamw(params):
+    # foreach=True: the implementation CUDA picks by default (a CPU tensor would get the per-weight loop).
+    return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, foreach=True)
+
+
+# ------------------------------------------------------------------------------------- the steps
+class _Run:
+    """One step kind's model, batch and micro-batch function, built on fake weights."""
+
+    def __init__(self, kind: str, cfg, shapes: Shapes, policy: DtypePolicy, fm):
+        from latentrec.llm.grpo import LRGRPOConfig
+        from latentrec.llm.latent import LatentReasoner, LatentSFTTask, build_head
+        from latentrec.llm.sft import SFTTask
+
+        self.kind, self.shapes, self.policy, self.fm = kind, shapes, policy, fm
+        vocab = cfg.vocab_size
+        if kind == "decode":
+            self.model = fake_model(cfg, fm, policy.decode).eval()
+            return
+        llm = fake_model(cfg, fm, policy.master)
+        samples = _samples(shapes, vocab)
+        if kind == "sft":
+            self.model, self.task = llm, SFTTask()
+            self.batch = self.task.collate(samples, 0)
+            self.params = self.task.trainable_parameters(llm)
+            return
+        with fm:
+            head = build_head(shapes.head, cfg.hidden_size, **_head_options(shapes))  # fp32, as trained
+        self.model = LatentReasoner(llm, head, shapes.n_latents, shapes.refine_steps)
+        self.task = LatentSFTTask()
+        self.batch = self.task.collate(samples, 0)
+        if kind == "latent_sft":
+            self.params = self.task.trainable_parameters(self.model)
+            return
+        flr = kind == "flr_grpo"
+        self.rl = LRGRPOConfig(group_size=shapes.group_size, groups_per_step=shapes.micro_batch,
+                               **(dict(reward="hybrid", advantage="base", regularisers=True, beta=0.04) if flr else {}))
+        llm.requires_grad_(False)
+        for p in head.auxiliary_parameters():
+            p.requires_grad_(self.rl.regularisers)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        with fm:
+            self.ref_head = copy.deepcopy(head).requires_grad_(False) if self.rl.beta else None
+        self.trie = None
+        if self.rl.exact_match:
+            from latentrec.llm.trie import TitleTrie
+
+            self.trie = TitleTrie.build(_catalog(shapes, vocab), vocab_size=vocab)
+        self.noise_gen = torch.Generator().manual_seed(0)
+
+    def static_tensors(self) -> list[torch.Tensor]:
+        """What lives before the first step: the weights (and the KL copy of the head, the trie)."""
+        out = list(self.model.parameters()) + list(self.model.buffers())
+        if getattr(self, "ref_head", None) is not None:
+            out += list(self.ref_head.parameters())
+        if getattr(self, "trie", None) is not None:
+            out += [t for t in vars(self.trie).values() if isinstance(t, torch.Tensor)]
+        return out
+
+    def micro_batch(self, on_forward=None) -> None:
+        """One forward and backward as the trainer runs it (loss scaled by a constant)."""
+        from latentrec.llm.grpo import draw_noise, step_loss
+
+        self.model.train()
+        with _autocast(self.policy):
+            if self.kind in ("sft", "latent_sft"):
+                loss, n = self.task.loss_sum(self.model, self.batch)
+                loss = loss / max(n, 1)
+            else:
+                s = self.shapes
+                noise = draw_noise(s.micro_batch, self.rl, s.n_latents, self.model.llm.config.hidden_size,
+                                   self.noise_gen, "cpu")
+                loss, _ = step_loss(self.model, self.batch, noise, self.rl, ref_head=self.ref_head, trie=self.trie)
+                loss = loss / s.micro_batch
+            if on_forward is not None:
+                on_forward()
+            loss.backward()
+
+    def decode_batch(self) -> None:
+        """The tree layout's prefill and `max_new_tokens` beam steps with every beam alive."""
+        from latentrec.llm.decoding import _tree_supported, _TreeLayout, _register_tree_attention
+
+        s = self.shapes
+        b, k = s.decode_batch, s.num_beams
+        if not _tree_supported(self.model):
+            raise ValueError("the decode estimate needs the tree KV layout (sdpa or eager attention)")
+        _register_tree_attention()
+        mask = torch.ones((b, s.prompt_len), dtype=torch.long)
+        ids = torch.zeros((b, s.prompt_len), dtype=torch.long)
+        with torch.inference_mode():
+            layout = _TreeLayout(self.model, prompt_mask=mask, num_beams=k, max_new_tokens=s.max_new_tokens,
+                                 keep_one=True, shared=None)
+            scores = layout.prefill(ids, None)
+            scores.logprobs(torch.arange(b), torch.zeros(b, dtype=torch.long))
+            for step in range(s.max_new_tokens):
+                src = torch.zeros((b, k), dtype=torch.long) if step == 0 else torch.arange(k).expand(b, k)
+                alive = torch.ones((b, k), dtype=torch.bool)
+                scores = layout.forward(src, torch.zeros((b, k), dtype=torch.long), alive, step)
+                scores.logprobs(torch.arange(b * k), torch.zeros(b * k, dtype=torch.long))
+
+
+def _bytes(tensors) -> int:
+    """Bytes of the distinct storages under `tensors` (views counted once)."""
+    storages = {}
+    for t in tensors:
+        st = t.untyped_storage()
+        storages[id(st)] = st  # held, so no id is reused while counting
+    return sum(st.nbytes() for st in storages.values())
+
+
+def _flop_mode():
+    """FlopCounterMode that also counts the CPU attention kernel, as the CUDA ones (full QK^T and AV)."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    def forward(q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_flop_count(q, k, v)
+
+    def backward(grad_out, q, k, v, *args, out_shape=None, **kwargs):
+        return sdpa_backward_flop_count(grad_out, q, k, v)
+
+    aten = torch.ops.aten
+    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+               aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def measure_step(kind: str, cfg, shapes: Shapes, policy: DtypePolicy = DtypePolicy(), real: bool = False):
+    """(live-bytes tracker, bytes per category, FLOPs of one micro-batch) of `kind`. ``real``: run on real
+    weights instead of fake ones (the tiny-model check), with the same accounting."""
+    if kind not in STEP_KINDS:
+        raise ValueError(f"step kind must be one of {STEP_KINDS}, got {kind!r}")
+    fm = fake_mode()
+    run = _Run(kind, cfg, shapes, policy, contextlib.nullcontext() if real else fm)
+    live = LiveBytes()
+    static = run.static_tensors()
+    for t in static:
+        live.track(t)
+    parts = {"params": _bytes(static), "grads": 0, "optimizer": 0, "activations": 0}
+    tracker = FakeRun(fm, live) if not real else _TrackOnly(live)
+    with tracker:
+        if kind == "decode":
+            with _flop_mode() as fc:
+                run.decode_batch()
+            return live, parts, fc.get_total_flops()
+        opt = _adamw(run.params)
+        flops = 0
+        for step in range(2):
+            for m in range(shapes.accum if step else 1):  # the first step only creates the AdamW states
+                before = live.now
+
+                def forward_done(before=before):
+                    parts["activations"] = max(parts["activations"], live.now - before)
+
+                if step == 1 and m == 0:
+                    with _flop_mode() as fc:
+                        run.micro_batch(forward_done)
+                    flops = fc.get_total_flops()
+                else:
+                    run.micro_batch(forward_done)
+            parts["grads"] = _bytes([p.grad for p in run.params if p.grad is not None])
+            torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        parts["optimizer"] = _bytes([v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)])
+    return live, parts, flops
+
+
+class _TrackOnly(FakeRun):
+    """FakeRun's accounting on real tensors: every operator runs as is."""
+
+    def __init__(self, live: LiveBytes):
+        super().__init__(fake_mode=None, live=live)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.live.track(t)
+        return out
+
+
+# ------------------------------------------------------------------------------------- analytic FLOPs
+def parameter_counts(cfg) -> tuple[int, int]:
+    """(all parameters N as the plan counts them, the embedding/LM-head matrix's share V·d)."""
+    d, f, layers, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
+    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
+    attn = d * d + d + 2 * (d * kv + kv) + d * d  # q (bias), k, v (bias), o
+    layer = attn + 3 * d * f + 2 * d
+    emb = v * d
+    return layers * layer + d + emb * (1 if cfg.tie_word_embeddings else 2), emb
+
+
+def analytic_flops(kind: str, cfg, shapes: Shapes) -> float:
+    """The plan's count (plan.job_flops) for the work measure_step counts: one micro-batch of a training
+    kind (forward + backward), one decode batch."""
+    n, _ = parameter_counts(cfg)
+    s = shapes
+    if kind == "sft":
+        return 6 * n * s.micro_batch * (s.prompt_len + s.target_len)
+    if kind == "latent_sft":
+        return 6 * n * s.micro_batch * (s.prompt_len + s.target_len + s.n_latents * s.refine_steps)
+    if kind in ("lr_grpo", "flr_grpo"):
+        return s.micro_batch * 4 * n * (s.prompt_len + s.group_size * (s.n_latents + s.target_len))
+    return s.decode_batch * 2 * n * (s.prompt_len + s.num_beams * s.max_new_tokens)
+
+
+def corrected_flops(kind: str, cfg, shapes: Shapes) -> float:
+    """A count that follows what the code computes: the LM head (V·d) only where a log-probability is read
+    (target tokens, every beam token), no backward for the prompt pass RL runs without gradient, and the
+    causal attention's QK^T and AV (2·2·d per key a query sees, per layer)."""
+    n, emb = parameter_counts(cfg)
+    body, s = n - emb, shapes
+    d, layers = cfg.hidden_size, cfg.num_hidden_layers
+    attn = lambda q, ctx: 4 * d * layers * q * ctx  # noqa: E731  q queries over ctx keys each
+    p, t = s.prompt_len, s.target_len
+    if kind in ("sft", "latent_sft"):
+        extra = s.n_latents * s.refine_steps if kind == "latent_sft" else 0
+        L = p + extra + t
+        return 3 * s.micro_batch * (2 * body * L + 2 * emb * t + attn(L, (L + 1) / 2))
+    if kind in ("lr_grpo", "flr_grpo"):
+        k, lat = s.group_size, s.n_latents
+        new = k * (lat + t)
+        fwd_prompt = 2 * body * p + attn(p, (p + 1) / 2)
+        grad_part = 2 * body * new + 2 * emb * k * t + attn(new, p + (lat + t + 1) / 2)
+        return s.micro_batch * (fwd_prompt + 2 * grad_part)  # the backward to activations only: 1x the forward
+    beams_tokens = s.num_beams * s.max_new_tokens
+    return s.decode_batch * (2 * body * (p + beams_tokens) + 2 * emb * (1 + beams_tokens)
+                             + attn(p, (p + 1) / 2) + attn(beams_tokens, p + (s.max_new_tokens + 1) / 2))
+
+
+# ------------------------------------------------------------------------------------- the API
+def estimate(step_kind: str, model_config_=None, shapes: Shapes = Shapes(), dtype_policy: DtypePolicy = DtypePolicy(),
+             overhead_bytes: int = OVERHEAD_BYTES) -> Estimate:
+    """Peak memory and FLOPs of one `step_kind` on one device at `shapes`, through our own code on fake
+    weights (seconds on a CPU; no real memory for the weights). `model_config_`: a transformers config,
+    a folder or a name under config/models/ (default Qwen2.5-1.5B)."""
+    cfg = model_config_ if hasattr(model_config_, "vocab_size") else model_config(model_config_ or "Qwen2.5-1.5B")
+    live, parts, flops = measure_step(step_kind, cfg, shapes, dtype_policy)
+    return Estimate(step_kind, asdict(shapes), live.peak + overhead_bytes, live.peak, parts["params"], parts["grads"],
+                    parts["optimizer"], parts["activations"], float(flops), analytic_flops(step_kind, cfg, shapes))
+
+
+def largest_fitting(step_kind: str, gpu_bytes: float, model_config_=None, shapes: Shapes = Shapes(),
+                    margin: float = 0.1, limit: int = 1024) -> tuple[int, Estimate | None]:
+    """The largest micro-batch (decode: decode batch) of `step_kind` whose peak stays under (1 - margin) of
+    `gpu_bytes`, by doubling then bisection on estimates (the peak grows with the batch); (0, None) when
+    not even 1 fits."""
+    field_ = "decode_batch" if step_kind == "decode" else "micro_batch"
+    cfg = model_config_ if hasattr(model_config_, "vocab_size") else model_config(model_config_ or "Qwen2.5-1.5B")
+    cache: dict[int, Estimate] = {}
+
+    def fits(b: int) -> bool:
+        if b not in cache:
+            cache[b] = estimate(step_kind, cfg, replace(shapes, **{field_: b}))
+        return cache[b].fits(gpu_bytes, margin)
+
+    if not fits(1):
+        return 0, None
+    lo, hi = 1, 2
+    while hi <= limit and fits(hi):
+        lo, hi = hi, hi * 2
+    if hi > limit:
+        return lo, cache[lo]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo, cache[lo]
+
+
+def as_json(e: Estimate) -> str:
+    d = asdict(e)
+    d["flops_ratio"] = e.flops_ratio
+    return json.dumps(d, indent=2)

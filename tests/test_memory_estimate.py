@@ -1,0 +1,86 @@
+"""The fake-weight memory estimate against a measured CPU peak on a tiny model, and at Qwen2.5-1.5B's shapes."""
+
+import json
+import resource
+
+import pytest
+import torch
+
+from latentrec.llm.memory_estimate import (
+    STEP_KINDS, Shapes, analytic_flops, corrected_flops, estimate, measure_step, model_config, parameter_counts)
+
+# Training kinds: the estimate is the same live bytes as the real run's allocations to 0.5 %. Decoding:
+# CPU attention allocates workspaces inside its kernel, which no tensor shows: at least 75 %.
+BOUNDS = {"sft": (0.995, 1.005), "latent_sft": (0.995, 1.005), "lr_grpo": (0.995, 1.005),
+          "flr_grpo": (0.995, 1.005), "decode": (0.75, 1.005)}
+
+
+def tiny_qwen2():
+    from transformers import Qwen2Config
+
+    cfg = Qwen2Config(vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, use_sliding_window=False)
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+def tiny_shapes(kind: str) -> Shapes:
+    flr = kind == "flr_grpo"
+    return Shapes(micro_batch=4, prompt_len=40, target_len=8, group_size=4, catalog_items=50, decode_batch=4,
+                  num_beams=4, max_new_tokens=6, head="flr" if flr else "latentratt",
+                  head_options=(("n_factors", 3),) if flr else (), refine_steps=2 if flr else 1)
+
+
+def profiled_peak(run) -> int:
+    """The high-water mark of CPU bytes allocated while `run()` runs, from torch.profiler's memory events."""
+    import tempfile
+    from pathlib import Path
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    with tempfile.TemporaryDirectory() as d:
+        trace = Path(d) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    memory = sorted((e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0),
+                    key=lambda e: e["ts"])
+    now = peak = 0
+    for e in memory:
+        now += e["args"]["Bytes"]
+        peak = max(peak, now)
+    return peak
+
+
+@pytest.mark.parametrize("kind", STEP_KINDS)
+def test_fake_estimate_matches_measured_cpu_peak(kind):
+    cfg, shapes = tiny_qwen2(), tiny_shapes(kind)
+    torch.manual_seed(0)
+    measured = profiled_peak(lambda: measure_step(kind, cfg, shapes, real=True))
+    est = estimate(kind, cfg, shapes, overhead_bytes=0)
+    low, high = BOUNDS[kind]
+    assert low * measured <= est.live_peak_bytes <= high * measured, (kind, measured, est.live_peak_bytes)
+    if kind in ("sft", "latent_sft"):  # full fine-tuning: fp32 grads like the weights, two fp32 AdamW states
+        assert 0.99 * est.params_bytes <= est.grads_bytes <= est.params_bytes  # the params count the buffers too
+        assert est.optimizer_bytes >= 2 * est.grads_bytes
+    assert est.flops_counted > 0
+
+
+def test_qwen2_5_1_5b_estimate_runs_without_real_memory():
+    """The shipped config is Qwen2.5-1.5B's; its SFT step is estimated without allocating its weights."""
+    cfg = model_config("Qwen2.5-1.5B")
+    n, emb = parameter_counts(cfg)
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, emb) == (1536, 28, 151936, 151936 * 1536)
+    assert abs(n - 1.544e9) / 1.544e9 < 0.002
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    shapes = Shapes(micro_batch=2, prompt_len=64, target_len=8, accum=1)
+    est = estimate("sft", cfg, shapes)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
+    assert grown_mb < 500
+    assert 4 * n <= est.params_bytes < 4 * n + (1 << 20)  # fp32 master weights (and the rotary buffers)
+    assert est.optimizer_bytes >= 8 * n
+    assert est.peak_bytes > 16 * n
+    # the counted FLOPs follow the corrected count (the LM head on target tokens only) to 3 %
+    assert abs(est.flops_counted / corrected_flops("sft", cfg, shapes) - 1) < 0.03
+    assert est.flops_analytic == analytic_flops("sft", cfg, shapes)
