@@ -221,17 +221,16 @@ class _Run:
 
     def decode_batch(self) -> None:
         """The tree layout's prefill and `max_new_tokens` beam steps with every beam alive."""
-        from latentrec.llm.decoding import _tree_supported, _TreeLayout, _register_tree_attention
+        from latentrec.llm.decoding.layouts import TreeLayout, tree_supported
 
         s = self.shapes
         b, k = s.decode_batch, s.num_beams
-        if not _tree_supported(self.model):
+        if not tree_supported(self.model):
             raise ValueError("the decode estimate needs the tree KV layout (sdpa or eager attention)")
-        _register_tree_attention()
         mask = torch.ones((b, s.prompt_len), dtype=torch.long)
         ids = torch.zeros((b, s.prompt_len), dtype=torch.long)
         with torch.inference_mode():
-            layout = _TreeLayout(self.model, prompt_mask=mask, num_beams=k, max_new_tokens=s.max_new_tokens,
+            layout = TreeLayout(self.model, prompt_mask=mask, num_beams=k, max_new_tokens=s.max_new_tokens,
                                  keep_one=True, shared=None)
             scores = layout.prefill(ids, None)
             scores.logprobs(torch.arange(b), torch.zeros(b, dtype=torch.long))
