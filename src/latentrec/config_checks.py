@@ -320,6 +320,10 @@ def _check_llm(config: dict) -> None:
                 SFTConfig.from_dict(r["sft"])
             except (ValueError, TypeError) as err:
                 fail(*_field_path(f"{here}.sft", err, sft_fields))
+            if r["sft"].get("packing"):
+                fail(f"{here}.sft.packing", "the latent warm-up trains on padded rows only (its head reads each "
+                                            "prompt as its own row); set `packing: false` in this recipe's sft "
+                                            "(llm.sft's value is inherited)")
         _check_recipe_sft_grid(config, name, raw)
         rl_grid = raw.get("rl_grid") or {}
         if rl_grid and raw.get("rl") is None:

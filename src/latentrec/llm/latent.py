@@ -461,6 +461,10 @@ class LatentSFTTask(SFTTask):
     training only: the validation loss that picks the kept epoch is the target CE alone (the learned
     weights and their s/2 terms would make it incomparable across epochs)."""
 
+    # The head reads each prompt as its own left-padded row (the query at its last position, keys over
+    # its prompt only): one packed row would need per-sample head calls; padded rows are kept.
+    supports_packing = False
+
     def collate(self, samples, pad_id):
         return collate_prompt_target(samples, pad_id)
 

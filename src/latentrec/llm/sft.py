@@ -14,6 +14,7 @@ with the same loop.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import random
@@ -54,6 +55,10 @@ class SFTConfig:
                 "or `no`, `bf16`, `fp16`"})
     group_by_length: bool = field(default=True, metadata={
         "help": "micro-batches of similar length (shuffled across the epoch)"})
+    packing: bool = field(default=False, metadata={
+        "help": "padding-free micro-batches: a micro-batch's samples concatenated in one row, position ids "
+                "restarting per sample, attention within a sample only (the same samples, loss and gradients "
+                "as padded rows); plain SFT only, a latent warm-up refuses it"})
     checkpoint_every: int = field(default=50, metadata={
         "help": "optimiser steps between resumable checkpoints (0 = epoch ends only); a killed run resumes"})
     keep_checkpoint: bool = field(default=False, metadata={
@@ -105,6 +110,19 @@ def collate(samples: list[EncodedSample], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def collate_packed(samples: list[EncodedSample], pad_id: int | None = None) -> dict[str, torch.Tensor]:
+    """One row of the samples end to end, no padding: position ids restart at 0 per sample, which keeps
+    attention within a sample (transformers builds a block-diagonal causal mask from them on sdpa and
+    eager, and varlen boundaries on flash attention). No attention_mask: with one, transformers would
+    ignore the sample boundaries. `pad_id` is unused (the padded collate's signature)."""
+    ids = torch.tensor([t for s in samples for t in s.input_ids], dtype=torch.long)[None]
+    labels = torch.tensor([t for s in samples for t in s.labels], dtype=torch.long)[None]
+    positions = torch.cat([torch.arange(len(s.input_ids)) for s in samples])[None]
+    # A sample's first token is never a target: the previous sample's last position must not predict it.
+    labels[positions == 0] = IGNORE_INDEX
+    return {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+
 def length_grouped_batches(lengths: list[int], micro_batch: int, rng: np.random.Generator, group: int = 64) -> list[list[int]]:
     """Shuffle, sort within mega-groups of `group` micro-batches by length, shuffle the micro-batches.
 
@@ -121,13 +139,19 @@ def length_grouped_batches(lengths: list[int], micro_batch: int, rng: np.random.
 
 
 class SFTTask:
-    """The plain causal-LM objective: summed cross-entropy over target tokens."""
+    """The plain causal-LM objective: summed cross-entropy over target tokens. ``packing``: micro-batches
+    are one padding-free row each (`collate_packed`)."""
+
+    supports_packing = True
+
+    def __init__(self, packing: bool = False):
+        self.packing = packing
 
     def collate(self, samples: list[EncodedSample], pad_id: int) -> dict[str, torch.Tensor]:
-        return collate(samples, pad_id)
+        return collate_packed(samples) if self.packing else collate(samples, pad_id)
 
     def count_tokens(self, batch) -> int:
-        return int(batch["attention_mask"].sum())
+        return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
 
     def loss_sum(self, model, batch) -> tuple[torch.Tensor, int]:
         # Vocabulary logits only where a target token is predicted (position t predicts label t+1): the
@@ -135,7 +159,11 @@ class SFTTask:
         labels = batch["labels"][:, 1:]
         keep = torch.zeros_like(batch["labels"], dtype=torch.bool)
         keep[:, :-1] = labels != IGNORE_INDEX
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+        if "position_ids" in batch:  # packed: no mask, no cache, so the restarting positions bound attention
+            inputs = {"position_ids": batch["position_ids"], "use_cache": False}
+        else:
+            inputs = {"attention_mask": batch["attention_mask"]}
+        out = model(input_ids=batch["input_ids"], logits_to_keep=keep, **inputs)
         logits = upcast(out.logits).reshape(-1, out.logits.shape[-1])  # [targets, V], row-major like `keep`
         loss = torch.nn.functional.cross_entropy(logits, labels[labels != IGNORE_INDEX], reduction="sum")
         return loss, int(keep.sum())
@@ -167,6 +195,12 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     from transformers import get_linear_schedule_with_warmup
 
     task = task or SFTTask()
+    if cfg.packing:
+        if not task.supports_packing:
+            raise InputError(f"sft packing: {type(task).__name__} cannot pack samples into one row (its forward "
+                             "reads each sample's prompt as a padded row); set its sft `packing: false`")
+        task = copy.copy(task)
+        task.packing = True
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoint"
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
