@@ -143,3 +143,25 @@ def test_config_check_refuses_packing_in_a_latent_recipe():
     for recipe in cfg["llm"]["latent"].values():
         recipe.setdefault("sft", {})["packing"] = False
     validate_config(cfg)
+
+
+def test_validation_in_length_order_is_the_split_order_loss(smollm2_tokenizer):
+    """evaluate_loss batches the validation rows by length (little padding): the same mean loss, to rounding,
+    as batches in split order, packed or not."""
+    from types import SimpleNamespace
+
+    from latentrec.llm.sft import evaluate_loss
+
+    tok = smollm2_tokenizer
+    model = tiny_llama_like(tok)
+    samples = varied_samples(tok, 20)
+    one = SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"),  # one process, fp32
+                          autocast=lambda: torch.autocast("cpu", enabled=False), reduce=lambda t, reduction: t)
+    cfg = SFTConfig(micro_batch=3)
+    got = evaluate_loss(model, samples, cfg, tok.pad_token_id, one, SFTTask())
+    packed = evaluate_loss(model, samples, cfg, tok.pad_token_id, one, SFTTask(packing=True))
+    with torch.no_grad():
+        total = sum(SFTTask().loss_sum(model, collate(samples[i : i + 6], tok.pad_token_id))[0].item()
+                    for i in range(0, 20, 6))
+    n = sum(sum(x != IGNORE_INDEX for x in s.labels) for s in samples)
+    assert got == pytest.approx(total / n, rel=1e-6) and packed == pytest.approx(got, rel=1e-6)

@@ -484,7 +484,10 @@ def remove_checkpoints(ckpt_dir: Path) -> None:
 def evaluate_loss(model, samples: list[EncodedSample], cfg: SFTConfig, pad: int, accelerator, task: SFTTask) -> float:
     """Mean target-token cross-entropy over `samples`, split across ranks and summed."""
     model.eval()
-    idx = list(range(accelerator.process_index, len(samples), accelerator.num_processes))
+    # By length: the same sum over the same samples (to rounding), with next to no padding (split order
+    # padded CDs validation batches by 35 %, length order by 0.2 %).
+    idx = sorted(range(accelerator.process_index, len(samples), accelerator.num_processes),
+                 key=lambda i: len(samples[i].input_ids))
     total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
     for start in range(0, len(idx), cfg.micro_batch * 2):
         batch = task.collate([samples[i] for i in idx[start : start + cfg.micro_batch * 2]], pad)
