@@ -6,7 +6,9 @@ with the trainer's own pieces (``collate``, ``length_grouped_batches``, ``SFTTas
 tokens/s (real tokens, i.e. non-padding, the figure ``train_log.json`` reports, and padded tokens;
 wall clock, and per second of process CPU time, which other load on a shared machine does not inflate) and
 the padding ratio (padded / real tokens) of length-grouped against random micro-batches over the
-whole train split.
+whole train split. `--packing` also times the padding-free packed step (``sft.packing``: a micro-batch in
+one row, position ids restarting per sample) on the same micro-batches, each optimiser step padded then
+packed so that load drifts hit both alike, and reports packed / padded tokens per second.
 
 MFU: the model FLOPs of the timed steps (below, `training_flops`) per second, against a peak measured in
 the same run at the same thread count: an fp32 2048 x 2048 x 2048 matmul (`matmul_peak`), its mean and
@@ -32,7 +34,7 @@ import _setup  # first: it puts src/ on sys.path
 from latentrec.data.processed_io import import_csv_dataset  # noqa: E402
 from latentrec.llm.backbone import fetch_model, load_backbone  # noqa: E402
 from latentrec.llm.recommender import encode_split  # noqa: E402
-from latentrec.llm.sft import SFTTask, collate, length_grouped_batches  # noqa: E402
+from latentrec.llm.sft import SFTTask, collate, collate_packed, length_grouped_batches  # noqa: E402
 
 DEFAULT_SPLIT, DEFAULT_MODEL_DIR = _setup.DEFAULT_SPLIT, _setup.DEFAULT_MODEL
 
@@ -88,6 +90,8 @@ def main(argv=None):
     ap.add_argument("--profile-steps", type=int, default=0,
                     help="optimiser steps under torch.profiler after the timed ones (0: none)")
     ap.add_argument("--peak-repeats", type=int, default=5, help="timed 2048^3 matmuls for the peak")
+    ap.add_argument("--packing", action="store_true",
+                    help="also time the packed (padding-free) step on the same micro-batches, interleaved")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
     load = _setup.LoadAverage()
@@ -116,17 +120,17 @@ def main(argv=None):
     opt = torch.optim.AdamW(params, lr=3e-4)
     pad = tok.pad_token_id
 
-    def micro_step(idx, n_target_tokens):
-        batch = collate([train[i] for i in idx], pad)
+    def micro_step(idx, n_target_tokens, packed=False):
+        batch = (collate_packed if packed else collate)([train[i] for i in idx], pad)
         loss_sum, n = task.loss_sum(model, batch)
         (loss_sum / n_target_tokens).backward()
-        return int(batch["attention_mask"].sum()), batch["input_ids"].numel(), n
+        return task.count_tokens(batch), batch["input_ids"].numel(), n
 
-    def optimiser_step(group):
+    def optimiser_step(group, packed=False):
         n_target = sum(len(train[i].input_ids) - train[i].prompt_len for b in group for i in b)
         real = padded = targets = 0
         for idx in group:
-            r, p, n = micro_step(idx, n_target)
+            r, p, n = micro_step(idx, n_target, packed)
             real, padded, targets = real + r, padded + p, targets + n
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -137,11 +141,17 @@ def main(argv=None):
     opt.zero_grad(set_to_none=True)
     real = padded = targets = 0
     timed = [grouped[1 + s * args.accum : 1 + (s + 1) * args.accum] for s in range(args.steps)]
-    t0, c0 = time.perf_counter(), time.process_time()
+    seconds = cpu = packed_seconds = packed_cpu = 0.0
     for group in timed:
+        t0, c0 = time.perf_counter(), time.process_time()
         r, p, n = optimiser_step(group)
+        seconds, cpu = seconds + time.perf_counter() - t0, cpu + time.process_time() - c0
         real, padded, targets = real + r, padded + p, targets + n
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if args.packing:
+            t0, c0 = time.perf_counter(), time.process_time()
+            optimiser_step(group, packed=True)
+            packed_seconds += time.perf_counter() - t0
+            packed_cpu += time.process_time() - c0
     flops = training_flops(model, [lengths[i] for g in timed for b in g for i in b], targets)
     peak = _setup.matmul_peak(torch.get_num_threads(), repeats=args.peak_repeats)
     ops = []
@@ -162,6 +172,11 @@ def main(argv=None):
         "mfu_cpu_time": flops / cpu / peak["flops_per_cpu_s"],  # both per process-CPU second: load aside
         "top_ops": ops, **load.fields(),
     }
+    if args.packing:
+        result.update({"packed_real_tokens_per_s": real / packed_seconds,
+                       "packed_real_tokens_per_cpu_s": real / packed_cpu,
+                       "packed_over_padded_speed": seconds / packed_seconds,
+                       "packed_over_padded_speed_cpu_time": cpu / packed_cpu})
     print(f"{args.steps} steps of {args.accum} x {args.micro_batch} samples, {result['threads']} thread(s): "
           f"{result['real_tokens_per_s']:.0f} tokens/s ({result['padded_tokens_per_s']:.0f} with padding), "
           f"{result['samples_per_s']:.2f} samples/s, {result['seconds_per_step']:.1f} s/step; "
@@ -170,6 +185,11 @@ def main(argv=None):
           f"{peak['mean_flops_per_s'] / 1e9:.1f} GFLOP/s mean, {peak['best_flops_per_s'] / 1e9:.1f} best; "
           f"MFU {100 * result['mfu_vs_mean_peak']:.1f}% of the mean, {100 * result['mfu_vs_best_peak']:.1f}% of the best; "
           f"per process-CPU second (load aside) {100 * result['mfu_cpu_time']:.1f}%")
+    if args.packing:
+        print(f"packed (padding-free, same micro-batches): {result['packed_real_tokens_per_s']:.0f} tokens/s, "
+              f"{result['packed_over_padded_speed']:.3f}x the padded step "
+              f"({result['packed_over_padded_speed_cpu_time']:.3f}x per process-CPU second); "
+              f"padded rows held {padded / real - 1:.1%} padding")
     if ops:
         print(f"torch.profiler, {args.profile_steps} optimiser step(s), operators by self CPU time:")
         for o in ops:
