@@ -154,3 +154,20 @@ def test_a_job_killed_by_sigkill_is_told_in_the_log():
     assert "llm.sft.micro_batch" in out.stderr
     assert run("1", "--rule", "x").stderr == ""  # an ordinary failure keeps its own traceback, nothing added
     assert "most likely by the kernel's OOM killer" in run("137", "--oom-kills-before", "").stderr
+
+
+def test_the_rules_shell_prefix_tells_a_sigkilled_job(tmp_path):
+    """Every rule's shell starts with job_shell_prefix: a command killed by SIGKILL (what the OOM killer sends)
+    gets the note on stderr and keeps its exit status; an ordinary failure and a success get nothing."""
+    from latentrec.failures import job_shell_prefix
+
+    prefix = job_shell_prefix(str(ROOT / "src"))
+    sh = lambda cmd: subprocess.run(["bash", "-c", prefix + cmd], capture_output=True, text=True,  # noqa: E731
+                                    env=dict(os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"))
+    killed = sh(f"{sys.executable} -c 'import os, signal; os.kill(os.getpid(), signal.SIGKILL)'")
+    assert killed.returncode == 137
+    assert "[latentrec] job: the job was" in killed.stderr and "micro_batch" in killed.stderr, killed.stderr
+    failed = sh("exit 3")
+    assert failed.returncode == 3 and failed.stderr == ""
+    ok = sh(f"{sys.executable} -c 'import os; print(os.environ[\"PYTHONPATH\"])'")
+    assert ok.returncode == 0 and ok.stdout.startswith(str(ROOT / "src")) and ok.stderr == ""

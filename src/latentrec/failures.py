@@ -141,3 +141,13 @@ def oom_kill_note(exit_status: int, oom_kills_before: int | None, oom_kills_afte
     return (f"the job was {cause}: it needed more memory than it had. Lower the batch knob of its stage "
             f"({'; '.join(f'{k}: {v}' for k, v in MEMORY_KNOBS.items())}), or give the rule more "
             "`mem_mb` (on SLURM: --set-resources <rule>:mem_mb=...)")
+
+
+def job_shell_prefix(src: str) -> str:
+    """What every rule's shell runs first: this checkout's package on PYTHONPATH, and an EXIT trap that tells a
+    job killed by SIGKILL (exit 137) as an OOM kill when the cgroup's oom_kill count rose during it."""
+    count = "$(sed -n 's/^oom_kill //p' /sys/fs/cgroup/memory.events 2>/dev/null)"
+    return (f"export PYTHONPATH={src}${{PYTHONPATH:+:$PYTHONPATH}}; latentrec_oom0={count}; "
+            "latentrec_on_exit() { latentrec_rc=$?; if [ $latentrec_rc -eq 137 ]; then "
+            f'python -m latentrec killed-note 137 --oom-kills-before "$latentrec_oom0" --oom-kills-after "{count}" >&2; '
+            "fi; exit $latentrec_rc; }; trap latentrec_on_exit EXIT; ")
