@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from latentrec.commands.args import DATA_HELP, cfg_help, json_arg
+from latentrec.io_utils import read_parquet
 
 
 def cmd_evaluate(a) -> None:
-    import pandas as pd
 
     from latentrec.data.processed_io import load_dataset
     from latentrec.eval.metrics import aggregate, evaluate_predictions
@@ -16,7 +16,7 @@ def cmd_evaluate(a) -> None:
 
     ds = load_dataset(a.data)
     preds_path = Path(a.predictions)
-    preds = pd.read_parquet(preds_path)
+    preds = read_parquet(preds_path)
     run_cfg = read_yaml(preds_path.parent / "config.yaml")
     split = ds.split(run_cfg.get("split", "test"))
     if a.test_limit is not None:  # CPU-sized runs: every method is scored on the same first rows

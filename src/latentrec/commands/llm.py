@@ -11,6 +11,7 @@ from pathlib import Path
 from latentrec.commands.args import DATA_HELP, DECODE_CFG_HELP, DOMAIN_HELP, SEED_HELP, cfg_help, json_arg
 from latentrec.errors import InputError
 from latentrec.llm.backbone import SELECTION_FILE
+from latentrec.io_utils import read_parquet
 
 log = logging.getLogger("latentrec")
 
@@ -95,7 +96,7 @@ def cmd_gather(a) -> None:
     from latentrec.io_utils import read_json, write_json, write_yaml
     from latentrec.runs import write_predictions
 
-    parts = pd.concat([pd.read_parquet(p) for p in a.shards]).sort_values("row").reset_index(drop=True)
+    parts = pd.concat([read_parquet(p) for p in a.shards]).sort_values("row").reset_index(drop=True)
     out = Path(a.out)
     metas = [read_json(Path(p).with_suffix(".json")) for p in a.shards]
     write_json({"decode_seconds": sum(m["seconds"] for m in metas),

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from latentrec.data.split_files import INFO_FILE
 from latentrec.errors import InputError
-from latentrec.io_utils import atomic_path
+from latentrec.io_utils import read_parquet, atomic_path
 
 SPLITS = ("train", "valid", "test")
 
@@ -129,8 +129,8 @@ def _write_table(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
 
 def load_dataset(folder: str | os.PathLike) -> ProcessedDataset:
     folder = Path(folder)
-    items = pd.read_parquet(folder / "items.parquet")
-    splits = {name: pd.read_parquet(folder / f"{name}.parquet") for name in SPLITS}
+    items = read_parquet(folder / "items.parquet")
+    splits = {name: read_parquet(folder / f"{name}.parquet") for name in SPLITS}
     for df in splits.values():
         # Lists come back as numpy arrays; plain lists keep downstream code simple.
         for col in ("history_item_ids", "history_ratings", "history_timestamps"):

@@ -406,14 +406,15 @@ class LatentReasoner(nn.Module):
     @classmethod
     def load(cls, folder: str | Path, dtype=None, device=None, n_latents: int | None = None):
         """(reasoner, tokenizer) from a folder written by :meth:`save`."""
-        from safetensors.torch import load_file
+        from latentrec.io_utils import load_safetensors
+
         folder = Path(folder)
         if not (folder / HEAD_CONFIG).exists():
             raise InputError(f"{folder}: no {HEAD_CONFIG}; not a latent-reasoning model (train it with `latent-sft`)")
         spec = json.loads((folder / HEAD_CONFIG).read_text())
         llm, tok = load_backbone(folder, dtype=dtype)
         head = build_head(spec["kind"], **spec["options"])
-        head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+        head.load_state_dict(load_safetensors(folder / HEAD_FILE))
         model = cls(llm, head, n_latents or spec["n_latents"], spec.get("refine_steps", 1))
         if device is not None:
             model.to(device)

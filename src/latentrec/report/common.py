@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from latentrec.eval.significance import mean_std, paired_ttest
-from latentrec.io_utils import read_json
+from latentrec.io_utils import read_parquet, read_json
 
 METRIC = "NDCG@10"  # the papers' headline metric: figures' y axis, the strongest-baseline choice
 
@@ -41,7 +41,7 @@ def seed_mean(runs: pd.DataFrame, dataset: str, method: str, metric: str = METRI
 def pooled_rows(runs: pd.DataFrame, dataset: str, method: str) -> pd.DataFrame:
     """The per-row scores of every seed of `method` on `dataset`, one frame with a `seed` column."""
     g = method_runs(runs, dataset, method)
-    return pd.concat([pd.read_parquet(p).assign(seed=s) for p, s in zip(g.rows_path, g.seed)], ignore_index=True)
+    return pd.concat([read_parquet(p).assign(seed=s) for p, s in zip(g.rows_path, g.seed)], ignore_index=True)
 
 
 def paired_pooled_rows(runs: pd.DataFrame, dataset: str, method: str, other: str) -> pd.DataFrame:

@@ -33,6 +33,7 @@ def plot_against_paper(long: pd.DataFrame, path, metric: str = "N@10", ours_labe
 
 def plot_rl_rewards(log: dict, path) -> None:
     """Reward of the noise-free latent and of all draws per optimiser step of an RL log (`rl_log.json`)."""
+    plt = pyplot()
     steps = [h["step"] for h in log["history"]]
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.plot(steps, [h["reward_clean"] for h in log["history"]], label="noise-free latent")
@@ -44,5 +45,6 @@ def plot_rl_rewards(log: dict, path) -> None:
                  f"{log['valid_neg_ppl_before']:.3f} -> {log['valid_neg_ppl']:.3f}", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)

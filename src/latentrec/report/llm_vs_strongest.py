@@ -25,6 +25,7 @@ import pandas as pd
 
 from latentrec.eval.significance import mean_std, paired_rows
 from latentrec.report.common import MDE_NOTE, format_mde, format_p, load_runs
+from latentrec.io_utils import read_parquet
 
 VERDICTS = ("yes", "no (worse)", "no (n.s.)")
 
@@ -74,7 +75,7 @@ def llm_vs_strongest(metrics_paths: list[str], cfg: dict) -> tuple[pd.DataFrame,
             for metric in metrics:
                 tests = []
                 for sa, sb in pairs:
-                    ra, rb = _shared_rows(pd.read_parquet(a.at[sa, "rows_path"]), pd.read_parquet(b.at[sb, "rows_path"]))
+                    ra, rb = _shared_rows(read_parquet(a.at[sa, "rows_path"]), read_parquet(b.at[sb, "rows_path"]))
                     tests.append(paired_rows(ra, rb, metric))
                 ps, mdes = [t["p"] for t in tests], [t["mde"] for t in tests]
                 out.append({

@@ -6,6 +6,7 @@ import pandas as pd
 
 from latentrec.eval.significance import mean_std, paired_rows, paired_seeds
 from latentrec.report.common import MDE_NOTE, format_mde, format_p, load_runs
+from latentrec.io_utils import read_parquet
 
 
 def strongest(runs: pd.DataFrame, candidates: list[str], metric: str) -> str | None:
@@ -32,7 +33,7 @@ def significance_table(metrics_paths: list[str], cfg: dict) -> tuple[pd.DataFram
             for metric in metrics:
                 row = {"dataset": dataset, "method": method, "baseline": base, "metric": metric}
                 # Per-row test on each shared seed; the table shows the first seed's and the count of p<0.05.
-                per_row = [paired_rows(pd.read_parquet(a.at[s, "rows_path"]), pd.read_parquet(b.at[s, "rows_path"]), metric)
+                per_row = [paired_rows(read_parquet(a.at[s, "rows_path"]), read_parquet(b.at[s, "rows_path"]), metric)
                            for s in seeds]
                 row["row_test_seed"] = seeds[0] if seeds else None
                 row["row_t"] = per_row[0]["t"] if per_row else None
