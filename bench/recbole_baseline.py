@@ -1,8 +1,8 @@
 """RecBole's sequential models (SASRec, GRU4Rec) on our processed split, beside our own runs.
 
-SASRec with loss CE checks our SASRec (CE) (issue 6); GRU4Rec with loss BPR and one uniformly sampled
+SASRec with loss CE checks our SASRec (CE); GRU4Rec with loss BPR and one uniformly sampled
 negative is the closest RecBole has to the papers' protocol (BCE against one sampled negative), a
-reference point for our GRU4Rec (issue 3). RecBole's Caser is left out: it learns a per-user
+reference point for our GRU4Rec. RecBole's Caser is left out: it learns a per-user
 embedding, and here every sample row is its own "user", so test rows would meet untrained users.
 
 Runs in its own environment, never in the package's (recbole is not a dependency of latentrec). The

@@ -1,4 +1,4 @@
-"""A deliberately plain re-statement of the reference data processing (REFERENCE.md §1), for tests.
+"""A deliberately plain re-statement of the reference data processing (docs/reference_code.md §1), for tests.
 
 Loops and dicts only, following the specification step by step; the vectorised implementation in
 latentrec.data must produce the same CSV files. Written from the specification, not from the

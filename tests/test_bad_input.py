@@ -122,7 +122,7 @@ def test_bad_info_file_names_line(tmp_path):
         read_info(p)
 
 
-# ----------------------------------------------------------------------------- raw-data edge cases (issue 18.5)
+# ----------------------------------------------------------------------------- raw-data edge cases
 
 
 def _reviews_text(tmp_path, lines: list[str]) -> Path:
@@ -197,7 +197,7 @@ def test_meta_of_another_category_says_so(tmp_path, capsys):
     assert "none of its 5 reviewed items has a usable title" in err and "widen the window" not in err
 
 
-# ----------------------------------------------------------------------------- bad processed splits (issue 18.4)
+# ----------------------------------------------------------------------------- bad processed splits
 
 
 def _split(tmp_path) -> Path:

@@ -1,4 +1,4 @@
-"""A bad config stops before any job starts, with a message naming the key path and what it allows (issue 18).
+"""A bad config stops before any job starts, with a message naming the key path and what it allows.
 
 Most cases call the checks the Snakefile runs (`validate_schema`, then `validate_config`) on config.yaml with
 an overlay merged the way `--configfile` merges it; a handful run `snakemake -n` end to end.

@@ -40,7 +40,7 @@ _samples = toy_samples
 
 # ------------------------------------------------------------------------------------------ head
 def _naive_latentratt(head: LatentRATT, hidden: torch.Tensor) -> torch.Tensor:
-    """Loop restatement of REFERENCE §3.1 for one unpadded row: absolute positions 0..L-1, dimension
+    """Loop restatement of docs/reference_code.md §3 for one unpadded row: absolute positions 0..L-1, dimension
     j rotated with j + d/2, query at the last position, softmax over all positions."""
     L, d = hidden.shape
     half = d // 2
@@ -186,7 +186,7 @@ def test_warmup_sft_trains_llm_and_head_and_lowers_loss(tok, tmp_path):
 
 # -------------------------------------------------------------------------------------- LR-GRPO
 def _paper_rl_loss(r, samples, noise, mode, clip=(0.2, 0.28)):
-    """LR-GRPO's loss written from the paper (LatentR3 §3.3, REFERENCE §5), one sample and draw at a
+    """LR-GRPO's loss written from the paper (LatentR3 §3.3, docs/reference_code.md §5), one sample and draw at a
     time, with no cache: reward r_ik = -exp(-mean_t log p(y_t | x, z_ik, y_<t)); batch advantage
     A_ik = (r_ik - b) / (||r - b||_2 + 1e-6) with b the mean noise-free reward, or the group form
     (r_ik - mean_k r_ik) / (std_k r_ik + 1e-4); loss = sum_i 1/(K T_i) sum_k sum_t -min(rho A, clip(rho) A),

@@ -17,7 +17,7 @@ def test_cds_import_counts_and_byte_identical_round_trip(tmp_path, requires_cds)
     for f in ("info.txt", "valid.csv", "test.csv"):  # the published train.csv lacks ratings/timestamps
         assert filecmp.cmp(tmp_path / "csv" / f, requires_cds / f, shallow=False), f
     st = dataset_stats(ds)
-    assert st["n_distinct_titles"] == 5377  # REFERENCE.md §1.2
+    assert st["n_distinct_titles"] == 5377  # docs/reference_code.md §1.2
     assert st["test_time_range"] == ["2018-02-09", "2018-10-01"]
 
 

@@ -1,4 +1,4 @@
-"""SFT learning-rate grid (issue 16 item 6): `llm.sft_grid` (and a recipe's `sft_grid`) fan the BIGRec/D3 SFT
+"""SFT learning-rate grid: `llm.sft_grid` (and a recipe's `sft_grid`) fan the BIGRec/D3 SFT
 and the latent warm-ups out into one job per point; `select-sft` keeps the lowest validation loss."""
 
 import json

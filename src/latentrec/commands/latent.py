@@ -70,7 +70,7 @@ def cmd_latent_rl(a) -> None:
 
         catalog = catalog_sequences(ds, tok)
     log = train_lr_grpo(model, tok, train, valid, cfg, catalog=catalog)
-    if not is_main_process():  # every process holds the same weights; two writers would race (REFERENCE §5.4)
+    if not is_main_process():  # every process holds the same weights; two writers would race (docs/reference_code.md §5.4)
         return
     out = Path(a.out)
     model.save(out / "model", tok)

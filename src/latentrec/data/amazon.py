@@ -1,6 +1,6 @@
 """Streaming parse of the Amazon Review Data 2018 files (gzip or plain JSON lines).
 
-Only the fields the pipeline uses are kept (REFERENCE.md §1.1), as compact columns, so memory grows
+Only the fields the pipeline uses are kept (docs/reference_code.md §1.1), as compact columns, so memory grows
 with the number of reviews times four small fields, not with the size of the review texts.
 """
 

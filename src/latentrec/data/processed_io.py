@@ -50,7 +50,7 @@ SAMPLE_SCHEMA = pa.schema(
 SAMPLE_COLUMNS = SAMPLE_SCHEMA.names
 ITEM_SCHEMA = pa.schema([("item_id", pa.int64()), ("asin", pa.string()), ("title", pa.string())])
 
-# Column order of the reference CSV files (REFERENCE.md §1.5).
+# Column order of the reference CSV files (docs/reference_code.md §1.5).
 CSV_COLUMNS = [
     "user_id",
     "item_asins",

@@ -1,4 +1,4 @@
-"""LR-GRPO: LatentR3's reinforcement stage (REFERENCE.md §5, paper §3.3), fixed where the reference breaks.
+"""LR-GRPO: LatentR3's reinforcement stage (docs/reference_code.md §5, paper §3.3), fixed where the reference breaks.
 
 With the LLM frozen, only the latent head trains. For each training sample, K latents are drawn: draw 0
 noise-free, the others with Gaussian noise N(0, sigma^2 I) added at the thought position. No text is
@@ -9,7 +9,7 @@ share a baseline: by default all samples of the optimiser step on all processes 
 clipped surrogate (ratio = 1 in value with one iteration per batch) plus an optional beta * k3 KL to the
 starting head, averaged per token within a sample and over the samples of an optimiser step.
 
-Speed (REFERENCE §9.3.5): per sample, the prompt runs once without gradient and its KV cache serves all
+Speed (docs/reference_code.md §7 item 5): per sample, the prompt runs once without gradient and its KV cache serves all
 K draws; one forward of K rows x (N + T) tokens gives both the rewards (detached) and the loss, which
 the reference computes with four full passes over K copies of prompt + latent + target.
 :func:`reference_step` is that naive computation, kept for tests and the benchmark.
@@ -30,7 +30,7 @@ The original GRPO of LatentR3's appendix F (the cost baseline of its Figure 4) i
 same K latents per sample (draw 0 noise-free, the others noisy), then one greedy catalog-constrained title
 decoded after each, reward 1 for the ground-truth title and 0 otherwise, the per-sample (group) advantage,
 and the ratio-1 surrogate over the decoded titles' tokens with gradient into the whole model
-(:func:`decode_step_loss`). `rollout="beams"` keeps the earlier variant: the K beams of one beam search
+(:func:`decode_step_loss`). `rollout="beams"` is a variant that explores answers, not latents: the K beams of one beam search
 after the noise-free latent (it explores answers, not latents).
 """
 
@@ -55,7 +55,7 @@ from latentrec.runs import peak_memory_mb
 
 @dataclass
 class LRGRPOConfig:
-    """RL hyperparameters; defaults are the paper's (LatentR3 appendix C, REFERENCE §5)."""
+    """RL hyperparameters; defaults are the paper's (LatentR3 appendix C, docs/reference_code.md §5)."""
 
     lr: float = field(default=1e-4, metadata={
         "help": "AdamW on the head only (the LLM is frozen; with `rollout: decode` or `beams` on the whole "
@@ -352,7 +352,7 @@ def decode_step_loss(model, batch, noise, trie, cfg: LRGRPOConfig, eos_token_id:
 
 def reference_step(reasoner: LatentReasoner, samples: list[EncodedSample], noise: torch.Tensor, cfg: LRGRPOConfig,
                    trie=None, eos_token_id: int | None = None):
-    """The naive computation the reference does (REFERENCE §5.2-5.3): per sample, K rows of the full
+    """The naive computation the reference does (docs/reference_code.md §5.2-5.3): per sample, K rows of the full
     prompt + latent + target, each latent from its own pass over the prompt; once without gradient for
     the rewards, then again with gradient for the loss. Same value as :func:`step_loss` (target policy,
     beta 0). FLR-GRPO's exact match: one beam-1 constrained beam search per draw, each from its own

@@ -1,6 +1,6 @@
 """Latent reasoning: a head that writes latent tokens into the LLM's input-embedding space.
 
-LatentR3 (REFERENCE.md §3): after the prompt, the model "thinks" N latent tokens (N = 1 by default,
+LatentR3 (docs/reference_code.md §3): after the prompt, the model "thinks" N latent tokens (N = 1 by default,
 paper eq. 2-3 for N > 1). Latent n is a head's function of the backbone's final-norm hidden states of
 everything before it (prompt and latents 1..n-1); it is fed back as the input embedding at the
 `<|Thought|>` position; the LLM then predicts the item title from [prompt, latents].
@@ -13,7 +13,7 @@ output z_t is written at the slot, the LLM runs over it (the prompt's KV cache e
 position, then cropped back), and the head recomputes z_{t+1} from the hidden states of
 [prompt, z_t]. T = 1 is LatentR3's single computation.
 
-Computation (REFERENCE §9.3 items 3-5, exact-equivalent): the prompt is run ONCE through the backbone
+Computation (docs/reference_code.md §7 items 3-5, exact-equivalent): the prompt is run ONCE through the backbone
 (no LM head); its final-norm states feed the head and its KV cache serves the latent and target
 positions, instead of the reference's two full passes. Gradients in SFT flow through that cache into
 the LLM, which is the same total gradient as the reference's two passes. Prompts are LEFT-padded

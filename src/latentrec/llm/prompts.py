@@ -1,4 +1,4 @@
-"""Prompts and targets of the generative recommenders (REFERENCE.md §2).
+"""Prompts and targets of the generative recommenders (docs/reference_code.md §2).
 
 `reference` style reproduces the reference text and tokenisation exactly, typos included
 ("recetenly", "palyed", "may bought", and the category noun with an extra "s"): the published models
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 THOUGHT_TOKEN = "<|Thought|>"
 IGNORE_INDEX = -100
 
-# The reference's category nouns (REFERENCE §2.1).
+# The reference's category nouns (docs/reference_code.md §2.1).
 DOMAINS = {
     "CDs_and_Vinyl": "musics",
     "Toys_and_Games": "toys and games",

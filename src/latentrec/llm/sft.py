@@ -1,4 +1,4 @@
-"""Supervised fine-tuning of the generative recommenders (BIGRec/D3 recipe, REFERENCE.md §4).
+"""Supervised fine-tuning of the generative recommenders (BIGRec/D3 recipe, docs/reference_code.md §4).
 
 Full fine-tuning with accelerate: AdamW, linear schedule with warm-up, an effective batch reached by
 gradient accumulation over micro-batches (and GPUs), the loss averaged over all target tokens of the
