@@ -297,14 +297,14 @@ def _check_data_bounds(config: dict) -> None:
 
 
 def _check_recommender_bounds(config: dict) -> None:
-    from latentrec.config import RECOMMENDER_FAMILIES, grid_points
+    from latentrec.config import grid_points, is_recommender_family
 
     for m, c in (config.get("methods") or {}).items():
-        if c.get("family") not in RECOMMENDER_FAMILIES:
+        if not is_recommender_family(c.get("family")):
             continue
-        from latentrec.baselines.registry import FAMILIES
+        from latentrec.baselines.registry import family_class
 
-        defaults = FAMILIES[c["family"]].hyperparameters()
+        defaults = family_class(c["family"]).hyperparameters()
         for point, params in grid_points(c).items() if _grid_size(c.get("grid")) <= MAX_JOBS else []:
             params = {**defaults, **params}
             h, layers = params.get("hidden"), params.get("n_layers")

@@ -18,10 +18,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from latentrec.bounds import check_bounds, check_job_count
 from latentrec.checks import check_value, is_kind
 from latentrec.config import (CATEGORY_PATTERN, LLM_FAMILIES, MAX_CATEGORY_ITEMS, NAME_PATTERN, NAME_RULE,
-                              POINT_PATTERN, RECOMMENDER_FAMILIES, grid_points, latent_recipe, latent_rl_points,
-                              processing_config, sft_grid)
+                              POINT_PATTERN, RECOMMENDER_FAMILIES, grid_points, is_recommender_family, latent_recipe,
+                              latent_rl_points, processing_config, sft_grid)
 from latentrec.data.split_files import SPLIT_FILES
 from latentrec.errors import InputError
+from latentrec.extensions import SPEC_FORM, is_class_spec
 
 
 def _fail(where: str, msg: str):
@@ -387,12 +388,14 @@ def _check_recipe_sft_grid(config: dict, name: str, raw: dict) -> None:
 def _check_head(where: str, recipe: dict) -> None:
     import inspect
 
-    from latentrec.llm.latent import HEADS
+    from latentrec.llm.latent import head_class
 
     head = recipe["head"]
-    if head not in HEADS:
-        _fail(f"{where}.head", f"unknown latent head {head!r}; known: {sorted(HEADS)}")
-    params = {k: p for k, p in inspect.signature(HEADS[head].__init__).parameters.items()
+    try:
+        cls = head_class(head)
+    except InputError as err:
+        _fail(f"{where}.head", str(err))
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items()
               if k not in ("self", "hidden_size") and p.kind is p.POSITIONAL_OR_KEYWORD}
     options = recipe.get("head_options") or {}
     unknown = sorted(set(options) - set(params))
@@ -409,9 +412,16 @@ def _check_method(config: dict, m: str, c: dict) -> None:
     fail = _fail
     family = c["family"]
     known = sorted(RECOMMENDER_FAMILIES | LLM_FAMILIES)
-    if family not in known:
-        fail(f"methods.{m}.family", f"unknown family {family!r}; known: {known}")
-    group = "recommender" if family in RECOMMENDER_FAMILIES else family
+    if family not in known and not is_class_spec(family):
+        fail(f"methods.{m}.family", f"unknown family {family!r}; known: {known}, or {SPEC_FORM}")
+    if is_class_spec(family):  # a researcher's own class: importable here means importable by the jobs
+        from latentrec.baselines.registry import family_class
+
+        try:
+            family_class(family)
+        except InputError as err:
+            fail(f"methods.{m}.family", str(err))
+    group = "recommender" if is_recommender_family(family) else family
     allowed = METHOD_COMMON_KEYS | FAMILY_KEYS[group]
     for key in c:
         if key not in allowed:

@@ -1,8 +1,10 @@
 """The one registry of score-based recommender families: config `family` name -> class.
 
 It imports every implementation; the implementations import only base.py, so there is no cycle and no
-import order in which a family is missing. A new family: write its class (with `family = "..."`), list
-it in `_CLASSES` and add its name to baselines/families.py (read by the config checks without torch).
+import order in which a family is missing. A new family needs no edit here: the config may name its class
+as `family: module:Class` (latentrec/extensions.py; docs/extending.md). A built-in with a short name: write
+its class (with `family = "..."`), list it in `_CLASSES` and add its name to baselines/families.py (read by
+the config checks without torch).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from latentrec.baselines.families import RECOMMENDER_FAMILIES
 from latentrec.baselines.mostpop import MostPop
 from latentrec.baselines.sequential import Caser, GRU4Rec, SASRec
 from latentrec.checks import check_value
+from latentrec.extensions import SPEC_FORM, import_class, is_class_spec
 
 _CLASSES = (MostPop, Caser, GRU4Rec, SASRec, AlphaRec)
 FAMILIES: dict[str, type[Recommender]] = {cls.family: cls for cls in _CLASSES}
@@ -27,10 +30,17 @@ def families() -> list[str]:
     return sorted(FAMILIES)
 
 
-def build(family: str, params: dict | None = None, seed: int = 0) -> Recommender:
+def family_class(family: str) -> type[Recommender]:
+    """The class of a built-in family name, or of a `module:Class` name (imported here)."""
+    if is_class_spec(family):
+        return import_class(family, Recommender, "recommender family")
     if family not in FAMILIES:
-        raise KeyError(f"unknown recommender family {family!r}; known: {families()}")
-    model = FAMILIES[family](params=dict(params or {}), seed=seed)
+        raise KeyError(f"unknown recommender family {family!r}; known: {families()}, or {SPEC_FORM}")
+    return FAMILIES[family]
+
+
+def build(family: str, params: dict | None = None, seed: int = 0) -> Recommender:
+    model = family_class(family)(params=dict(params or {}), seed=seed)
     check_params(family, params)  # after the constructor's own checks (its messages name the family)
     return model
 
@@ -49,9 +59,9 @@ BELOW = {"dropout": 1}
 def check_params(family: str, params: dict | None) -> None:
     """A family's hyperparameters, checked before anything is built: known keys (the family's defaults), the
     defaults' types, positive sizes and rates. Raises ValueError("<key>: must be ..., got ...")."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown recommender family {family!r}; known: {families()}")
-    cls = FAMILIES[family]
+    if family not in FAMILIES and not is_class_spec(family):
+        raise ValueError(f"unknown recommender family {family!r}; known: {families()}, or {SPEC_FORM}")
+    cls = family_class(family)
     defaults = cls.hyperparameters()
     params = dict(params or {})
     unknown = sorted(set(params) - set(defaults))

@@ -33,6 +33,7 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 
 from latentrec.errors import InputError
+from latentrec.extensions import SPEC_FORM, class_spec, import_class, is_class_spec
 from latentrec.llm.backbone import load_backbone, resolve_model
 from latentrec.llm.tensors import left_pad
 from latentrec.llm.flr import FLRHead
@@ -93,14 +94,28 @@ class LastHiddenHead(LatentHead):
         return hidden[:, -1]
 
 
-# The one registry of heads (config `head:` / saved `kind` -> class); FLR's head lives in flr.py.
+# The one registry of heads (config `head:` / saved `kind` -> class); FLR's head lives in flr.py. A head of
+# one's own needs no entry: `head: module:Class` names it (latentrec/extensions.py; docs/extending.md).
 HEADS: dict[str, type[LatentHead]] = {cls.kind: cls for cls in (LatentRATT, LastHiddenHead, FLRHead)}
 
 
-def build_head(kind: str, hidden_size: int, **options) -> LatentHead:
+def head_class(kind: str) -> type[LatentHead]:
+    """The class of a registered head name, or of a `module:Class` name (imported here)."""
+    if is_class_spec(kind):
+        return import_class(kind, LatentHead, "latent head")
     if kind not in HEADS:
-        raise InputError(f"unknown latent head {kind!r}; known: {sorted(HEADS)}")
-    return HEADS[kind](hidden_size=hidden_size, **options)
+        raise InputError(f"unknown latent head {kind!r}; known: {sorted(HEADS)}, or {SPEC_FORM}")
+    return HEADS[kind]
+
+
+def head_name(head: LatentHead) -> str:
+    """What a saved model records, so that loading builds the same class: its registry name, else `module:Class`."""
+    cls = type(head)
+    return cls.kind if HEADS.get(cls.kind) is cls else class_spec(cls)
+
+
+def build_head(kind: str, hidden_size: int, **options) -> LatentHead:
+    return head_class(kind)(hidden_size=hidden_size, **options)
 
 
 # ----------------------------------------------------------------------------------- the reasoner
@@ -400,7 +415,7 @@ class LatentReasoner(nn.Module):
             tokenizer.save_pretrained(out)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(out / HEAD_FILE))
         (out / HEAD_CONFIG).write_text(json.dumps(
-            {"kind": self.head.kind, "options": self.head.config(), "n_latents": self.n_latents,
+            {"kind": head_name(self.head), "options": self.head.config(), "n_latents": self.n_latents,
              "refine_steps": self.refine_steps}, indent=2))
 
     @classmethod
