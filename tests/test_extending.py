@@ -72,6 +72,23 @@ def test_readme_and_map_link_the_page():
         assert "extending.md" in (ROOT / doc).read_text(encoding="utf-8"), doc
 
 
+def test_a_class_name_resolves_or_says_why_it_cannot():
+    from latentrec.baselines.registry import family_class
+    from latentrec.baselines.sequential import SASRec
+    from latentrec.errors import InputError
+    from latentrec.llm.latent import LatentRATT, head_class, head_name
+
+    assert family_class("latentrec.baselines.sequential:SASRec") is family_class("sasrec") is SASRec
+    assert head_class("latentrec.llm.latent:LatentRATT") is LatentRATT
+    assert head_name(LatentRATT(8)) == "latentratt"  # a registered head is saved under its short name
+    with pytest.raises(InputError, match="write it as `module:Class`"):
+        head_class("latentrec.llm.latent:")
+    with pytest.raises(InputError, match="has no class 'SASRec' deriving from LatentHead"):
+        head_class("latentrec.baselines.sequential:SASRec")
+    with pytest.raises(InputError, match="cannot import 'no_such_module'.*PYTHONPATH"):
+        family_class("no_such_module:Rec")
+
+
 def test_baseline_module_and_entry_make_its_jobs(tmp_path):
     work = scratch(tmp_path)
     write_block(work, "my_ext/markov_chain.py")
