@@ -39,8 +39,13 @@ def run(tree: Path, script: str, args: list[str]) -> dict:
         out = Path(tmp) / "bench.json"
         env = dict(os.environ, PYTHONPATH=str(tree / "src"))
         load = os.getloadavg()[0]
-        subprocess.run([sys.executable, str(tree / "bench" / script), *args, "--json", str(out)], cwd=tree, env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(tree / "bench" / script), *args, "--json", str(out)],
+            cwd=tree,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         result = flatten(json.loads(out.read_text()))
     result["load_average_1min_start"] = load
     return result
@@ -59,7 +64,7 @@ def main(argv=None) -> None:
     script, args = bench[0], bench[1:]
     runs = {"before": [], "after": []}
     for r in range(a.rounds):
-        for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
+        for name in ("before", "after") if r % 2 == 0 else ("after", "before"):
             runs[name].append(run(a.before if name == "before" else a.after, script, args))
             print(f"round {r + 1}: {name} done (load {runs[name][-1]['load_average_1min_start']:.2f})", flush=True)
     wanted = [k for k in a.keys.split(",") if k]

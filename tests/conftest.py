@@ -16,10 +16,16 @@ def _real_data(env: str, in_repo: Path, beside: Path) -> Path:
     return in_repo if in_repo.exists() else beside
 
 
-CDS_SPLIT = _real_data("LATENTREC_CDS_SPLIT", ROOT / "resources" / "splits" / "CDs_and_Vinyl_5_2015-10-2018-11",
-                       SHARED / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11")
-BEAUTY_RAW = _real_data("LATENTREC_BEAUTY_RAW", ROOT / "resources" / "raw_samples" / "All_Beauty_5.json.gz",
-                        SHARED / "data" / "raw_samples" / "All_Beauty_5.json.gz")
+CDS_SPLIT = _real_data(
+    "LATENTREC_CDS_SPLIT",
+    ROOT / "resources" / "splits" / "CDs_and_Vinyl_5_2015-10-2018-11",
+    SHARED / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11",
+)
+BEAUTY_RAW = _real_data(
+    "LATENTREC_BEAUTY_RAW",
+    ROOT / "resources" / "raw_samples" / "All_Beauty_5.json.gz",
+    SHARED / "data" / "raw_samples" / "All_Beauty_5.json.gz",
+)
 
 
 def write_jsonl_gz(path: Path, records) -> Path:

@@ -52,8 +52,16 @@ def snakemake(workdir: Path, *args, pythonpath: Path | None = None, check=True):
     env.pop("PYTHONPATH", None)  # only what the page tells the user to set
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        *args,
+    ]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -61,8 +69,14 @@ def snakemake(workdir: Path, *args, pythonpath: Path | None = None, check=True):
 
 
 def test_every_recipe_has_its_blocks_and_the_page_names_only_what_exists():
-    assert sorted(page_blocks()) == ["my_ext/datasets.yaml", "my_ext/markov_chain.py", "my_ext/markov_chain.yaml",
-                                     "my_ext/mean_pool.py", "my_ext/mean_pool.yaml", "my_ext/recipe.yaml"]
+    assert sorted(page_blocks()) == [
+        "my_ext/datasets.yaml",
+        "my_ext/markov_chain.py",
+        "my_ext/markov_chain.yaml",
+        "my_ext/mean_pool.py",
+        "my_ext/mean_pool.yaml",
+        "my_ext/recipe.yaml",
+    ]
     problems = missing_references(PAGE.read_text(encoding="utf-8"))
     assert not problems, "docs/extending.md:\n  " + "\n  ".join(problems)
 
@@ -170,8 +184,9 @@ def test_toy_head_and_baseline_train_and_decode_through_the_rules(tmp_path, smol
     for name in ("my_ext/mean_pool.yaml", "my_ext/markov_chain.yaml"):
         cfg["methods"].update(yaml.safe_load(page_blocks()[name])["methods"])
     cfg["llm"]["sft"].update(max_steps=1, micro_batch=4, effective_batch=4, train_limit=8, valid_limit=4)
-    cfg["llm"]["latent"]["MeanPool"]["rl"].update(group_size=2, groups_per_step=2, max_steps=1, train_limit=8,
-                                                  valid_limit=4)
+    cfg["llm"]["latent"]["MeanPool"]["rl"].update(
+        group_size=2, groups_per_step=2, max_steps=1, train_limit=8, valid_limit=4
+    )
     cfg["methods"]["BIGRec+MeanPool"]["decode"].update(num_beams=2, num_return=2, max_new_tokens=24)
     cfg["evaluation"]["test_limit"] = 4
     cfg["run_methods"] = ["Markov", "BIGRec+MeanPool"]

@@ -77,7 +77,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:
@@ -117,8 +117,11 @@ def test_no_import_cycles():
 def test_every_stage_module_is_on_the_command_line():
     from latentrec.commands.main import STAGES
 
-    stages = {m for m in command_layer(package_modules())
-              if m.count(".") == 2 and m not in (f"{COMMANDS}.main", f"{COMMANDS}.args")}
+    stages = {
+        m
+        for m in command_layer(package_modules())
+        if m.count(".") == 2 and m not in (f"{COMMANDS}.main", f"{COMMANDS}.args")
+    }
     assert stages == {s.__name__ for s in STAGES}, "a stage module is missing from commands/main.py's STAGES"
 
 
@@ -146,8 +149,11 @@ def test_no_private_name_is_imported_across_modules():
     for module, path in package_modules().items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
             if isinstance(node, ast.ImportFrom) and _absolute(module, path, node).startswith(PACKAGE):
-                bad += [f"{module} imports {node.module}.{a.name}" for a in node.names
-                        if a.name.startswith("_") and not a.name.startswith("__")]
+                bad += [
+                    f"{module} imports {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     assert not bad, "; ".join(bad)
 
 
@@ -171,8 +177,13 @@ print(json.dumps(failures))
 
 def test_every_module_imports_on_its_own():
     names = sorted(package_modules())
-    done = subprocess.run([sys.executable, "-c", _ISOLATED, json.dumps(names)], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"}, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _ISOLATED, json.dumps(names)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"},
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     failures = json.loads(done.stdout.strip().splitlines()[-1])
     assert not failures, "\n".join(f"{m}:\n{tb}" for m, tb in failures.items())

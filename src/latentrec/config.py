@@ -20,6 +20,7 @@ def is_recommender_family(family) -> bool:
     """A built-in score-based family, or a researcher's own class named `module:Class` (checked at DAG build)."""
     return family in RECOMMENDER_FAMILIES or is_class_spec(family)
 
+
 # Names of datasets, methods, recipes and models become file paths and shell arguments.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
 NAME_RULE = f"names must match {NAME_PATTERN} (a letter or digit, then letters, digits, _ . + -)"
@@ -91,8 +92,10 @@ def latent_recipe(config: dict, name: str, dataset: str | None = None) -> dict:
     for ds, over in per_dataset.items():
         bad = set(over) - PER_DATASET_KEYS
         if bad:
-            raise InputError(f"config: llm.latent.{name}.per_dataset.{ds}: {sorted(bad)} cannot differ per dataset "
-                             f"(allowed: {sorted(PER_DATASET_KEYS)}) (see config/README.md)")
+            raise InputError(
+                f"config: llm.latent.{name}.per_dataset.{ds}: {sorted(bad)} cannot differ per dataset "
+                f"(allowed: {sorted(PER_DATASET_KEYS)}) (see config/README.md)"
+            )
     for key, value in (per_dataset.get(dataset) or {}).items():
         both_dicts = isinstance(value, dict) and isinstance(r.get(key), dict)
         r[key] = {**r[key], **value} if both_dicts else copy.deepcopy(value)
@@ -136,4 +139,3 @@ def sft_grid_points(config: dict, recipe: str | None = None, dataset: str | None
 
 def latent_recipes_used(config: dict) -> list[str]:
     return sorted({c["recipe"] for c in config["methods"].values() if c["family"] == "latent"})
-

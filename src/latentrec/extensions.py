@@ -28,8 +28,10 @@ def import_class(spec: str, base: type, what: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:  # ModuleNotFoundError included; the module's own failing imports too
-        raise InputError(f"{what} {spec!r}: cannot import {module_name!r} ({err}); put its folder on PYTHONPATH "
-                         "before starting snakemake (the jobs inherit it)") from err
+        raise InputError(
+            f"{what} {spec!r}: cannot import {module_name!r} ({err}); put its folder on PYTHONPATH "
+            "before starting snakemake (the jobs inherit it)"
+        ) from err
     cls = module
     for part in attr.split("."):  # a nested class: module:Outer.Inner
         cls = getattr(cls, part, None)
