@@ -270,7 +270,8 @@ def _check_dataset(config: dict, name: str) -> None:
     if d["source"] == "processed" and "folder" not in d:
         fail(f"datasets.{name}", "source 'processed' needs `folder` (with info.txt and train/valid/test.csv)")
     if d["source"] == "processed":
-        _check_split_folder(f"datasets.{name}.folder", d["folder"])
+        if name in config["run_datasets"]:  # a dataset defined but not run needs no files
+            _check_split_folder(f"datasets.{name}.folder", d["folder"])
     if d["source"] == "raw" and not re.match(CATEGORY_PATTERN, d.get("category", name)):
         fail(
             f"datasets.{name}",
