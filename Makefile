@@ -25,9 +25,12 @@ run: install                     ## the embedded default: synthetic data, CPU, o
 test: install                    ## the test suite (what CI runs)
 	$(BIN)/python -m pytest --durations=10
 
-lint: install
-	$(BIN)/snakemake --lint
+lint: install                    ## the maintained tools that keep the rules (CI runs it before the tests)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/lint-imports
+	$(BIN)/snakemake --lint
 
 docs: install                    ## config/README.md's tables of the config dataclasses, from their field help
 	$(BIN)/python -m latentrec.config_docs

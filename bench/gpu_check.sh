@@ -6,5 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
-export PATH="$(dirname "$PY"):$PATH"
+PY_DIR="$(cd "$(dirname "$(command -v "$PY")")" && pwd)"  # absolute: the jobs run in other folders
+export PATH="$PY_DIR:$PATH"
 exec "$PY" bench/gpu_check.py "$@"

@@ -1,13 +1,31 @@
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-CDS_SPLIT = SHARED / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
-BEAUTY_RAW = SHARED / "data" / "raw_samples" / "All_Beauty_5.json.gz"
+SHARED = ROOT.parent / "shared"  # real data beside the checkout on the project's own machines, if any
+
+
+def _real_data(env: str, in_repo: Path, beside: Path) -> Path:
+    """A real-data file for the tests: $env, else its place in resources/ (README, "Real data"), else beside."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    return in_repo if in_repo.exists() else beside
+
+
+CDS_SPLIT = _real_data(
+    "LATENTREC_CDS_SPLIT",
+    ROOT / "resources" / "splits" / "CDs_and_Vinyl_5_2015-10-2018-11",
+    SHARED / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11",
+)
+BEAUTY_RAW = _real_data(
+    "LATENTREC_BEAUTY_RAW",
+    ROOT / "resources" / "raw_samples" / "All_Beauty_5.json.gz",
+    SHARED / "data" / "raw_samples" / "All_Beauty_5.json.gz",
+)
 
 
 def write_jsonl_gz(path: Path, records) -> Path:

@@ -16,7 +16,10 @@ from tests.test_workflow import snakemake
 
 
 def processed_overlay(folder) -> dict:
-    return {"datasets": {"Typo": {"source": "processed", "domain": "CDs", "folder": str(folder)}}, "run_datasets": ["Typo"]}
+    return {
+        "datasets": {"Typo": {"source": "processed", "domain": "CDs", "folder": str(folder)}},
+        "run_datasets": ["Typo"],
+    }
 
 
 def bad_folders(tmp_path):
@@ -66,3 +69,12 @@ def test_typo_folder_does_not_report_nothing_to_be_done(tmp_path):
     assert out.returncode != 0, text
     assert "Nothing to be done" not in text
     assert "datasets.Typo.folder" in text and "does not exist" in text, text
+
+
+def test_a_defined_but_unused_dataset_needs_no_folder(tmp_path):
+    """Shared config files define datasets a run may leave out (gpu_check.yaml's CDs under --tiny)."""
+    overlay = processed_overlay(tmp_path / "nowhere")
+    overlay["run_datasets"] = ["Synthetic_Music"]
+    cfg = merged(overlay)
+    validate_schema(cfg, SCHEMA)
+    validate_config(cfg)

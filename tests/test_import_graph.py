@@ -1,12 +1,10 @@
-"""The package's import graph: every module imports on its own, no cycles, and three layers.
+"""The package's import graph: every module imports on its own, no cycles, argparse only in the command layer,
+no private name imported across modules.
 
-Layers, top down: the command layer (`latentrec.commands`, and `__main__`: argument parsing and the `cmd_*`
-functions) may import anything and nothing else imports it; pipeline support (config checks, the cost plan, the
-GPU lease: the other top-level modules) may import the library; the library (LIBRARY_PACKAGES and the shared
-leaves) imports only itself. Within the library `llm` never imports `report`. Registries (baselines/registry.py,
-llm/latent.py's HEADS) import their implementations, never the other way round. The graph is read with `ast` from
-the source, counting every import, function-local ones and literal `__import__` / `importlib.import_module` calls
-included, so a cycle cannot hide inside a function.
+The layers (commands → pipeline support → library; the model code never imports `report`) are import-linter
+contracts in pyproject.toml, checked by `make lint`. The graph here is read with `ast` from the source, counting
+every import, function-local ones and literal `__import__` / `importlib.import_module` calls included, so a cycle
+cannot hide inside a function.
 """
 
 from __future__ import annotations
@@ -20,8 +18,6 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "latentrec"
 COMMANDS = "latentrec.commands"
-LIBRARY_PACKAGES = ("latentrec.data", "latentrec.baselines", "latentrec.eval", "latentrec.llm", "latentrec.report")
-SHARED_LEAVES = {"latentrec", "latentrec.errors", "latentrec.io_utils", "latentrec.checks", "latentrec.runs"}
 
 
 def package_modules() -> dict[str, Path]:
@@ -40,10 +36,6 @@ def in_package(module: str, package: str) -> bool:
 
 def command_layer(modules) -> set[str]:
     return {"latentrec.__main__"} | {m for m in modules if in_package(m, COMMANDS)}
-
-
-def is_library(module: str) -> bool:
-    return module in SHARED_LEAVES or any(in_package(module, p) for p in LIBRARY_PACKAGES)
 
 
 def _absolute(module: str, path: Path, node: ast.ImportFrom) -> str:
@@ -85,7 +77,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:
@@ -122,19 +114,14 @@ def test_no_import_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_only_the_command_layer_imports_command_modules():
-    graph = import_graph()
-    layer = command_layer(graph)
-    assert len(layer) > 5, f"the command layer was not found under {COMMANDS}: {sorted(layer)}"
-    bad = sorted(f"{m} imports {sorted(deps & layer)}" for m, deps in graph.items() if m not in layer and deps & layer)
-    assert not bad, "modules below the command layer reach up into it: " + "; ".join(bad)
-
-
 def test_every_stage_module_is_on_the_command_line():
     from latentrec.commands.main import STAGES
 
-    stages = {m for m in command_layer(package_modules())
-              if m.count(".") == 2 and m not in (f"{COMMANDS}.main", f"{COMMANDS}.args")}
+    stages = {
+        m
+        for m in command_layer(package_modules())
+        if m.count(".") == 2 and m not in (f"{COMMANDS}.main", f"{COMMANDS}.args")
+    }
     assert stages == {s.__name__ for s in STAGES}, "a stage module is missing from commands/main.py's STAGES"
 
 
@@ -156,19 +143,18 @@ def test_only_the_command_layer_parses_arguments():
     assert not bad, f"argparse outside {COMMANDS}: {bad}"
 
 
-def test_the_library_imports_neither_pipeline_support_nor_commands():
-    graph = import_graph()
-    bad = sorted(f"{m} imports {sorted(d for d in deps if not is_library(d))}" for m, deps in graph.items()
-                 if is_library(m) and any(not is_library(d) for d in deps))
-    assert not bad, "library modules reach up into pipeline support or commands: " + "; ".join(bad)
-
-
-def test_llm_never_imports_report():
-    graph = import_graph()
-    bad = sorted(f"{m} imports {sorted(d for d in deps if in_package(d, 'latentrec.report'))}"
-                 for m, deps in graph.items() if in_package(m, "latentrec.llm")
-                 and any(in_package(d, "latentrec.report") for d in deps))
-    assert not bad, "llm reaches into report: " + "; ".join(bad)
+def test_no_private_name_is_imported_across_modules():
+    """A leading underscore means "this module's own": another module importing it couples to internals."""
+    bad = []
+    for module, path in package_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.ImportFrom) and _absolute(module, path, node).startswith(PACKAGE):
+                bad += [
+                    f"{module} imports {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
+    assert not bad, "; ".join(bad)
 
 
 # Each module imported alone: third-party libraries are loaded once up front (they take most of the time),
@@ -191,8 +177,13 @@ print(json.dumps(failures))
 
 def test_every_module_imports_on_its_own():
     names = sorted(package_modules())
-    done = subprocess.run([sys.executable, "-c", _ISOLATED, json.dumps(names)], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"}, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _ISOLATED, json.dumps(names)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"},
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     failures = json.loads(done.stdout.strip().splitlines()[-1])
     assert not failures, "\n".join(f"{m}:\n{tb}" for m, tb in failures.items())

@@ -12,15 +12,26 @@ from latentrec.llm.backbone import tiny_llama_like, tiny_qwen2_like
 from latentrec.llm.prompts import IGNORE_INDEX, SegmentEncoder, encode_sample
 from latentrec.llm.sft import SFTConfig, SFTTask, collate, collate_packed, train_sft
 
-TITLES = ["Abbey Road", "Kind of Blue", "The Dark Side of the Moon", "Blue", "Rumours",
-          "Songs in the Key of Life", "Thriller", "Nevermind", "Pet Sounds", "Led Zeppelin IV"]
+TITLES = [
+    "Abbey Road",
+    "Kind of Blue",
+    "The Dark Side of the Moon",
+    "Blue",
+    "Rumours",
+    "Songs in the Key of Life",
+    "Thriller",
+    "Nevermind",
+    "Pet Sounds",
+    "Led Zeppelin IV",
+]
 
 
 def varied_samples(tok, n=6):
     """Real SmolLM2 prompts with 1 to n histories: lengths differ by whole titles."""
     enc = SegmentEncoder(tok)
-    return [encode_sample(enc, TITLES[: 1 + i % len(TITLES)], TITLES[(3 * i + 5) % len(TITLES)], "musics")
-            for i in range(n)]
+    return [
+        encode_sample(enc, TITLES[: 1 + i % len(TITLES)], TITLES[(3 * i + 5) % len(TITLES)], "musics") for i in range(n)
+    ]
 
 
 def build(kind, tok, attn, dtype=torch.float32):
@@ -66,8 +77,10 @@ def test_packed_loss_and_gradients_equal_the_padded(smollm2_tokenizer, kind, att
     loss_diff = abs(lp - lk).item()
     grad_diff = max((gp[k] - gk[k]).abs().max().item() for k in gp)
     if os.environ.get("LATENTREC_PRINT_DIFFS"):
-        print(f"\n{kind}/{attn}/{dtype}: loss {lp.item():.6f}, |loss diff| {loss_diff:.2e}, max |grad diff| "
-              f"{grad_diff:.2e} (max |grad| {max(g.abs().max().item() for g in gp.values()):.2f})")
+        print(
+            f"\n{kind}/{attn}/{dtype}: loss {lp.item():.6f}, |loss diff| {loss_diff:.2e}, max |grad diff| "
+            f"{grad_diff:.2e} (max |grad| {max(g.abs().max().item() for g in gp.values()):.2f})"
+        )
     assert loss_diff < 1e-6 and grad_diff < 1e-6, (loss_diff, grad_diff)
 
 
@@ -93,8 +106,16 @@ def test_packed_training_gives_the_padded_model(smollm2_tokenizer, tmp_path):
     logs, weights = {}, {}
     for packing in (False, True):
         model = tiny_llama_like(tok)
-        cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=4, max_epochs=1, max_steps=3,
-                        checkpoint_every=0, packing=packing)
+        cfg = SFTConfig(
+            lr=1e-3,
+            warmup_steps=1,
+            effective_batch=8,
+            micro_batch=4,
+            max_epochs=1,
+            max_steps=3,
+            checkpoint_every=0,
+            packing=packing,
+        )
         logs[packing] = train_sft(model, tok, train, valid, cfg, tmp_path / str(packing))
         weights[packing] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     assert logs[True]["steps"] == logs[False]["steps"] == 3
@@ -155,14 +176,20 @@ def test_validation_in_length_order_is_the_split_order_loss(smollm2_tokenizer):
     tok = smollm2_tokenizer
     model = tiny_llama_like(tok)
     samples = varied_samples(tok, 20)
-    one = SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"),  # one process, fp32
-                          autocast=lambda: torch.autocast("cpu", enabled=False), reduce=lambda t, reduction: t)
+    one = SimpleNamespace(
+        process_index=0,
+        num_processes=1,
+        device=torch.device("cpu"),  # one process, fp32
+        autocast=lambda: torch.autocast("cpu", enabled=False),
+        reduce=lambda t, reduction: t,
+    )
     cfg = SFTConfig(micro_batch=3)
     got = evaluate_loss(model, samples, cfg, tok.pad_token_id, one, SFTTask())
     packed = evaluate_loss(model, samples, cfg, tok.pad_token_id, one, SFTTask(packing=True))
     with torch.no_grad():
-        total = sum(SFTTask().loss_sum(model, collate(samples[i : i + 6], tok.pad_token_id))[0].item()
-                    for i in range(0, 20, 6))
+        total = sum(
+            SFTTask().loss_sum(model, collate(samples[i : i + 6], tok.pad_token_id))[0].item() for i in range(0, 20, 6)
+        )
     n = sum(sum(x != IGNORE_INDEX for x in s.labels) for s in samples)
     assert got == pytest.approx(total / n, rel=1e-6) and packed == pytest.approx(got, rel=1e-6)
 

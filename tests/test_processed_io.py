@@ -17,7 +17,7 @@ def test_cds_import_counts_and_byte_identical_round_trip(tmp_path, requires_cds)
     for f in ("info.txt", "valid.csv", "test.csv"):  # the published train.csv lacks ratings/timestamps
         assert filecmp.cmp(tmp_path / "csv" / f, requires_cds / f, shallow=False), f
     st = dataset_stats(ds)
-    assert st["n_distinct_titles"] == 5377  # REFERENCE.md §1.2
+    assert st["n_distinct_titles"] == 5377  # docs/reference_code.md §1.2
     assert st["test_time_range"] == ["2018-02-09", "2018-10-01"]
 
 
@@ -28,8 +28,15 @@ def test_history_ids_out_of_range_fail_validation():
     from latentrec.errors import InputError
 
     items = pd.DataFrame({"item_id": range(3), "asin": ["a", "b", "c"], "title": ["A", "B", "C"]})
-    row = {"user_id": "u", "history_item_ids": [0, 1], "item_id": 2, "history_ratings": None, "rating": None,
-           "history_timestamps": None, "timestamp": None}
+    row = {
+        "user_id": "u",
+        "history_item_ids": [0, 1],
+        "item_id": 2,
+        "history_ratings": None,
+        "rating": None,
+        "history_timestamps": None,
+        "timestamp": None,
+    }
     good = pd.DataFrame([row, row])
     bad = pd.DataFrame([row, dict(row, history_item_ids=[1, -1])])
     ProcessedDataset(items=items, train=good, valid=good, test=good).validate()

@@ -10,9 +10,16 @@ import itertools
 
 from latentrec.baselines.families import RECOMMENDER_FAMILIES as _RECOMMENDER_FAMILY_NAMES
 from latentrec.errors import InputError
+from latentrec.extensions import is_class_spec
 
 # Families that rank items by score (rule fit_predict_recommender); LLM families get their own rules.
 RECOMMENDER_FAMILIES = frozenset(_RECOMMENDER_FAMILY_NAMES)
+
+
+def is_recommender_family(family) -> bool:
+    """A built-in score-based family, or a researcher's own class named `module:Class` (checked at DAG build)."""
+    return family in RECOMMENDER_FAMILIES or is_class_spec(family)
+
 
 # Names of datasets, methods, recipes and models become file paths and shell arguments.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
@@ -41,7 +48,7 @@ def method_config(config: dict, name: str) -> dict:
 
 def recommender_methods(config: dict, grid: bool | None = None) -> list[str]:
     """Score-based methods; grid=True/False keeps only those with/without a hyperparameter grid."""
-    out = [m for m, c in config["methods"].items() if c["family"] in RECOMMENDER_FAMILIES]
+    out = [m for m, c in config["methods"].items() if is_recommender_family(c["family"])]
     if grid is not None:
         out = [m for m in out if bool(config["methods"][m].get("grid")) == grid]
     return out
@@ -85,8 +92,10 @@ def latent_recipe(config: dict, name: str, dataset: str | None = None) -> dict:
     for ds, over in per_dataset.items():
         bad = set(over) - PER_DATASET_KEYS
         if bad:
-            raise InputError(f"config: llm.latent.{name}.per_dataset.{ds}: {sorted(bad)} cannot differ per dataset "
-                             f"(allowed: {sorted(PER_DATASET_KEYS)}) (see config/README.md)")
+            raise InputError(
+                f"config: llm.latent.{name}.per_dataset.{ds}: {sorted(bad)} cannot differ per dataset "
+                f"(allowed: {sorted(PER_DATASET_KEYS)}) (see config/README.md)"
+            )
     for key, value in (per_dataset.get(dataset) or {}).items():
         both_dicts = isinstance(value, dict) and isinstance(r.get(key), dict)
         r[key] = {**r[key], **value} if both_dicts else copy.deepcopy(value)
@@ -130,4 +139,3 @@ def sft_grid_points(config: dict, recipe: str | None = None, dataset: str | None
 
 def latent_recipes_used(config: dict) -> list[str]:
     return sorted({c["recipe"] for c in config["methods"].values() if c["family"] == "latent"})
-

@@ -6,6 +6,7 @@ import shlex
 
 from latentrec import rule_resources
 from latentrec.bounds import check_gpu_resource
+from latentrec.failures import job_shell_prefix
 from latentrec.report.escape import json_for_html
 from latentrec.data.download import amazon2018_urls
 from latentrec.config import (
@@ -34,10 +35,10 @@ if workflow.is_main_process:
 if workflow.is_main_process:
     rule_resources.check_slurm_account(workflow.resource_settings.default_resources)
 
-# Rules run this checkout's package whatever environment they are in (venv, conda, cluster node).
-# (Snakemake formats the prefix too: the doubled braces reach the shell as single ones.)
+# Rules run this checkout's package whatever environment they are in (venv, conda, cluster node), and a job
+# killed for memory says so (failures.job_shell_prefix). Snakemake formats the prefix: braces are doubled.
 SRC = shlex.quote(os.path.join(workflow.basedir, "src"))
-shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+shell.prefix(job_shell_prefix(SRC).replace("{", "{{").replace("}", "}}"))
 ENV = "../../envs/latentrec.yaml"
 
 DATASETS = list(config["run_datasets"])

@@ -1,6 +1,6 @@
 """Title filter, time window with back-off, iterated strict k-core and item-id assignment.
 
-Default behaviour reproduces the reference process.py (REFERENCE.md §1.2-1.4) exactly, with window
+Default behaviour reproduces the reference process.py (docs/reference_code.md §1.2-1.4) exactly, with window
 bounds computed in a configurable time zone (UTC by default; the reference used the machine's local
 zone, "Asia/Shanghai" for the authors). `title_cleaning: strict` additionally unescapes every HTML
 entity, drops titles with HTML markup, collapses whitespace and makes duplicate titles unique.
@@ -78,7 +78,7 @@ def clean_title_strict(raw: str) -> str | None:
 
 
 def select_titles(meta: list[tuple[str, str | None]], cfg: FilterConfig) -> tuple[dict[str, str], set[str]]:
-    """Return (asin -> title kept, asins removed), following REFERENCE.md §1.2."""
+    """Return (asin -> title kept, asins removed), following docs/reference_code.md §1.2."""
     titles: dict[str, str] = {}
     removed: set[str] = set()
     for asin, raw in meta:

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from latentrec.data.split_files import INFO_FILE
 from latentrec.errors import InputError
-from latentrec.io_utils import atomic_path
+from latentrec.io_utils import atomic_path, read_parquet
 
 SPLITS = ("train", "valid", "test")
 
@@ -50,7 +50,7 @@ SAMPLE_SCHEMA = pa.schema(
 SAMPLE_COLUMNS = SAMPLE_SCHEMA.names
 ITEM_SCHEMA = pa.schema([("item_id", pa.int64()), ("asin", pa.string()), ("title", pa.string())])
 
-# Column order of the reference CSV files (REFERENCE.md §1.5).
+# Column order of the reference CSV files (docs/reference_code.md §1.5).
 CSV_COLUMNS = [
     "user_id",
     "item_asins",
@@ -129,8 +129,8 @@ def _write_table(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
 
 def load_dataset(folder: str | os.PathLike) -> ProcessedDataset:
     folder = Path(folder)
-    items = pd.read_parquet(folder / "items.parquet")
-    splits = {name: pd.read_parquet(folder / f"{name}.parquet") for name in SPLITS}
+    items = read_parquet(folder / "items.parquet")
+    splits = {name: read_parquet(folder / f"{name}.parquet") for name in SPLITS}
     for df in splits.values():
         # Lists come back as numpy arrays; plain lists keep downstream code simple.
         for col in ("history_item_ids", "history_ratings", "history_timestamps"):
@@ -205,8 +205,7 @@ def _read_text(path: str | os.PathLike) -> str:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise InputError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}: {err.reason}); "
-            "re-encode the file as UTF-8"
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}: {err.reason}); re-encode the file as UTF-8"
         ) from None
     text = text.removeprefix("\ufeff")
     if text and not text.endswith("\n"):
@@ -333,8 +332,10 @@ def _csv_rows(path: Path, text: str):
             except csv.Error as err:
                 what = str(err)
                 if start <= len(lines) and lines[start - 1].count('"') % 2:
-                    what += (": a quote opened on this line is never closed, so the field runs on into the "
-                             "following lines; close it or remove it")
+                    what += (
+                        ": a quote opened on this line is never closed, so the field runs on into the "
+                        "following lines; close it or remove it"
+                    )
                 raise InputError(f"{path}:{start}: not a well-formed CSV row: {what}") from None
             end = reader.line_num
             if fields:  # blank lines are skipped, as csv.DictReader does
@@ -412,9 +413,7 @@ def read_split_csv(path: str | os.PathLike, n_items: int | None = None) -> tuple
                 pairs += zip(hist, row.list("item_asins", "str", len(hist)))
             for i, a in pairs:
                 if asins.setdefault(i, a) != a:
-                    row.fail(
-                        f"item {i} has asin {a!r} here but {asins[i]!r} at line {asin_line[i]}"
-                    )
+                    row.fail(f"item {i} has asin {a!r} here but {asins[i]!r} at line {asin_line[i]}")
                 asin_line.setdefault(i, lineno)
         samples.append(rec)
     df = pd.DataFrame(samples, columns=SAMPLE_COLUMNS)
@@ -431,7 +430,9 @@ def import_csv_dataset(folder: str | os.PathLike) -> ProcessedDataset:
     """
     folder = Path(folder)
     if not folder.exists():
-        raise InputError(f"{folder}: folder not found (a processed split is a folder with {INFO_FILE} and train/valid/test CSVs)")
+        raise InputError(
+            f"{folder}: folder not found (a processed split is a folder with {INFO_FILE} and train/valid/test CSVs)"
+        )
     if not folder.is_dir():
         raise InputError(f"{folder}: is a file; give the folder that holds {INFO_FILE} and train/valid/test CSVs")
     return import_csv_files(

@@ -1,4 +1,4 @@
-"""Sliding-window samples and the global temporal 8:1:1 split (REFERENCE.md §1.5-1.6)."""
+"""Sliding-window samples and the global temporal 8:1:1 split (docs/reference_code.md §1.5-1.6)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ def dataset_stats(ds: ProcessedDataset) -> dict:
     counts = np.bincount(ds.train["item_id"].to_numpy(), minlength=ds.n_items)
     out["train_items_never_target"] = int((counts == 0).sum())
     out["n_distinct_titles"] = int(ds.items["title"].nunique())
-    # Targets whose title is shared with another item: title matching (REFERENCE §6.4) is lenient there.
+    # Targets whose title is shared with another item: title matching (docs/reference_code.md §6.4) is lenient there.
     shared = ds.items["title"].duplicated(keep=False).to_numpy()
     out["test_targets_with_shared_title"] = int(shared[ds.test["item_id"].to_numpy()].sum())
     ts = ds.test["timestamp"].dropna()

@@ -1,6 +1,6 @@
 """HR@K and NDCG@K from ranked top-k lists, per test row and aggregated.
 
-Two matching rules are reported side by side (REFERENCE.md §6.3-6.4):
+Two matching rules are reported side by side (docs/reference_code.md §6.3-6.4):
   id     the prediction is the target item itself (our primary metric);
   title  the prediction's title string equals the target's title, as the reference scripts do, so any
          item sharing the target's title (e.g. 54 "Greatest Hits" in CDs) counts as a hit. The
@@ -69,8 +69,14 @@ def evaluate_predictions(predictions: pd.DataFrame, test: pd.DataFrame, titles: 
     pos_title = hit_positions_by_title(predictions["pred_titles"].to_list(), target_titles)
     rows = pd.concat(
         [
-            pd.DataFrame({"row": np.arange(len(test)), "user_id": test["user_id"].to_numpy(),
-                          "pos_id": pos_id, "pos_title": pos_title}),
+            pd.DataFrame(
+                {
+                    "row": np.arange(len(test)),
+                    "user_id": test["user_id"].to_numpy(),
+                    "pos_id": pos_id,
+                    "pos_title": pos_title,
+                }
+            ),
             row_metrics(pos_id),
             row_metrics(pos_title, prefix="title_"),
         ],

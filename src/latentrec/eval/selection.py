@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from latentrec.eval.metrics import aggregate, evaluate_predictions
+from latentrec.io_utils import read_parquet
 
 
 def choose_grid_point(points: list[str], ds, metric: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -15,7 +16,7 @@ def choose_grid_point(points: list[str], ds, metric: str) -> tuple[pd.DataFrame,
     predictions_valid.parquet is scored on `ds`'s valid split; the best `metric` wins, the first listed on ties."""
     scores = []
     for point in points:
-        preds = pd.read_parquet(Path(point) / "predictions_valid.parquet")
+        preds = read_parquet(Path(point) / "predictions_valid.parquet")
         m = aggregate(evaluate_predictions(preds, ds.valid, ds.titles))
         scores.append({"point": Path(point).name, "path": point, **{k: m[k] for k in ("HR@10", "NDCG@10")}})
     table = pd.DataFrame(scores)

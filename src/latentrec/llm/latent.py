@@ -1,6 +1,6 @@
 """Latent reasoning: a head that writes latent tokens into the LLM's input-embedding space.
 
-LatentR3 (REFERENCE.md §3): after the prompt, the model "thinks" N latent tokens (N = 1 by default,
+LatentR3 (docs/reference_code.md §3): after the prompt, the model "thinks" N latent tokens (N = 1 by default,
 paper eq. 2-3 for N > 1). Latent n is a head's function of the backbone's final-norm hidden states of
 everything before it (prompt and latents 1..n-1); it is fed back as the input embedding at the
 `<|Thought|>` position; the LLM then predicts the item title from [prompt, latents].
@@ -13,7 +13,7 @@ output z_t is written at the slot, the LLM runs over it (the prompt's KV cache e
 position, then cropped back), and the head recomputes z_{t+1} from the hidden states of
 [prompt, z_t]. T = 1 is LatentR3's single computation.
 
-Computation (REFERENCE §9.3 items 3-5, exact-equivalent): the prompt is run ONCE through the backbone
+Computation (docs/reference_code.md §7 items 3-5, exact-equivalent): the prompt is run ONCE through the backbone
 (no LM head); its final-norm states feed the head and its KV cache serves the latent and target
 positions, instead of the reference's two full passes. Gradients in SFT flow through that cache into
 the LLM, which is the same total gradient as the reference's two passes. Prompts are LEFT-padded
@@ -33,13 +33,14 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 
 from latentrec.errors import InputError
+from latentrec.extensions import SPEC_FORM, class_spec, import_class, is_class_spec
 from latentrec.llm.backbone import load_backbone, resolve_model
-from latentrec.llm.tensors import left_pad
 from latentrec.llm.flr import FLRHead
 from latentrec.llm.heads import LatentHead, rope
 from latentrec.llm.precision import upcast, wide_einsum
 from latentrec.llm.prompts import add_thought_token
 from latentrec.llm.sft import SFTTask
+from latentrec.llm.tensors import left_pad
 
 HEAD_FILE = "latent_head.safetensors"
 HEAD_CONFIG = "latent_head.json"
@@ -93,14 +94,28 @@ class LastHiddenHead(LatentHead):
         return hidden[:, -1]
 
 
-# The one registry of heads (config `head:` / saved `kind` -> class); FLR's head lives in flr.py.
+# The one registry of heads (config `head:` / saved `kind` -> class); FLR's head lives in flr.py. A head of
+# one's own needs no entry: `head: module:Class` names it (latentrec/extensions.py; docs/extending.md).
 HEADS: dict[str, type[LatentHead]] = {cls.kind: cls for cls in (LatentRATT, LastHiddenHead, FLRHead)}
 
 
-def build_head(kind: str, hidden_size: int, **options) -> LatentHead:
+def head_class(kind: str) -> type[LatentHead]:
+    """The class of a registered head name, or of a `module:Class` name (imported here)."""
+    if is_class_spec(kind):
+        return import_class(kind, LatentHead, "latent head")
     if kind not in HEADS:
-        raise InputError(f"unknown latent head {kind!r}; known: {sorted(HEADS)}")
-    return HEADS[kind](hidden_size=hidden_size, **options)
+        raise InputError(f"unknown latent head {kind!r}; known: {sorted(HEADS)}, or {SPEC_FORM}")
+    return HEADS[kind]
+
+
+def head_name(head: LatentHead) -> str:
+    """What a saved model records, so that loading builds the same class: its registry name, else `module:Class`."""
+    cls = type(head)
+    return cls.kind if HEADS.get(cls.kind) is cls else class_spec(cls)
+
+
+def build_head(kind: str, hidden_size: int, **options) -> LatentHead:
+    return head_class(kind)(hidden_size=hidden_size, **options)
 
 
 # ----------------------------------------------------------------------------------- the reasoner
@@ -145,8 +160,11 @@ def _copy_cache(cache: DynamicCache, n: int) -> DynamicCache:
             new.lazy_initialization(old.keys, old.values)
             new.keys, new.values = old.keys, old.values
         return out
-    return DynamicCache(ddp_cache_data=[(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0))
-                                        for layer in cache.layers])
+    return DynamicCache(
+        ddp_cache_data=[
+            (layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0)) for layer in cache.layers
+        ]
+    )
 
 
 def _can_share_cache(llm, cache: DynamicCache) -> bool:
@@ -155,8 +173,11 @@ def _can_share_cache(llm, cache: DynamicCache) -> bool:
 
     impl = getattr(llm.config, "_attn_implementation", None)
     layers = getattr(cache, "layers", None)
-    return (impl in ("sdpa", "eager") and bool(layers)
-            and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers))
+    return (
+        impl in ("sdpa", "eager")
+        and bool(layers)
+        and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+    )
 
 
 def left_positions(mask: torch.Tensor) -> torch.Tensor:
@@ -210,8 +231,14 @@ class LatentReasoner(nn.Module):
         return self.llm.get_input_embeddings()(ids)
 
     def _run(self, embeds, mask, positions, cache) -> torch.Tensor:
-        out = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True, return_dict=True)
+        out = self.backbone(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            return_dict=True,
+        )
         return out.last_hidden_state
 
     def encode_prompt(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> SeqState:
@@ -230,8 +257,15 @@ class LatentReasoner(nn.Module):
         mask = torch.cat((state.mask, state.mask.new_ones((embeds.shape[0], t))), 1)
         if state.group > 1:
             hidden, own = self._run_grouped(state, embeds, pos)
-            return SeqState(torch.cat((state.hidden, hidden), 1), mask, torch.cat((state.positions, pos), 1),
-                            state.cache, state.group, state.prompt_cols, own)
+            return SeqState(
+                torch.cat((state.hidden, hidden), 1),
+                mask,
+                torch.cat((state.positions, pos), 1),
+                state.cache,
+                state.group,
+                state.prompt_cols,
+                own,
+            )
         hidden = self._run(embeds, mask, pos, state.cache)
         return SeqState(torch.cat((state.hidden, hidden), 1), mask, torch.cat((state.positions, pos), 1), state.cache)
 
@@ -272,7 +306,9 @@ class LatentReasoner(nn.Module):
         for _ in range(self.refine_steps - 1):
             ext = self.extend(state, z.to(emb_dtype)[:, None])
             z = head(ext.hidden, ext.mask, ext.positions)
-            state.cache.crop(cols - state.cache.get_seq_length())  # drop the slot(s) again: the next refinement (or the caller) rewrites them
+            state.cache.crop(
+                cols - state.cache.get_seq_length()
+            )  # drop the slot(s) again: the next refinement (or the caller) rewrites them
         return z
 
     def think(self, state: SeqState, copies: int = 1, noise: torch.Tensor | None = None, head=None):
@@ -301,8 +337,14 @@ class LatentReasoner(nn.Module):
                 state = self.extend(state, z[:, None])
         return torch.stack(latents, 1), state
 
-    def target_logprobs(self, state: SeqState, last_latent: torch.Tensor, target_ids: torch.Tensor,
-                        target_mask: torch.Tensor, return_logits: bool = False):
+    def target_logprobs(
+        self,
+        state: SeqState,
+        last_latent: torch.Tensor,
+        target_ids: torch.Tensor,
+        target_mask: torch.Tensor,
+        return_logits: bool = False,
+    ):
         """log p(target_t | prompt, latents, target_<t) [B, T] (fp32; 0 on padding). Uses up `state`.
         ``return_logits`` also returns the teacher-forced logits [B, T, V] (fp32)."""
         inputs = torch.cat((last_latent[:, None], self.embed(target_ids[:, :-1])), 1)
@@ -316,9 +358,19 @@ class LatentReasoner(nn.Module):
         return (logp, logits) if return_logits else logp
 
     # -- what trainers call --------------------------------------------------------------------------
-    def forward(self, prompt_ids, prompt_mask, target_ids, target_mask, copies: int = 1, noise=None,
-                frozen_llm: bool = False, head: LatentHead | None = None, return_latents: bool = False,
-                match_trie=None):
+    def forward(
+        self,
+        prompt_ids,
+        prompt_mask,
+        target_ids,
+        target_mask,
+        copies: int = 1,
+        noise=None,
+        frozen_llm: bool = False,
+        head: LatentHead | None = None,
+        return_latents: bool = False,
+        match_trie=None,
+    ):
         """Per-token target log-probs [B*copies, T]; targets are [B, T] (shared by a prompt's copies) or
         [B*copies, T] (one per copy: decoded completions). ``frozen_llm``: the prompt pass runs without
         gradient (RL: only the head trains), so only the head and latent positions build a graph;
@@ -357,8 +409,9 @@ class LatentReasoner(nn.Module):
         return embeds, mask
 
     # -- slow, obviously-correct restatement (tests and bench) ---------------------------------------
-    def reference_logprobs(self, prompt: list[int], target: list[int], noise: torch.Tensor | None = None,
-                           return_prefix: bool = False):
+    def reference_logprobs(
+        self, prompt: list[int], target: list[int], noise: torch.Tensor | None = None, return_prefix: bool = False
+    ):
         """One prompt, no cache, no padding: every latent from a full pass over [prompt, latents so far]
         (each refinement from a full pass over [prompt, latents so far, current latent]), then a full
         pass over [prompt, latents, target]. noise [N, d] -> [T]; or [K, N, d] -> [K, T] (K copies of
@@ -385,7 +438,7 @@ class LatentReasoner(nn.Module):
         emb = torch.cat((emb, self.embed(tgt[:, :-1])), 1)
         pos = torch.arange(emb.shape[1], device=dev).expand(k, -1)
         hidden = self.backbone(inputs_embeds=emb, position_ids=pos).last_hidden_state
-        logits = upcast(self.llm.get_output_embeddings()(hidden[:, -len(target):]))
+        logits = upcast(self.llm.get_output_embeddings()(hidden[:, -len(target) :]))
         logp = torch.gather(F.log_softmax(logits, -1), 2, tgt[:, :, None])[:, :, 0]
         logp = logp[0] if single else logp
         return (logp, prefix) if return_prefix else logp
@@ -399,21 +452,30 @@ class LatentReasoner(nn.Module):
         if tokenizer is not None:
             tokenizer.save_pretrained(out)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(out / HEAD_FILE))
-        (out / HEAD_CONFIG).write_text(json.dumps(
-            {"kind": self.head.kind, "options": self.head.config(), "n_latents": self.n_latents,
-             "refine_steps": self.refine_steps}, indent=2))
+        (out / HEAD_CONFIG).write_text(
+            json.dumps(
+                {
+                    "kind": head_name(self.head),
+                    "options": self.head.config(),
+                    "n_latents": self.n_latents,
+                    "refine_steps": self.refine_steps,
+                },
+                indent=2,
+            )
+        )
 
     @classmethod
     def load(cls, folder: str | Path, dtype=None, device=None, n_latents: int | None = None):
         """(reasoner, tokenizer) from a folder written by :meth:`save`."""
-        from safetensors.torch import load_file
+        from latentrec.io_utils import load_safetensors
+
         folder = Path(folder)
         if not (folder / HEAD_CONFIG).exists():
             raise InputError(f"{folder}: no {HEAD_CONFIG}; not a latent-reasoning model (train it with `latent-sft`)")
         spec = json.loads((folder / HEAD_CONFIG).read_text())
         llm, tok = load_backbone(folder, dtype=dtype)
         head = build_head(spec["kind"], **spec["options"])
-        head.load_state_dict(load_file(str(folder / HEAD_FILE)))
+        head.load_state_dict(load_safetensors(folder / HEAD_FILE))
         model = cls(llm, head, n_latents or spec["n_latents"], spec.get("refine_steps", 1))
         if device is not None:
             model.to(device)
@@ -429,8 +491,15 @@ def load_decodable(path: str | Path, dtype=None, device=None):
     return load_backbone(folder, dtype=dtype, device=device)
 
 
-def new_reasoner(llm, tokenizer, head: str = "latentratt", n_latents: int = 1, head_options: dict | None = None,
-                 seed: int = 0, refine_steps: int = 1) -> LatentReasoner:
+def new_reasoner(
+    llm,
+    tokenizer,
+    head: str = "latentratt",
+    n_latents: int = 1,
+    head_options: dict | None = None,
+    seed: int = 0,
+    refine_steps: int = 1,
+) -> LatentReasoner:
     """Add `<|Thought|>` to the tokenizer and LLM, and a freshly initialised head (seeded)."""
     add_thought_token(tokenizer, llm)
     gen = torch.random.fork_rng()

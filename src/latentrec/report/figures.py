@@ -33,6 +33,7 @@ def plot_against_paper(long: pd.DataFrame, path, metric: str = "N@10", ours_labe
 
 def plot_rl_rewards(log: dict, path) -> None:
     """Reward of the noise-free latent and of all draws per optimiser step of an RL log (`rl_log.json`)."""
+    plt = pyplot()
     steps = [h["step"] for h in log["history"]]
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.plot(steps, [h["reward_clean"] for h in log["history"]], label="noise-free latent")
@@ -40,9 +41,13 @@ def plot_rl_rewards(log: dict, path) -> None:
     ax.set_xlabel("optimiser step")
     decoded = log["config"].get("rollout", "noise") != "noise"  # the original GRPO: 0/1 exact match
     ax.set_ylabel("reward (decoded title = target)" if decoded else "reward (-perplexity of the target)")
-    ax.set_title(f"{'original GRPO' if decoded else 'LR-GRPO'}, lr {log['config']['lr']:g}: valid -PPL "
-                 f"{log['valid_neg_ppl_before']:.3f} -> {log['valid_neg_ppl']:.3f}", fontsize=8)
+    ax.set_title(
+        f"{'original GRPO' if decoded else 'LR-GRPO'}, lr {log['config']['lr']:g}: valid -PPL "
+        f"{log['valid_neg_ppl_before']:.3f} -> {log['valid_neg_ppl']:.3f}",
+        fontsize=8,
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
