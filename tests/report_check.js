@@ -1,6 +1,7 @@
 // Injected into a copy of a Snakemake report by tests/test_report_browser.py and run by headless Chromium.
 // It goes through the report as a reader does, clicking the menu, each category, each subcategory and the
-// view button of every result, and writes what it saw as JSON into <pre id="latentrec-report-check">:
+// view button of every result, and writes what it saw as JSON into a hidden pre element (id
+// latentrec-report-check):
 // per category whether its menu entry was found, per result the image the report showed (its pixel size;
 // 0 = broken) or the bytes behind a download link. With "#show=<category>" in the URL it ends on that
 // category's last figure instead (the screenshot).
@@ -18,11 +19,14 @@
         return true;
     }
 
-    // The image the content pane shows once it has switched away from `previous` and finished loading.
+    // The result image the content pane shows (not the logo), or undefined.
+    const resultImage = () => [...document.querySelectorAll("#app img")].find((i) => pathOf.has(i.getAttribute("src")));
+
+    // The result image shown once the pane has switched away from `previous` and finished loading.
     async function imageShown(previous) {
         for (let i = 0; i < 50; i++) {
             await sleep(100);
-            const img = document.querySelector("#app img[src^='data:']");
+            const img = resultImage();
             if (img && img.getAttribute("src") !== previous && img.complete) return img;
         }
         return null;
@@ -31,14 +35,14 @@
     async function visitRows(category, subcategory) {
         const rows = [...document.querySelectorAll("#app table tbody tr")];
         for (const row of rows) {
-            const link = row.querySelector("a");
+            const link = row.querySelector("a[iconname='eye']");
             const label = row.innerText.replace(/\s+/g, " ").trim();
             if (!link) {
                 seen.errors.push(`${category}/${subcategory}: row without a view button: ${label}`);
                 continue;
             }
             if (link.getAttribute("href") === "#") {
-                const before = document.querySelector("#app img[src^='data:']");
+                const before = resultImage();
                 link.click();
                 const img = await imageShown(before ? before.getAttribute("src") : null);
                 const path = img ? pathOf.get(img.getAttribute("src")) : undefined;
@@ -57,6 +61,18 @@
         }
     }
 
+    try {
+        await walk();
+    } catch (err) {
+        seen.errors.push(`report_check.js: ${err && err.stack ? err.stack : err}`);
+    }
+    const out = document.createElement("pre");
+    out.id = "latentrec-report-check";
+    out.style.display = "none";
+    out.textContent = JSON.stringify(seen);
+    document.body.appendChild(out);
+
+    async function walk() {
     await sleep(300);
     seen.menu = [...document.querySelectorAll("#app ul li")].map((li) => li.innerText.trim()).filter(Boolean);
     const show = decodeURIComponent((location.hash.match(/show=([^&]*)/) || [])[1] || "");
@@ -73,9 +89,5 @@
         }
         if (category === show) break;  // the screenshot: this category's list and its last figure
     }
-    const out = document.createElement("pre");
-    out.id = "latentrec-report-check";
-    out.style.display = "none";
-    out.textContent = JSON.stringify(seen);
-    document.body.appendChild(out);
+    }
 })();

@@ -87,7 +87,8 @@ def open_report(exe: str, work: Path, show: str | None = None, screenshot: Path 
     page = work / "report_check.html"
     script = (ROOT / "tests" / "report_check.js").read_text()
     text = (work / "report.html").read_text(encoding="utf-8")
-    page.write_text(text.replace("</body>", f"<script>{script}</script>\n</body>", 1), encoding="utf-8")
+    head, body_end, tail = text.rpartition("</body>")  # the last one: the embedded libraries hold the string too
+    page.write_text(f"{head}<script>{script}</script>\n{body_end}{tail}", encoding="utf-8")
     url = page.as_uri() + (f"#show={quote(show)}" if show else "")
     # Virtual time: the script's waits pass as soon as the page is idle, and the DOM or screenshot is taken
     # after it ran to the end.
@@ -97,9 +98,9 @@ def open_report(exe: str, work: Path, show: str | None = None, screenshot: Path 
     assert run.returncode == 0, run.stderr[-2000:]
     if screenshot:
         return None
-    found = re.search(r'<pre id="latentrec-report-check"[^>]*>(.*?)</pre>', run.stdout, re.S)
+    found = re.findall(r'<pre id="latentrec-report-check"[^>]*>(.*?)</pre>', run.stdout, re.S)
     assert found, f"the check script did not finish; DOM tail:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
-    return json.loads(html.unescape(found.group(1)))
+    return json.loads(html.unescape(found[-1]))
 
 
 def registered() -> tuple[set[str], set[str]]:
@@ -136,12 +137,15 @@ def test_the_report_shows_every_category_table_and_figure_in_a_browser(browser, 
         assert seen["results"][path]["subcategory"] == "Synthetic_Music"
     labels = {seen["results"][p]["label"] for p in curves}
     assert any("SFT (BIGRec, D3)" in lab for lab in labels) and any("RL" in lab and "default" in lab for lab in labels)
-    # Every registered table of this run is a download of a non-empty Markdown table.
+    # Every registered table of this run is a download link that delivers the whole Markdown file.
     tables = {t for t in tables if (work / t).exists()}
     assert {"results/tables/table1.md", "results/tables/latentr3_gains.md", "results/tables/flr_table2.md"} <= tables
     for path in sorted(tables):
         shown = seen["results"].get(path)
-        assert shown and shown["kind"] == "download" and shown["table_rows"] >= 3, (path, shown)
+        rows = [line for line in (work / path).read_text().splitlines() if line.startswith("|")]
+        assert shown and shown["kind"] == "download" and shown["bytes"] > 0, (path, shown)
+        assert shown["table_rows"] == len(rows), (path, shown)
+    assert seen["results"]["results/tables/table1.md"]["table_rows"] >= 6
     assert not [p for p in seen["results"] if p.startswith("?")], seen["results"]
 
     shot = work / "report_training_curves.png"

@@ -40,7 +40,7 @@ def plot_sft_curves(log: dict, path, title: str) -> None:
     ax.plot([h["step"] for h in steps], [h["loss"] for h in steps], marker=".", label="train loss (optimiser step)")
     ax.plot([h["step"] for h in log["history"]], [h["valid_loss"] for h in log["history"]], marker="o",
             label="validation loss (epoch end)")
-    ax.set_xlabel("optimiser step")
+    _integer_steps(ax)
     ax.set_ylabel("cross-entropy per target token")
     best = "never finite (diverged)" if log.get("diverged") else f"{log['best_valid_loss']:.4f}"
     ax.set_title(f"{title}\n{log['steps']} steps, best validation loss {best}", fontsize=9)
@@ -63,6 +63,8 @@ def plot_rl_curves(log: dict, path, title: str) -> None:
                     else "reward (−perplexity of target)")
     left.set_title(f"validation −PPL {log['valid_neg_ppl_before']:.3f} → {log['valid_neg_ppl']:.3f}", fontsize=9)
     keys = ("reward", "reward_clean") if decoded else ("exact_match", "exact_match_clean")
+    for ax in (left, right):
+        _integer_steps(ax)
     if hist and keys[0] in hist[0]:
         right.plot(steps, [h[keys[0]] for h in hist], marker=".", label="all draws")
         right.plot(steps, [h[keys[1]] for h in hist], marker=".", label="noise-free latent")
@@ -71,12 +73,19 @@ def plot_rl_curves(log: dict, path, title: str) -> None:
     else:
         right.text(0.5, 0.5, "no exact match in this reward\n(it decodes no title)", ha="center", va="center",
                    transform=right.transAxes, fontsize=9)
+        right.set_xticks([])
+        right.set_yticks([])
     right.set_ylabel("exact match (greedy title = target)")
-    for ax in (left, right):
-        ax.set_xlabel("optimiser step")
     left.legend(fontsize=7)
     fig.suptitle(f"{title}: {log['steps']} steps, lr {log['config']['lr']:g}", fontsize=9)
     _save(fig, plt, path)
+
+
+def _integer_steps(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("optimiser step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(fig, plt, path) -> None:
