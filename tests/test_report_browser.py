@@ -106,7 +106,7 @@ def open_report(exe: str, work: Path, show: str | None = None, screenshot: Path 
 def registered() -> tuple[set[str], set[str]]:
     """The report categories the rules name, and the report tables (.md) the report rules register."""
     rules = "\n".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
-    categories = set(re.findall(r'category="([^"]+)"', rules))
+    categories = set(re.findall(r'\bcategory="([^"]+)"', rules))  # not subcategory=
     tables = set(re.findall(r'report\(\s*"(results/tables/[^"]+\.md)"', rules))
     return categories, tables
 
