@@ -25,9 +25,17 @@ TITLES = [f"Record number {i} by The Band {'x' * (i % 5)}" for i in range(20)]
 
 def _rows(n, offset):
     hist = [[(offset + u + k) % 20 for k in range(1 + u % 4)] for u in range(n)]
-    return pd.DataFrame({"user_id": [f"u{offset + u}" for u in range(n)], "history_item_ids": hist,
-                         "item_id": [(offset + u + 7) % 20 for u in range(n)], "history_ratings": None,
-                         "rating": float("nan"), "history_timestamps": None, "timestamp": pd.NA})
+    return pd.DataFrame(
+        {
+            "user_id": [f"u{offset + u}" for u in range(n)],
+            "history_item_ids": hist,
+            "item_id": [(offset + u + 7) % 20 for u in range(n)],
+            "history_ratings": None,
+            "rating": float("nan"),
+            "history_timestamps": None,
+            "timestamp": pd.NA,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +86,9 @@ def test_plan_costs_each_job_from_the_token_counts(small_config, smollm2_tokeniz
     # LR-GRPO: per sample the prompt once and K continuations of latent + target, 4N each (frozen LLM).
     (rl_job,) = by_rule["latent_rl_point"]
     samples = min(40, rl["max_steps"] * rl["groups_per_step"])
-    want = samples * 4 * N_PARAMS * (p + rl["group_size"] * (1 + t)) + min(10, rl["valid_limit"]) * 2 * N_PARAMS * (p + 1 + t)
+    want = samples * 4 * N_PARAMS * (p + rl["group_size"] * (1 + t)) + min(10, rl["valid_limit"]) * 2 * N_PARAMS * (
+        p + 1 + t
+    )
     assert rl_job.flops == pytest.approx(want)
     # Decoding: the first 8 test users (evaluation.test_limit), prompt once + 10 beams x target tokens.
     bigrec = [j for j in by_rule["decode_llm_shard"] if j.wildcards["method"] == "BIGRec"]
@@ -91,7 +101,8 @@ def test_plan_costs_each_job_from_the_token_counts(small_config, smollm2_tokeniz
 
     rules = per_rule(plan)
     assert sum(r["gpu_hours"] for r in rules) == pytest.approx(
-        sum(j.seconds * max(j.gpus, 1) for j in plan.jobs if j.gpus) / 3600)
+        sum(j.seconds * max(j.gpus, 1) for j in plan.jobs if j.gpus) / 3600
+    )
     text = markdown(plan)
     assert "Total:" in text and "assumed MFU 50%" in text and "sft_backbone" in text
 
@@ -108,8 +119,26 @@ def test_plan_cli_writes_json_and_rejects_an_unknown_gpu(small_config, tmp_path,
     out = tmp_path / "plan.json"
     # No venv on PATH: the plan finds the snakemake installed beside its Python.
     env = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, "-m", "latentrec", "plan", "--configfile", str(path), "--gpu", "a100",
-                          "--params", "1e9", "--out-json", str(out)], capture_output=True, text=True, cwd=REPO, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "latentrec",
+            "plan",
+            "--configfile",
+            str(path),
+            "--gpu",
+            "a100",
+            "--params",
+            "1e9",
+            "--out-json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     data = json.loads(out.read_text())
     assert data["assumptions"]["peak_flops"] == 312e12
@@ -117,6 +146,10 @@ def test_plan_cli_writes_json_and_rejects_an_unknown_gpu(small_config, tmp_path,
     assert data["total_gpu_hours"] == 0
     assert data["total_job_hours"] > 0 and math.isfinite(data["total_job_hours"])
     assert "Total:" in run.stdout
-    bad = subprocess.run([sys.executable, "-m", "latentrec", "plan", "--configfile", str(path), "--gpu", "tpu9"],
-                         capture_output=True, text=True, cwd=REPO)
+    bad = subprocess.run(
+        [sys.executable, "-m", "latentrec", "plan", "--configfile", str(path), "--gpu", "tpu9"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert bad.returncode == 2 and "tpu9" in bad.stderr and "h100" in bad.stderr

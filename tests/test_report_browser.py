@@ -23,9 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 # Headless, no GPU, no network of its own (without these it keeps trying Google's services), and no
 # sandbox: CI runs as root in a container, where Chromium's sandbox cannot start.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+]
 
 
 def chromium() -> str | None:
@@ -38,8 +47,9 @@ def chromium() -> str | None:
 def run_chromium(exe: str, profile: Path, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
     shutil.rmtree(profile, ignore_errors=True)
     profile.mkdir(parents=True)  # a fresh, empty profile each time: nothing carried between runs
-    return subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [exe, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +65,13 @@ def browser(tmp_path_factory) -> str:
 
 def snakemake(workdir: Path, *args: str) -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
-                           str(workdir), *args], capture_output=True, text=True, env=env, timeout=3000)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3000,
+    )
     assert proc.returncode == 0, f"snakemake {' '.join(args)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 
@@ -68,8 +83,9 @@ def tiny_report(browser, tmp_path_factory, smollm2_tokenizer) -> Path:
     cfg["seeds"] = [0]
     cfg["run_methods"] = ["MostPop", "BIGRec", "BIGRec+LatentR3", "BIGRec+FLR"]
     cfg["llm"]["sft"].update(max_steps=2, micro_batch=2, effective_batch=2, train_limit=4, valid_limit=4)
-    cfg["llm"]["latent"]["LatentR3"]["rl"].update(group_size=2, groups_per_step=2, max_steps=2, train_limit=4,
-                                                  valid_limit=4)
+    cfg["llm"]["latent"]["LatentR3"]["rl"].update(
+        group_size=2, groups_per_step=2, max_steps=2, train_limit=4, valid_limit=4
+    )
     for m in ("BIGRec", "BIGRec+LatentR3", "BIGRec+FLR"):
         cfg["methods"][m]["decode"].update(num_beams=2, num_return=2, max_new_tokens=24)
     cfg["report"]["flr"]["factors"]["rows"] = 4
@@ -124,10 +140,12 @@ def test_the_report_shows_every_category_table_and_figure_in_a_browser(browser, 
     # Every figure the run drew (the report's and each trained model's curves) is in the report and renders.
     figures = {str(p.relative_to(work)) for p in (work / "results").rglob("*.png")}
     curves = {f for f in figures if f.endswith("/training_curves.png")}
-    assert curves == {"results/Synthetic_Music/sft/seed0/training_curves.png",
-                      "results/Synthetic_Music/latent/LatentR3/seed0/warmup/training_curves.png",
-                      "results/Synthetic_Music/latent/LatentR3/seed0/rl/default/training_curves.png",
-                      "results/Synthetic_Music/latent/FLR/seed0/warmup/training_curves.png"}
+    assert curves == {
+        "results/Synthetic_Music/sft/seed0/training_curves.png",
+        "results/Synthetic_Music/latent/LatentR3/seed0/warmup/training_curves.png",
+        "results/Synthetic_Music/latent/LatentR3/seed0/rl/default/training_curves.png",
+        "results/Synthetic_Music/latent/FLR/seed0/warmup/training_curves.png",
+    }
     for path in sorted(figures):
         shown = seen["results"].get(path)
         assert shown, f"{path} is not in the report (shown: {sorted(seen['results'])})"

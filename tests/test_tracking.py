@@ -17,12 +17,33 @@ from tests.latent_toys import TITLES, catalog_dataset, tiny_reasoner
 
 ROOT = Path(__file__).resolve().parents[1]
 # 8 rows, 4 per step: 2 steps per epoch, 2 epochs (a validation loss at steps 2 and 4).
-SFT = {"lr": 1e-3, "effective_batch": 4, "micro_batch": 2, "max_epochs": 2, "warmup_steps": 1, "train_limit": 8,
-       "checkpoint_every": 0, "valid_limit": 4, "train_sample": "first", "mixed_precision": "no"}
+SFT = {
+    "lr": 1e-3,
+    "effective_batch": 4,
+    "micro_batch": 2,
+    "max_epochs": 2,
+    "warmup_steps": 1,
+    "train_limit": 8,
+    "checkpoint_every": 0,
+    "valid_limit": 4,
+    "train_sample": "first",
+    "mixed_precision": "no",
+}
 # FLR-GRPO with a KL term: every RL scalar (rewards, advantages, exact match, regularisers, KL) is logged.
-FLR_GRPO = {"lr": 1e-2, "group_size": 3, "groups_per_step": 4, "max_steps": 3, "warmup_steps": 0, "train_limit": 12,
-            "valid_limit": 4, "mixed_precision": "no", "reward": "hybrid", "advantage": "base",
-            "regularisers": True, "beta": 0.04}
+FLR_GRPO = {
+    "lr": 1e-2,
+    "group_size": 3,
+    "groups_per_step": 4,
+    "max_steps": 3,
+    "warmup_steps": 0,
+    "train_limit": 12,
+    "valid_limit": 4,
+    "mixed_precision": "no",
+    "reward": "hybrid",
+    "advantage": "base",
+    "regularisers": True,
+    "beta": 0.04,
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +51,9 @@ def world(smollm2_tokenizer, tmp_path_factory):
     """24 users over 6 titles, a tiny backbone and a tiny FLR warm-up model."""
     tmp = tmp_path_factory.mktemp("tracking")
     n = 24
-    ds = catalog_dataset(TITLES, [[(u + k) % 6 for k in range(1 + u % 3)] for u in range(n)],
-                         [(u + 3) % 6 for u in range(n)])
+    ds = catalog_dataset(
+        TITLES, [[(u + k) % 6 for k in range(1 + u % 3)] for u in range(n)], [(u + 3) % 6 for u in range(n)]
+    )
     for df in (ds.train, ds.valid, ds.test):  # the columns a saved dataset carries
         df["history_ratings"] = [[5.0] * len(h) for h in df["history_item_ids"]]
         df["history_timestamps"] = [list(range(len(h))) for h in df["history_item_ids"]]
@@ -46,8 +68,20 @@ def world(smollm2_tokenizer, tmp_path_factory):
 
 
 def _args(world: Path, command: str, model: str, cfg: dict, out: Path, *extra: str) -> list[str]:
-    return [command, "--data", str(world / "data"), "--model", str(world / model), "--domain", "musics",
-            "--cfg", json.dumps(cfg), "--out", str(out), *extra]
+    return [
+        command,
+        "--data",
+        str(world / "data"),
+        "--model",
+        str(world / model),
+        "--domain",
+        "musics",
+        "--cfg",
+        json.dumps(cfg),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -82,8 +116,7 @@ def test_sft_steps_in_tensorboard_equal_the_train_log(world):
     for key in ("loss", "lr", "grad_norm", "tokens_per_second"):
         assert got[f"train/{key}"] == [(h["step"], pytest.approx(h[key], rel=1e-6)) for h in steps], key
     assert got["valid/loss"] == [(h["step"], pytest.approx(h["valid_loss"], rel=1e-6)) for h in log["history"]]
-    assert min(v for _, v in got["valid/loss"]) == pytest.approx(
-        log["best_valid_loss"], rel=1e-6)
+    assert min(v for _, v in got["valid/loss"]) == pytest.approx(log["best_valid_loss"], rel=1e-6)
     _assert_curve_png(out / "training_curves.png")
 
     # Run again into the same folder (a rerun after a failure or a config change): the earlier attempt's curve
@@ -101,16 +134,30 @@ def test_flr_grpo_steps_in_tensorboard_equal_the_rl_log(world):
     hist = log["history"]
     assert [h["step"] for h in hist] == [1, 2, 3]
     keys = set(hist[0]) - {"step"}
-    expected = {"loss", "lr", "grad_norm", "tokens_per_second", "reward", "reward_clean", "advantage_sq_sum",
-                "advantage_clean_sum", "exact_match", "exact_match_clean", "regularisers", "kl"}
+    expected = {
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_second",
+        "reward",
+        "reward_clean",
+        "advantage_sq_sum",
+        "advantage_clean_sum",
+        "exact_match",
+        "exact_match_clean",
+        "regularisers",
+        "kl",
+    }
     assert keys == expected, keys ^ expected
     assert all(h["kl"] >= 0 and 0 <= h["exact_match"] <= 1 for h in hist)
     got = scalars(out / "tracking" / "flr-grpo")
     assert set(got) == {f"train/{k}" for k in keys} | {"valid/neg_ppl"}
     for key in keys:
         assert got[f"train/{key}"] == [(h["step"], pytest.approx(h[key], rel=1e-6, abs=1e-7)) for h in hist], key
-    assert got["valid/neg_ppl"] == [(0, pytest.approx(log["valid_neg_ppl_before"], rel=1e-6)),
-                                    (3, pytest.approx(log["valid_neg_ppl"], rel=1e-6))]
+    assert got["valid/neg_ppl"] == [
+        (0, pytest.approx(log["valid_neg_ppl_before"], rel=1e-6)),
+        (3, pytest.approx(log["valid_neg_ppl"], rel=1e-6)),
+    ]
     _assert_curve_png(out / "training_curves.png")
     assert not (out / "rl_rewards.png").exists()
 
@@ -129,8 +176,9 @@ def test_a_tracker_whose_package_is_missing_is_refused_with_the_fix(monkeypatch)
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("wandb", "mlflow")
-                        else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("wandb", "mlflow") else real(name, *a)
+    )
     for kind in ("wandb", "mlflow"):
         with pytest.raises(InputError, match=rf"needs the `{kind}` package.*pip install {kind}"):
             check_tracker(kind)

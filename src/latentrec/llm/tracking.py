@@ -29,9 +29,11 @@ def check_tracker(kind: str) -> None:
         raise InputError(f"llm.tracking: must be one of {', '.join(TRACKERS)}, got {kind!r}")
     package = _PACKAGE.get(kind)
     if package and importlib.util.find_spec(package) is None:
-        raise InputError(f"llm.tracking: {kind!r} needs the `{package}` package, which is not installed in this "
-                         f"environment: `pip install {package}`, or set llm.tracking to tensorboard (pinned in "
-                         "envs/requirements.lock) or none")
+        raise InputError(
+            f"llm.tracking: {kind!r} needs the `{package}` package, which is not installed in this "
+            f"environment: `pip install {package}`, or set llm.tracking to tensorboard (pinned in "
+            "envs/requirements.lock) or none"
+        )
 
 
 def folder(out_dir: str | Path) -> Path:
@@ -45,12 +47,15 @@ def accelerator_options(kind: str, out_dir: str | Path) -> dict:
         return {}
     from accelerate.utils import ProjectConfiguration
 
-    return {"log_with": kind,
-            "project_config": ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(folder(out_dir)))}
+    return {
+        "log_with": kind,
+        "project_config": ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(folder(out_dir))),
+    }
 
 
-def start(accelerator, kind: str, out_dir: str | Path, run_name: str, config: dict | None = None,
-          resume_step: int = 0) -> None:
+def start(
+    accelerator, kind: str, out_dir: str | Path, run_name: str, config: dict | None = None, resume_step: int = 0
+) -> None:
     """Open the run's tracker. A fresh run first removes what an earlier, killed attempt wrote (its curve
     would overlap this one); a run resumed from a checkpoint at `resume_step` keeps the events up to it and
     TensorBoard drops the later ones (purge_step). `config` goes to W&B and MLflow as the run's parameters
@@ -62,21 +67,30 @@ def start(accelerator, kind: str, out_dir: str | Path, run_name: str, config: di
         if not resume_step:
             shutil.rmtree(where, ignore_errors=True)
         where.mkdir(parents=True, exist_ok=True)
-    init = {"tensorboard": {"purge_step": resume_step + 1} if resume_step else {},
-            "wandb": {"dir": str(where), "name": f"{Path(out_dir).as_posix()}/{run_name}",
-                      "mode": os.environ.get("WANDB_MODE", "offline")},
-            "mlflow": {"logging_dir": str(where), "run_name": f"{Path(out_dir).as_posix()}/{run_name}"}}[kind]
+    init = {
+        "tensorboard": {"purge_step": resume_step + 1} if resume_step else {},
+        "wandb": {
+            "dir": str(where),
+            "name": f"{Path(out_dir).as_posix()}/{run_name}",
+            "mode": os.environ.get("WANDB_MODE", "offline"),
+        },
+        "mlflow": {"logging_dir": str(where), "run_name": f"{Path(out_dir).as_posix()}/{run_name}"},
+    }[kind]
     if kind == "mlflow" and accelerator.is_main_process:  # a local store in the run folder unless a server is named
         os.environ.setdefault("MLFLOW_TRACKING_URI", where.resolve().as_uri())
-    accelerator.init_trackers(run_name, config=None if kind == "tensorboard" else _flat(config or {}),
-                              init_kwargs={kind: init})
+    accelerator.init_trackers(
+        run_name, config=None if kind == "tensorboard" else _flat(config or {}), init_kwargs={kind: init}
+    )
 
 
 def log(accelerator, group: str, values: dict, step: int) -> None:
     """Log the numeric entries of `values` as `group/key` scalars at optimiser step `step` (main process;
     a no-op without a tracker)."""
-    scalars = {f"{group}/{k}": float(v) for k, v in values.items()
-               if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    scalars = {
+        f"{group}/{k}": float(v)
+        for k, v in values.items()
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
     if scalars and accelerator.trackers:
         accelerator.log(scalars, step=step)
 

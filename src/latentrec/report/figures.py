@@ -38,8 +38,12 @@ def plot_sft_curves(log: dict, path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.4))
     steps = log.get("step_history", [])
     ax.plot([h["step"] for h in steps], [h["loss"] for h in steps], marker=".", label="train loss (optimiser step)")
-    ax.plot([h["step"] for h in log["history"]], [h["valid_loss"] for h in log["history"]], marker="o",
-            label="validation loss (epoch end)")
+    ax.plot(
+        [h["step"] for h in log["history"]],
+        [h["valid_loss"] for h in log["history"]],
+        marker="o",
+        label="validation loss (epoch end)",
+    )
     _integer_steps(ax)
     ax.set_ylabel("cross-entropy per target token")
     best = "never finite (diverged)" if log.get("diverged") else f"{log['best_valid_loss']:.4f}"
@@ -59,8 +63,13 @@ def plot_rl_curves(log: dict, path, title: str) -> None:
     left.plot(steps, [h["reward"] for h in hist], marker=".", label="all draws")
     left.plot(steps, [h["reward_clean"] for h in hist], marker=".", label="noise-free latent")
     hybrid = log["config"].get("reward") == "hybrid"
-    left.set_ylabel("reward (decoded title = target)" if decoded else "reward (hybrid)" if hybrid
-                    else "reward (−perplexity of target)")
+    left.set_ylabel(
+        "reward (decoded title = target)"
+        if decoded
+        else "reward (hybrid)"
+        if hybrid
+        else "reward (−perplexity of target)"
+    )
     left.set_title(f"validation −PPL {log['valid_neg_ppl_before']:.3f} → {log['valid_neg_ppl']:.3f}", fontsize=9)
     keys = ("reward", "reward_clean") if decoded else ("exact_match", "exact_match_clean")
     for ax in (left, right):
@@ -71,8 +80,15 @@ def plot_rl_curves(log: dict, path, title: str) -> None:
         right.set_ylim(-0.05, 1.05)
         right.legend(fontsize=7)
     else:
-        right.text(0.5, 0.5, "no exact match in this reward\n(it decodes no title)", ha="center", va="center",
-                   transform=right.transAxes, fontsize=9)
+        right.text(
+            0.5,
+            0.5,
+            "no exact match in this reward\n(it decodes no title)",
+            ha="center",
+            va="center",
+            transform=right.transAxes,
+            fontsize=9,
+        )
         right.set_xticks([])
         right.set_yticks([])
     right.set_ylabel("exact match (greedy title = target)")
