@@ -19,6 +19,7 @@ differ by that much, 100x the tolerance.
 import copy
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -113,7 +114,13 @@ def launch(tmp: Path, args: list[str], processes: int = 2, script: Path | None =
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    """The files under `folder`; a TensorBoard event file's name (time, host, pid) read as EVENTS."""
+    names = (str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    return sorted(re.sub(r"events\.out\.tfevents\..*$", "EVENTS", n) for n in names)
+
+
+def _event_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("events.out.tfevents.*"))
 
 
 def _assert_same_weights(a: Path, b: Path, start: Path | None = None) -> None:
@@ -193,8 +200,20 @@ def test_sft_in_two_processes_ends_with_the_weights_of_one_and_writes_everything
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert two["steps"] == one["steps"] == 5 and two["tokens"] == one["tokens"]  # every row trained once
     assert two["best_valid_loss"] == pytest.approx(one["best_valid_loss"], rel=1e-5)
-    # Only the main process writes: the same files as one process, no temporary or partial ones left.
+    # Only the main process writes: the same files as one process, no temporary or partial ones left, and
+    # one TensorBoard event file (a second process's tracker would add its own) with one value per step.
     assert _files(out) == _files(sft_one)
+    events = _event_files(out / "tracking")
+    assert len(events) == 1, events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [
+        (h["step"], pytest.approx(h["loss"], rel=1e-6)) for h in two["step_history"]
+    ]
+    # the loss of each effective batch is summed over both processes: the one-process values
+    assert [h["loss"] for h in two["step_history"]] == pytest.approx([h["loss"] for h in one["step_history"]], rel=1e-4)
     for line in ("epoch 0: valid loss", "encode train: 100%", "sft: 100%", "Loading weights: 100%"):
         _once(text, line)
 
@@ -246,12 +265,13 @@ def _rl(world: Path, warm: str, cfg: dict, tag: str):
         world / warm / "latent_head.safetensors",
     )
     assert _files(world / f"{tag}2") == _files(world / f"{tag}1")
+    assert len(_event_files(world / f"{tag}2" / "tracking")) == 1
     _once(text, "lr-grpo: 100%")
     # The per-step stats are over both processes' samples: the same as one process's.
     assert len(one["history"]) == len(two["history"]) == cfg["max_steps"]
     for h1, h2 in zip(one["history"], two["history"]):
         assert h1.keys() == h2.keys()
-        for key in h1:
+        for key in set(h1) - {"tokens_per_second"}:  # a timing: not the same in two runs
             assert h2[key] == pytest.approx(h1[key], rel=1e-4, abs=1e-6), key
     return one, two
 
@@ -321,6 +341,12 @@ def test_sft_checkpoint_resumes_in_another_process_count(world, sft_one, capsys,
     _assert_same_weights(sft_one / "model" / "model.safetensors", out / "model" / "model.safetensors")
     assert json.loads((out / "train_log.json").read_text())["steps"] == 5
     assert not (out / "checkpoint").exists()  # a finished run keeps no checkpoint (keep_checkpoint false)
+    # TensorBoard: the killed attempt's steps 1-2 and the resumed 3-5 make one curve, each step once.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tracking" / "sft"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2, 3, 4, 5]
 
 
 def test_decode_shards_gather_to_the_ranked_lists_of_one_shard(world):

@@ -327,11 +327,16 @@ def _check_llm(config: dict) -> None:
     # config helpers (the Snakefile, common.smk) stays light. (No cycle: they import checks.py, not this.)
     from latentrec.llm.grpo import LRGRPOConfig
     from latentrec.llm.sft import SFTConfig
+    from latentrec.llm.tracking import check_tracker
 
     fail = _fail
     llm = config["llm"]
     if llm["backbone"] not in llm["models"]:
         fail("llm.backbone", f"{llm['backbone']!r} is not a key of llm.models (known: {sorted(llm['models'])})")
+    try:  # accelerate skips a tracker whose package is missing without a word: refuse before any job
+        check_tracker(llm.get("tracking", "tensorboard"))
+    except InputError as e:
+        fail("llm.tracking", str(e).removeprefix("llm.tracking: "))
     limit = (config.get("evaluation") or {}).get("test_limit")
     if limit is not None and llm["decode_shards"] > limit:
         fail(

@@ -420,3 +420,20 @@ def data_folder(wildcards, input):
 
 def out_folder(wildcards, output):
     return os.path.dirname(output[0])
+
+
+# ---- training: the tracker each training job logs to, and its curve figure in the report ----------------
+TRACKING = LLM.get("tracking", "tensorboard")
+
+
+def training_curves(folder, model, stage, point="–"):
+    """The training-curve figure a training job writes beside its log, in the report's "Training curves"
+    category by dataset, one row per trained model (`folder` and the labels may hold wildcards).
+    """
+    return report(
+        f"{folder}/training_curves.png",
+        caption="../report/training_curves.rst",
+        category="Training curves",
+        subcategory="{dataset}",
+        labels={"model": model, "stage": stage, "seed": "{seed}", "grid point": point},
+    )

@@ -34,6 +34,9 @@ rule sft_backbone:
     output:
         model=directory(f"{SFT_OUT}/model"),
         log=f"{SFT_OUT}/train_log.json",
+        curves=training_curves(
+            SFT_OUT, "SFT (BIGRec, D3)", "SFT", "{point}" if SFT_POINTS else "–"
+        ),
     log:
         f"logs/sft_backbone/{SFT_JOB}.log",
     benchmark:
@@ -54,10 +57,11 @@ rule sft_backbone:
         launch=launcher("sft_backbone"),
         data=data_folder,
         out=out_folder,
+        tracking=TRACKING,
     shell:
         "{params.launch} sft --data {params.data:q} --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --out {params.out:q} 2> {log:q}"
+        " --tracking {params.tracking} --out {params.out:q} 2> {log:q}"
 
 
 if SFT_POINTS:
@@ -156,6 +160,11 @@ rule latent_warmup_sft:
     output:
         model=directory("results/{dataset}/latent/{recipe}/seed{seed}/warmup/model"),
         log="results/{dataset}/latent/{recipe}/seed{seed}/warmup/train_log.json",
+        curves=training_curves(
+            "results/{dataset}/latent/{recipe}/seed{seed}/warmup",
+            "{recipe}",
+            "warm-up SFT",
+        ),
     log:
         "logs/latent_warmup_sft/{dataset}/{recipe}/seed{seed}.log",
     benchmark:
@@ -178,10 +187,11 @@ rule latent_warmup_sft:
         launch=launcher("latent_warmup_sft"),
         data=data_folder,
         out=out_folder,
+        tracking=TRACKING,
     shell:
         "{params.launch} latent-sft --data {params.data:q} --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --out {params.out:q} 2> {log:q}"
+        " --tracking {params.tracking} --out {params.out:q} 2> {log:q}"
 
 
 # A recipe whose warm-up has an SFT grid (its sft_grid, else llm.sft_grid): one job per point, then
@@ -195,6 +205,12 @@ rule latent_warmup_point:
             "results/{dataset}/latent/{recipe}/seed{seed}/warmup/grid/{point}/model"
         ),
         log="results/{dataset}/latent/{recipe}/seed{seed}/warmup/grid/{point}/train_log.json",
+        curves=training_curves(
+            "results/{dataset}/latent/{recipe}/seed{seed}/warmup/grid/{point}",
+            "{recipe}",
+            "warm-up SFT",
+            "{point}",
+        ),
     log:
         "logs/latent_warmup_point/{dataset}/{recipe}/seed{seed}/{point}.log",
     benchmark:
@@ -217,10 +233,11 @@ rule latent_warmup_point:
         launch=launcher("latent_warmup_point"),
         data=data_folder,
         out=out_folder,
+        tracking=TRACKING,
     shell:
         "{params.launch} latent-sft --data {params.data:q} --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --out {params.out:q}"
+        " --tracking {params.tracking} --out {params.out:q}"
         " 2> {log:q}"
 
 
@@ -260,7 +277,12 @@ rule latent_rl_point:
     output:
         model=directory("results/{dataset}/latent/{recipe}/seed{seed}/rl/{point}/model"),
         log="results/{dataset}/latent/{recipe}/seed{seed}/rl/{point}/rl_log.json",
-        curve="results/{dataset}/latent/{recipe}/seed{seed}/rl/{point}/rl_rewards.png",
+        curves=training_curves(
+            "results/{dataset}/latent/{recipe}/seed{seed}/rl/{point}",
+            "{recipe}",
+            "RL",
+            "{point}",
+        ),
     log:
         "logs/latent_rl_point/{dataset}/{recipe}/seed{seed}/{point}.log",
     benchmark:
@@ -279,10 +301,11 @@ rule latent_rl_point:
         launch=launcher("latent_rl_point"),
         data=data_folder,
         out=out_folder,
+        tracking=TRACKING,
     shell:
         "{params.launch} latent-rl --data {params.data:q} --model {input.model:q}"
         " --domain {params.domain} --cfg {params.cfg} --seed {wildcards.seed}"
-        " --out {params.out:q}"
+        " --tracking {params.tracking} --out {params.out:q}"
         " 2> {log:q}"
 
 

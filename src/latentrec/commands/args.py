@@ -18,6 +18,12 @@ DATA_HELP = "processed-data folder (e.g. results/{dataset}/data, written by `pro
 DOMAIN_HELP = "the prompt's category noun, e.g. musics (datasets.<name>.domain in config.yaml)"
 THREADS_HELP = "torch intra-op CPU threads (0: torch's default) (default %(default)s)"
 SEED_HELP = "random seed (default %(default)s)"
+TRACKING_HELP = (
+    "experiment tracker of the training steps (llm.tracking): tensorboard (event files under "
+    "OUT/tracking/), wandb or mlflow (offline unless their settings say otherwise), or none "
+    "(default %(default)s)"
+)
+CURVES_FILE = "training_curves.png"  # beside each trained model's log: the report's training-curve figure
 
 
 def cfg_help(what: str, example: str, extra: str = "") -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from latentrec.commands.args import DATA_HELP, DOMAIN_HELP, cfg_help, json_arg
+from latentrec.commands.args import CURVES_FILE, DATA_HELP, DOMAIN_HELP, TRACKING_HELP, cfg_help, json_arg
 from latentrec.llm.backbone import SELECTION_FILE, resolve_model
+from latentrec.llm.tracking import TRACKERS
 
 log = logging.getLogger("latentrec")
 
@@ -26,6 +27,7 @@ def cmd_latent_sft(a) -> None:
     from latentrec.llm.backbone import load_backbone
     from latentrec.llm.latent import LatentSFTTask, new_reasoner
     from latentrec.llm.sft import SFTConfig, train_sft
+    from latentrec.report.figures import plot_sft_curves
     from latentrec.runs import seed_everything
 
     recipe = a.cfg
@@ -46,7 +48,9 @@ def cmd_latent_sft(a) -> None:
     train = _encode(ds, "train", tok, a.domain, cfg, cfg.train_limit, sample_seed)
     valid = _encode(ds, "valid", tok, a.domain, cfg, cfg.valid_limit)
     out = Path(a.out)
-    log = train_sft(model, tok, train, valid, cfg, out, task=LatentSFTTask())
+    log = train_sft(
+        model, tok, train, valid, cfg, out, task=LatentSFTTask(), tracking_kind=a.tracking, run_name="latent-sft"
+    )
     if not is_main_process():  # under `accelerate launch`: the model and logs are the main process's to write
         return
     write_json(log, out / "train_log.json")
@@ -61,6 +65,7 @@ def cmd_latent_sft(a) -> None:
         },
         out / "config.yaml",
     )
+    plot_sft_curves(log, out / CURVES_FILE, f"latent warm-up ({recipe.get('head', 'latentratt')} head), seed {a.seed}")
 
 
 def cmd_latent_rl(a) -> None:
@@ -70,7 +75,7 @@ def cmd_latent_rl(a) -> None:
     from latentrec.io_utils import is_main_process, write_json, write_yaml
     from latentrec.llm.grpo import LRGRPOConfig, train_lr_grpo
     from latentrec.llm.latent import LatentReasoner
-    from latentrec.report.figures import plot_rl_rewards
+    from latentrec.report.figures import plot_rl_curves
     from latentrec.runs import seed_everything
 
     cfg = LRGRPOConfig.from_dict(dict(a.cfg, seed=a.seed))
@@ -85,18 +90,21 @@ def cmd_latent_rl(a) -> None:
         from latentrec.llm.recommender import catalog_sequences
 
         catalog = catalog_sequences(ds, tok)
-    log = train_lr_grpo(model, tok, train, valid, cfg, catalog=catalog)
+    out = Path(a.out)
+    name = "flr-grpo" if cfg.reward == "hybrid" else "grpo" if cfg.whole_model else "lr-grpo"
+    log = train_lr_grpo(
+        model, tok, train, valid, cfg, catalog=catalog, out_dir=out, tracking_kind=a.tracking, run_name=name
+    )
     if (
         not is_main_process()
     ):  # every process holds the same weights; two writers would race (docs/reference_code.md §5.4)
         return
-    out = Path(a.out)
     model.save(out / "model", tok)
     write_json(log, out / "rl_log.json")
     write_yaml(
         {"stage": "LR-GRPO", "data": a.data, "warmup_model": a.model, "seed": a.seed, "rl": a.cfg}, out / "config.yaml"
     )
-    plot_rl_rewards(log, out / "rl_rewards.png")
+    plot_rl_curves(log, out / CURVES_FILE, f"{name.upper()}, seed {a.seed}")
 
 
 def cmd_select_latent(a) -> None:
@@ -139,8 +147,8 @@ def add_parsers(sub) -> None:
                 "head_options, refine_steps, sft",
                 '{"head": "latentratt", "n_latents": 1, "sft": {"lr": 3e-4}}',
             ),
-            "folder to write: model/ (backbone + head, best by validation loss), checkpoint/, train_log.json, "
-            "config.yaml",
+            f"folder to write: model/ (backbone + head, best by validation loss), checkpoint/, train_log.json, "
+            f"{CURVES_FILE}, tracking/, config.yaml",
         ),
         (
             "latent-rl",
@@ -156,7 +164,7 @@ def add_parsers(sub) -> None:
                 '{"lr": 1e-4, "max_steps": 4}',
                 "unset keys take the paper's defaults",
             ),
-            "grid point folder to write: model/, rl_log.json, rl_rewards.png, config.yaml",
+            f"grid point folder to write: model/, rl_log.json, {CURVES_FILE}, tracking/, config.yaml",
         ),
     ):
         s = sub.add_parser(name, help=what, description=description)
@@ -171,6 +179,7 @@ def add_parsers(sub) -> None:
             help="random seed (head initialisation, data sample, noise); replaces any seed in --cfg "
             "(default %(default)s)",
         )
+        s.add_argument("--tracking", default="tensorboard", choices=TRACKERS, help=TRACKING_HELP)
         s.add_argument("--out", required=True, help=out_help)
         s.set_defaults(func=func)
 

@@ -8,10 +8,20 @@ import shutil
 import time
 from pathlib import Path
 
-from latentrec.commands.args import DATA_HELP, DECODE_CFG_HELP, DOMAIN_HELP, SEED_HELP, cfg_help, json_arg
+from latentrec.commands.args import (
+    CURVES_FILE,
+    DATA_HELP,
+    DECODE_CFG_HELP,
+    DOMAIN_HELP,
+    SEED_HELP,
+    TRACKING_HELP,
+    cfg_help,
+    json_arg,
+)
 from latentrec.errors import InputError
 from latentrec.io_utils import read_parquet
 from latentrec.llm.backbone import SELECTION_FILE
+from latentrec.llm.tracking import TRACKERS
 
 log = logging.getLogger("latentrec")
 
@@ -29,6 +39,7 @@ def cmd_sft(a) -> None:
     from latentrec.llm.backbone import load_backbone
     from latentrec.llm.recommender import encode_split
     from latentrec.llm.sft import SFTConfig, train_sft
+    from latentrec.report.figures import plot_sft_curves
     from latentrec.runs import seed_everything
 
     cfg = SFTConfig.from_dict(dict(a.cfg, seed=a.seed))
@@ -47,13 +58,14 @@ def cmd_sft(a) -> None:
     )
     valid = encode_split(ds, "valid", tok, a.domain, style=cfg.prompt_style, max_len=cfg.max_len, limit=cfg.valid_limit)
     out = Path(a.out)
-    log_ = train_sft(model, tok, train, valid, cfg, out)
+    log_ = train_sft(model, tok, train, valid, cfg, out, tracking_kind=a.tracking, run_name="sft")
     if not is_main_process():  # under `accelerate launch`: the model and logs are the main process's to write
         return
     write_json(log_, out / "train_log.json")
     write_yaml(
         {"data": a.data, "base_model": a.model, "domain": a.domain, "seed": a.seed, "sft": a.cfg}, out / "config.yaml"
     )
+    plot_sft_curves(log_, out / CURVES_FILE, f"SFT of {Path(a.model).name}, seed {a.seed}")
 
 
 def cmd_decode(a) -> None:
@@ -206,11 +218,12 @@ def add_parsers(sub) -> None:
         default=0,
         help="random seed (data order, train_limit sample); replaces any seed in --cfg (default %(default)s)",
     )
+    s.add_argument("--tracking", default="tensorboard", choices=TRACKERS, help=TRACKING_HELP)
     s.add_argument(
         "--out",
         required=True,
         help="folder to write: model/ (best by validation loss; a model folder for `decode`), "
-        "checkpoint/ (to resume), train_log.json, config.yaml",
+        f"checkpoint/ (to resume), train_log.json, {CURVES_FILE}, tracking/, config.yaml",
     )
     s.set_defaults(func=cmd_sft)
 

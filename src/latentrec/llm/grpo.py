@@ -47,6 +47,7 @@ import torch
 
 from latentrec.checks import check_options
 from latentrec.io_utils import progress
+from latentrec.llm import tracking
 from latentrec.llm.latent import LatentReasoner, collate_prompt_target
 from latentrec.llm.precision import resolve_mixed_precision, upcast
 from latentrec.llm.prompts import STYLES, EncodedSample
@@ -351,6 +352,9 @@ def step_loss(
         per_sample = per_row.view(g, k).sum(1) / mask.view(g, -1).sum(1)
     loss = per_sample.sum()
     stats = {"reward": float(rewards.mean()), "reward_clean": float(rewards[:, 0].mean()), **adv_stats}
+    if ref_logp is not None:  # k3 KL to the starting head, per target token (what beta weighs)
+        d = (ref_logp - logp).detach()
+        stats["kl"] = float(((torch.exp(d) - d - 1) * mask).sum() / mask.sum())
     if reg:  # eq. 13: the regularisers once per sample (their mean over the step's samples, after scaling)
         loss = loss + g * sum(reg.values())
         stats["regularisers"] = float(sum(reg.values()).detach())
@@ -519,17 +523,16 @@ def valid_neg_ppl(model: LatentReasoner, samples: list[EncodedSample], pad: int,
     return total / max(n, 1)
 
 
-def step_stats(stats: list[dict], accelerator) -> dict[str, float]:
-    """One optimiser step's stats over all processes: SUMMED_STATS summed over its micro-steps and ranks,
+def step_stats(stats: list[dict], accelerator, summed=SUMMED_STATS) -> dict[str, float]:
+    """One optimiser step's stats over all processes: `summed` keys summed over its micro-steps and ranks,
     the others (this rank's means, over equal sample counts) averaged over micro-steps and ranks."""
     keys = list(stats[0])
     local = [
-        float(np.sum([x[k] for x in stats])) if k in SUMMED_STATS else float(np.mean([x[k] for x in stats]))
-        for k in keys
+        float(np.sum([x[k] for x in stats])) if k in summed else float(np.mean([x[k] for x in stats])) for k in keys
     ]
     total = accelerator.reduce(torch.tensor(local, dtype=torch.float64, device=accelerator.device), reduction="sum")
     world = accelerator.num_processes
-    return {k: float(v) if k in SUMMED_STATS else float(v) / world for k, v in zip(keys, total.tolist())}
+    return {k: float(v) if k in summed else float(v) / world for k, v in zip(keys, total.tolist())}
 
 
 def train_lr_grpo(
@@ -540,10 +543,14 @@ def train_lr_grpo(
     cfg: LRGRPOConfig,
     log_every: int = 1,
     catalog: list[list[int]] | None = None,
+    out_dir=None,
+    tracking_kind: str = "none",
+    run_name: str = "lr-grpo",
 ) -> dict:
     """Train the head in place (the whole model with ``rollout="decode"`` or ``"beams"``, the original GRPO,
-    which needs the ``catalog`` token sequences); returns a log (per-step rewards, validation -PPL before
-    and after, seconds)."""
+    which needs the ``catalog`` token sequences); returns a log (per-step rewards, loss, gradient norm,
+    validation -PPL before and after, seconds). `tracking_kind` (llm.tracking) logs each step's entry to
+    out_dir/tracking/`run_name` as it comes."""
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
@@ -564,7 +571,12 @@ def train_lr_grpo(
                 f"rollout={cfg.rollout!r} and the hybrid reward's exact match need the catalog token sequences"
             )
         trie = TitleTrie.build(catalog, vocab_size=model.llm.get_input_embeddings().num_embeddings)
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
+    if tracking_kind != "none" and out_dir is None:
+        raise ValueError("tracking needs out_dir, the run's output folder")
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
+        **tracking.accelerator_options(tracking_kind, out_dir),
+    )
     world, rank = accelerator.num_processes, accelerator.process_index
     groups = cfg.baseline_groups
     if groups % world:
@@ -591,7 +603,9 @@ def train_lr_grpo(
     noise_gen = torch.Generator().manual_seed(cfg.seed * 1000)
     hidden = model.llm.config.hidden_size
 
+    tracking.start(accelerator, tracking_kind, out_dir, run_name, asdict(cfg))
     before = valid_neg_ppl(model, valid, pad)
+    tracking.log(accelerator, "valid", {"neg_ppl": before}, 0)
     history, step, t0 = [], 0, time.time()
     bar = progress(total=total_steps, desc="lr-grpo", unit="step", disable=not accelerator.is_main_process)
     for epoch in range(cfg.max_epochs):
@@ -600,6 +614,7 @@ def train_lr_grpo(
             if step >= total_steps:
                 break
             wrapped.train()
+            t_step = time.time()
             chunk = order[s * cfg.groups_per_step : (s + 1) * cfg.groups_per_step]
             stats = []
             for m in range(micro_steps):
@@ -629,18 +644,33 @@ def train_lr_grpo(
                         )
                     # DDP averages over ranks: scale so the step's loss is the mean over all its samples.
                     accelerator.backward(loss * world / cfg.groups_per_step)
-                stats.append(st)
-            accelerator.clip_grad_norm_(params, 1.0)
+                # the step's loss is the sum of these over micro-steps and processes; tokens: prompt + target
+                tokens = float(batch["prompt_mask"].sum() + batch["target_mask"].sum())
+                stats.append({**st, "loss": float(loss.detach()) / cfg.groups_per_step, "tokens": tokens})
+            grad_norm = accelerator.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             bar.update(1)
+            st = step_stats(stats, accelerator, summed=(*SUMMED_STATS, "loss", "tokens"))
+            tokens = st.pop("tokens")
+            seconds_step = time.time() - t_step
+            entry = {
+                "step": step,
+                "lr": sched.get_last_lr()[0],
+                **st,
+                "grad_norm": math.nan if grad_norm is None else float(grad_norm),
+                "tokens_per_second": tokens / max(seconds_step, 1e-9),
+            }
+            tracking.log(accelerator, "train", entry, step)
             if step % log_every == 0 or step == total_steps:
-                history.append({"step": step, "lr": sched.get_last_lr()[0], **step_stats(stats, accelerator)})
+                history.append(entry)
     bar.close()
     seconds = time.time() - t0
     after = valid_neg_ppl(model, valid, pad)
+    tracking.log(accelerator, "valid", {"neg_ppl": after}, step)
+    tracking.finish(accelerator)
     return {
         "config": asdict(cfg),
         "steps": step,

@@ -29,6 +29,7 @@ import torch
 from latentrec.checks import check_options
 from latentrec.errors import InputError
 from latentrec.io_utils import progress, read_json, write_json
+from latentrec.llm import tracking
 from latentrec.llm.precision import resolve_mixed_precision, upcast
 from latentrec.llm.prompts import IGNORE_INDEX, STYLES, EncodedSample
 from latentrec.runs import peak_memory_mb
@@ -233,7 +234,8 @@ class TrainState:
     best_valid_loss: float = math.inf
     bad_epochs: int = 0
     done: bool = False
-    history: list = field(default_factory=list)
+    history: list = field(default_factory=list)  # one entry per epoch: validation loss
+    step_history: list = field(default_factory=list)  # one entry per optimiser step: loss, lr, grad norm, tokens/s
     fingerprint: str = ""  # the config and data the checkpoint belongs to
 
 
@@ -245,8 +247,11 @@ def train_sft(
     cfg: SFTConfig,
     out_dir: str | Path,
     task: SFTTask | None = None,
+    tracking_kind: str = "none",
+    run_name: str = "sft",
 ) -> dict:
-    """Train, keep the best model (by validation loss) in out_dir/model, return a log dict."""
+    """Train, keep the best model (by validation loss) in out_dir/model, return a log dict. `tracking_kind`
+    (llm.tracking) logs every step's scalars to out_dir/tracking/`run_name` as they come."""
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
 
@@ -261,7 +266,10 @@ def train_sft(
         task.packing = True
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoint"
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
+        **tracking.accelerator_options(tracking_kind, out_dir),
+    )
     world = accelerator.num_processes
     # Micro-batches per optimiser step over all processes: fixed by the config, not by the process count,
     # so the data order, the steps and a checkpoint are the same for any world size (ranks take turns;
@@ -307,6 +315,7 @@ def train_sft(
             load_checkpoint(accelerator, found, model, opt, sched)
             state = saved
             accelerator.print(f"resumed from {found}: epoch {state.epoch}, step {state.step}")
+    tracking.start(accelerator, tracking_kind, out_dir, run_name, asdict(cfg), resume_step=state.step)
 
     def checkpoint():
         save_checkpoint(accelerator, ckpt_dir, asdict(state), model, opt, sched)
@@ -335,6 +344,8 @@ def train_sft(
             mine = group[accelerator.process_index :: world]
             # Normalise by the target tokens of the whole effective batch, on all ranks.
             n_tokens = sum(n_targets[i] for b in group for i in b)
+            step_loss = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+            step_tokens = 0
             for k, idx in enumerate(mine):
                 batch = {key: v.to(accelerator.device) for key, v in task.collate([train[i] for i in idx], pad).items()}
                 sync = k == len(mine) - 1
@@ -343,14 +354,29 @@ def train_sft(
                     loss_sum, _ = task.loss_sum(model, batch)
                     # DDP averages gradients over ranks; scale back up by world to sum them.
                     accelerator.backward(loss_sum * world / max(1, n_tokens))
-                tokens_seen += task.count_tokens(batch)
-            accelerator.clip_grad_norm_(params, 1.0)
+                step_loss += loss_sum.detach().double()
+                step_tokens += task.count_tokens(batch)
+            grad_norm = accelerator.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             state.step += 1
             state.batch_in_epoch = w_start + window
-            train_seconds += time.time() - t_step
+            tokens_seen += step_tokens
+            # One reduce per step: the effective batch's summed loss and tokens over all processes.
+            step_tokens_t = torch.tensor(float(step_tokens), device=accelerator.device, dtype=torch.float64)
+            loss_all, tokens_all = accelerator.reduce(torch.stack([step_loss, step_tokens_t]), reduction="sum").tolist()
+            step_seconds = time.time() - t_step
+            train_seconds += step_seconds
+            entry = {
+                "step": state.step,
+                "loss": loss_all / max(1, n_tokens),
+                "lr": sched.get_last_lr()[0],
+                "grad_norm": _norm(grad_norm),
+                "tokens_per_second": tokens_all / max(step_seconds, 1e-9),
+            }
+            state.step_history.append(entry)
+            tracking.log(accelerator, "train", entry, state.step)
             bar.update(1)
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 checkpoint()
@@ -360,6 +386,7 @@ def train_sft(
         state.history.append(
             {"epoch": state.epoch, "step": state.step, "valid_loss": valid_loss, "lr": sched.get_last_lr()[0]}
         )
+        tracking.log(accelerator, "valid", {"loss": valid_loss}, state.step)
         accelerator.print(f"epoch {state.epoch}: valid loss {valid_loss:.4f}")
         if valid_loss < state.best_valid_loss:
             state.best_valid_loss, state.bad_epochs = valid_loss, 0
@@ -374,6 +401,7 @@ def train_sft(
         if not state.done or cfg.keep_checkpoint:  # a finished run's outputs are complete: nothing to resume
             checkpoint()
     bar.close()
+    tracking.finish(accelerator)
     diverged = not math.isfinite(state.best_valid_loss)
     if diverged:  # no epoch had a finite validation loss: keep the last weights so the run has an output,
         #           and say so (a grid's selection skips it; a single run's user sees it in the log)
@@ -398,6 +426,7 @@ def train_sft(
         "best_valid_loss": state.best_valid_loss,
         "diverged": diverged,
         "history": state.history,
+        "step_history": state.step_history,
         "seconds": elapsed,
         "train_seconds": train_seconds,
         "tokens": tokens_seen,
@@ -407,6 +436,11 @@ def train_sft(
         "mixed_precision": accelerator.mixed_precision,
         "peak_memory_mb": peak_memory_mb(accelerator.device),
     }
+
+
+def _norm(grad_norm) -> float:
+    """The gradient norm clip_grad_norm_ returned (before clipping); NaN where the backend returns none."""
+    return math.nan if grad_norm is None else float(grad_norm)
 
 
 # ----------------------------------------------------------------------------------- checkpoints

@@ -1,4 +1,4 @@
-"""Figures: ours against the published value, per method and dataset; an RL run's rewards over its steps."""
+"""Figures: ours against the published value, per method and dataset; a trained model's curves over its steps."""
 
 from __future__ import annotations
 
@@ -31,22 +31,80 @@ def plot_against_paper(long: pd.DataFrame, path, metric: str = "N@10", ours_labe
     plt.close(fig)
 
 
-def plot_rl_rewards(log: dict, path) -> None:
-    """Reward of the noise-free latent and of all draws per optimiser step of an RL log (`rl_log.json`)."""
+def plot_sft_curves(log: dict, path, title: str) -> None:
+    """An SFT's training curve (`train_log.json`): the loss of every optimiser step and the validation loss
+    at each epoch end, per target token."""
     plt = pyplot()
-    steps = [h["step"] for h in log["history"]]
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(steps, [h["reward_clean"] for h in log["history"]], label="noise-free latent")
-    ax.plot(steps, [h["reward"] for h in log["history"]], label="all draws", alpha=0.7)
-    ax.set_xlabel("optimiser step")
-    decoded = log["config"].get("rollout", "noise") != "noise"  # the original GRPO: 0/1 exact match
-    ax.set_ylabel("reward (decoded title = target)" if decoded else "reward (-perplexity of the target)")
-    ax.set_title(
-        f"{'original GRPO' if decoded else 'LR-GRPO'}, lr {log['config']['lr']:g}: valid -PPL "
-        f"{log['valid_neg_ppl_before']:.3f} -> {log['valid_neg_ppl']:.3f}",
-        fontsize=8,
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    steps = log.get("step_history", [])
+    ax.plot([h["step"] for h in steps], [h["loss"] for h in steps], marker=".", label="train loss (optimiser step)")
+    ax.plot(
+        [h["step"] for h in log["history"]],
+        [h["valid_loss"] for h in log["history"]],
+        marker="o",
+        label="validation loss (epoch end)",
     )
+    _integer_steps(ax)
+    ax.set_ylabel("cross-entropy per target token")
+    best = "never finite (diverged)" if log.get("diverged") else f"{log['best_valid_loss']:.4f}"
+    ax.set_title(f"{title}\n{log['steps']} steps, best validation loss {best}", fontsize=9)
     ax.legend(fontsize=7)
+    _save(fig, plt, path)
+
+
+def plot_rl_curves(log: dict, path, title: str) -> None:
+    """An RL run's training curves (`rl_log.json`): the reward of all draws and of the noise-free one per
+    optimiser step, and the exact match (FLR-GRPO's hybrid reward; the original GRPO's reward is one)."""
+    plt = pyplot()
+    hist = log["history"]
+    steps = [h["step"] for h in hist]
+    decoded = log["config"].get("rollout", "noise") != "noise"  # the original GRPO: reward = exact match
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    left.plot(steps, [h["reward"] for h in hist], marker=".", label="all draws")
+    left.plot(steps, [h["reward_clean"] for h in hist], marker=".", label="noise-free latent")
+    hybrid = log["config"].get("reward") == "hybrid"
+    left.set_ylabel(
+        "reward (decoded title = target)"
+        if decoded
+        else "reward (hybrid)"
+        if hybrid
+        else "reward (−perplexity of target)"
+    )
+    left.set_title(f"validation −PPL {log['valid_neg_ppl_before']:.3f} → {log['valid_neg_ppl']:.3f}", fontsize=9)
+    keys = ("reward", "reward_clean") if decoded else ("exact_match", "exact_match_clean")
+    for ax in (left, right):
+        _integer_steps(ax)
+    if hist and keys[0] in hist[0]:
+        right.plot(steps, [h[keys[0]] for h in hist], marker=".", label="all draws")
+        right.plot(steps, [h[keys[1]] for h in hist], marker=".", label="noise-free latent")
+        right.set_ylim(-0.05, 1.05)
+        right.legend(fontsize=7)
+    else:
+        right.text(
+            0.5,
+            0.5,
+            "no exact match in this reward\n(it decodes no title)",
+            ha="center",
+            va="center",
+            transform=right.transAxes,
+            fontsize=9,
+        )
+        right.set_xticks([])
+        right.set_yticks([])
+    right.set_ylabel("exact match (greedy title = target)")
+    left.legend(fontsize=7)
+    fig.suptitle(f"{title}: {log['steps']} steps, lr {log['config']['lr']:g}", fontsize=9)
+    _save(fig, plt, path)
+
+
+def _integer_steps(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("optimiser step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _save(fig, plt, path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
