@@ -137,10 +137,10 @@ def _catalog(shapes: Shapes, vocab: int) -> list[list[int]]:
     return torch.randint(0, vocab, (shapes.catalog_items, shapes.target_len), generator=g).tolist()
 
 
-def _autocast(policy: DtypePolicy):
+def _autocast(policy: DtypePolicy, device_type: str = "cpu"):
     if policy.autocast is None:
         return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=policy.autocast)
+    return torch.autocast(device_type, dtype=policy.autocast)
 
 
 def _adamw(params):
@@ -207,14 +207,15 @@ class _Run:
         from latentrec.llm.grpo import draw_noise, step_loss
 
         self.model.train()
-        with _autocast(self.policy):
+        device = next(self.model.parameters()).device  # fake weights: "cpu"; bench/gpu_check_real.py: a GPU
+        with _autocast(self.policy, device.type):
             if self.kind in ("sft", "latent_sft"):
                 loss, n = self.task.loss_sum(self.model, self.batch)
                 loss = loss / max(n, 1)
             else:
                 s = self.shapes
                 noise = draw_noise(s.micro_batch, self.rl, s.n_latents, self.model.llm.config.hidden_size,
-                                   self.noise_gen, "cpu")
+                                   self.noise_gen, device)
                 loss, _ = step_loss(self.model, self.batch, noise, self.rl, ref_head=self.ref_head, trie=self.trie)
                 loss = loss / s.micro_batch
             if on_forward is not None:
@@ -229,18 +230,20 @@ class _Run:
         b, k = s.decode_batch, s.num_beams
         if not tree_supported(self.model):
             raise ValueError("the decode estimate needs the tree KV layout (sdpa or eager attention)")
-        mask = torch.ones((b, s.prompt_len), dtype=torch.long)
-        ids = torch.zeros((b, s.prompt_len), dtype=torch.long)
+        dev = next(self.model.parameters()).device
+        mask = torch.ones((b, s.prompt_len), dtype=torch.long, device=dev)
+        ids = torch.zeros((b, s.prompt_len), dtype=torch.long, device=dev)
+        zeros = torch.zeros((b, k), dtype=torch.long, device=dev)
         with torch.inference_mode():
             layout = TreeLayout(self.model, prompt_mask=mask, num_beams=k, max_new_tokens=s.max_new_tokens,
                                  keep_one=True, shared=None)
             scores = layout.prefill(ids, None)
-            scores.logprobs(torch.arange(b), torch.zeros(b, dtype=torch.long))
+            scores.logprobs(torch.arange(b, device=dev), torch.zeros(b, dtype=torch.long, device=dev))
             for step in range(s.max_new_tokens):
-                src = torch.zeros((b, k), dtype=torch.long) if step == 0 else torch.arange(k).expand(b, k)
-                alive = torch.ones((b, k), dtype=torch.bool)
-                scores = layout.forward(src, torch.zeros((b, k), dtype=torch.long), alive, step)
-                scores.logprobs(torch.arange(b * k), torch.zeros(b * k, dtype=torch.long))
+                src = zeros if step == 0 else torch.arange(k, device=dev).expand(b, k)
+                alive = torch.ones((b, k), dtype=torch.bool, device=dev)
+                scores = layout.forward(src, zeros, alive, step)
+                scores.logprobs(torch.arange(b * k, device=dev), torch.zeros(b * k, dtype=torch.long, device=dev))
 
 
 def _bytes(tensors) -> int:
