@@ -26,12 +26,16 @@ class LoadAverage:
         self.start = [round(x, 2) for x in os.getloadavg()]
 
     def fields(self) -> dict:
-        return {"load_average_start": self.start, "load_average_end": [round(x, 2) for x in os.getloadavg()],
-                "cpu_count": os.cpu_count()}
+        return {
+            "load_average_start": self.start,
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+            "cpu_count": os.cpu_count(),
+        }
 
     def line(self) -> str:
         end = os.getloadavg()[0]
         return f"load average (1 min) {self.start[0]:.2f} at start, {end:.2f} at end, on {os.cpu_count()} CPUs"
+
 
 def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     """FLOP/s of an fp32 n x n x n matmul (2 n^3 FLOPs) at `threads` torch threads: mean and best of
@@ -53,8 +57,14 @@ def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> dict:
     finally:
         torch.set_num_threads(old)
     flops = 2.0 * n**3
-    return {"n": n, "threads": threads, "repeats": repeats, "mean_flops_per_s": flops * len(seconds) / sum(seconds),
-            "best_flops_per_s": flops / min(seconds), "flops_per_cpu_s": flops * len(seconds) / cpu}
+    return {
+        "n": n,
+        "threads": threads,
+        "repeats": repeats,
+        "mean_flops_per_s": flops * len(seconds) / sum(seconds),
+        "best_flops_per_s": flops / min(seconds),
+        "flops_per_cpu_s": flops * len(seconds) / cpu,
+    }
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

@@ -35,8 +35,11 @@ TIMING_OUTPUTS = (
     re.compile(r"^results/tables/latentr3_cost\.\w+$"),
     re.compile(r"^results/tables/flr_fig9_inference_time\.\w+$"),
 )
-COMPARED = (re.compile(r"(^|/)metrics\.json$"), re.compile(r"(^|/)predictions\.parquet$"),
-            re.compile(r"^results/tables/[^/]+\.(md|csv|tex|json|png)$"))
+COMPARED = (
+    re.compile(r"(^|/)metrics\.json$"),
+    re.compile(r"(^|/)predictions\.parquet$"),
+    re.compile(r"^results/tables/[^/]+\.(md|csv|tex|json|png)$"),
+)
 
 
 @dataclass
@@ -57,8 +60,17 @@ class ChaosResult:
 
 def readme_command(workdir: Path, cores: int) -> list[str]:
     """`snakemake --cores N` as the README runs it, pointed at a scratch working directory."""
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-            "--cores", str(cores)]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        str(cores),
+    ]
 
 
 def _env() -> dict:
@@ -67,8 +79,10 @@ def _env() -> dict:
 
 def running_rules(log: str) -> list[str]:
     """Rules whose jobs the log shows started and not finished."""
-    started = {jobid: rule for rule, jobid in re.findall(r"^(?:local)?rule (\w+):\n(?:[ \t].*\n)*?[ \t]+jobid: (\d+)",
-                                                         log, flags=re.M)}
+    started = {
+        jobid: rule
+        for rule, jobid in re.findall(r"^(?:local)?rule (\w+):\n(?:[ \t].*\n)*?[ \t]+jobid: (\d+)", log, flags=re.M)
+    }
     finished = set(re.findall(r"Finished jobid: (\d+)", log))
     return sorted({rule for jobid, rule in started.items() if jobid not in finished})
 
@@ -77,8 +91,14 @@ def run_once(workdir: Path, cores: int, kill_after: float | None, log_path: Path
     """One run of the README command in its own process group; SIGKILL the group after `kill_after` s.
     Returns (exit code, or None if killed; the run's log)."""
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(readme_command(workdir, cores), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env=_env(), start_new_session=True)
+        proc = subprocess.Popen(
+            readme_command(workdir, cores),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            start_new_session=True,
+        )
         try:
             rc = proc.wait(timeout=kill_after)
         except subprocess.TimeoutExpired:
@@ -106,8 +126,17 @@ def compare(reference: Path, recovered: Path, result: ChaosResult) -> None:
                 result.different.append(rel)
 
 
-def chaos(config: dict, reference: Path, recovered: Path, kills: int, seed: int, cores: int = 2,
-          first_after: float = 4.0, spread: float | None = None, max_reruns: int = 50) -> ChaosResult:
+def chaos(
+    config: dict,
+    reference: Path,
+    recovered: Path,
+    kills: int,
+    seed: int,
+    cores: int = 2,
+    first_after: float = 4.0,
+    spread: float | None = None,
+    max_reruns: int = 50,
+) -> ChaosResult:
     """Run `config` once uninterrupted in `reference` (unless it holds a finished run of the same config),
     then in `recovered` with `kills` SIGKILLs at seeded moments (each `first_after` + U(0, spread) seconds
     after a start; spread defaults to the reference's wall time / kills, so the kills fall across the whole
@@ -138,8 +167,10 @@ def chaos(config: dict, reference: Path, recovered: Path, kills: int, seed: int,
             result.kills.append(Kill(round(kill_after, 1), running_rules(log)))
             continue
         if rc != 0:
-            raise RuntimeError(f"run {result.reruns} after {len(result.kills)} kill(s) failed (rc {rc}): the README "
-                               f"command did not recover:\n{log[-3000:]}")
+            raise RuntimeError(
+                f"run {result.reruns} after {len(result.kills)} kill(s) failed (rc {rc}): the README "
+                f"command did not recover:\n{log[-3000:]}"
+            )
         if len(result.kills) >= kills:
             break
     compare(reference, recovered, result)
@@ -148,14 +179,18 @@ def chaos(config: dict, reference: Path, recovered: Path, kills: int, seed: int,
 
 def summary(result: ChaosResult) -> str:
     rules = sorted({r for k in result.kills for r in k.running})
-    lines = [f"{len(result.kills)} kills at seeded moments across {len(rules)} rules ({', '.join(rules) or '-'}): "
-             f"{result.reruns} runs of the README command in all, no flags added",
-             f"compared {len(result.compared)} outputs (metrics.json, predictions.parquet, tables): "
-             f"{len(result.compared) - len(result.different)} identical, {len(result.different)} different, "
-             f"{len(result.missing)} missing",
-             f"timing outputs, not compared: {', '.join(result.timing) or '-'}"]
-    lines += [f"  kill {i + 1} at {k.after_s:.1f} s while running: {', '.join(k.running) or '(DAG build)'}"
-              for i, k in enumerate(result.kills)]
+    lines = [
+        f"{len(result.kills)} kills at seeded moments across {len(rules)} rules ({', '.join(rules) or '-'}): "
+        f"{result.reruns} runs of the README command in all, no flags added",
+        f"compared {len(result.compared)} outputs (metrics.json, predictions.parquet, tables): "
+        f"{len(result.compared) - len(result.different)} identical, {len(result.different)} different, "
+        f"{len(result.missing)} missing",
+        f"timing outputs, not compared: {', '.join(result.timing) or '-'}",
+    ]
+    lines += [
+        f"  kill {i + 1} at {k.after_s:.1f} s while running: {', '.join(k.running) or '(DAG build)'}"
+        for i, k in enumerate(result.kills)
+    ]
     lines += [f"  DIFFERENT: {p}" for p in result.different] + [f"  MISSING: {p}" for p in result.missing]
     return "\n".join(lines)
 
@@ -169,18 +204,33 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/latentrec_chaos"))
-    ap.add_argument("--spread", type=float, default=None, help="kill within first_after + U(0, spread) s of each "
-                    "start (default: the reference run's wall time / kills)")
-    ap.add_argument("--reference", type=Path, default=None,
-                    help="a finished uninterrupted run of the same config (a working directory) to compare with")
+    ap.add_argument(
+        "--spread",
+        type=float,
+        default=None,
+        help="kill within first_after + U(0, spread) s of each start (default: the reference run's wall time / kills)",
+    )
+    ap.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="a finished uninterrupted run of the same config (a working directory) to compare with",
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     a = ap.parse_args()
     shutil.rmtree(a.workdir / "recovered", ignore_errors=True)
     config = yaml.safe_load(a.config.read_text())
     paper = Path(config["report"]["paper_results"])  # the scratch folders have no config/ of their own
     config["report"]["paper_results"] = str(paper if paper.is_absolute() else ROOT / paper)
-    result = chaos(config, a.reference or a.workdir / "reference", a.workdir / "recovered",
-                   a.kills, a.seed, a.cores, spread=a.spread)
+    result = chaos(
+        config,
+        a.reference or a.workdir / "reference",
+        a.workdir / "recovered",
+        a.kills,
+        a.seed,
+        a.cores,
+        spread=a.spread,
+    )
     print(summary(result))
     if a.json:
         a.json.write_text(json.dumps(result, default=vars, indent=2))

@@ -57,9 +57,16 @@ def run_reference(model, prompts, sequences, *, eos, pad, num_beams, lp, max_new
 
     allowed = reference_dict_trie(sequences)
     cfg = GenerationConfig(
-        num_beams=num_beams, num_return_sequences=num_beams, do_sample=False, length_penalty=lp,
-        early_stopping=False, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad,
-        output_scores=True, return_dict_in_generate=True,
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        do_sample=False,
+        length_penalty=lp,
+        early_stopping=False,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        output_scores=True,
+        return_dict_in_generate=True,
     )
     out_all = []
     for start in range(0, len(prompts), batch_size):
@@ -71,8 +78,9 @@ def run_reference(model, prompts, sequences, *, eos, pad, num_beams, lp, max_new
             return allowed.get(tuple(sent[width:].tolist()), [eos])
 
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg,
-                                 prefix_allowed_tokens_fn=prefix_fn)
+            out = model.generate(
+                input_ids=ids, attention_mask=mask, generation_config=cfg, prefix_allowed_tokens_fn=prefix_fn
+            )
         seqs = out.sequences[:, width:].view(len(batch), num_beams, -1)
         scores = out.sequences_scores.view(len(batch), num_beams)
         for i in range(len(batch)):
@@ -96,7 +104,9 @@ def compare(ours, ref, tol=1e-4):
             if t in ref_score:
                 max_diff = max(max_diff, abs(ref_score[t] - s))
         toks_m, toks_r = [t for t, _ in mine], [t for t, _ in theirs]
-        close = len(mine) == len(theirs) and all(abs(a[1] - b[1]) <= tol * max(1.0, abs(a[1])) for a, b in zip(mine, theirs))
+        close = len(mine) == len(theirs) and all(
+            abs(a[1] - b[1]) <= tol * max(1.0, abs(a[1])) for a, b in zip(mine, theirs)
+        )
         if toks_m == toks_r and close:
             same += 1
             same_ties += 1
@@ -114,15 +124,25 @@ def main(argv=None):
     ap.add_argument("--length-penalty", type=float, default=1.0)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8, help="prompts per batch of the reference (default 8)")
-    ap.add_argument("--ours-batch-sizes", default=None,
-                    help="comma-separated batch sizes to time our decoder with (default: --batch-size)")
+    ap.add_argument(
+        "--ours-batch-sizes",
+        default=None,
+        help="comma-separated batch sizes to time our decoder with (default: --batch-size)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--expand-too", action="store_true", help="also time our decoder with kv_layout='expand'")
-    ap.add_argument("--block", type=int, default=None,
-                    help="prompts per alternation block (default: 2 batches); keep it a multiple of the batch size")
-    ap.add_argument("--embeds-too", action="store_true",
-                    help="also time our decoder fed the prompts as input embeddings (the latent-decoding path)")
+    ap.add_argument(
+        "--block",
+        type=int,
+        default=None,
+        help="prompts per alternation block (default: 2 batches); keep it a multiple of the batch size",
+    )
+    ap.add_argument(
+        "--embeds-too",
+        action="store_true",
+        help="also time our decoder fed the prompts as input embeddings (the latent-decoding path)",
+    )
     ap.add_argument("--quick", action="store_true", help="4 prompts, max_new_tokens 24, batch 2: a smoke run")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
@@ -146,35 +166,67 @@ def main(argv=None):
     test = pd.read_csv(args.split / "test.csv", nrows=args.n)
     prompts = [sum(map(enc, prompt_segments(ast.literal_eval(h), "musics")), []) for h in test["history_item_title"]]
     lens = [len(p) for p in prompts]
-    print(f"{len(prompts)} prompts (tokens: mean {sum(lens) / len(lens):.0f}, max {max(lens)}), "
-          f"catalog {len(titles)} titles / {len(trie.terminals)} distinct, trie {trie.num_nodes} nodes, "
-          f"beams {args.num_beams}, lp {args.length_penalty}, max_new_tokens {args.max_new_tokens}, "
-          f"threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"{len(prompts)} prompts (tokens: mean {sum(lens) / len(lens):.0f}, max {max(lens)}), "
+        f"catalog {len(titles)} titles / {len(trie.terminals)} distinct, trie {trie.num_nodes} nodes, "
+        f"beams {args.num_beams}, lp {args.length_penalty}, max_new_tokens {args.max_new_tokens}, "
+        f"threads {torch.get_num_threads()}",
+        flush=True,
+    )
 
     kw = dict(num_beams=args.num_beams, length_penalty=args.length_penalty, max_new_tokens=args.max_new_tokens)
     ours_bss = [int(x) for x in args.ours_batch_sizes.split(",")] if args.ours_batch_sizes else [args.batch_size]
 
     def ours_fn(layout, ours_bs, counts=None):
         def run(batch):
-            res = constrained_beam_search(model, batch, trie, num_return=args.num_beams, eos_token_id=eos,
-                                          pad_token_id=pad, batch_size=ours_bs, kv_layout=layout,
-                                          counts=counts, **kw)
+            res = constrained_beam_search(
+                model,
+                batch,
+                trie,
+                num_return=args.num_beams,
+                eos_token_id=eos,
+                pad_token_id=pad,
+                batch_size=ours_bs,
+                kv_layout=layout,
+                counts=counts,
+                **kw,
+            )
             return [[(tuple(trie.sequence(n)), s) for n, s in hyps] for hyps in res]
+
         return run
 
     def ref_fn(batch):
-        return run_reference(model, batch, sequences, eos=eos, pad=pad, batch_size=args.batch_size,
-                             num_beams=args.num_beams, lp=args.length_penalty, max_new_tokens=args.max_new_tokens)
+        return run_reference(
+            model,
+            batch,
+            sequences,
+            eos=eos,
+            pad=pad,
+            batch_size=args.batch_size,
+            num_beams=args.num_beams,
+            lp=args.length_penalty,
+            max_new_tokens=args.max_new_tokens,
+        )
 
     def embeds_fn(ours_bs):
         def run(batch):
             ids, mask = left_pad(batch, pad)
             with torch.no_grad():
                 embeds = model.get_input_embeddings()(ids)
-            res = constrained_beam_search(model, None, trie, prefix_embeds=embeds, prefix_attention_mask=mask,
-                                          num_return=args.num_beams, eos_token_id=eos, pad_token_id=pad,
-                                          batch_size=ours_bs, **kw)
+            res = constrained_beam_search(
+                model,
+                None,
+                trie,
+                prefix_embeds=embeds,
+                prefix_attention_mask=mask,
+                num_return=args.num_beams,
+                eos_token_id=eos,
+                pad_token_id=pad,
+                batch_size=ours_bs,
+                **kw,
+            )
             return [[(tuple(trie.sequence(n)), s) for n, s in hyps] for hyps in res]
+
         return run
 
     methods = {f"ours[b={b}]": ours_fn("auto", b) for b in ours_bss}
@@ -206,7 +258,7 @@ def main(argv=None):
     for bi, start in enumerate(range(0, len(prompts), args.block)):
         block = prompts[start : start + args.block]
         peaks.append(_setup.matmul_peak(torch.get_num_threads(), repeats=3))
-        for name in names[bi % len(names):] + names[: bi % len(names)]:
+        for name in names[bi % len(names) :] + names[: bi % len(names)]:
             w0, c0 = time.perf_counter(), time.process_time()
             outputs[name].extend(methods[name](block))
             wall[name] += time.perf_counter() - w0
@@ -221,35 +273,55 @@ def main(argv=None):
     # The attainable rate: an fp32 2048^3 matmul at the same thread count, between the timed blocks.
     peak = sum(p["mean_flops_per_s"] for p in peaks) / len(peaks)
     peak_cpu = sum(p["flops_per_cpu_s"] for p in peaks) / len(peaks)
-    result = {"n": n, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "threads": torch.get_num_threads(), "load_average_per_block": load,
-              "floor": {"counts": vars(counts), "gflop_per_user": {k: v / n / 1e9 for k, v in floor.items()}},
-              "matmul_peak": peaks}
+    result = {
+        "n": n,
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "threads": torch.get_num_threads(),
+        "load_average_per_block": load,
+        "floor": {"counts": vars(counts), "gflop_per_user": {k: v / n / 1e9 for k, v in floor.items()}},
+        "matmul_peak": peaks,
+    }
     print(f"load average (1, 5, 15 min) before the first block {load[0]}, after the last {load[-1]}")
     peak_list = ", ".join(f"{p['mean_flops_per_s'] / 1e9:.1f}" for p in peaks)
-    print(f"floor: {floor['linear_and_head'] / n / 1e9:.1f} GFLOP per user in linear maps and the vocabulary "
-          f"projection (+ {floor['attention'] / n / 1e9:.1f} in attention): {counts.shared_tokens} shared-prefix, "
-          f"{counts.prompt_tokens} own prompt and {counts.beam_tokens} live-beam tokens; fp32 2048^3 matmul "
-          f"{peak / 1e9:.1f} GFLOP/s (mean of {peak_list})")
+    print(
+        f"floor: {floor['linear_and_head'] / n / 1e9:.1f} GFLOP per user in linear maps and the vocabulary "
+        f"projection (+ {floor['attention'] / n / 1e9:.1f} in attention): {counts.shared_tokens} shared-prefix, "
+        f"{counts.prompt_tokens} own prompt and {counts.beam_tokens} live-beam tokens; fp32 2048^3 matmul "
+        f"{peak / 1e9:.1f} GFLOP/s (mean of {peak_list})"
+    )
     for m in names:
         frac = floor["linear_and_head"] / wall[m] / peak
         frac_cpu = floor["linear_and_head"] / cpu[m] / peak_cpu
-        print(f"{m:18s} {n / wall[m]:.3f} users/s  (wall {wall[m]:.1f} s, process CPU {cpu[m]:.1f} s); "
-              f"{frac:.0%} of the floor (per CPU second {frac_cpu:.0%}; with attention "
-              f"{(floor['linear_and_head'] + floor['attention']) / wall[m] / peak:.0%})")
-        result[m] = {"wall_s": wall[m], "cpu_s": cpu[m], "users_per_s": n / wall[m], "floor_fraction": frac,
-                     "floor_fraction_cpu": frac_cpu,
-                     "floor_fraction_with_attention": (floor["linear_and_head"] + floor["attention"]) / wall[m] / peak}
+        print(
+            f"{m:18s} {n / wall[m]:.3f} users/s  (wall {wall[m]:.1f} s, process CPU {cpu[m]:.1f} s); "
+            f"{frac:.0%} of the floor (per CPU second {frac_cpu:.0%}; with attention "
+            f"{(floor['linear_and_head'] + floor['attention']) / wall[m] / peak:.0%})"
+        )
+        result[m] = {
+            "wall_s": wall[m],
+            "cpu_s": cpu[m],
+            "users_per_s": n / wall[m],
+            "floor_fraction": frac,
+            "floor_fraction_cpu": frac_cpu,
+            "floor_fraction_with_attention": (floor["linear_and_head"] + floor["attention"]) / wall[m] / peak,
+        }
     for m in names:
         if m == "reference":
             continue
         if "reference" in methods:
             same, same_ties, max_diff = compare(outputs[m], outputs["reference"])
-            print(f"{m} vs reference: speed-up {wall['reference'] / wall[m]:.2f}x wall "
-                  f"({cpu['reference'] / cpu[m]:.2f}x CPU); identical top-{args.num_beams} lists {same:.3f} "
-                  f"(up to near-ties {same_ties:.3f}); max |score diff| {max_diff:.2e}")
-            result[m].update(speedup_wall=wall["reference"] / wall[m], speedup_cpu=cpu["reference"] / cpu[m],
-                             identical=same, identical_up_to_ties=same_ties, max_score_diff=max_diff)
+            print(
+                f"{m} vs reference: speed-up {wall['reference'] / wall[m]:.2f}x wall "
+                f"({cpu['reference'] / cpu[m]:.2f}x CPU); identical top-{args.num_beams} lists {same:.3f} "
+                f"(up to near-ties {same_ties:.3f}); max |score diff| {max_diff:.2e}"
+            )
+            result[m].update(
+                speedup_wall=wall["reference"] / wall[m],
+                speedup_cpu=cpu["reference"] / cpu[m],
+                identical=same,
+                identical_up_to_ties=same_ties,
+                max_score_diff=max_diff,
+            )
         elif m != names[0]:
             same, same_ties, max_diff = compare(outputs[m], outputs[names[0]])
             print(f"{m} vs {names[0]}: identical {same:.3f}; max |score diff| {max_diff:.2e}")

@@ -42,21 +42,31 @@ def main() -> None:
     args = ap.parse_args()
     load_average = _setup.LoadAverage()
     llm, tok, ds = _setup.load(args)
-    model = new_reasoner(llm, tok, head="flr", head_options={"n_factors": args.factors}, refine_steps=args.refine,
-                         seed=0).to(args.device)
+    model = new_reasoner(
+        llm, tok, head="flr", head_options={"n_factors": args.factors}, refine_steps=args.refine, seed=0
+    ).to(args.device)
     for p in model.llm.parameters():
         p.requires_grad_(False)
     samples = encode_split(ds, "train", tok, "musics", limit=args.groups, sample_seed=0)
     catalog = catalog_sequences(ds, tok)
     trie = TitleTrie.build(catalog, vocab_size=model.llm.get_input_embeddings().num_embeddings).to(args.device)
-    cfg = LRGRPOConfig(group_size=args.g, groups_per_step=args.groups, advantage_groups=2, reward="hybrid",
-                       advantage="base", regularisers=True)
+    cfg = LRGRPOConfig(
+        group_size=args.g,
+        groups_per_step=args.groups,
+        advantage_groups=2,
+        reward="hybrid",
+        advantage="base",
+        regularisers=True,
+    )
     noise = draw_noise(args.groups, cfg, 1, llm.config.hidden_size, torch.Generator().manual_seed(0), args.device)
     prompt_tokens = sum(s.prompt_len for s in samples) / len(samples)
     target_tokens = sum(len(s.input_ids) - s.prompt_len for s in samples) / len(samples)
-    print(f"{args.groups} samples x G={args.g}; K={args.factors}, T={args.refine}; mean prompt {prompt_tokens:.0f} "
-          f"tokens, target {target_tokens:.1f}; catalog {len(catalog)} titles, trie depth {trie.max_depth}; "
-          f"{args.device}, torch threads {torch.get_num_threads()}", flush=True)
+    print(
+        f"{args.groups} samples x G={args.g}; K={args.factors}, T={args.refine}; mean prompt {prompt_tokens:.0f} "
+        f"tokens, target {target_tokens:.1f}; catalog {len(catalog)} titles, trie depth {trie.max_depth}; "
+        f"{args.device}, torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
 
     def sync():
         if args.device.startswith("cuda"):

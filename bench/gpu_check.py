@@ -60,8 +60,19 @@ def overlay(args, workdir: Path) -> list[Path]:
 
 def run_pipeline(files: list[Path], dataset: str, workdir: Path, gpus: int) -> float:
     targets = [f"results/{dataset}/{m}/seed0/{f}" for m in METHODS for f in ("metrics.json", "rows.parquet")]
-    cmd = [str(Path(sys.executable).with_name("snakemake")), *targets, "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), "--cores", "all", "--resources", f"gpu={gpus}", "--rerun-incomplete"]
+    cmd = [
+        str(Path(sys.executable).with_name("snakemake")),
+        *targets,
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "all",
+        "--resources",
+        f"gpu={gpus}",
+        "--rerun-incomplete",
+    ]
     cmd += ["--configfile", *map(str, files)]  # one --configfile: it takes every file after it
     cfg_dir = workdir / "config"  # the Snakefile's own `configfile:` is read relative to the working directory
     if not (cfg_dir / "config.yaml").exists():
@@ -74,8 +85,6 @@ def run_pipeline(files: list[Path], dataset: str, workdir: Path, gpus: int) -> f
 
 def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
-
-
 
 
 def benchmark_seconds(workdir: Path) -> dict[str, float]:
@@ -99,21 +108,38 @@ def summarise(workdir: Path, dataset: str, peak: float, peak_name: str, wall: fl
     warm = _json(res / "latent" / "LatentR3" / "seed0" / "warmup" / "train_log.json")
     rl_logs = sorted((res / "latent" / "LatentR3" / "seed0" / "rl").glob("*/rl_log.json"))
     rl = _json(rl_logs[0]) if rl_logs else {}
-    report: dict = {"dataset": dataset, "params": params, "peak_flops": peak, "peak": peak_name, "wall_seconds": wall,
-                    "training": {}, "decoding": {}, "metrics": {}, "paired_t_tests": [],
-                    "rule_seconds": benchmark_seconds(workdir)}
+    report: dict = {
+        "dataset": dataset,
+        "params": params,
+        "peak_flops": peak,
+        "peak": peak_name,
+        "wall_seconds": wall,
+        "training": {},
+        "decoding": {},
+        "metrics": {},
+        "paired_t_tests": [],
+        "rule_seconds": benchmark_seconds(workdir),
+    }
     for name, log in (("SFT", sft), ("LatentR3 warm-up", warm)):
         if log:
             tps = log["tokens_per_second"]
-            report["training"][name] = {"steps": log["steps"], "tokens": log["tokens"], "tokens_per_second": tps,
-                                        "mfu": 6 * params * tps / peak, "train_seconds": log["train_seconds"],
-                                        "mixed_precision": log.get("mixed_precision"),
-                                        "peak_memory_mb": log.get("peak_memory_mb")}
+            report["training"][name] = {
+                "steps": log["steps"],
+                "tokens": log["tokens"],
+                "tokens_per_second": tps,
+                "mfu": 6 * params * tps / peak,
+                "train_seconds": log["train_seconds"],
+                "mixed_precision": log.get("mixed_precision"),
+                "peak_memory_mb": log.get("peak_memory_mb"),
+            }
     if rl:
-        report["training"]["LR-GRPO"] = {"steps": rl["steps"], "seconds_per_step": rl["seconds_per_step"],
-                                         "peak_memory_mb": rl.get("peak_memory_mb"),
-                                         "valid_neg_ppl_before": rl.get("valid_neg_ppl_before"),
-                                         "valid_neg_ppl": rl.get("valid_neg_ppl")}
+        report["training"]["LR-GRPO"] = {
+            "steps": rl["steps"],
+            "seconds_per_step": rl["seconds_per_step"],
+            "peak_memory_mb": rl.get("peak_memory_mb"),
+            "valid_neg_ppl_before": rl.get("valid_neg_ppl_before"),
+            "valid_neg_ppl": rl.get("valid_neg_ppl"),
+        }
     rows = {}
     for m in METHODS:
         run = res / m / "seed0"
@@ -121,12 +147,15 @@ def summarise(workdir: Path, dataset: str, peak: float, peak_name: str, wall: fl
         shards = log.get("shards", [])
         users = sum(s["rows"] for s in shards)
         seconds = log.get("decode_seconds")
-        report["decoding"][m] = {"users": users, "seconds": seconds,
-                                 "users_per_second": users / seconds if seconds else None,
-                                 # the prefix-aware floor's FLOPs (DecodeCounts) per second, against the peak
-                                 "floor_mfu": log.get("decode_floor_flops", 0.0) / seconds / peak if seconds else None,
-                                 "peak_memory_mb": max((s.get("peak_memory_mb") or 0) for s in shards) if shards else None,
-                                 "dtype": shards[0].get("dtype") if shards else None}
+        report["decoding"][m] = {
+            "users": users,
+            "seconds": seconds,
+            "users_per_second": users / seconds if seconds else None,
+            # the prefix-aware floor's FLOPs (DecodeCounts) per second, against the peak
+            "floor_mfu": log.get("decode_floor_flops", 0.0) / seconds / peak if seconds else None,
+            "peak_memory_mb": max((s.get("peak_memory_mb") or 0) for s in shards) if shards else None,
+            "dtype": shards[0].get("dtype") if shards else None,
+        }
         report["metrics"][m] = _json(run / "metrics.json").get("metrics", {})
         rows[m] = pd.read_parquet(run / "rows.parquet").sort_values("row").reset_index(drop=True)
     for a, b in PAIRS:
@@ -139,30 +168,50 @@ def markdown(r: dict) -> str:
     def mb(x):
         return f"{x / 1024:.1f} GiB" if x else "–"
 
-    lines = [f"# GPU check: {r['dataset']}, {r['params'] / 1e6:.0f}M parameters, {r['peak']}",
-             "", f"End to end {r['wall_seconds']:.0f} s (Snakemake, set-up included).", "",
-             "| stage | steps | tokens/s | MFU | peak memory |", "|---|---|---|---|---|"]
+    lines = [
+        f"# GPU check: {r['dataset']}, {r['params'] / 1e6:.0f}M parameters, {r['peak']}",
+        "",
+        f"End to end {r['wall_seconds']:.0f} s (Snakemake, set-up included).",
+        "",
+        "| stage | steps | tokens/s | MFU | peak memory |",
+        "|---|---|---|---|---|",
+    ]
     for name, t in r["training"].items():
         if "tokens_per_second" in t:
             precision = {"no": "fp32"}.get(t["mixed_precision"], t["mixed_precision"])
-            lines.append(f"| {name} ({precision}) | {t['steps']} | {t['tokens_per_second']:,.4g} | "
-                         f"{t['mfu']:.1%} | {mb(t['peak_memory_mb'])} |")
+            lines.append(
+                f"| {name} ({precision}) | {t['steps']} | {t['tokens_per_second']:,.4g} | "
+                f"{t['mfu']:.1%} | {mb(t['peak_memory_mb'])} |"
+            )
         else:
-            lines.append(f"| {name} | {t['steps']} | {t['seconds_per_step']:.2f} s/step | – | {mb(t['peak_memory_mb'])} |")
-    lines += ["", "| method | users | users/s | MFU (floor) | dtype | peak memory | " + " | ".join(METRICS) + " |",
-              "|---|---|---|---|---|---|" + "---|" * len(METRICS)]
+            lines.append(
+                f"| {name} | {t['steps']} | {t['seconds_per_step']:.2f} s/step | – | {mb(t['peak_memory_mb'])} |"
+            )
+    lines += [
+        "",
+        "| method | users | users/s | MFU (floor) | dtype | peak memory | " + " | ".join(METRICS) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(METRICS),
+    ]
     for m, d in r["decoding"].items():
         met = r["metrics"].get(m, {})
         ups = f"{d['users_per_second']:.3g}" if d["users_per_second"] else "–"
         mfu = f"{d['floor_mfu']:.1%}" if d.get("floor_mfu") else "–"
-        lines.append(f"| {m} | {d['users']} | {ups} | {mfu} | {d['dtype']} | {mb(d['peak_memory_mb'])} | "
-                     + " | ".join(f"{met.get(k, float('nan')):.4f}" for k in METRICS) + " |")
+        lines.append(
+            f"| {m} | {d['users']} | {ups} | {mfu} | {d['dtype']} | {mb(d['peak_memory_mb'])} | "
+            + " | ".join(f"{met.get(k, float('nan')):.4f}" for k in METRICS)
+            + " |"
+        )
     lines += ["", "| paired t-test (per test row) | metric | mean A | mean B | t | p |", "|---|---|---|---|---|---|"]
     for t in r["paired_t_tests"]:
-        lines.append(f"| {t['a']} vs {t['b']} | {t['metric']} | {t['mean_a']:.4f} | {t['mean_b']:.4f} | "
-                     f"{t['t']:.2f} | {t['p']:.3g} |")
-    lines += ["", "Wall seconds per rule (Snakemake benchmark files): "
-              + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["rule_seconds"].items()))]
+        lines.append(
+            f"| {t['a']} vs {t['b']} | {t['metric']} | {t['mean_a']:.4f} | {t['mean_b']:.4f} | "
+            f"{t['t']:.2f} | {t['p']:.3g} |"
+        )
+    lines += [
+        "",
+        "Wall seconds per rule (Snakemake benchmark files): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["rule_seconds"].items())),
+    ]
     if r.get("real_shape"):
         import gpu_check_real
 

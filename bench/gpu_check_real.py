@@ -26,17 +26,23 @@ from latentrec import flops
 from latentrec.llm.memory_estimate import DtypePolicy, Shapes, _Run, estimate, model_config
 
 # The paper's shapes (config/paper.yaml, a CDs-like prompt): 16 prompts x K = 8 per GPU for LR-GRPO.
-PAPER = Shapes(micro_batch=16, prompt_len=160, target_len=16, group_size=8, decode_batch=64, num_beams=10,
-               max_new_tokens=16)
-TINY = Shapes(micro_batch=4, prompt_len=40, target_len=8, group_size=8, decode_batch=64, num_beams=10,
-              max_new_tokens=6)
+PAPER = Shapes(
+    micro_batch=16, prompt_len=160, target_len=16, group_size=8, decode_batch=64, num_beams=10, max_new_tokens=16
+)
+TINY = Shapes(micro_batch=4, prompt_len=40, target_len=8, group_size=8, decode_batch=64, num_beams=10, max_new_tokens=6)
 
 
 def tiny_config():
     """Qwen2.5-1.5B's config with tiny widths: the same family and code path."""
     cfg = model_config("Qwen2.5-1.5B")
-    for k, v in dict(vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2).items():
+    for k, v in dict(
+        vocab_size=4096,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    ).items():
         setattr(cfg, k, v)
     return cfg
 
@@ -84,8 +90,12 @@ def run(tiny: bool, peak_flops: float, sft_tokens: int = 300_000, dev: str | Non
     policy = DtypePolicy() if device.type == "cuda" else DtypePolicy(autocast=None, decode=torch.float32)
     bb = flops.Backbone.from_config(cfg)
     p, t = shapes.prompt_len, shapes.target_len
-    out: dict = {"model": "tiny Qwen2" if tiny else "Qwen2.5-1.5B (random weights)", "params": bb.params,
-                 "device": str(device), "shapes": asdict(shapes)}
+    out: dict = {
+        "model": "tiny Qwen2" if tiny else "Qwen2.5-1.5B (random weights)",
+        "params": bb.params,
+        "device": str(device),
+        "shapes": asdict(shapes),
+    }
 
     _peak_reset(device)
     sft = _build("sft", cfg, shapes, device, policy)
@@ -93,18 +103,28 @@ def run(tiny: bool, peak_flops: float, sft_tokens: int = 300_000, dev: str | Non
     steps = max(1, sft_tokens // (shapes.micro_batch * row_tokens)) if not tiny else 2
     seconds = _train(sft, steps, device)
     tokens = steps * shapes.micro_batch * row_tokens
-    out["sft"] = {"steps": steps, "tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds,
-                  "mfu": steps * shapes.micro_batch * flops.train_row(bb, p, t) / seconds / peak_flops,
-                  "peak_memory_mb": _peak_mb(device)}
+    out["sft"] = {
+        "steps": steps,
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_second": tokens / seconds,
+        "mfu": steps * shapes.micro_batch * flops.train_row(bb, p, t) / seconds / peak_flops,
+        "peak_memory_mb": _peak_mb(device),
+    }
     del sft
 
     _peak_reset(device)
     rl = _build("lr_grpo", cfg, shapes, device, policy)
     seconds = _train(rl, 1, device)
     work = shapes.micro_batch * flops.rl_row(bb, p, t, shapes.group_size, shapes.n_latents)
-    out["lr_grpo"] = {"samples": shapes.micro_batch, "group_size": shapes.group_size, "seconds": seconds,
-                      "tokens_per_second": shapes.micro_batch * (p + shapes.group_size * (shapes.n_latents + t))
-                      / seconds, "mfu": work / seconds / peak_flops, "peak_memory_mb": _peak_mb(device)}
+    out["lr_grpo"] = {
+        "samples": shapes.micro_batch,
+        "group_size": shapes.group_size,
+        "seconds": seconds,
+        "tokens_per_second": shapes.micro_batch * (p + shapes.group_size * (shapes.n_latents + t)) / seconds,
+        "mfu": work / seconds / peak_flops,
+        "peak_memory_mb": _peak_mb(device),
+    }
     del rl
 
     _peak_reset(device)
@@ -116,9 +136,14 @@ def run(tiny: bool, peak_flops: float, sft_tokens: int = 300_000, dev: str | Non
     _sync(device)
     seconds = time.perf_counter() - t0
     work = shapes.decode_batch * flops.decode_user(bb, p, shapes.num_beams, shapes.max_new_tokens)
-    out["decode"] = {"users": shapes.decode_batch, "beams": shapes.num_beams, "seconds": seconds,
-                     "users_per_second": shapes.decode_batch / seconds, "mfu": work / seconds / peak_flops,
-                     "peak_memory_mb": _peak_mb(device)}
+    out["decode"] = {
+        "users": shapes.decode_batch,
+        "beams": shapes.num_beams,
+        "seconds": seconds,
+        "users_per_second": shapes.decode_batch / seconds,
+        "mfu": work / seconds / peak_flops,
+        "peak_memory_mb": _peak_mb(device),
+    }
     del dec
 
     for kind in ("sft", "lr_grpo", "decode"):  # the fake-weight estimate of the same step, GPU number formats
@@ -131,15 +156,25 @@ def markdown(r: dict) -> list[str]:
     def mb(x):
         return f"{x / 1024:.1f} GiB" if x else "–"
 
-    lines = ["", f"Real shapes: {r['model']}, {r['params'] / 1e9:.3g} B parameters on {r['device']} "
-             f"(prompt {r['shapes']['prompt_len']} + target {r['shapes']['target_len']} tokens)", "",
-             "| part | work | rate | MFU (plan's FLOPs) | peak memory | estimate (fake weights) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"Real shapes: {r['model']}, {r['params'] / 1e9:.3g} B parameters on {r['device']} "
+        f"(prompt {r['shapes']['prompt_len']} + target {r['shapes']['target_len']} tokens)",
+        "",
+        "| part | work | rate | MFU (plan's FLOPs) | peak memory | estimate (fake weights) |",
+        "|---|---|---|---|---|---|",
+    ]
     s, g, d = r["sft"], r["lr_grpo"], r["decode"]
-    lines.append(f"| SFT | {s['steps']} steps, {s['tokens']:,} tokens | {s['tokens_per_second']:,.4g} tokens/s | "
-                 f"{s['mfu']:.1%} | {mb(s['peak_memory_mb'])} | {mb(s['estimated_peak_mb'])} |")
-    lines.append(f"| LR-GRPO | 1 step, {g['samples']} samples x K={g['group_size']} | {g['seconds']:.3g} s/step | "
-                 f"{g['mfu']:.1%} | {mb(g['peak_memory_mb'])} | {mb(g['estimated_peak_mb'])} |")
-    lines.append(f"| decode | {d['users']} prompts x {d['beams']} beams | {d['users_per_second']:.3g} users/s | "
-                 f"{d['mfu']:.1%} | {mb(d['peak_memory_mb'])} | {mb(d['estimated_peak_mb'])} |")
+    lines.append(
+        f"| SFT | {s['steps']} steps, {s['tokens']:,} tokens | {s['tokens_per_second']:,.4g} tokens/s | "
+        f"{s['mfu']:.1%} | {mb(s['peak_memory_mb'])} | {mb(s['estimated_peak_mb'])} |"
+    )
+    lines.append(
+        f"| LR-GRPO | 1 step, {g['samples']} samples x K={g['group_size']} | {g['seconds']:.3g} s/step | "
+        f"{g['mfu']:.1%} | {mb(g['peak_memory_mb'])} | {mb(g['estimated_peak_mb'])} |"
+    )
+    lines.append(
+        f"| decode | {d['users']} prompts x {d['beams']} beams | {d['users_per_second']:.3g} users/s | "
+        f"{d['mfu']:.1%} | {mb(d['peak_memory_mb'])} | {mb(d['estimated_peak_mb'])} |"
+    )
     return lines

@@ -51,8 +51,9 @@ class Method:
     def step(self, batch) -> None:
         cfg, model = self.cfg, self.model
         model.train()
-        noise = draw_noise(batch["prompt_ids"].shape[0], cfg, model.n_latents, model.llm.config.hidden_size,
-                           self.gen, "cpu")
+        noise = draw_noise(
+            batch["prompt_ids"].shape[0], cfg, model.n_latents, model.llm.config.hidden_size, self.gen, "cpu"
+        )
         if cfg.whole_model:
             loss, st = decode_step_loss(model, batch, noise, self.trie, cfg, self.eos)
         else:
@@ -80,13 +81,24 @@ def main() -> None:
     catalog = catalog_sequences(ds, tok)
     trie = TitleTrie.build(catalog, vocab_size=fresh.llm.get_input_embeddings().num_embeddings)
     base = dict(group_size=args.k, groups_per_step=args.groups, advantage_groups=args.groups, warmup_steps=0, lr=1e-4)
-    methods = {"LR-GRPO": Method(fresh, LRGRPOConfig.from_dict(base), trie, tok.eos_token_id),
-               "original GRPO": Method(fresh, LRGRPOConfig.from_dict(
-                   {**base, "rollout": "decode", "advantage": "group", "lr": 1e-5}), trie, tok.eos_token_id)}
-    batches = [collate_prompt_target(train[i * args.groups : (i + 1) * args.groups], tok.pad_token_id)
-               for i in range(args.steps + 1)]
-    print(f"{args.groups} samples/step x K={args.k}, {args.steps} timed steps (+1 warm-up), {len(catalog)} catalog "
-          f"titles, torch threads {torch.get_num_threads()}", flush=True)
+    methods = {
+        "LR-GRPO": Method(fresh, LRGRPOConfig.from_dict(base), trie, tok.eos_token_id),
+        "original GRPO": Method(
+            fresh,
+            LRGRPOConfig.from_dict({**base, "rollout": "decode", "advantage": "group", "lr": 1e-5}),
+            trie,
+            tok.eos_token_id,
+        ),
+    }
+    batches = [
+        collate_prompt_target(train[i * args.groups : (i + 1) * args.groups], tok.pad_token_id)
+        for i in range(args.steps + 1)
+    ]
+    print(
+        f"{args.groups} samples/step x K={args.k}, {args.steps} timed steps (+1 warm-up), {len(catalog)} catalog "
+        f"titles, torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
     for m in methods.values():  # warm-up step, not timed
         m.step(batches[-1])
     names = list(methods)
@@ -100,14 +112,27 @@ def main() -> None:
             wall[name].append(time.perf_counter() - w0)
             cpu[name].append(time.process_time() - c0)
         load.append(os.getloadavg())
-    out = {"groups": args.groups, "k": args.k, "steps": args.steps, "threads": torch.get_num_threads(),
-           "load_average_per_step": load}
+    out = {
+        "groups": args.groups,
+        "k": args.k,
+        "steps": args.steps,
+        "threads": torch.get_num_threads(),
+        "load_average_per_step": load,
+    }
     for name in names:
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
-        out[name] = {"wall_s_per_step": w, "cpu_s_per_step": c, "wall_s": wall[name], "cpu_s": cpu[name],
-                     "trainable_parameters": sum(p.numel() for p in methods[name].params)}
-        print(f"{name}: {w:.2f} s/step wall, {c:.2f} CPU s/step (median of {args.steps}), "
-              f"{out[name]['trainable_parameters']:,} trainable parameters", flush=True)
+        out[name] = {
+            "wall_s_per_step": w,
+            "cpu_s_per_step": c,
+            "wall_s": wall[name],
+            "cpu_s": cpu[name],
+            "trainable_parameters": sum(p.numel() for p in methods[name].params),
+        }
+        print(
+            f"{name}: {w:.2f} s/step wall, {c:.2f} CPU s/step (median of {args.steps}), "
+            f"{out[name]['trainable_parameters']:,} trainable parameters",
+            flush=True,
+        )
     rw = out["original GRPO"]["wall_s_per_step"] / out["LR-GRPO"]["wall_s_per_step"]
     rc = out["original GRPO"]["cpu_s_per_step"] / out["LR-GRPO"]["cpu_s_per_step"]
     out["ratio_wall"], out["ratio_cpu"] = rw, rc

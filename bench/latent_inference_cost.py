@@ -45,10 +45,15 @@ def main() -> None:
         t0 = time.perf_counter()
         decode_rows(model, tok, ds, rows, "musics", cfg)
         seconds[name] = (time.perf_counter() - t0) / args.n
-        print(f"{name}: {seconds[name]:.3f} s/user, {calls['n']} LLM forwards "
-              f"({seconds[name] * args.n / calls['n']:.3f} s/forward)", flush=True)
-    print(f"LatentR3 / BIGRec cost per user: {seconds['BIGRec+LatentR3'] / seconds['BIGRec']:.2f}x "
-          f"({args.n} users, batch {args.batch_size}, torch threads {torch.get_num_threads()})")
+        print(
+            f"{name}: {seconds[name]:.3f} s/user, {calls['n']} LLM forwards "
+            f"({seconds[name] * args.n / calls['n']:.3f} s/forward)",
+            flush=True,
+        )
+    print(
+        f"LatentR3 / BIGRec cost per user: {seconds['BIGRec+LatentR3'] / seconds['BIGRec']:.2f}x "
+        f"({args.n} users, batch {args.batch_size}, torch threads {torch.get_num_threads()})"
+    )
     print(load_average.line())
 
 

@@ -51,7 +51,9 @@ def kv_bytes(reasoner, batch, rows_per_prompt: int) -> int:
     """Bytes of the prompts' KV cache (all layers) when each prompt's row is held `rows_per_prompt` times."""
     with torch.no_grad():
         cache = reasoner.encode_prompt(batch["prompt_ids"], batch["prompt_mask"]).cache
-    return rows_per_prompt * sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    return rows_per_prompt * sum(
+        t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values)
+    )
 
 
 def main() -> None:
@@ -74,8 +76,11 @@ def main() -> None:
     batch = collate_prompt_target(samples, tok.pad_token_id)
     prompt_tokens = sum(s.prompt_len for s in samples) / len(samples)
     target_tokens = sum(len(s.input_ids) - s.prompt_len for s in samples) / len(samples)
-    print(f"{args.groups} samples x K={args.k}; mean prompt {prompt_tokens:.0f} tokens, target {target_tokens:.1f}; "
-          f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}", flush=True)
+    print(
+        f"{args.groups} samples x K={args.k}; mean prompt {prompt_tokens:.0f} tokens, target {target_tokens:.1f}; "
+        f"torch threads {torch.get_num_threads()}; load average {os.getloadavg()}",
+        flush=True,
+    )
 
     def step(runner, share):
         def run():
@@ -84,6 +89,7 @@ def main() -> None:
             loss, _ = step_loss(runner, batch, noise, cfg)
             (loss / args.groups).backward()
             return float(loss) / args.groups, {n: p.grad.clone() for n, p in model.head.named_parameters()}
+
         return run
 
     variants = {"recompute": step(PerCopyPrompt(model), False), "copy": step(model, False), "shared": step(model, True)}
@@ -100,25 +106,43 @@ def main() -> None:
             wall[name].append(time.perf_counter() - w0)
             cpu[name].append(time.process_time() - c0)
         load.append(os.getloadavg())
-    kv = {"recompute": kv_bytes(model, batch, args.k), "copy": kv_bytes(model, batch, args.k),
-          "shared": kv_bytes(model, batch, 1)}
-    out = {"groups": args.groups, "k": args.k, "prompt_tokens": prompt_tokens, "target_tokens": target_tokens,
-           "threads": torch.get_num_threads(), "load_average": load}
+    kv = {
+        "recompute": kv_bytes(model, batch, args.k),
+        "copy": kv_bytes(model, batch, args.k),
+        "shared": kv_bytes(model, batch, 1),
+    }
+    out = {
+        "groups": args.groups,
+        "k": args.k,
+        "prompt_tokens": prompt_tokens,
+        "target_tokens": target_tokens,
+        "threads": torch.get_num_threads(),
+        "load_average": load,
+    }
     l_ref, g_ref = results["shared"]
     for name in names:
         loss, grads = results[name]
         w, c = statistics.median(wall[name]), statistics.median(cpu[name])
         gdiff = max(float((grads[n] - g_ref[n]).abs().max()) for n in grads)
-        out[name] = {"wall_s": w, "cpu_s": c, "kv_cache_bytes": kv[name], "loss": loss,
-                     "max_grad_diff_vs_shared": gdiff}
-        print(f"{name:9s} {w:6.2f} s/step wall, {c:6.2f} CPU s/step; prompt KV {kv[name] / 2**20:7.1f} MiB; "
-              f"loss {loss:.6g}, max |grad - shared| {gdiff:.1e}")
+        out[name] = {
+            "wall_s": w,
+            "cpu_s": c,
+            "kv_cache_bytes": kv[name],
+            "loss": loss,
+            "max_grad_diff_vs_shared": gdiff,
+        }
+        print(
+            f"{name:9s} {w:6.2f} s/step wall, {c:6.2f} CPU s/step; prompt KV {kv[name] / 2**20:7.1f} MiB; "
+            f"loss {loss:.6g}, max |grad - shared| {gdiff:.1e}"
+        )
     gscale = max(float(g.abs().max()) for g in g_ref.values())
     for name in ("recompute", "copy"):
         out[name]["speedup_wall"] = out[name]["wall_s"] / out["shared"]["wall_s"]
         out[name]["speedup_cpu"] = out[name]["cpu_s"] / out["shared"]["cpu_s"]
-        print(f"shared vs {name}: {out[name]['speedup_wall']:.2f}x wall, {out[name]['speedup_cpu']:.2f}x CPU, "
-              f"{kv[name] / kv['shared']:.0f}x less prompt KV")
+        print(
+            f"shared vs {name}: {out[name]['speedup_wall']:.2f}x wall, {out[name]['speedup_cpu']:.2f}x CPU, "
+            f"{kv[name] / kv['shared']:.0f}x less prompt KV"
+        )
     print(f"max |grad| {gscale:.1e}; load average per round {load}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

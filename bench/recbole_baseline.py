@@ -68,15 +68,24 @@ def unpickling_allowed_for(path: Path, written_after: float):
         else:
             os.environ[key] = old
 
+
 SPLITS = ("train", "valid", "test")
 TOPK = 10
 
 # RecBole's model defaults (properties/model/{SASRec,GRU4Rec}.yaml), written out so the record says
 # what ran; the loss comes from --loss. Overall settings follow RecBole's defaults except where noted.
 MODEL_SETTINGS = {
-    "SASRec": {"n_layers": 2, "n_heads": 2, "hidden_size": 64, "inner_size": 256, "hidden_dropout_prob": 0.5,
-               "attn_dropout_prob": 0.5, "hidden_act": "gelu", "layer_norm_eps": 1e-12,
-               "initializer_range": 0.02},
+    "SASRec": {
+        "n_layers": 2,
+        "n_heads": 2,
+        "hidden_size": 64,
+        "inner_size": 256,
+        "hidden_dropout_prob": 0.5,
+        "attn_dropout_prob": 0.5,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+        "initializer_range": 0.02,
+    },
     "GRU4Rec": {"embedding_size": 64, "hidden_size": 128, "num_layers": 1, "dropout_prob": 0.3},
 }
 SETTINGS = {
@@ -126,8 +135,12 @@ def recbole_config(work: Path, name: str, seed: int, out: Path, settings: dict) 
         "LIST_SUFFIX": "_list",
         "alias_of_item_id": ["item_id_list"],
         "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
-        "eval_args": {"split": {"RS": [0.8, 0.1, 0.1]}, "order": "TO", "group_by": "user",
-                      "mode": {"valid": "full", "test": "full"}},
+        "eval_args": {
+            "split": {"RS": [0.8, 0.1, 0.1]},
+            "order": "TO",
+            "group_by": "user",
+            "mode": {"valid": "full", "test": "full"},
+        },
         "metrics": ["Hit", "NDCG"],
         "topk": [5, 10],
         "seed": seed,
@@ -157,18 +170,20 @@ def test_predictions(model, test_data, dataset, titles: list[str]) -> pd.DataFra
         tokens = dataset.id2token(iid, top.indices.numpy())
         ids.append(tokens.astype(np.int64))
         scores.append(top.values.numpy())
-        rows.extend(int(t[len("test"):]) for t in dataset.id2token(uid, interaction[uid].numpy()))
+        rows.extend(int(t[len("test") :]) for t in dataset.id2token(uid, interaction[uid].numpy()))
     ids, scores = np.concatenate(ids), np.concatenate(scores)
     order = np.argsort(rows)
     if not (np.asarray(rows)[order] == np.arange(len(rows))).all():
         raise RuntimeError("RecBole's test rows do not cover our test rows one to one")
     ids, scores = ids[order], scores[order]
-    return pd.DataFrame({
-        "row": np.arange(len(ids), dtype=np.int64),
-        "pred_item_ids": list(ids),
-        "pred_titles": [[titles[i] for i in r] for r in ids],
-        "pred_scores": list(scores.astype(np.float32)),
-    })
+    return pd.DataFrame(
+        {
+            "row": np.arange(len(ids), dtype=np.int64),
+            "pred_item_ids": list(ids),
+            "pred_titles": [[titles[i] for i in r] for r in ids],
+            "pred_scores": list(scores.astype(np.float32)),
+        }
+    )
 
 
 def run_seed(args, seed: int, sizes: dict) -> dict:
@@ -184,8 +199,9 @@ def run_seed(args, seed: int, sizes: dict) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     settings = run_settings(args.model, args.loss)
     model_class = getattr(sequential_recommender, args.model)
-    config = Config(model=model_class, dataset=args.name,
-                    config_dict=recbole_config(args.work, args.name, seed, out, settings))
+    config = Config(
+        model=model_class, dataset=args.name, config_dict=recbole_config(args.work, args.name, seed, out, settings)
+    )
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     torch.set_num_threads(args.threads)
@@ -230,8 +246,14 @@ def run_seed(args, seed: int, sizes: dict) -> dict:
     }
     (out / "recbole.json").write_text(json.dumps(record, indent=2) + "\n")
     # What `latentrec evaluate` reads beside predictions.parquet (JSON is valid YAML).
-    run_cfg = {"dataset": args.data.parent.name, "method": f"RecBole-{args.model}-{args.loss}", "seed": seed,
-               "split": "test", "settings": settings, "versions": record["versions"]}
+    run_cfg = {
+        "dataset": args.data.parent.name,
+        "method": f"RecBole-{args.model}-{args.loss}",
+        "seed": seed,
+        "split": "test",
+        "settings": settings,
+        "versions": record["versions"],
+    }
     (out / "config.yaml").write_text(json.dumps(run_cfg, indent=2) + "\n")
     return record
 
@@ -239,8 +261,13 @@ def run_seed(args, seed: int, sizes: dict) -> dict:
 def versions() -> dict:
     import recbole
 
-    return {"python": platform.python_version(), "recbole": recbole.__version__, "torch": torch.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__}
+    return {
+        "python": platform.python_version(),
+        "recbole": recbole.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
 
 
 def main() -> None:
@@ -265,8 +292,10 @@ def main() -> None:
     sizes = write_atomic(args.data, args.work, args.name)
     for seed in args.seeds:
         rec = run_seed(args, seed, sizes)
-        print(json.dumps({"seed": seed, "test": rec["recbole_test"], "wall_seconds": round(rec["wall_seconds"], 1)}),
-              flush=True)
+        print(
+            json.dumps({"seed": seed, "test": rec["recbole_test"], "wall_seconds": round(rec["wall_seconds"], 1)}),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -38,9 +38,12 @@ def one_step(args) -> dict:
             batch = collate(rows[start : start + args.micro_batch], tok.pad_token_id)
             if args.variant == "full_logits":
                 logits = llm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-                loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                         batch["labels"][:, 1:].reshape(-1), ignore_index=-100,
-                                                         reduction="sum")
+                loss = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.shape[-1]),
+                    batch["labels"][:, 1:].reshape(-1),
+                    ignore_index=-100,
+                    reduction="sum",
+                )
             else:
                 loss, _ = SFTTask().loss_sum(llm, batch)
             loss.backward()
@@ -61,10 +64,27 @@ def main() -> None:
         return
     load_average = LoadAverage()
     results = []
-    for variant, mb in (("weights", 8), ("full_logits", 8), ("target_logits", 8), ("full_logits", 4),
-                        ("target_logits", 4)):
-        cmd = [sys.executable, __file__, "--variant", variant, "--micro-batch", str(mb), "--split", str(args.split),
-               "--model", str(args.model), "--threads", str(args.threads)]
+    for variant, mb in (
+        ("weights", 8),
+        ("full_logits", 8),
+        ("target_logits", 8),
+        ("full_logits", 4),
+        ("target_logits", 4),
+    ):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--variant",
+            variant,
+            "--micro-batch",
+            str(mb),
+            "--split",
+            str(args.split),
+            "--model",
+            str(args.model),
+            "--threads",
+            str(args.threads),
+        ]
         line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         results.append(json.loads(line))
         print(results[-1], flush=True)

@@ -37,7 +37,6 @@ from latentrec.llm.sft import SFTTask, collate, length_grouped_batches  # noqa: 
 DEFAULT_SPLIT, DEFAULT_MODEL_DIR = _setup.DEFAULT_SPLIT, _setup.DEFAULT_MODEL
 
 
-
 def linear_parameters(model) -> tuple[int, int]:
     """(parameters of the decoder's Linear layers, vocabulary x hidden of the LM head)."""
     head = model.get_output_embeddings()
@@ -65,9 +64,15 @@ def op_table(run, steps: int, top: int = 15) -> list[dict]:
             run()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
-    return [{"op": e.key, "self_cpu_share": e.self_cpu_time_total / total,
-             "self_cpu_ms_per_step": e.self_cpu_time_total / 1000 / steps, "calls_per_step": e.count / steps}
-            for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]]
+    return [
+        {
+            "op": e.key,
+            "self_cpu_share": e.self_cpu_time_total / total,
+            "self_cpu_ms_per_step": e.self_cpu_time_total / 1000 / steps,
+            "calls_per_step": e.count / steps,
+        }
+        for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]
+    ]
 
 
 def padding_ratio(lengths: list[int], batches: list[list[int]]) -> float:
@@ -85,8 +90,12 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=3, help="timed optimiser steps (after one warm-up micro-batch)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--profile-steps", type=int, default=0,
-                    help="optimiser steps under torch.profiler after the timed ones (0: none)")
+    ap.add_argument(
+        "--profile-steps",
+        type=int,
+        default=0,
+        help="optimiser steps under torch.profiler after the timed ones (0: none)",
+    )
     ap.add_argument("--peak-repeats", type=int, default=5, help="timed 2048^3 matmuls for the peak")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = ap.parse_args(argv)
@@ -108,8 +117,11 @@ def main(argv=None):
     perm = np.random.default_rng(args.seed).permutation(len(train))
     shuffled = [list(b) for b in np.array_split(perm, int(np.ceil(len(train) / args.micro_batch)))]
     pad_grouped, pad_random = padding_ratio(lengths, grouped), padding_ratio(lengths, shuffled)
-    print(f"{len(train)} train prompts (tokens: mean {np.mean(lengths):.1f}, max {max(lengths)}); micro-batch "
-          f"{args.micro_batch}: padded/real tokens {pad_grouped:.3f} length-grouped, {pad_random:.3f} random", flush=True)
+    print(
+        f"{len(train)} train prompts (tokens: mean {np.mean(lengths):.1f}, max {max(lengths)}); micro-batch "
+        f"{args.micro_batch}: padded/real tokens {pad_grouped:.3f} length-grouped, {pad_random:.3f} random",
+        flush=True,
+    )
 
     task = SFTTask()
     params = task.trainable_parameters(model)
@@ -146,35 +158,56 @@ def main(argv=None):
     peak = _setup.matmul_peak(torch.get_num_threads(), repeats=args.peak_repeats)
     ops = []
     if args.profile_steps:
-        more = iter([grouped[1 + s * args.accum : 1 + (s + 1) * args.accum]
-                     for s in range(args.steps, args.steps + args.profile_steps)])
+        more = iter(
+            [
+                grouped[1 + s * args.accum : 1 + (s + 1) * args.accum]
+                for s in range(args.steps, args.steps + args.profile_steps)
+            ]
+        )
         ops = op_table(lambda: optimiser_step(next(more)), args.profile_steps)
     result = {
-        "threads": torch.get_num_threads(), "micro_batch": args.micro_batch, "accum": args.accum, "steps": args.steps,
-        "seconds": seconds, "cpu_seconds": cpu, "seconds_per_step": seconds / args.steps,
+        "threads": torch.get_num_threads(),
+        "micro_batch": args.micro_batch,
+        "accum": args.accum,
+        "steps": args.steps,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "seconds_per_step": seconds / args.steps,
         "real_tokens_per_cpu_s": real / cpu,
-        "real_tokens_per_s": real / seconds, "padded_tokens_per_s": padded / seconds,
+        "real_tokens_per_s": real / seconds,
+        "padded_tokens_per_s": padded / seconds,
         "samples_per_s": args.steps * args.accum * args.micro_batch / seconds,
-        "padding_ratio_length_grouped": pad_grouped, "padding_ratio_random": pad_random,
-        "target_tokens": targets, "model_flops": flops, "model_flops_per_s": flops / seconds,
-        "matmul_peak": peak, "mfu_vs_mean_peak": flops / seconds / peak["mean_flops_per_s"],
+        "padding_ratio_length_grouped": pad_grouped,
+        "padding_ratio_random": pad_random,
+        "target_tokens": targets,
+        "model_flops": flops,
+        "model_flops_per_s": flops / seconds,
+        "matmul_peak": peak,
+        "mfu_vs_mean_peak": flops / seconds / peak["mean_flops_per_s"],
         "mfu_vs_best_peak": flops / seconds / peak["best_flops_per_s"],
         "mfu_cpu_time": flops / cpu / peak["flops_per_cpu_s"],  # both per process-CPU second: load aside
-        "top_ops": ops, **load.fields(),
+        "top_ops": ops,
+        **load.fields(),
     }
-    print(f"{args.steps} steps of {args.accum} x {args.micro_batch} samples, {result['threads']} thread(s): "
-          f"{result['real_tokens_per_s']:.0f} tokens/s ({result['padded_tokens_per_s']:.0f} with padding), "
-          f"{result['samples_per_s']:.2f} samples/s, {result['seconds_per_step']:.1f} s/step; "
-          f"{result['real_tokens_per_cpu_s']:.0f} tokens per process-CPU second (load from other processes aside)")
-    print(f"model FLOPs {flops / seconds / 1e9:.2f} GFLOP/s; fp32 2048^3 matmul at {peak['threads']} thread(s): "
-          f"{peak['mean_flops_per_s'] / 1e9:.1f} GFLOP/s mean, {peak['best_flops_per_s'] / 1e9:.1f} best; "
-          f"MFU {100 * result['mfu_vs_mean_peak']:.1f}% of the mean, {100 * result['mfu_vs_best_peak']:.1f}% of the best; "
-          f"per process-CPU second (load aside) {100 * result['mfu_cpu_time']:.1f}%")
+    print(
+        f"{args.steps} steps of {args.accum} x {args.micro_batch} samples, {result['threads']} thread(s): "
+        f"{result['real_tokens_per_s']:.0f} tokens/s ({result['padded_tokens_per_s']:.0f} with padding), "
+        f"{result['samples_per_s']:.2f} samples/s, {result['seconds_per_step']:.1f} s/step; "
+        f"{result['real_tokens_per_cpu_s']:.0f} tokens per process-CPU second (load from other processes aside)"
+    )
+    print(
+        f"model FLOPs {flops / seconds / 1e9:.2f} GFLOP/s; fp32 2048^3 matmul at {peak['threads']} thread(s): "
+        f"{peak['mean_flops_per_s'] / 1e9:.1f} GFLOP/s mean, {peak['best_flops_per_s'] / 1e9:.1f} best; "
+        f"MFU {100 * result['mfu_vs_mean_peak']:.1f}% of the mean, {100 * result['mfu_vs_best_peak']:.1f}% of the best; "
+        f"per process-CPU second (load aside) {100 * result['mfu_cpu_time']:.1f}%"
+    )
     if ops:
         print(f"torch.profiler, {args.profile_steps} optimiser step(s), operators by self CPU time:")
         for o in ops:
-            print(f"  {o['op']:<44} {100 * o['self_cpu_share']:6.2f}%  {o['self_cpu_ms_per_step']:9.1f} ms/step  "
-                  f"{o['calls_per_step']:7.0f} calls/step")
+            print(
+                f"  {o['op']:<44} {100 * o['self_cpu_share']:6.2f}%  {o['self_cpu_ms_per_step']:9.1f} ms/step  "
+                f"{o['calls_per_step']:7.0f} calls/step"
+            )
     print(load.line())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

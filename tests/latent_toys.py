@@ -13,8 +13,15 @@ TITLES = [f"Album {w}" for w in ("Alpha", "Beta", "Gamma", "Delta", "Omega", "Si
 
 def tiny_reasoner(tok, head="latentratt", n_latents=1, refine_steps=1, seed=0, **options):
     """A tiny random Llama with a fresh head (adds <|Thought|> to `tok`: pass a copy)."""
-    return new_reasoner(tiny_llama_like(tok, seed=seed), tok, head=head, n_latents=n_latents,
-                        head_options=options or None, seed=seed + 1, refine_steps=refine_steps)
+    return new_reasoner(
+        tiny_llama_like(tok, seed=seed),
+        tok,
+        head=head,
+        n_latents=n_latents,
+        head_options=options or None,
+        seed=seed + 1,
+        refine_steps=refine_steps,
+    )
 
 
 def toy_samples(tok, n=12):
@@ -41,7 +48,10 @@ def fit_to_rule(reasoner, samples, pad_token_id, steps=30, lr=1e-2):
 
 def catalog_dataset(titles, histories, targets):
     """A tiny dataset over `titles` whose every split holds the given users (history item ids, target id)."""
-    items = pd.DataFrame({"item_id": range(len(titles)), "asin": [f"A{i}" for i in range(len(titles))], "title": titles})
-    rows = pd.DataFrame({"user_id": [f"u{u}" for u in range(len(histories))], "history_item_ids": histories,
-                         "item_id": targets})
+    items = pd.DataFrame(
+        {"item_id": range(len(titles)), "asin": [f"A{i}" for i in range(len(titles))], "title": titles}
+    )
+    rows = pd.DataFrame(
+        {"user_id": [f"u{u}" for u in range(len(histories))], "history_item_ids": histories, "item_id": targets}
+    )
     return ProcessedDataset(items, rows, rows, rows)

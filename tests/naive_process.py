@@ -26,8 +26,19 @@ def _ts(y, m, tz):
     return datetime(y, m, 1, tzinfo=ZoneInfo(tz)).timestamp()
 
 
-def naive_process(reviews_path, meta_path, out_dir, *, K=5, st=(2017, 10), ed=(2018, 11), step_months=3,
-                  min_items=5000, tz="UTC", category="X"):
+def naive_process(
+    reviews_path,
+    meta_path,
+    out_dir,
+    *,
+    K=5,
+    st=(2017, 10),
+    ed=(2018, 11),
+    step_months=3,
+    min_items=5000,
+    tz="UTC",
+    category="X",
+):
     reviews = _lines(reviews_path)
     metas = _lines(meta_path)
     st_year, st_month = st
@@ -55,16 +66,39 @@ def naive_process(reviews_path, meta_path, out_dir, *, K=5, st=(2017, 10), ed=(2
     for user, seq in per_user.items():
         seq = sorted(seq, key=lambda x: x[2])
         for i in range(1, len(seq)):
-            h = seq[max(0, i - 10):i]
+            h = seq[max(0, i - 10) : i]
             a, rating, t = seq[i]
-            rows.append([user, str([x[0] for x in h]), a, str([item2id[x[0]] for x in h]), item2id[a],
-                         str([id_title[x[0]] for x in h]), id_title[a], str([x[1] for x in h]), rating,
-                         str([x[2] for x in h]), t])
+            rows.append(
+                [
+                    user,
+                    str([x[0] for x in h]),
+                    a,
+                    str([item2id[x[0]] for x in h]),
+                    item2id[a],
+                    str([id_title[x[0]] for x in h]),
+                    id_title[a],
+                    str([x[1] for x in h]),
+                    rating,
+                    str([x[2] for x in h]),
+                    t,
+                ]
+            )
     rows = sorted(rows, key=lambda x: int(x[-1]))
     n = len(rows)
-    parts = {"train": rows[: int(n * 0.8)], "valid": rows[int(n * 0.8): int(n * 0.9)], "test": rows[int(n * 0.9):]}
-    header = ["user_id", "item_asins", "item_asin", "history_item_id", "item_id", "history_item_title",
-              "item_title", "history_rating", "rating", "history_timestamp", "timestamp"]
+    parts = {"train": rows[: int(n * 0.8)], "valid": rows[int(n * 0.8) : int(n * 0.9)], "test": rows[int(n * 0.9) :]}
+    header = [
+        "user_id",
+        "item_asins",
+        "item_asin",
+        "history_item_id",
+        "item_id",
+        "history_item_title",
+        "item_title",
+        "history_rating",
+        "rating",
+        "history_timestamp",
+        "timestamp",
+    ]
     for name, part in parts.items():
         with open(f"{out_dir}/{name}.csv", "w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh)
@@ -113,6 +147,11 @@ def _attempt(reviews, metas, K, st_year, st_month, ed, min_items, tz):
             break
     if len(items) < min_items and st_year >= 1996:
         return None
-    kept = [r for r in reviews if start <= int(r["unixReviewTime"]) <= end
-            and r["reviewerID"] not in remove_users and r["asin"] not in remove_items]
+    kept = [
+        r
+        for r in reviews
+        if start <= int(r["unixReviewTime"]) <= end
+        and r["reviewerID"] not in remove_users
+        and r["asin"] not in remove_items
+    ]
     return id_title, kept, list(items), f"{st_year}-{st_month}-{ed[0]}-{ed[1]}"

@@ -18,8 +18,15 @@ from latentrec.eval.metrics import hit_positions_by_id, row_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 N_ITEMS, N_GROUPS, LM_DIM = 200, 10, 24
-FAST = {"lr": 1e-2, "hidden": 32, "mlp_hidden": 64, "batch_size": 256, "n_negatives": 64,
-        "max_epochs": 15, "patience": 4}
+FAST = {
+    "lr": 1e-2,
+    "hidden": 32,
+    "mlp_hidden": 64,
+    "batch_size": 256,
+    "n_negatives": 64,
+    "max_epochs": 15,
+    "patience": 4,
+}
 
 
 def _rows(rng: np.random.Generator, n_users: int, prefix: str) -> pd.DataFrame:
@@ -30,22 +37,38 @@ def _rows(rng: np.random.Generator, n_users: int, prefix: str) -> pd.DataFrame:
     recs = []
     for u in range(n_users):
         g = int(rng.integers(N_GROUPS))
-        seq = [int(g * 20 + rng.integers(20)) if rng.random() < 0.9 else int(rng.integers(N_ITEMS))
-               for _ in range(int(rng.integers(3, 9)))]
+        seq = [
+            int(g * 20 + rng.integers(20)) if rng.random() < 0.9 else int(rng.integers(N_ITEMS))
+            for _ in range(int(rng.integers(3, 9)))
+        ]
         for t in range(1, len(seq)):  # sliding windows, as the processed splits
-            recs.append({"user_id": f"{prefix}{u}", "history_item_ids": seq[max(0, t - 10) : t], "item_id": seq[t],
-                         "history_ratings": None, "rating": np.nan, "history_timestamps": None,
-                         "timestamp": pd.NA})
+            recs.append(
+                {
+                    "user_id": f"{prefix}{u}",
+                    "history_item_ids": seq[max(0, t - 10) : t],
+                    "item_id": seq[t],
+                    "history_ratings": None,
+                    "rating": np.nan,
+                    "history_timestamps": None,
+                    "timestamp": pd.NA,
+                }
+            )
     return pd.DataFrame(recs, columns=SAMPLE_COLUMNS)
 
 
 @pytest.fixture(scope="module")
 def data() -> ProcessedDataset:
     rng = np.random.default_rng(5)
-    items = pd.DataFrame({"item_id": np.arange(N_ITEMS), "asin": [f"A{i}" for i in range(N_ITEMS)],
-                          "title": [f"album {i} of genre {i // 20}" for i in range(N_ITEMS)]})
-    ds = ProcessedDataset(items=items, train=_rows(rng, 600, "tr"), valid=_rows(rng, 60, "va"),
-                          test=_rows(rng, 60, "te"))
+    items = pd.DataFrame(
+        {
+            "item_id": np.arange(N_ITEMS),
+            "asin": [f"A{i}" for i in range(N_ITEMS)],
+            "title": [f"album {i} of genre {i // 20}" for i in range(N_ITEMS)],
+        }
+    )
+    ds = ProcessedDataset(
+        items=items, train=_rows(rng, 600, "tr"), valid=_rows(rng, 60, "va"), test=_rows(rng, 60, "te")
+    )
     ds.validate()
     return ds
 
@@ -140,8 +163,10 @@ def test_graph_normalisation():
     g = BipartiteGraph(np.array([0, 0, 1, 1, 0]), np.array([0, 1, 1, 2, 0]), 2, 4, "cpu")
     assert g.n_edges == 4
     dense = g.ui.to_dense()
-    expected = torch.tensor([[1 / np.sqrt(2 * 1), 1 / np.sqrt(2 * 2), 0, 0],
-                             [0, 1 / np.sqrt(2 * 2), 1 / np.sqrt(2 * 1), 0]], dtype=torch.float32)
+    expected = torch.tensor(
+        [[1 / np.sqrt(2 * 1), 1 / np.sqrt(2 * 2), 0, 0], [0, 1 / np.sqrt(2 * 2), 1 / np.sqrt(2 * 1), 0]],
+        dtype=torch.float32,
+    )
     torch.testing.assert_close(dense, expected)
     torch.testing.assert_close(g.user_mean.to_dense().sum(1), torch.ones(2))
     assert g.deg_items.tolist() == [1, 2, 1, 0]  # item 3 has no train edge
@@ -178,15 +203,35 @@ def test_cli_writes_the_embedding_cache_that_fit_predict_reads(smollm2_tokenizer
     save_dataset(data, data_dir)
     cache = tmp_path / "_cache" / "title_embeddings_tiny.npy"
     env = {"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    run = lambda *args: subprocess.run([sys.executable, "-m", "latentrec", *args], env=env, check=True,  # noqa: E731
-                                       capture_output=True, text=True)
+    run = lambda *args: subprocess.run(
+        [sys.executable, "-m", "latentrec", *args],
+        env=env,
+        check=True,  # noqa: E731
+        capture_output=True,
+        text=True,
+    )
     run("item-embeddings", "--data", str(data_dir), "--model", str(model_dir), "--threads", "1", "--out", str(cache))
     emb = np.load(cache)
     assert emb.shape == (N_ITEMS, 16)
     assert (cache.with_suffix(".json")).exists()
     cfg = '{"family": "alpharec", "params": {"max_epochs": 2, "hidden": 8, "mlp_hidden": 16, "n_negatives": 16}}'
-    run("fit-predict", "--data", str(data_dir), "--dataset", "toy", "--method", "AlphaRec", "--cfg", cfg,
-        "--threads", "1", "--item-embeddings", str(cache), "--out", str(tmp_path / "run"))
+    run(
+        "fit-predict",
+        "--data",
+        str(data_dir),
+        "--dataset",
+        "toy",
+        "--method",
+        "AlphaRec",
+        "--cfg",
+        cfg,
+        "--threads",
+        "1",
+        "--item-embeddings",
+        str(cache),
+        "--out",
+        str(tmp_path / "run"),
+    )
     preds = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
     assert len(preds) == len(data.test) and len(preds["pred_item_ids"].iloc[0]) == 10
 
@@ -200,10 +245,23 @@ def test_one_embedding_job_serves_every_alpharec_run(tmp_path):
         "run_methods: [MostPop, AlphaRec]\n"
         "report: {baselines: [MostPop]}\n"
     )
-    out = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "--configfile", str(cfg),
-                          "--forceall", "--quiet", "rules"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "snakemake"),
+            "-n",
+            "--configfile",
+            str(cfg),
+            "--forceall",
+            "--quiet",
+            "rules",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    counts = dict(line.split() for line in out.stdout.splitlines()
-                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    counts = dict(
+        line.split() for line in out.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()
+    )
     assert counts["item_title_embeddings"] == "1"
     assert counts["fit_grid_point"] == "8"  # 4 points x 2 seeds

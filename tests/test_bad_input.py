@@ -16,15 +16,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _good_reviews(n=30):
-    return [{"reviewerID": f"U{i % 6}", "asin": f"I{i % 5}", "overall": 4.0, "unixReviewTime": 1520000000 + i}
-            for i in range(n)]
+    return [
+        {"reviewerID": f"U{i % 6}", "asin": f"I{i % 5}", "overall": 4.0, "unixReviewTime": 1520000000 + i}
+        for i in range(n)
+    ]
 
 
 def _run_process(tmp_path, reviews, meta):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        main(["process", "--reviews", str(reviews), "--meta", str(meta), "--category", "X",
-              "--cfg", json.dumps({"min_items": 1}), "--out", str(out)])
+        main(
+            [
+                "process",
+                "--reviews",
+                str(reviews),
+                "--meta",
+                str(meta),
+                "--category",
+                "X",
+                "--cfg",
+                json.dumps({"min_items": 1}),
+                "--out",
+                str(out),
+            ]
+        )
     assert exc.value.code == 2
     assert not out.exists() or not any(out.rglob("*")), "a failed run left files behind"
 
@@ -102,7 +117,7 @@ def test_method_seeds_and_init_seed_are_checked():
     from latentrec.config_checks import validate_config
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    config["methods"]["BIGRec"]["seeds"] = [0, 3]          # 3 is not a seed of the run
+    config["methods"]["BIGRec"]["seeds"] = [0, 3]  # 3 is not a seed of the run
     with pytest.raises(InputError, match=r"methods\.BIGRec\.seeds.*\[3\]"):
         validate_config(config)
     del config["methods"]["BIGRec"]["seeds"]
@@ -132,15 +147,18 @@ def _reviews_text(tmp_path, lines: list[str]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("field, raw, message", [
-    ("unixReviewTime", "1e30", r"r\.json\.gz:3: unixReviewTime 1e\+30 is out of range for a Unix time in seconds"),
-    ("unixReviewTime", "Infinity", r"r\.json\.gz:3: unixReviewTime inf is not an integer Unix time in seconds"),
-    ("unixReviewTime", "1520000000.5", r"r\.json\.gz:3: unixReviewTime 1520000000\.5 is not an integer"),
-    ("overall", '"NaN"', r"r\.json\.gz:3: overall 'NaN' is not a finite number"),
-    ("overall", "true", r"r\.json\.gz:3: overall True is not a finite number"),
-    ("reviewerID", "null", r"r\.json\.gz:3: reviewerID None is not a non-empty string"),
-    ("asin", "[1, 2]", r"r\.json\.gz:3: asin \[1, 2\] is not a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "field, raw, message",
+    [
+        ("unixReviewTime", "1e30", r"r\.json\.gz:3: unixReviewTime 1e\+30 is out of range for a Unix time in seconds"),
+        ("unixReviewTime", "Infinity", r"r\.json\.gz:3: unixReviewTime inf is not an integer Unix time in seconds"),
+        ("unixReviewTime", "1520000000.5", r"r\.json\.gz:3: unixReviewTime 1520000000\.5 is not an integer"),
+        ("overall", '"NaN"', r"r\.json\.gz:3: overall 'NaN' is not a finite number"),
+        ("overall", "true", r"r\.json\.gz:3: overall True is not a finite number"),
+        ("reviewerID", "null", r"r\.json\.gz:3: reviewerID None is not a non-empty string"),
+        ("asin", "[1, 2]", r"r\.json\.gz:3: asin \[1, 2\] is not a non-empty string"),
+    ],
+)
 def test_untrustworthy_review_values_name_the_line(tmp_path, capsys, field, raw, message):
     lines = [json.dumps(r) for r in _good_reviews(5)]
     rec = _good_reviews(5)[2]
@@ -164,8 +182,9 @@ def test_non_utf8_names_the_raw_line(tmp_path):
 
 
 def test_list_title_is_rejected_with_its_line(tmp_path, capsys):
-    meta = write_jsonl_gz(tmp_path / "meta.json.gz",
-                          [{"asin": "I0", "title": "Fine"}, {"asin": "I1", "title": ["Side A", "Side B"]}])
+    meta = write_jsonl_gz(
+        tmp_path / "meta.json.gz", [{"asin": "I0", "title": "Fine"}, {"asin": "I1", "title": ["Side A", "Side B"]}]
+    )
     from latentrec.data.amazon import read_meta_titles
 
     with pytest.raises(InputError, match=r"meta\.json\.gz:2: title of I1 is a list, not a string"):
@@ -183,8 +202,9 @@ def test_directory_as_file_says_so(tmp_path, capsys):
 
 
 def test_meta_without_usable_titles_says_so(tmp_path, capsys):
-    meta = write_jsonl_gz(tmp_path / "meta.json.gz",
-                          [{"asin": f"I{i}", "title": t} for i, t in enumerate(["", " ", '""', "x", ""])])
+    meta = write_jsonl_gz(
+        tmp_path / "meta.json.gz", [{"asin": f"I{i}", "title": t} for i, t in enumerate(["", " ", '""', "x", ""])]
+    )
     _run_process(tmp_path, write_jsonl_gz(tmp_path / "r.json.gz", _good_reviews()), meta)
     err = capsys.readouterr().err
     assert "none of its 5 meta records has a usable title" in err and "widen the window" not in err
@@ -207,16 +227,30 @@ def _split(tmp_path) -> Path:
     from latentrec.data.processed_io import ProcessedDataset, export_csv_dataset
 
     def rows(users, base):
-        return pd.DataFrame([{
-            "user_id": u, "history_item_ids": [i % 6, (i + 1) % 6], "item_id": (i + 2) % 6,
-            "history_ratings": [4.0, 5.0], "rating": 3.0,
-            "history_timestamps": [base + i, base + i + 1], "timestamp": base + i + 2,
-        } for i, u in enumerate(users)])
+        return pd.DataFrame(
+            [
+                {
+                    "user_id": u,
+                    "history_item_ids": [i % 6, (i + 1) % 6],
+                    "item_id": (i + 2) % 6,
+                    "history_ratings": [4.0, 5.0],
+                    "rating": 3.0,
+                    "history_timestamps": [base + i, base + i + 1],
+                    "timestamp": base + i + 2,
+                }
+                for i, u in enumerate(users)
+            ]
+        )
 
-    items = pd.DataFrame({"item_id": range(6), "asin": [f"A{i}" for i in range(6)],
-                          "title": [f"Title {i}" for i in range(6)]})
-    ds = ProcessedDataset(items=items, train=rows(["u0", "u1", "u2", "u3"], 1500000000),
-                          valid=rows(["u4", "u5"], 1510000000), test=rows(["u6", "u7", "u8"], 1520000000))
+    items = pd.DataFrame(
+        {"item_id": range(6), "asin": [f"A{i}" for i in range(6)], "title": [f"Title {i}" for i in range(6)]}
+    )
+    ds = ProcessedDataset(
+        items=items,
+        train=rows(["u0", "u1", "u2", "u3"], 1500000000),
+        valid=rows(["u4", "u5"], 1510000000),
+        test=rows(["u6", "u7", "u8"], 1520000000),
+    )
     folder = tmp_path / "split"
     export_csv_dataset(ds, folder)
     return folder
@@ -259,53 +293,109 @@ def _info_line(line: int, text: str):
         lines = path.read_text().split("\n")
         lines[line - 1] = text
         path.write_text("\n".join(lines))
+
     return edit
 
 
 BAD_SPLITS = {
-    "history id -1": ("test.csv", lambda p: _set_field(p, 3, "history_item_id", "[-1, 2]"),
-                      r"test\.csv:3: history item id -1 is not an item id: the info file has 6 items \(0\.\.5\)"),
-    "history id 99999": ("valid.csv", lambda p: _set_field(p, 2, "history_item_id", "[1, 99999]"),
-                         r"valid\.csv:2: history item id 99999 is not an item id"),
-    "target id 6": ("train.csv", lambda p: _set_field(p, 4, "item_id", "6"),
-                    r"train\.csv:4: item_id 6 is not an item id"),
-    "truncated csv": ("train.csv", _truncate,
-                      r"train\.csv:5: the last line does not end with a line break: the file looks truncated"),
+    "history id -1": (
+        "test.csv",
+        lambda p: _set_field(p, 3, "history_item_id", "[-1, 2]"),
+        r"test\.csv:3: history item id -1 is not an item id: the info file has 6 items \(0\.\.5\)",
+    ),
+    "history id 99999": (
+        "valid.csv",
+        lambda p: _set_field(p, 2, "history_item_id", "[1, 99999]"),
+        r"valid\.csv:2: history item id 99999 is not an item id",
+    ),
+    "target id 6": (
+        "train.csv",
+        lambda p: _set_field(p, 4, "item_id", "6"),
+        r"train\.csv:4: item_id 6 is not an item id",
+    ),
+    "truncated csv": (
+        "train.csv",
+        _truncate,
+        r"train\.csv:5: the last line does not end with a line break: the file looks truncated",
+    ),
     "non-UTF-8 info": ("info.txt", _bad_info_bytes, r"info\.txt:3: not UTF-8 text \(byte 0xe9"),
-    "history not a list": ("test.csv", lambda p: _set_field(p, 2, "history_item_id", "5"),
-                           r"test\.csv:2: column 'history_item_id' must be a list, got int"),
-    "history of strings": ("test.csv", lambda p: _set_field(p, 2, "history_item_id", "[1, '2']"),
-                           r"test\.csv:2: column 'history_item_id' holds '2', not an integer"),
-    "history of floats": ("test.csv", lambda p: _set_field(p, 2, "history_item_id", "[1, 2.0]"),
-                          r"test\.csv:2: column 'history_item_id' holds 2\.0, not an integer"),
-    "history not a literal": ("test.csv", lambda p: _set_field(p, 2, "history_item_id", "[1, 2"),
-                              r"test\.csv:2: column 'history_item_id' is not a Python literal"),
-    "empty rating": ("valid.csv", lambda p: _set_field(p, 3, "rating", ""),
-                     r"valid\.csv:3: 'history_rating' and 'rating' must both be given or both be empty"),
-    "NaN rating": ("valid.csv", lambda p: _set_field(p, 3, "rating", "nan"),
-                   r"valid\.csv:3: column 'rating' is not a finite number: 'nan'"),
-    "ratings of wrong length": ("valid.csv", lambda p: _set_field(p, 2, "history_rating", "[4.0]"),
-                                r"valid\.csv:2: column 'history_rating' has 1 entries but the history has 2"),
-    "float timestamp": ("test.csv", lambda p: _set_field(p, 4, "timestamp", "1520000002.5"),
-                        r"test\.csv:4: column 'timestamp' is not an integer: '1520000002\.5'"),
-    "float history timestamp": ("test.csv", lambda p: _set_field(p, 4, "history_timestamp", "[1.5, 2]"),
-                                r"test\.csv:4: column 'history_timestamp' holds 1\.5, not an integer"),
-    "unclosed quote": ("train.csv", lambda p: p.write_bytes(p.read_bytes().replace(b'"[0, 1]"', b'"[0, 1]', 1)),
-                       r"train\.csv:2: not a well-formed CSV row: .*a quote opened on this line is never closed"),
+    "history not a list": (
+        "test.csv",
+        lambda p: _set_field(p, 2, "history_item_id", "5"),
+        r"test\.csv:2: column 'history_item_id' must be a list, got int",
+    ),
+    "history of strings": (
+        "test.csv",
+        lambda p: _set_field(p, 2, "history_item_id", "[1, '2']"),
+        r"test\.csv:2: column 'history_item_id' holds '2', not an integer",
+    ),
+    "history of floats": (
+        "test.csv",
+        lambda p: _set_field(p, 2, "history_item_id", "[1, 2.0]"),
+        r"test\.csv:2: column 'history_item_id' holds 2\.0, not an integer",
+    ),
+    "history not a literal": (
+        "test.csv",
+        lambda p: _set_field(p, 2, "history_item_id", "[1, 2"),
+        r"test\.csv:2: column 'history_item_id' is not a Python literal",
+    ),
+    "empty rating": (
+        "valid.csv",
+        lambda p: _set_field(p, 3, "rating", ""),
+        r"valid\.csv:3: 'history_rating' and 'rating' must both be given or both be empty",
+    ),
+    "NaN rating": (
+        "valid.csv",
+        lambda p: _set_field(p, 3, "rating", "nan"),
+        r"valid\.csv:3: column 'rating' is not a finite number: 'nan'",
+    ),
+    "ratings of wrong length": (
+        "valid.csv",
+        lambda p: _set_field(p, 2, "history_rating", "[4.0]"),
+        r"valid\.csv:2: column 'history_rating' has 1 entries but the history has 2",
+    ),
+    "float timestamp": (
+        "test.csv",
+        lambda p: _set_field(p, 4, "timestamp", "1520000002.5"),
+        r"test\.csv:4: column 'timestamp' is not an integer: '1520000002\.5'",
+    ),
+    "float history timestamp": (
+        "test.csv",
+        lambda p: _set_field(p, 4, "history_timestamp", "[1.5, 2]"),
+        r"test\.csv:4: column 'history_timestamp' holds 1\.5, not an integer",
+    ),
+    "unclosed quote": (
+        "train.csv",
+        lambda p: p.write_bytes(p.read_bytes().replace(b'"[0, 1]"', b'"[0, 1]', 1)),
+        r"train\.csv:2: not a well-formed CSV row: .*a quote opened on this line is never closed",
+    ),
     "unclosed quote in the last row": (
-        "test.csv", lambda p: p.write_bytes(p.read_bytes().rstrip(b"\r\n").rsplit(b"\n", 1)[0] + b'\nu9,"[1, 2\r\n'),
-        r"test\.csv:4: not a well-formed CSV row: unexpected end of data: a quote opened on this line is never closed"),
-    "missing field": ("train.csv", lambda p: p.write_bytes(p.read_bytes().replace(b",1500000002\r\n", b"\r\n", 1)),
-                      r"train\.csv:2: 10 field\(s\) where the header has 11"),
-    "conflicting asins": ("test.csv", lambda p: _set_field(p, 2, "item_asin", "B999"),
-                          r"test\.csv:3: item 2 has asin 'A2' here but 'B999' at line 2"),
-    "info id out of order": ("info.txt", _info_line(2, "Title 1\t7"),
-                             r"info\.txt:2: item id 7 where 1 was expected"),
+        "test.csv",
+        lambda p: p.write_bytes(p.read_bytes().rstrip(b"\r\n").rsplit(b"\n", 1)[0] + b'\nu9,"[1, 2\r\n'),
+        r"test\.csv:4: not a well-formed CSV row: unexpected end of data: a quote opened on this line is never closed",
+    ),
+    "missing field": (
+        "train.csv",
+        lambda p: p.write_bytes(p.read_bytes().replace(b",1500000002\r\n", b"\r\n", 1)),
+        r"train\.csv:2: 10 field\(s\) where the header has 11",
+    ),
+    "conflicting asins": (
+        "test.csv",
+        lambda p: _set_field(p, 2, "item_asin", "B999"),
+        r"test\.csv:3: item 2 has asin 'A2' here but 'B999' at line 2",
+    ),
+    "info id out of order": ("info.txt", _info_line(2, "Title 1\t7"), r"info\.txt:2: item id 7 where 1 was expected"),
     "info blank line": ("info.txt", _info_line(2, ""), r"info\.txt:2: empty line"),
-    "title with a tab": ("info.txt", _info_line(2, "Title\tone\t1"),
-                         r"info\.txt:2: the title of item 1 contains '\\t'"),
-    "title split by a newline": ("info.txt", _info_line(2, "Title\n1\t1"),
-                                 r"info\.txt:2: expected 'title<TAB>item_id', got 'Title'"),
+    "title with a tab": (
+        "info.txt",
+        _info_line(2, "Title\tone\t1"),
+        r"info\.txt:2: the title of item 1 contains '\\t'",
+    ),
+    "title split by a newline": (
+        "info.txt",
+        _info_line(2, "Title\n1\t1"),
+        r"info\.txt:2: expected 'title<TAB>item_id', got 'Title'",
+    ),
 }
 
 
@@ -345,8 +435,9 @@ def test_long_titles_are_data_not_a_broken_quote(tmp_path):
             for r in rows[1:]:
                 ids = rows[0].index("history_item_id" if col.startswith("history") else "item_id")
                 id_list = eval(r[ids]) if col.startswith("history") else int(r[ids])  # noqa: S307 (test data)
-                titles = [long[i] if i < 3 else f"Title {i}" for i in
-                          (id_list if isinstance(id_list, list) else [id_list])]
+                titles = [
+                    long[i] if i < 3 else f"Title {i}" for i in (id_list if isinstance(id_list, list) else [id_list])
+                ]
                 r[j] = str(titles) if col.startswith("history") else titles[0]
         buf = io.StringIO()
         csv.writer(buf).writerows(rows)

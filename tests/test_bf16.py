@@ -56,6 +56,7 @@ class DtypeSpy:
         def spy(x, *a, **k):
             self.normalised.append((name, x.dtype))
             return fn(x, *a, **k)
+
         return spy
 
     def _embeds(self, module, args, kwargs):
@@ -90,8 +91,22 @@ def _assert_fp32_and(module, before, moved: bool):
 
 
 def _sft_cfg(**kw):
-    return SFTConfig(**{**dict(lr=1e-3, warmup_steps=0, effective_batch=4, micro_batch=4, max_epochs=1, max_steps=1,
-                               checkpoint_every=0, mixed_precision="bf16", valid_limit=4), **kw})
+    return SFTConfig(
+        **{
+            **dict(
+                lr=1e-3,
+                warmup_steps=0,
+                effective_batch=4,
+                micro_batch=4,
+                max_epochs=1,
+                max_steps=1,
+                checkpoint_every=0,
+                mixed_precision="bf16",
+                valid_limit=4,
+            ),
+            **kw,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -190,8 +205,7 @@ def _dataset(seed):
 
 def _decode(model, tok, ds):
     """{user: {item: score}} of a full ranking of the 6 catalog titles (BIGRec's length penalty 1)."""
-    out = decode_rows(model, tok, ds, np.arange(N_USERS), "musics", {"num_beams": 6, "num_return": 6,
-                                                                      "batch_size": 8})
+    out = decode_rows(model, tok, ds, np.arange(N_USERS), "musics", {"num_beams": 6, "num_return": 6, "batch_size": 8})
     ranked = [dict(zip(ids, scores)) for ids, scores in zip(out["pred_item_ids"], out["pred_scores"])]
     assert all(len(r) == len(TITLES) and -1 not in r for r in ranked)  # every title ranked, for every user
     assert all(np.isfinite(list(r.values())).all() for r in ranked)

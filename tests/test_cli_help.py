@@ -24,12 +24,34 @@ def _options(parser: argparse.ArgumentParser):
 def test_every_expected_command_is_there():
     # the commands the workflow's rules and the README call, registered by the stage modules of latentrec.commands
     assert set(_subcommands()) == {
-        "synthesize", "download", "process", "import-csv", "export-csv",
-        "fit-predict", "item-embeddings", "select-grid",
-        "fetch-model", "sft", "select-sft", "decode", "gather",
-        "latent-sft", "latent-rl", "select-latent", "flr-factors", "time-decode",
-        "evaluate", "significance", "llm-vs-strongest", "report", "report-latentr3", "report-flr",
-        "lease-gpus", "plan", "killed-note"}
+        "synthesize",
+        "download",
+        "process",
+        "import-csv",
+        "export-csv",
+        "fit-predict",
+        "item-embeddings",
+        "select-grid",
+        "fetch-model",
+        "sft",
+        "select-sft",
+        "decode",
+        "gather",
+        "latent-sft",
+        "latent-rl",
+        "select-latent",
+        "flr-factors",
+        "time-decode",
+        "evaluate",
+        "significance",
+        "llm-vs-strongest",
+        "report",
+        "report-latentr3",
+        "report-flr",
+        "lease-gpus",
+        "plan",
+        "killed-note",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(_subcommands()))
@@ -54,7 +76,8 @@ def test_every_command_has_one_line_help():
 
 
 def test_decode_help_runs():
-    proc = subprocess.run([sys.executable, "-m", "latentrec", "decode", "--help"], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "latentrec", "decode", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "--num-shards" in proc.stdout and "inline JSON" in proc.stdout

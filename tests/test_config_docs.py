@@ -32,8 +32,11 @@ def test_table_rows_show_defaults_as_yaml_and_escape_bars():
         style: str = field(default="clean", metadata={"help": "text"})
 
     assert config_docs.field_table(Toy).splitlines()[2:] == [
-        "| `rate` | 0.0003 | a \\| b |", "| `limit` | null | none |", "| `on` | true | flag |",
-        "| `style` | `clean` | text |"]
+        "| `rate` | 0.0003 | a \\| b |",
+        "| `limit` | null | none |",
+        "| `on` | true | flag |",
+        "| `style` | `clean` | text |",
+    ]
 
 
 def test_a_field_without_help_is_refused():
@@ -49,5 +52,9 @@ def test_a_missing_or_unknown_block_is_refused():
     with pytest.raises(ValueError, match="missing"):
         config_docs.render("no generated tables here\n")
     with pytest.raises(ValueError, match="unknown"):
-        config_docs.render("".join(f"<!-- generated: {n} -->\n<!-- end generated -->\n"
-                                   for n in [*(d[0] for d in config_docs.DOCUMENTED), "nope"]))
+        config_docs.render(
+            "".join(
+                f"<!-- generated: {n} -->\n<!-- end generated -->\n"
+                for n in [*(d[0] for d in config_docs.DOCUMENTED), "nope"]
+            )
+        )

@@ -11,16 +11,31 @@ from latentrec.llm.recommender import catalog_sequences, decode_rows
 from latentrec.llm.trie import TitleTrie
 from tests.latent_toys import catalog_dataset
 
-TITLES = ["Abbey Road", "Blue Train", "Kind of Blue", "Rumours", "Thriller", "Back in Black", "Nevermind",
-          "The Wall", "Hotel California", "Purple Rain", "Born to Run", "Ten", "Is This It", "Blue Lines"]
+TITLES = [
+    "Abbey Road",
+    "Blue Train",
+    "Kind of Blue",
+    "Rumours",
+    "Thriller",
+    "Back in Black",
+    "Nevermind",
+    "The Wall",
+    "Hotel California",
+    "Purple Rain",
+    "Born to Run",
+    "Ten",
+    "Is This It",
+    "Blue Lines",
+]
 
 
 @pytest.fixture(scope="module")
 def ds():
     n = len(TITLES)
     # Histories of different lengths, so the batched reasoning runs on left-padded prompts.
-    return catalog_dataset(TITLES, [[(u + j) % n for j in range(1 + u % 4)] for u in range(6)],
-                           [(u + 5) % n for u in range(6)])
+    return catalog_dataset(
+        TITLES, [[(u + j) % n for j in range(1 + u % 4)] for u in range(6)], [(u + 5) % n for u in range(6)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +55,7 @@ def naive_greedy(llm, prompt, n, eos):
             if nxt == eos:
                 break
             seq.append(nxt)
-    return seq[len(prompt):]
+    return seq[len(prompt) :]
 
 
 def test_cot_returns_catalog_titles_with_bounded_reasoning(llm, smollm2_tokenizer, ds):
@@ -59,15 +74,23 @@ def test_cot_returns_catalog_titles_with_bounded_reasoning(llm, smollm2_tokenize
     cot = CoTConfig(max_reasoning_tokens=7)
     cue = tok.encode(cot.reason_cue, add_special_tokens=False)
     answer = tok.encode(cot.answer_cue.format(c="musics"), add_special_tokens=False)
-    for r, (hist, n_reason, title) in enumerate(zip(ds.test["history_item_ids"], out["reasoning_tokens"],
-                                                   out["pred_titles"])):
+    for r, (hist, n_reason, title) in enumerate(
+        zip(ds.test["history_item_ids"], out["reasoning_tokens"], out["pred_titles"])
+    ):
         prompt = enc.prompt_ids([TITLES[i] for i in hist], "musics") + cue
         thought = naive_greedy(llm, prompt, 7, tok.eos_token_id)
         assert len(thought) == n_reason
         assert out["reasoning"][r] == tok.decode(thought)
-        (node, _), = constrained_beam_search(llm, [prompt + thought + answer], trie, num_beams=1, num_return=1,
-                                             max_new_tokens=32, eos_token_id=tok.eos_token_id,
-                                             pad_token_id=tok.pad_token_id)[0]
+        ((node, _),) = constrained_beam_search(
+            llm,
+            [prompt + thought + answer],
+            trie,
+            num_beams=1,
+            num_return=1,
+            max_new_tokens=32,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )[0]
         assert TITLES[trie.items(node)[0]] == title[0]
 
 
@@ -102,7 +125,7 @@ def test_eos_ends_the_reasoning(llm, smollm2_tokenizer):
         handle.remove()
     assert r.tokens == [[], []]
     answer = tok.encode(CoTConfig().answer_cue.format(c="musics"), add_special_tokens=False)
-    assert all(p[-len(answer):] == answer for p in r.prompts)  # the answer cue still follows
+    assert all(p[-len(answer) :] == answer for p in r.prompts)  # the answer cue still follows
 
 
 def test_cot_config_checks():

@@ -35,8 +35,22 @@ def tiny_run(smollm2_tokenizer, tmp_path):
 def _decode(tmp, out, extra=()):
     from latentrec.commands.main import main
 
-    main(["decode", "--data", str(tmp / "data"), "--model", str(tmp / "model"), "--domain", "musics",
-          "--cfg", '{"num_beams": 3, "num_return": 3, "batch_size": 2}', "--out", str(out), *extra])
+    main(
+        [
+            "decode",
+            "--data",
+            str(tmp / "data"),
+            "--model",
+            str(tmp / "model"),
+            "--domain",
+            "musics",
+            "--cfg",
+            '{"num_beams": 3, "num_return": 3, "batch_size": 2}',
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_killed_decode_shard_resumes_from_its_last_chunk(tiny_run, monkeypatch):
@@ -76,12 +90,25 @@ def test_killed_decode_shard_resumes_from_its_last_chunk(tiny_run, monkeypatch):
     monkeypatch.setattr(rec, "_decode_batch", lambda *a: (calls.append(len(a[1])), real(*a))[1])
     from latentrec.commands.main import main
 
-    main(["decode", "--data", str(tiny_run / "data"), "--model", str(tiny_run / "model"), "--domain", "musics",
-          "--cfg", '{"num_beams": 2, "num_return": 2, "batch_size": 2}', "--out", str(tiny_run / "other.parquet")])
+    main(
+        [
+            "decode",
+            "--data",
+            str(tiny_run / "data"),
+            "--model",
+            str(tiny_run / "model"),
+            "--domain",
+            "musics",
+            "--cfg",
+            '{"num_beams": 2, "num_return": 2, "batch_size": 2}',
+            "--out",
+            str(tiny_run / "other.parquet"),
+        ]
+    )
     assert calls == [2, 2, 2, 2, 2, 1]  # all 11 rows again
 
 
-SFT_SCRIPT = textwrap.dedent('''
+SFT_SCRIPT = textwrap.dedent("""
     import os, sys, json
     from pathlib import Path
     import torch
@@ -130,7 +157,7 @@ SFT_SCRIPT = textwrap.dedent('''
     model = tiny_llama_like(tok, seed=1)
     sft.train_sft(model, tok, data, data[:8], cfg, out)
     torch.save(model.state_dict(), out / "final.pt")
-''')
+""")
 
 
 @pytest.mark.slow
@@ -142,8 +169,12 @@ def test_sft_killed_during_a_checkpoint_save_resumes_to_the_same_weights(smollm2
     env = dict(os.environ, PYTHONPATH=f"{ROOT}:{ROOT / 'src'}")
 
     def run(out, point="none", at=0):
-        return subprocess.run([sys.executable, str(script), str(out), point, str(at), str(tok_dir)], env=env,
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, str(script), str(out), point, str(at), str(tok_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
 
     assert run(tmp_path / "straight").returncode == 0
     want = torch.load(tmp_path / "straight/final.pt")

@@ -32,7 +32,7 @@ def _beauty_meta(tmp_path, reviews_path):
         elif i % 13 == 5:
             meta.append({"asin": a, "title": "Greatest Hits"})  # duplicate titles survive
         else:
-            meta.append({"asin": a, "title": f' &quot;Product {i} &amp; Co&quot; '})
+            meta.append({"asin": a, "title": f" &quot;Product {i} &amp; Co&quot; "})
     return write_jsonl_gz(tmp_path / "meta_All_Beauty.json.gz", meta)
 
 
@@ -67,8 +67,14 @@ def test_timezone_moves_the_end_bound(tmp_path):
     for i in range(6):
         meta.append({"asin": f"I{i}", "title": f"Item number {i}"})
         for u in range(6):
-            recs.append({"reviewerID": f"U{u}", "asin": f"I{i}", "overall": 5.0,
-                         "unixReviewTime": end_day if (i == 5 and u == 0) else end_day - 86400 * (i * 6 + u + 1)})
+            recs.append(
+                {
+                    "reviewerID": f"U{u}",
+                    "asin": f"I{i}",
+                    "overall": 5.0,
+                    "unixReviewTime": end_day if (i == 5 and u == 0) else end_day - 86400 * (i * 6 + u + 1),
+                }
+            )
     r = write_jsonl_gz(tmp_path / "r.json.gz", recs)
     m = write_jsonl_gz(tmp_path / "m.json.gz", meta)
     for tz, expected in (("UTC", 36), ("Asia/Shanghai", 35)):
@@ -82,11 +88,20 @@ def test_timezone_moves_the_end_bound(tmp_path):
 
 
 def test_reference_title_normalisation_order():
-    assert clean_title_reference('&quot;Foo &quot; ') == 'Foo '
+    assert clean_title_reference("&quot;Foo &quot; ") == "Foo "
     assert clean_title_reference(" &amp;Bar&amp; ") == "&Bar&"
     titles, removed = select_titles(
-        [("a", "ok title"), ("b", None), ("c", '<span id="1">'), ("d", "x"), ("e", " ".join(["w"] * 21)),
-         ("f", "first"), ("f", "second"), ("g", "valid"), ("g", None)],
+        [
+            ("a", "ok title"),
+            ("b", None),
+            ("c", '<span id="1">'),
+            ("d", "x"),
+            ("e", " ".join(["w"] * 21)),
+            ("f", "first"),
+            ("f", "second"),
+            ("g", "valid"),
+            ("g", None),
+        ],
         FilterConfig(),
     )
     assert titles == {"a": "ok title", "f": "second", "g": "valid"}
@@ -95,8 +110,11 @@ def test_reference_title_normalisation_order():
 
 def test_strict_cleaning_unescapes_drops_markup_and_dedups(tmp_path):
     titles, removed = select_titles(
-        [("a", "Blue &Ouml;yster Cult"), ("b", '<span class="a-size-medium a-color-secondary a-text-normal'),
-         ("c", "Honky  Ch&acirc;teau")],
+        [
+            ("a", "Blue &Ouml;yster Cult"),
+            ("b", '<span class="a-size-medium a-color-secondary a-text-normal'),
+            ("c", "Honky  Ch&acirc;teau"),
+        ],
         FilterConfig(title_cleaning="strict"),
     )
     assert titles == {"a": "Blue Öyster Cult", "c": "Honky Château"}
@@ -112,17 +130,31 @@ def test_titles_with_tabs_and_line_breaks_are_made_one_line(tmp_path, mode):
 
     raws = ["Live\nat Leeds", "Side A\tSide B", " Tabs \t\r\n", "Plain  title", "Null\x00byte", "Sep\u2028line"]
     assert [clean_title_reference(t) for t in raws] == [
-        "Live at Leeds", "Side A Side B", "Tabs", "Plain  title", "Null byte", "Sep line"]
+        "Live at Leeds",
+        "Side A Side B",
+        "Tabs",
+        "Plain  title",
+        "Null byte",
+        "Sep line",
+    ]
     recs, meta = [], []
     for i, raw in enumerate(raws):
         meta.append({"asin": f"I{i}", "title": raw})
-        recs += [{"reviewerID": f"U{u}", "asin": f"I{i}", "overall": 5.0, "unixReviewTime": 1520000000 + 86400 * (i * 6 + u)}
-                 for u in range(6)]
+        recs += [
+            {"reviewerID": f"U{u}", "asin": f"I{i}", "overall": 5.0, "unixReviewTime": 1520000000 + 86400 * (i * 6 + u)}
+            for u in range(6)
+        ]
     r = write_jsonl_gz(tmp_path / "r.json.gz", recs)
     m = write_jsonl_gz(tmp_path / "m.json.gz", meta)
     ds, _ = build_from_raw(r, m, {"min_items": 1, "title_cleaning": mode})
-    expected = {"Live at Leeds", "Side A Side B", "Tabs", "Null byte", "Sep line",
-                "Plain  title" if mode == "reference" else "Plain title"}
+    expected = {
+        "Live at Leeds",
+        "Side A Side B",
+        "Tabs",
+        "Null byte",
+        "Sep line",
+        "Plain  title" if mode == "reference" else "Plain title",
+    }
     assert set(ds.titles) == expected
     export_csv_dataset(ds, tmp_path / "csv")
     assert len((tmp_path / "csv" / "info.txt").read_text().splitlines()) == len(raws)

@@ -16,7 +16,10 @@ from tests.test_workflow import snakemake
 
 
 def processed_overlay(folder) -> dict:
-    return {"datasets": {"Typo": {"source": "processed", "domain": "CDs", "folder": str(folder)}}, "run_datasets": ["Typo"]}
+    return {
+        "datasets": {"Typo": {"source": "processed", "domain": "CDs", "folder": str(folder)}},
+        "run_datasets": ["Typo"],
+    }
 
 
 def bad_folders(tmp_path):

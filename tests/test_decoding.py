@@ -21,7 +21,6 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TOL = 1e-4
 
 
-
 # ---------------------------------------------------------------------------------------------- trie
 def test_trie_allowed_and_advance():
     seqs = [[5, 6, 2], [5, 7, 2], [8, 2], [5, 6, 2]]  # the last one duplicates the first
@@ -189,7 +188,9 @@ def _hf_beam_search(model, tok, prompts, sequences, *, num_beams, lp, max_new_to
         return_dict_in_generate=True,
     )
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=cfg, prefix_allowed_tokens_fn=prefix_fn)
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, generation_config=cfg, prefix_allowed_tokens_fn=prefix_fn
+        )
     seqs = out.sequences[:, width:].view(len(prompts), num_beams, -1)
     scores = out.sequences_scores.view(len(prompts), num_beams)
     res = []
@@ -261,8 +262,15 @@ def test_matches_exhaustive_scoring(model, tokenizer, lp, num_beams):
     assert num_beams >= n_distinct
     prompts = [_prompt_ids(tokenizer, ["Abbey Road"]), _prompt_ids(tokenizer, ["Blue", "Kind of Blue", "Hot Rocks"])]
     res = constrained_beam_search(
-        model, prompts, trie, num_beams=num_beams, num_return=num_beams, length_penalty=lp,
-        max_new_tokens=32, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        model,
+        prompts,
+        trie,
+        num_beams=num_beams,
+        num_return=num_beams,
+        length_penalty=lp,
+        max_new_tokens=32,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     for prompt, hyps in zip(prompts, res):
         ref = _exhaustive(model, prompt, seqs, lp)
@@ -293,8 +301,16 @@ def test_matches_hf_generate(model, tokenizer, realistic, lp):
     assert all(len(h) == 10 for h in hf)
     for layout in ("tree", "expand"):  # both KV-cache layouts
         ours = constrained_beam_search(
-            model, prompts, trie, num_beams=10, num_return=10, length_penalty=lp, max_new_tokens=48,
-            batch_size=4, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            model,
+            prompts,
+            trie,
+            num_beams=10,
+            num_return=10,
+            length_penalty=lp,
+            max_new_tokens=48,
+            batch_size=4,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
             kv_layout=layout,
         )
         _assert_same(ours, trie, hf)
@@ -306,8 +322,16 @@ def test_matches_hf_generate_when_cut_at_max_new_tokens(model, tokenizer, realis
     """With max_new_tokens shorter than the titles, HF finalises the cut prefixes; so do we."""
     seqs, trie, prompts = realistic
     ours = constrained_beam_search(
-        model, prompts[:4], trie, num_beams=6, num_return=6, length_penalty=1.0, max_new_tokens=4,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, kv_layout=layout,
+        model,
+        prompts[:4],
+        trie,
+        num_beams=6,
+        num_return=6,
+        length_penalty=1.0,
+        max_new_tokens=4,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        kv_layout=layout,
     )
     hf = _hf_beam_search(model, tokenizer, prompts[:4], seqs, num_beams=6, lp=1.0, max_new_tokens=4)
     _assert_same(ours, trie, hf)
@@ -318,8 +342,14 @@ def test_matches_hf_generate_when_cut_at_max_new_tokens(model, tokenizer, realis
 def test_prefix_embeds_path_equals_ids_path(model, tokenizer, realistic):
     _, trie, prompts = realistic
     prompts = prompts[:5]
-    kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48,
-              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    kw = dict(
+        num_beams=10,
+        num_return=10,
+        length_penalty=1.0,
+        max_new_tokens=48,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     by_ids = constrained_beam_search(model, prompts, trie, **kw)
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), tokenizer.pad_token_id)
@@ -339,8 +369,14 @@ def test_batching_and_left_padding_do_not_change_results(model, tokenizer, reali
     _, trie, prompts = realistic
     short = min(prompts, key=len)
     longer = sorted(prompts, key=len)[-3:]
-    kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48,
-              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    kw = dict(
+        num_beams=10,
+        num_return=10,
+        length_penalty=1.0,
+        max_new_tokens=48,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     alone = constrained_beam_search(model, [short], trie, **kw)[0]
     batched = constrained_beam_search(model, longer + [short], trie, batch_size=4, **kw)
     in_batch = batched[-1]
@@ -361,8 +397,9 @@ def test_argument_checks(model, tokenizer):
         constrained_beam_search(model, None, trie, eos_token_id=2)
     emb = torch.zeros(1, 3, model.config.hidden_size)
     with pytest.raises(ValueError):  # right padding is refused
-        constrained_beam_search(model, None, trie, prefix_embeds=emb, prefix_attention_mask=torch.tensor([[1, 1, 0]]),
-                                eos_token_id=2)
+        constrained_beam_search(
+            model, None, trie, prefix_embeds=emb, prefix_attention_mask=torch.tensor([[1, 1, 0]]), eos_token_id=2
+        )
 
 
 @pytest.mark.parametrize("layout", ["tree", "expand"])
@@ -373,8 +410,16 @@ def test_shared_prompt_prefix_does_not_change_results(model, tokenizer, realisti
     _, trie, prompts = realistic
     prompts = prompts[:6]
     assert common_prefix_len(prompts) >= 20  # the reference instruction text
-    kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48, batch_size=4,
-              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, kv_layout=layout)
+    kw = dict(
+        num_beams=10,
+        num_return=10,
+        length_penalty=1.0,
+        max_new_tokens=48,
+        batch_size=4,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        kv_layout=layout,
+    )
     shared = constrained_beam_search(model, prompts, trie, share_prefix=True, **kw)
     whole = constrained_beam_search(model, prompts, trie, share_prefix=False, **kw)
     for a, b in zip(shared, whole):
@@ -388,8 +433,9 @@ def test_shared_prompt_prefix_does_not_change_results(model, tokenizer, realisti
         embeds = model.get_input_embeddings()(ids)
     lengths = [len(p) for p in prompts]
     assert common_embed_prefix_len(embeds, lengths) == common_prefix_len(prompts)
-    by_embeds = constrained_beam_search(model, None, trie, prefix_embeds=embeds, prefix_attention_mask=mask,
-                                        share_prefix=True, **kw)
+    by_embeds = constrained_beam_search(
+        model, None, trie, prefix_embeds=embeds, prefix_attention_mask=mask, share_prefix=True, **kw
+    )
     for a, b in zip(by_embeds, whole):
         assert [n for n, _ in a] == [n for n, _ in b]
         assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
@@ -420,8 +466,15 @@ def test_tree_layout_runs_the_model_on_real_tokens_only_and_counts_the_floor(mod
     lengths = sorted(len(p) for p in prompts)
     assert lengths[0] < lengths[-1]  # left padding in the batch
     n_shared = min(common_prefix_len(prompts), lengths[0] - 1)
-    kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48, batch_size=6,
-              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    kw = dict(
+        num_beams=10,
+        num_return=10,
+        length_penalty=1.0,
+        max_new_tokens=48,
+        batch_size=6,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     seen, counts = {}, {}
     # (the tree layout projects onto the vocabulary slice by slice: its head is called many times)
     for layout in ("tree", "expand"):
@@ -477,7 +530,9 @@ def test_vocabulary_slices_give_the_full_log_softmax(dtype):
         head.bias.copy_(torch.randn(vocab, generator=gen))
     hidden = torch.randn(5, 16, generator=gen).to(dtype)
     rows = torch.tensor([0, 0, 1, 2, 3, 4, 4, 4, 2])
-    toks = torch.tensor([3, vocab - 1, VOCAB_SLICE, VOCAB_SLICE - 1, 2 * VOCAB_SLICE + 5, 0, 17, vocab - 2, 9000 % vocab])
+    toks = torch.tensor(
+        [3, vocab - 1, VOCAB_SLICE, VOCAB_SLICE - 1, 2 * VOCAB_SLICE + 5, 0, 17, vocab - 2, 9000 % vocab]
+    )
     with torch.no_grad():
         full = F.log_softmax(head(hidden).float(), dim=-1)  # what HF's beam search scores
         got = HiddenScores(hidden, head).logprobs(rows, toks)
@@ -491,8 +546,16 @@ def test_tree_layout_full_logits_path_equals_vocabulary_slices(model, tokenizer,
     from latentrec.llm.decoding import layouts
 
     _, trie, prompts = realistic
-    kw = dict(num_beams=10, num_return=10, length_penalty=1.0, max_new_tokens=48, batch_size=5,
-              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, kv_layout="tree")
+    kw = dict(
+        num_beams=10,
+        num_return=10,
+        length_penalty=1.0,
+        max_new_tokens=48,
+        batch_size=5,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        kv_layout="tree",
+    )
     sliced = constrained_beam_search(model, prompts[:5], trie, **kw)
     monkeypatch.setattr(layouts, "plain_lm_head", lambda m: False)
     full = constrained_beam_search(model, prompts[:5], trie, **kw)

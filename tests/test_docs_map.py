@@ -25,8 +25,9 @@ def defined_names(path: Path) -> set[str]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         if isinstance(node, ast.ClassDef):
-            names.update(f"{node.name}.{n.name}" for n in node.body
-                         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            names.update(
+                f"{node.name}.{n.name}" for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            )
     return names
 
 
@@ -100,7 +101,8 @@ def test_the_checker_catches_wrong_references():
     assert missing_references(bad) == [
         "`rule no_such_rule`: no such Snakemake rule",
         "`src/latentrec/llm/flr.py::NoSuch`: src/latentrec/llm/flr.py defines no NoSuch",
-        "`src/latentrec/nope.py`: no such path"]
+        "`src/latentrec/nope.py`: no such path",
+    ]
 
 
 def test_every_reference_in_the_map_exists():

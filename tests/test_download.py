@@ -149,8 +149,11 @@ def test_trickling_server_gives_up_after_the_retries(server, tmp_path):
         download(f"{server.base}/trickle/x.json.gz", dest, retries=2, min_rate=1000, stall_window_s=0.3, **FAST)
     assert time.monotonic() - t0 < 10
     msg = str(e.value)
-    assert re.search(r"failed after 3 attempts \(stalled: \d+ bytes in the last 0\.\d+ s, below the minimum of "
-                     r"1000 B/s averaged over 0\.3 s\)", msg), msg
+    assert re.search(
+        r"failed after 3 attempts \(stalled: \d+ bytes in the last 0\.\d+ s, below the minimum of "
+        r"1000 B/s averaged over 0\.3 s\)",
+        msg,
+    ), msg
     assert "--min-rate" in msg and str(part_path(dest)) in msg
     ranges = [r for _, r in server.seen]
     assert len(ranges) == 3 and ranges[0] is None
@@ -269,8 +272,23 @@ def test_cli(server, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_parsers(parser.add_subparsers())
     url = f"{server.base}/ok/x.json.gz"
-    args = parser.parse_args(["download", "--url", url, "--out", str(tmp_path), "--retries", "1",
-                              "--min-rate", "1", "--stall-window", "30", "--timeout", "5"])
+    args = parser.parse_args(
+        [
+            "download",
+            "--url",
+            url,
+            "--out",
+            str(tmp_path),
+            "--retries",
+            "1",
+            "--min-rate",
+            "1",
+            "--stall-window",
+            "30",
+            "--timeout",
+            "5",
+        ]
+    )
     assert (args.min_rate, args.stall_window, args.timeout) == (1, 30, 5)
     assert args.func(args) == 0
     assert (tmp_path / "x.json.gz").read_bytes() == PAYLOAD

@@ -34,16 +34,21 @@ def _in_private_tmpfs(script: str, size: str):
 
 
 def test_disk_full_names_the_output_and_a_rerun_after_freeing_space_completes():
-    synth = f"{sys.executable} -m latentrec synthesize --n-users 400 --n-items 120 --reviews $DISK/r.json.gz " \
-            "--meta $DISK/meta.json.gz"
-    out = _in_private_tmpfs(textwrap.dedent(f"""
+    synth = (
+        f"{sys.executable} -m latentrec synthesize --n-users 400 --n-items 120 --reviews $DISK/r.json.gz "
+        "--meta $DISK/meta.json.gz"
+    )
+    out = _in_private_tmpfs(
+        textwrap.dedent(f"""
         head -c 980K /dev/urandom > $DISK/filler          # leaves ~40 KB of the 1 MB disk; r.json.gz needs ~100 KB
         {synth} > /dev/null; echo "rc=$?"
         echo "left: $(ls -A $DISK | tr '\\n' ' ')"
         rm $DISK/filler                                   # space is freed
         {synth} > /dev/null; echo "rc2=$?"
         echo "after: $(ls -A $DISK | tr '\\n' ' ')"
-    """), size="1m")
+    """),
+        size="1m",
+    )
     text = out.stdout + out.stderr
     assert "rc=2" in text, text
     assert "error: the disk is full: writing /tmp/" in out.stderr and "r.json.gz failed after" in out.stderr, text
@@ -79,13 +84,19 @@ def test_an_allocation_that_fails_for_memory_names_the_knob():
     assert "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("command, knob", [("decode", "methods.<method>.decode.batch_size"),
-                                           ("sft", "llm.sft.micro_batch"),
-                                           ("latent-rl", "rl.groups_per_step")])
+@pytest.mark.parametrize(
+    "command, knob",
+    [
+        ("decode", "methods.<method>.decode.batch_size"),
+        ("sft", "llm.sft.micro_batch"),
+        ("latent-rl", "rl.groups_per_step"),
+    ],
+)
 def test_memory_messages_name_each_stages_knob(command, knob):
     assert knob in out_of_memory_message(command)
-    assert knob in explain(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
-                           command, [])
+    assert knob in explain(
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"), command, []
+    )
 
 
 def test_oom_killer_is_told_from_the_exit_status_and_the_cgroup_counter():
@@ -146,8 +157,12 @@ def test_a_truncated_safetensors_file_is_named(tmp_path):
 
 def test_a_job_killed_by_sigkill_is_told_in_the_log():
     """The rules' shell calls `killed-note` with the job's exit status and the cgroup's oom_kill counts."""
-    run = lambda *a: subprocess.run([sys.executable, "-m", "latentrec", "killed-note", *a], capture_output=True,  # noqa: E731
-                                    text=True, env=_env())
+    run = lambda *a: subprocess.run(
+        [sys.executable, "-m", "latentrec", "killed-note", *a],
+        capture_output=True,  # noqa: E731
+        text=True,
+        env=_env(),
+    )
     out = run("137", "--rule", "sft_backbone", "--oom-kills-before", "3", "--oom-kills-after", "4")
     assert out.returncode == 0
     assert out.stderr.startswith("[latentrec] sft_backbone: the job was killed by the kernel's OOM killer"), out.stderr

@@ -13,10 +13,18 @@ from tests.test_memory_estimate import tiny_qwen2, tiny_shapes
 def counter() -> FlopCounterMode:
     """FlopCounterMode counting the CPU attention kernel as the CUDA ones are counted (full QK^T and AV)."""
     aten = torch.ops.aten
-    mapping = {aten._scaled_dot_product_flash_attention_for_cpu:
-               lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v),
-               aten._scaled_dot_product_flash_attention_for_cpu_backward:
-               lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v)}
+    mapping = {
+        aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(
+            q, k, v
+        ),
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: lambda g,
+        q,
+        k,
+        v,
+        *a,
+        out_shape=None,
+        **kw: sdpa_backward_flop_count(g, q, k, v),
+    }
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 

@@ -112,7 +112,9 @@ def test_regulariser_values_on_hand_made_factors():
     assert orthogonality_loss(e[None, :3]).item() == pytest.approx(0.0, abs=1e-6)  # orthogonal rows
     same = torch.ones(1, 3, 4)
     assert orthogonality_loss(same).item() == pytest.approx(6.0, rel=1e-5)  # K(K-1) off-diagonal ones
-    assert orthogonality_loss(same * torch.tensor([1.0, -2.0, 5.0])[None, :, None]).item() == pytest.approx(6.0, rel=1e-5)
+    assert orthogonality_loss(same * torch.tensor([1.0, -2.0, 5.0])[None, :, None]).item() == pytest.approx(
+        6.0, rel=1e-5
+    )
     maps = torch.tensor([[[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5], [0.5, 0.5, 0, 0]]])  # pairs: 0, 1, 0
     assert pairwise_cosine(maps).item() == pytest.approx(1 / 3, rel=1e-5)
     assert pairwise_cosine(maps[:, :1]).item() == 0.0  # K = 1: no pairs
@@ -175,7 +177,7 @@ def test_refined_cached_forward_equals_full_recomputation_values_and_gradients(t
         for j in range(k):
             ref = r.reference_logprobs(s.input_ids[: s.prompt_len], s.input_ids[s.prompt_len :], noise[i, j])
             assert torch.allclose(fast[i * k + j, : len(ref)], ref, atol=1e-5)
-            assert fast[i * k + j, len(ref):].abs().sum() == 0
+            assert fast[i * k + j, len(ref) :].abs().sum() == 0
             total = total + ref.sum()
         slow_reg.append({n: v.item() for n, v in r.head.regularisers().items()})
     total.backward()
@@ -220,8 +222,11 @@ def _metrics(head: FLRHead) -> dict[str, float]:
     cos = f @ f.transpose(1, 2)
     k = cos.shape[-1]
     off = (cos.abs().sum((1, 2)) - cos.diagonal(dim1=1, dim2=2).abs().sum(-1)) / (k * (k - 1))
-    return {"orthogonality": float(off.mean()), "diversity": float(pairwise_cosine(head.last["attention"]).mean()),
-            "sparsity": float(entropy(head.last["alpha"]).mean())}
+    return {
+        "orthogonality": float(off.mean()),
+        "diversity": float(pairwise_cosine(head.last["attention"]).mean()),
+        "sparsity": float(entropy(head.last["alpha"]).mean()),
+    }
 
 
 def _fit(tok, batch, steps, lr=3e-3, **flags):
@@ -287,13 +292,27 @@ def test_flr_warmup_sft_trains_saves_and_loads(tok, tmp_path):
     r = _reasoner(tok, refine_steps=2, n_factors=3)
     before = {n: p.detach().clone() for n, p in r.named_parameters()}
     train = _samples(tok, 16)
-    cfg = SFTConfig(lr=3e-3, warmup_steps=1, effective_batch=8, micro_batch=4, max_epochs=2, patience=2,
-                    checkpoint_every=0, mixed_precision="no")
+    cfg = SFTConfig(
+        lr=3e-3,
+        warmup_steps=1,
+        effective_batch=8,
+        micro_batch=4,
+        max_epochs=2,
+        patience=2,
+        checkpoint_every=0,
+        mixed_precision="no",
+    )
     log = train_sft(r, tok, train, train[:8], cfg, tmp_path, task=LatentSFTTask())
     assert log["steps"] == 4
     moved = {n for n, p in r.named_parameters() if not torch.equal(p, before[n])}
-    assert {"head.prototypes", "head.gate.0.weight", "head.log_vars.orthogonality", "head.log_vars.diversity",
-            "head.log_vars.sparsity", "llm.model.layers.1.mlp.up_proj.weight"} <= moved
+    assert {
+        "head.prototypes",
+        "head.gate.0.weight",
+        "head.log_vars.orthogonality",
+        "head.log_vars.diversity",
+        "head.log_vars.sparsity",
+        "llm.model.layers.1.mlp.up_proj.weight",
+    } <= moved
     spec = json.loads((tmp_path / "model" / "latent_head.json").read_text())
     assert spec["kind"] == "flr" and spec["refine_steps"] == 2 and spec["options"]["n_factors"] == 3
     loaded, _ = LatentReasoner.load(tmp_path / "model")
@@ -322,8 +341,16 @@ def test_base_advantage_and_clipping_match_a_hand_computed_example():
         LRGRPOConfig.from_dict({"reward": "nope"})
 
 
-FLR_GRPO = dict(reward="hybrid", reward_alpha=0.1, reward_beta=1.0, advantage="base", regularisers=True,
-                clip_low=0.2, clip_high=0.28, noise_std=1.5)
+FLR_GRPO = dict(
+    reward="hybrid",
+    reward_alpha=0.1,
+    reward_beta=1.0,
+    advantage="base",
+    regularisers=True,
+    clip_low=0.2,
+    clip_high=0.28,
+    noise_std=1.5,
+)
 
 
 @pytest.fixture(scope="module")
@@ -376,17 +403,21 @@ def test_flr_grpo_step_equals_naive_step_and_greedy_hits_equal_beam1_decodes(fit
         p.requires_grad_(False)
     cfg = LRGRPOConfig(group_size=4, **FLR_GRPO)
     samples = train[:3]
-    noise = draw_noise(3, cfg, 1, r.llm.config.hidden_size, torch.Generator().manual_seed(0), "cpu",
-                       dtype=torch.float64)
+    noise = draw_noise(
+        3, cfg, 1, r.llm.config.hidden_size, torch.Generator().manual_seed(0), "cpu", dtype=torch.float64
+    )
     batch = collate_prompt_target(samples, tok.pad_token_id)
     with torch.no_grad():  # the batched greedy decodes on the loss forward's cache = one beam-1 search per draw
         _, hits = r(**batch, copies=4, noise=noise, frozen_llm=True, match_trie=trie)
         want = []
         for i, s in enumerate(samples):
-            _, prefix = r.reference_logprobs(s.input_ids[: s.prompt_len], s.input_ids[s.prompt_len :], noise[i],
-                                             return_prefix=True)
-            want += [_greedy_title(r, prefix[j : j + 1], trie, tok.eos_token_id) == s.input_ids[s.prompt_len :]
-                     for j in range(4)]
+            _, prefix = r.reference_logprobs(
+                s.input_ids[: s.prompt_len], s.input_ids[s.prompt_len :], noise[i], return_prefix=True
+            )
+            want += [
+                _greedy_title(r, prefix[j : j + 1], trie, tok.eos_token_id) == s.input_ids[s.prompt_len :]
+                for j in range(4)
+            ]
     assert hits.tolist() == want
     assert 0 < sum(want) < len(want)  # both outcomes occur, so the exact-match term matters here
     fast, stats = step_loss(r, batch, noise, cfg, trie=trie)
@@ -411,8 +442,17 @@ def test_flr_grpo_trains_only_flr_parameters(fitted_flr, regularisers):
     r, tok, train, catalog, _ = copy.deepcopy(fitted_flr[0]), *fitted_flr[1:]
     llm_before = {n: p.detach().clone() for n, p in r.llm.named_parameters()}
     head_before = {n: p.detach().clone() for n, p in r.head.named_parameters()}
-    cfg = LRGRPOConfig(lr=1e-2, group_size=4, groups_per_step=4, advantage_groups=2, warmup_steps=1, max_steps=2,
-                       mixed_precision="no", beta=0.04, **dict(FLR_GRPO, regularisers=regularisers))
+    cfg = LRGRPOConfig(
+        lr=1e-2,
+        group_size=4,
+        groups_per_step=4,
+        advantage_groups=2,
+        warmup_steps=1,
+        max_steps=2,
+        mixed_precision="no",
+        beta=0.04,
+        **dict(FLR_GRPO, regularisers=regularisers),
+    )
     log = train_lr_grpo(r, tok, train, train[:4], cfg, catalog=catalog)
     assert log["steps"] == 2 and "exact_match" in log["history"][0]
     assert all(torch.equal(p, llm_before[n]) for n, p in r.llm.named_parameters())

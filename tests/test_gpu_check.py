@@ -16,8 +16,12 @@ def test_gpu_check_tiny_writes_the_table(tmp_path, smollm2_tokenizer):
     model = save_tiny_model(smollm2_tokenizer, tmp_path / "tiny_model")
     work = tmp_path / "work"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    run = subprocess.run([str(ROOT / "bench" / "gpu_check.sh"), "--tiny", "--workdir", str(work), "--model", str(model)],
-                         capture_output=True, text=True, env=env)
+    run = subprocess.run(
+        [str(ROOT / "bench" / "gpu_check.sh"), "--tiny", "--workdir", str(work), "--model", str(model)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((work / "results" / "gpu_check" / "gpu_check.json").read_text())
     params = sum(p.numel() for p in tiny_llama_like(smollm2_tokenizer).parameters())
@@ -39,14 +43,16 @@ def test_gpu_check_tiny_writes_the_table(tmp_path, smollm2_tokenizer):
         per_row = [f for shard in log["shards"] for f in shard["per_row"]["floor_flops"]]
         assert len(per_row) == 6 and min(per_row) > 0
         assert math.isclose(log["decode_floor_flops"], sum(per_row), rel_tol=1e-9)
-        assert math.isclose(d["floor_mfu"], log["decode_floor_flops"] / log["decode_seconds"] / report["peak_flops"],
-                            rel_tol=1e-9)
+        assert math.isclose(
+            d["floor_mfu"], log["decode_floor_flops"] / log["decode_seconds"] / report["peak_flops"], rel_tol=1e-9
+        )
         m = report["metrics"][method]
         assert set(m) >= {"HR@5", "NDCG@5", "HR@10", "NDCG@10"}
         assert 0 <= m["NDCG@10"] <= m["HR@10"] <= 1
     tests = report["paired_t_tests"]
     assert {(t["a"], t["b"], t["metric"]) for t in tests} == {
-        (a, "BIGRec", k) for a in ("D3", "BIGRec+LatentR3") for k in ("HR@10", "NDCG@10")}
+        (a, "BIGRec", k) for a in ("D3", "BIGRec+LatentR3") for k in ("HR@10", "NDCG@10")
+    }
     assert all(t["n"] == 6 and (math.isnan(t["p"]) or 0 <= t["p"] <= 1) for t in tests)
     assert report["rule_seconds"]["sft_backbone"] > 0 and report["rule_seconds"]["decode_llm_shard"] > 0
 

@@ -34,9 +34,20 @@ def test_too_many_gpus_is_a_clear_error(fake_gpus):
 
 def test_cli_sets_cuda_visible_devices(fake_gpus):
     out = subprocess.run(
-        [sys.executable, "-m", "latentrec", "lease-gpus", "2", "--", sys.executable, "-c",
-         "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "latentrec",
+            "lease-gpus",
+            "2",
+            "--",
+            sys.executable,
+            "-c",
+            "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() in {"0,1", "0,2", "1,2"}
 
@@ -46,9 +57,20 @@ def test_cli_steps_aside_for_slurm_and_says_so(fake_gpus, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     out = subprocess.run(
-        [sys.executable, "-m", "latentrec", "lease-gpus", "1", "--", sys.executable, "-c",
-         "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "latentrec",
+            "lease-gpus",
+            "1",
+            "--",
+            sys.executable,
+            "-c",
+            "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == "3"
     assert "lease-gpus: CUDA_VISIBLE_DEVICES=3 set by SLURM job 42; no local lease" in out.stderr

@@ -85,7 +85,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:
@@ -133,8 +133,11 @@ def test_only_the_command_layer_imports_command_modules():
 def test_every_stage_module_is_on_the_command_line():
     from latentrec.commands.main import STAGES
 
-    stages = {m for m in command_layer(package_modules())
-              if m.count(".") == 2 and m not in (f"{COMMANDS}.main", f"{COMMANDS}.args")}
+    stages = {
+        m
+        for m in command_layer(package_modules())
+        if m.count(".") == 2 and m not in (f"{COMMANDS}.main", f"{COMMANDS}.args")
+    }
     assert stages == {s.__name__ for s in STAGES}, "a stage module is missing from commands/main.py's STAGES"
 
 
@@ -158,16 +161,21 @@ def test_only_the_command_layer_parses_arguments():
 
 def test_the_library_imports_neither_pipeline_support_nor_commands():
     graph = import_graph()
-    bad = sorted(f"{m} imports {sorted(d for d in deps if not is_library(d))}" for m, deps in graph.items()
-                 if is_library(m) and any(not is_library(d) for d in deps))
+    bad = sorted(
+        f"{m} imports {sorted(d for d in deps if not is_library(d))}"
+        for m, deps in graph.items()
+        if is_library(m) and any(not is_library(d) for d in deps)
+    )
     assert not bad, "library modules reach up into pipeline support or commands: " + "; ".join(bad)
 
 
 def test_llm_never_imports_report():
     graph = import_graph()
-    bad = sorted(f"{m} imports {sorted(d for d in deps if in_package(d, 'latentrec.report'))}"
-                 for m, deps in graph.items() if in_package(m, "latentrec.llm")
-                 and any(in_package(d, "latentrec.report") for d in deps))
+    bad = sorted(
+        f"{m} imports {sorted(d for d in deps if in_package(d, 'latentrec.report'))}"
+        for m, deps in graph.items()
+        if in_package(m, "latentrec.llm") and any(in_package(d, "latentrec.report") for d in deps)
+    )
     assert not bad, "llm reaches into report: " + "; ".join(bad)
 
 
@@ -191,8 +199,13 @@ print(json.dumps(failures))
 
 def test_every_module_imports_on_its_own():
     names = sorted(package_modules())
-    done = subprocess.run([sys.executable, "-c", _ISOLATED, json.dumps(names)], capture_output=True, text=True,
-                          env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"}, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _ISOLATED, json.dumps(names)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"},
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     failures = json.loads(done.stdout.strip().splitlines()[-1])
     assert not failures, "\n".join(f"{m}:\n{tb}" for m, tb in failures.items())

@@ -99,7 +99,7 @@ def test_cached_forward_equals_full_recomputation_values_and_gradients(tok, n_la
         for j in range(k):
             ref = r.reference_logprobs(s.input_ids[: s.prompt_len], s.input_ids[s.prompt_len :], noise[i, j])
             assert torch.allclose(fast[i * k + j, : len(ref)], ref, atol=1e-5)
-            assert fast[i * k + j, len(ref):].abs().sum() == 0
+            assert fast[i * k + j, len(ref) :].abs().sum() == 0
             total = total + ref.sum()
     total.backward()
     assert len(g_fast) == sum(1 for p in r.parameters() if p.grad is not None)
@@ -170,8 +170,16 @@ def test_warmup_sft_trains_llm_and_head_and_lowers_loss(tok, tmp_path):
     r = _reasoner(tok)
     before = {n: p.detach().clone() for n, p in r.named_parameters()}
     train = _samples(tok, 24)
-    cfg = SFTConfig(lr=3e-3, warmup_steps=1, effective_batch=8, micro_batch=4, max_epochs=3, patience=3,
-                    checkpoint_every=0, mixed_precision="no")
+    cfg = SFTConfig(
+        lr=3e-3,
+        warmup_steps=1,
+        effective_batch=8,
+        micro_batch=4,
+        max_epochs=3,
+        patience=3,
+        checkpoint_every=0,
+        mixed_precision="no",
+    )
     log = train_sft(r, tok, train, train[:8], cfg, tmp_path, task=LatentSFTTask())
     losses = [h["valid_loss"] for h in log["history"]]
     assert losses[-1] < losses[0]
@@ -193,8 +201,10 @@ def _paper_rl_loss(r, samples, noise, mode, clip=(0.2, 0.28)):
     rho = pi/pi_old (1 in value, gradient d log p)."""
     g, k = noise.shape[:2]
     with torch.no_grad():
-        rewards = [[-math.exp(-float(r.reference_logprobs(_p(s), _t(s), noise[i, j]).mean())) for j in range(k)]
-                   for i, s in enumerate(samples)]
+        rewards = [
+            [-math.exp(-float(r.reference_logprobs(_p(s), _t(s), noise[i, j]).mean())) for j in range(k)]
+            for i, s in enumerate(samples)
+        ]
     flat = [x for row in rewards for x in row]
     if mode == "batch":
         b = sum(row[0] for row in rewards) / g
@@ -224,8 +234,10 @@ def _t(s):
     return s.input_ids[s.prompt_len :]
 
 
-@pytest.mark.parametrize("mode,n_latents,noise_latents", [("batch", 1, "first"), ("group", 1, "first"),
-                                                          ("batch", 3, "first"), ("batch", 3, "all")])
+@pytest.mark.parametrize(
+    "mode,n_latents,noise_latents",
+    [("batch", 1, "first"), ("group", 1, "first"), ("batch", 3, "first"), ("batch", 3, "all")],
+)
 def test_fast_rl_step_equals_paper_equations(tok, mode, n_latents, noise_latents):
     """In float64 the cached, batched step and the naive one agree to rounding: the comparison is exact
     up to ~1e-12, not a float32 tolerance that one machine's summation order happens to meet. (In float32
@@ -236,8 +248,9 @@ def test_fast_rl_step_equals_paper_equations(tok, mode, n_latents, noise_latents
         p.requires_grad_(False)
     cfg = LRGRPOConfig(group_size=4, advantage=mode, noise_std=1.5, noise_latents=noise_latents)
     samples = _samples(tok, 2)
-    noise = draw_noise(2, cfg, n_latents, r.llm.config.hidden_size, torch.Generator().manual_seed(0), "cpu",
-                       dtype=torch.float64)
+    noise = draw_noise(
+        2, cfg, n_latents, r.llm.config.hidden_size, torch.Generator().manual_seed(0), "cpu", dtype=torch.float64
+    )
     assert noise[:, 0].abs().sum() == 0  # draw 0 is the noise-free baseline
     if n_latents > 1:  # appendix E: only the first latent is perturbed, unless asked otherwise
         assert (noise[:, 1:, 1:].abs().sum() == 0) == (noise_latents == "first")
@@ -283,8 +296,18 @@ def test_rl_moves_only_the_head(fitted, policy):
     r, tok, train = copy.deepcopy(fitted[0]), fitted[1], fitted[2]
     llm_before = {n: p.detach().clone() for n, p in r.llm.named_parameters()}
     head_before = {n: p.detach().clone() for n, p in r.head.named_parameters()}
-    cfg = LRGRPOConfig(lr=1e-2, group_size=8, noise_std=1.5, groups_per_step=4, advantage_groups=2, policy=policy,
-                       warmup_steps=1, max_epochs=3, mixed_precision="no", seed=0)
+    cfg = LRGRPOConfig(
+        lr=1e-2,
+        group_size=8,
+        noise_std=1.5,
+        groups_per_step=4,
+        advantage_groups=2,
+        policy=policy,
+        warmup_steps=1,
+        max_epochs=3,
+        mixed_precision="no",
+        seed=0,
+    )
     log = train_lr_grpo(r, tok, train, train, cfg)
     assert all(torch.equal(p, llm_before[n]) for n, p in r.llm.named_parameters())
     assert all(not torch.equal(p, head_before[n]) for n, p in r.head.named_parameters())
@@ -331,7 +354,7 @@ def test_original_grpo_samples_latents_decodes_a_title_per_draw_and_rewards_exac
 
     # The latents are sampled: per sample, draw 0 is the noise-free latent, the others differ from it and
     # from each other by exactly their noise.
-    (embeds, _), = [c[2] for c in prefix.calls]
+    ((embeds, _),) = [c[2] for c in prefix.calls]
     latents = embeds[:, -1].view(g, k, d)
     clean, _ = r.prefix_embeds(batch["prompt_ids"], batch["prompt_mask"])
     for i in range(g):
@@ -339,7 +362,7 @@ def test_original_grpo_samples_latents_decodes_a_title_per_draw_and_rewards_exac
         torch.testing.assert_close(latents[i] - latents[i, :1], noise[i, :, 0])
         assert all(not torch.allclose(latents[i, a], latents[i, b]) for a in range(k) for b in range(a + 1, k))
     # One batched search over all g*K draws, one greedy title each.
-    (_, kw, hyps), = search.calls
+    ((_, kw, hyps),) = search.calls
     assert kw["num_beams"] == kw["num_return"] == 1 and len(hyps) == g * k
     titles = [trie.sequence(h[0][0]) for h in hyps]
     # Each draw's title is what a greedy decode from its own prefix (no cache, no batch) returns.
@@ -348,14 +371,15 @@ def test_original_grpo_samples_latents_decodes_a_title_per_draw_and_rewards_exac
         for j in range(k):
             assert titles[i * k + j] == grpo._greedy_title(r, ref_prefix[j : j + 1], trie, tok.eos_token_id)
     # Rewards: 1 exactly where the decoded title is the target; group advantage.
-    (args, _, _), = adv.calls
+    ((args, _, _),) = adv.calls
     hits = torch.tensor([[float(titles[i * k + j] == _t(s)) for j in range(k)] for i, s in enumerate(samples)])
     assert torch.equal(args[0].cpu(), hits) and args[1] == "group"
     assert loss.requires_grad
     assert stats["reward"] == pytest.approx(float(hits.mean()))
     assert stats["reward_clean"] == pytest.approx(float(hits[:, 0].mean()))
-    assert stats["distinct_titles"] == pytest.approx(np.mean([len({tuple(t) for t in titles[i * k : (i + 1) * k]})
-                                                              for i in range(g)]))
+    assert stats["distinct_titles"] == pytest.approx(
+        np.mean([len({tuple(t) for t in titles[i * k : (i + 1) * k]}) for i in range(g)])
+    )
 
 
 def test_original_grpo_tunes_the_whole_model_with_rewards_between_0_and_1(fitted, monkeypatch):
@@ -364,8 +388,17 @@ def test_original_grpo_tunes_the_whole_model_with_rewards_between_0_and_1(fitted
     r, tok, train = copy.deepcopy(fitted[0]), fitted[1], fitted[2]
     enc = SegmentEncoder(tok)
     catalog = [enc.target_ids(t) for t in TITLES]
-    cfg = LRGRPOConfig(lr=1e-3, group_size=4, groups_per_step=4, advantage_groups=2, rollout="decode",
-                       advantage="group", warmup_steps=0, max_steps=2, mixed_precision="no")
+    cfg = LRGRPOConfig(
+        lr=1e-3,
+        group_size=4,
+        groups_per_step=4,
+        advantage_groups=2,
+        rollout="decode",
+        advantage="group",
+        warmup_steps=0,
+        max_steps=2,
+        mixed_precision="no",
+    )
     log = train_lr_grpo(r, tok, train, train[:4], cfg, catalog=catalog)
     assert log["steps"] == 2 and log["trainable_parameters"] == sum(p.numel() for p in r.parameters())
     # The fitted model decodes the true title for some samples and not for others.
@@ -406,7 +439,7 @@ def test_original_grpo_beams_rollout_keeps_the_k_beams_of_the_noise_free_latent(
     search = _Spy(decoding.constrained_beam_search)
     monkeypatch.setattr(decoding, "constrained_beam_search", search)
     _, stats = grpo.decode_step_loss(r, batch, noise, trie, cfg, tok.eos_token_id)
-    (_, kw, hyps), = search.calls
+    ((_, kw, hyps),) = search.calls
     assert kw["num_beams"] == kw["num_return"] == 4 and len(hyps) == 2
     torch.testing.assert_close(kw["prefix_embeds"], r.prefix_embeds(batch["prompt_ids"], batch["prompt_mask"])[0])
     assert stats["distinct_titles"] == 4  # the beams are distinct titles
@@ -435,8 +468,17 @@ def test_latent_decoding_matches_exhaustive_scoring(tok, lp):
     prompts = [enc.prompt_ids(TITLES[i : i + 2], "musics") for i in range(3)]
     ids, mask = left_pad(prompts, tok.pad_token_id)
     embeds, emask = r.prefix_embeds(ids, mask)
-    got = constrained_beam_search(r.llm, None, trie, prefix_embeds=embeds, prefix_attention_mask=emask,
-                                  num_beams=8, num_return=6, length_penalty=lp, eos_token_id=tok.eos_token_id)
+    got = constrained_beam_search(
+        r.llm,
+        None,
+        trie,
+        prefix_embeds=embeds,
+        prefix_attention_mask=emask,
+        num_beams=8,
+        num_return=6,
+        length_penalty=lp,
+        eos_token_id=tok.eos_token_id,
+    )
     for p, hyps in zip(prompts, got):
         with torch.no_grad():
             scores = [float(r.reference_logprobs(p, seq).sum()) / len(seq) ** lp for seq in catalog]
@@ -453,8 +495,10 @@ def test_clipped_surrogate_binds_on_both_sides_and_k3_kl_is_hand_computed():
     cfg = LRGRPOConfig(clip_low=0.2, clip_high=0.28, beta=0.5)
     old = torch.log(torch.tensor([[0.2, 0.2, 0.2, 0.2]]))
     new = torch.log(torch.tensor([[0.3, 0.3, 0.1, 0.1]])).requires_grad_()  # ratios 1.5, 1.5, 0.5, 0.5
-    for a, want, grad_live in ((1.0, [-1.28, -1.28, -0.5, -0.5], [0, 0, 1, 1]),   # A > 0: high side clips
-                               (-1.0, [1.5, 1.5, 0.8, 0.8], [1, 1, 0, 0])):       # A < 0: low side clips
+    for a, want, grad_live in (
+        (1.0, [-1.28, -1.28, -0.5, -0.5], [0, 0, 1, 1]),  # A > 0: high side clips
+        (-1.0, [1.5, 1.5, 0.8, 0.8], [1, 1, 0, 0]),
+    ):  # A < 0: low side clips
         for t in range(4):  # one token at a time, so each clip case shows in the value
             mask = torch.zeros(1, 4)
             mask[0, t] = 1
@@ -488,7 +532,15 @@ def test_batch_advantage_spans_the_whole_step_by_default(tok, monkeypatch, advan
 
     monkeypatch.setattr(grpo, "step_loss", spy)
     r = _reasoner(tok)
-    cfg = LRGRPOConfig.from_dict({"group_size": 2, "groups_per_step": 4, "advantage_groups": advantage_groups,
-                                  "warmup_steps": 1, "max_steps": 2, "mixed_precision": "no"})
+    cfg = LRGRPOConfig.from_dict(
+        {
+            "group_size": 2,
+            "groups_per_step": 4,
+            "advantage_groups": advantage_groups,
+            "warmup_steps": 1,
+            "max_steps": 2,
+            "mixed_precision": "no",
+        }
+    )
     train_lr_grpo(r, tok, _samples(tok, 8), _samples(tok, 2), cfg)
     assert seen == calls

@@ -26,8 +26,9 @@ def test_reference_prompt_text_keeps_typos():
         "Write a response that appropriately completes the request. \n\n### Instruction:\n"
         "Given a list of musics the user recetenly enjoy, please write a new musics that the user may bought\n"
     )
-    assert b == ('### User Input: \nThe user has palyed the following musicss before: "T1", "It\'s 2"'
-                 "\n\n### Response: \n")
+    assert b == (
+        '### User Input: \nThe user has palyed the following musicss before: "T1", "It\'s 2"\n\n### Response: \n'
+    )
 
 
 def test_segments_are_encoded_separately_and_loss_is_on_target_only(smollm2_tokenizer):
@@ -41,7 +42,7 @@ def test_segments_are_encoded_separately_and_loss_is_on_target_only(smollm2_toke
     assert s.labels == [IGNORE_INDEX] * len(expected_prompt) + target
     assert s.prompt_len == len(expected_prompt)
     short = encode_sample(enc, ["Abbey Road"], "Let It Be", "musics", max_len=10)
-    assert short.input_ids == s.input_ids[-10:] and short.labels[-len(target):] == target
+    assert short.input_ids == s.input_ids[-10:] and short.labels[-len(target) :] == target
 
 
 def test_thought_token_is_appended_after_the_prompt(smollm2_tokenizer):
@@ -60,8 +61,9 @@ def test_length_grouped_batches_cover_every_sample_once():
     flat = sorted(i for b in batches for i in b)
     assert flat == list(range(1000))
     spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches])
-    random_spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b)
-                             for b in np.array_split(rng.permutation(1000), 125)])
+    random_spread = np.mean(
+        [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in np.array_split(rng.permutation(1000), 125)]
+    )
     assert spread < 0.4 * random_spread  # sorted within groups: much less padding
 
 
@@ -81,8 +83,16 @@ def test_sft_lowers_loss_and_changes_weights(smollm2_tokenizer, tmp_path):
     model = tiny_llama_like(tok)
     before = copy.deepcopy(model.state_dict())
     train, valid = _toy_samples(tok, 32), _toy_samples(tok, 12)
-    cfg = SFTConfig(lr=1e-2, warmup_steps=1, effective_batch=16, micro_batch=8, max_epochs=5, patience=5,
-                    checkpoint_every=0, valid_limit=None)
+    cfg = SFTConfig(
+        lr=1e-2,
+        warmup_steps=1,
+        effective_batch=16,
+        micro_batch=8,
+        max_epochs=5,
+        patience=5,
+        checkpoint_every=0,
+        valid_limit=None,
+    )
     log = train_sft(model, tok, train, valid, cfg, tmp_path)
     losses = [h["valid_loss"] for h in log["history"]]
     assert losses[-1] < losses[0] * 0.8, losses
@@ -95,8 +105,16 @@ def test_sft_lowers_loss_and_changes_weights(smollm2_tokenizer, tmp_path):
 def test_killed_run_resumes_to_the_same_weights(smollm2_tokenizer, tmp_path, monkeypatch):
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 24), _toy_samples(tok, 8)
-    cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=4, max_epochs=2, patience=5,
-                    checkpoint_every=1, valid_limit=None)
+    cfg = SFTConfig(
+        lr=1e-3,
+        warmup_steps=1,
+        effective_batch=8,
+        micro_batch=4,
+        max_epochs=2,
+        patience=5,
+        checkpoint_every=1,
+        valid_limit=None,
+    )
     straight = tiny_llama_like(tok, seed=1)
     train_sft(straight, tok, train, valid, cfg, tmp_path / "a")
 
@@ -131,8 +149,16 @@ def test_killed_run_resumes_to_the_same_weights(smollm2_tokenizer, tmp_path, mon
 def test_checkpoint_of_another_config_is_not_resumed(smollm2_tokenizer, tmp_path):
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
-    cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=8, max_epochs=1, checkpoint_every=1,
-                    valid_limit=None, keep_checkpoint=True)
+    cfg = SFTConfig(
+        lr=1e-3,
+        warmup_steps=1,
+        effective_batch=8,
+        micro_batch=8,
+        max_epochs=1,
+        checkpoint_every=1,
+        valid_limit=None,
+        keep_checkpoint=True,
+    )
     first = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path)
     assert first["steps"] == 2
     again = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path)  # same run: already done
@@ -153,14 +179,15 @@ def test_train_limit_takes_a_seeded_random_sample_or_the_first_rows(smollm2_toke
 
     titles = [f"Album {i}" for i in range(40)]
     items = pd.DataFrame({"item_id": range(40), "asin": [f"A{i}" for i in range(40)], "title": titles})
-    rows = pd.DataFrame({"user_id": range(40), "history_item_ids": [[(i + 1) % 40] for i in range(40)],
-                         "item_id": range(40)})
+    rows = pd.DataFrame(
+        {"user_id": range(40), "history_item_ids": [[(i + 1) % 40] for i in range(40)], "item_id": range(40)}
+    )
     ds = ProcessedDataset(items, rows, rows.iloc[:0], rows.iloc[:0])
     tok = smollm2_tokenizer
     target = SegmentEncoder(tok).target_ids
 
     def targets(samples):
-        return [s.input_ids[s.prompt_len:] for s in samples]
+        return [s.input_ids[s.prompt_len :] for s in samples]
 
     first = encode_split(ds, "train", tok, "musics", limit=10)
     assert targets(first) == [target(t) for t in titles[:10]]
@@ -197,28 +224,39 @@ def test_target_only_logits_give_the_full_cross_entropy(smollm2_tokenizer):
 def test_finished_run_leaves_no_checkpoint_unless_kept(smollm2_tokenizer, tmp_path):
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
-    cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=8, max_epochs=2, checkpoint_every=1,
-                    valid_limit=None)
+    cfg = SFTConfig(
+        lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=8, max_epochs=2, checkpoint_every=1, valid_limit=None
+    )
     log = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path / "a")
     assert (tmp_path / "a/model/config.json").exists()
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model"]
     assert 0 < log["train_seconds"] <= log["seconds"] and log["tokens"] > 0
-    train_sft(tiny_llama_like(tok), tok, train, valid, SFTConfig(**{**cfg.__dict__, "keep_checkpoint": True}),
-              tmp_path / "b")
+    train_sft(
+        tiny_llama_like(tok), tok, train, valid, SFTConfig(**{**cfg.__dict__, "keep_checkpoint": True}), tmp_path / "b"
+    )
     assert (tmp_path / "b/checkpoint/trainer_state.json").exists()
 
 
 @pytest.mark.parametrize("kill_at", ["state", "swap"])
-def test_kill_while_saving_a_checkpoint_resumes_from_the_previous_one(smollm2_tokenizer, tmp_path, monkeypatch,
-                                                                        kill_at):
+def test_kill_while_saving_a_checkpoint_resumes_from_the_previous_one(
+    smollm2_tokenizer, tmp_path, monkeypatch, kill_at
+):
     """A kill during a checkpoint write (before its trainer_state.json, or between the two renames of the
     swap) leaves the previous checkpoint in use; the resumed run ends with the uninterrupted weights."""
     import latentrec.llm.sft as sft
 
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 24), _toy_samples(tok, 8)
-    cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=4, max_epochs=1, patience=5,
-                    checkpoint_every=1, valid_limit=None)
+    cfg = SFTConfig(
+        lr=1e-3,
+        warmup_steps=1,
+        effective_batch=8,
+        micro_batch=4,
+        max_epochs=1,
+        patience=5,
+        checkpoint_every=1,
+        valid_limit=None,
+    )
     straight = tiny_llama_like(tok, seed=1)
     train_sft(straight, tok, train, valid, cfg, tmp_path / "a")
 
@@ -267,8 +305,15 @@ def _plant(path, marker):
 
 
 # Every file accelerate's save_state writes (or load_state reads) as a pickle.
-ACCELERATE_PICKLES = ["optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl", "scheduler.bin",
-                      "pytorch_model.bin", "scaler.pt", "sampler.bin"]
+ACCELERATE_PICKLES = [
+    "optimizer.bin",
+    "random_states_0.pkl",
+    "custom_checkpoint_0.pkl",
+    "scheduler.bin",
+    "pytorch_model.bin",
+    "scaler.pt",
+    "sampler.bin",
+]
 
 
 def test_resume_never_unpickles_planted_files(smollm2_tokenizer, tmp_path):
@@ -281,14 +326,27 @@ def test_resume_never_unpickles_planted_files(smollm2_tokenizer, tmp_path):
 
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
-    cfg = SFTConfig(lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=8, max_epochs=1, checkpoint_every=1,
-                    valid_limit=None, keep_checkpoint=True)
+    cfg = SFTConfig(
+        lr=1e-3,
+        warmup_steps=1,
+        effective_batch=8,
+        micro_batch=8,
+        max_epochs=1,
+        checkpoint_every=1,
+        valid_limit=None,
+        keep_checkpoint=True,
+    )
     trained = tiny_llama_like(tok, seed=1)
     train_sft(trained, tok, train, valid, cfg, tmp_path / "run")
     ckpt = tmp_path / "run/checkpoint"
     assert sorted(p.name for p in ckpt.iterdir()) == [
-        "model.safetensors", "optimizer.json", "optimizer.safetensors", "rng_state_0.json", "scheduler.json",
-        "trainer_state.json"]
+        "model.safetensors",
+        "optimizer.json",
+        "optimizer.safetensors",
+        "rng_state_0.json",
+        "scheduler.json",
+        "trainer_state.json",
+    ]
     marker = tmp_path / "marker"
     _plant(tmp_path / "probe.pkl", marker)  # the payload is live: a plain torch.load runs it
     torch.load(tmp_path / "probe.pkl", weights_only=False)
@@ -328,8 +386,9 @@ def test_a_diverged_run_still_writes_its_model_and_says_so(smollm2_tokenizer, tm
     as its output and marks itself diverged, so a grid's selection can skip it instead of a job failing."""
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
-    cfg = SFTConfig(lr=1e30, warmup_steps=0, effective_batch=8, micro_batch=8, max_epochs=1, checkpoint_every=0,
-                    valid_limit=None)
+    cfg = SFTConfig(
+        lr=1e30, warmup_steps=0, effective_batch=8, micro_batch=8, max_epochs=1, checkpoint_every=0, valid_limit=None
+    )
     log = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path)
     assert log["diverged"] and not np.isfinite(log["best_valid_loss"])
     assert (tmp_path / "model" / "config.json").exists()

@@ -24,8 +24,10 @@ def _run(root, dataset, method, seed, hits: np.ndarray) -> str:
     rows = pd.DataFrame({"row": np.arange(len(hits)), "HR@10": hits.astype(float), "NDCG@10": hits / 2.0})
     rows.to_parquet(folder / "rows.parquet", index=False)
     metrics = {"HR@10": float(rows["HR@10"].mean()), "NDCG@10": float(rows["NDCG@10"].mean())}
-    write_json({"dataset": dataset, "method": method, "seed": seed, "split": "test", "metrics": metrics},
-               folder / "metrics.json")
+    write_json(
+        {"dataset": dataset, "method": method, "seed": seed, "split": "test", "metrics": metrics},
+        folder / "metrics.json",
+    )
     return str(folder / "metrics.json")
 
 
@@ -43,8 +45,12 @@ def runs(tmp_path):
     return tmp_path, paths
 
 
-CFG = {"baselines": ["MostPop", "SASRec"], "llm_methods": ["GoodLLM", "WeakLLM", "SameLLM"],
-       "metrics": ["HR@10", "NDCG@10"], "primary_metric": "NDCG@10"}
+CFG = {
+    "baselines": ["MostPop", "SASRec"],
+    "llm_methods": ["GoodLLM", "WeakLLM", "SameLLM"],
+    "metrics": ["HR@10", "NDCG@10"],
+    "primary_metric": "NDCG@10",
+}
 
 
 def test_strongest_baseline_and_verdicts(runs):
@@ -76,8 +82,10 @@ def test_limited_llm_run_pairs_on_shared_rows_of_the_same_split(tmp_path):
     """An LLM run scored on the first 100 rows, kept under another dataset name for the same split."""
     rng = np.random.default_rng(1)
     base = (rng.random(N) < 0.2).astype(int)
-    paths = [_run(tmp_path, "CDs", "SASRec", 0, base),
-             _run(tmp_path, "CDs_cpu", "BIGRec", 0, (rng.random(100) < 0.02).astype(int))]
+    paths = [
+        _run(tmp_path, "CDs", "SASRec", 0, base),
+        _run(tmp_path, "CDs_cpu", "BIGRec", 0, (rng.random(100) < 0.02).astype(int)),
+    ]
     cfg = dict(CFG, llm_methods=["BIGRec"], same_split={"CDs_cpu": "CDs"})
     df, _ = llm_vs_strongest(paths, cfg)
     row = df[df.metric == "HR@10"].iloc[0]
@@ -90,9 +98,23 @@ def test_limited_llm_run_pairs_on_shared_rows_of_the_same_split(tmp_path):
 def test_cli_writes_table(runs, tmp_path):
     _, paths = runs
     out = tmp_path / "tables"
-    subprocess.run([sys.executable, "-m", "latentrec", "llm-vs-strongest", "--metrics", *paths,
-                    "--cfg", json.dumps(CFG), "--out-csv", str(out / "llm_vs_strongest.csv"),
-                    "--out-md", str(out / "llm_vs_strongest.md")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "latentrec",
+            "llm-vs-strongest",
+            "--metrics",
+            *paths,
+            "--cfg",
+            json.dumps(CFG),
+            "--out-csv",
+            str(out / "llm_vs_strongest.csv"),
+            "--out-md",
+            str(out / "llm_vs_strongest.md"),
+        ],
+        check=True,
+    )
     assert "beats it?" in (out / "llm_vs_strongest.md").read_text()
     assert len(pd.read_csv(out / "llm_vs_strongest.csv")) == 6
 
@@ -111,13 +133,18 @@ def test_table1_shows_display_names_beside_the_paper_number(runs, tmp_path):
         write_json(m, p)
     stats_path = root / "A" / "data" / "stats.json"
     stats_path.parent.mkdir(parents=True)
-    write_json({"n_train": 1, "n_valid": 1, "n_test": 1, "n_items": 1, "n_users": 1, "mean_history_len": 1.0},
-               stats_path)
-    write_yaml({"latentr3_table1": {"A": {"SASRec": {"H@5": 0.05, "H@10": 0.1, "N@5": 0.04, "N@10": 0.05}}}},
-               root / "paper.yaml")
-    cfg = {"paper_results": str(root / "paper.yaml"),
-           "paper_names": {"SASRec-CE": "SASRec", "SASRec-BCE": "SASRec"},
-           "display_names": {"SASRec-CE": "SASRec (CE)", "SASRec-BCE": "SASRec (paper protocol)"}}
+    write_json(
+        {"n_train": 1, "n_valid": 1, "n_test": 1, "n_items": 1, "n_users": 1, "mean_history_len": 1.0}, stats_path
+    )
+    write_yaml(
+        {"latentr3_table1": {"A": {"SASRec": {"H@5": 0.05, "H@10": 0.1, "N@5": 0.04, "N@10": 0.05}}}},
+        root / "paper.yaml",
+    )
+    cfg = {
+        "paper_results": str(root / "paper.yaml"),
+        "paper_names": {"SASRec-CE": "SASRec", "SASRec-BCE": "SASRec"},
+        "display_names": {"SASRec-CE": "SASRec (CE)", "SASRec-BCE": "SASRec (paper protocol)"},
+    }
     build_report(paths, [str(stats_path)], cfg, tmp_path / "tables")
     md = (tmp_path / "tables" / "table1.md").read_text()
     assert "| SASRec (CE) — by id | 0.1000 (0.0500, +100%)" in md  # SASRec's row is published matched by id

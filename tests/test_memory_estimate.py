@@ -11,24 +11,47 @@ from latentrec.llm.memory_estimate import STEP_KINDS, Shapes, analytic_flops, es
 
 # Training kinds: the estimate is the same live bytes as the real run's allocations to 0.5 %. Decoding:
 # CPU attention allocates workspaces inside its kernel, which no tensor shows: at least 75 %.
-BOUNDS = {"sft": (0.995, 1.005), "latent_sft": (0.995, 1.005), "lr_grpo": (0.995, 1.005),
-          "flr_grpo": (0.995, 1.005), "decode": (0.75, 1.005)}
+BOUNDS = {
+    "sft": (0.995, 1.005),
+    "latent_sft": (0.995, 1.005),
+    "lr_grpo": (0.995, 1.005),
+    "flr_grpo": (0.995, 1.005),
+    "decode": (0.75, 1.005),
+}
 
 
 def tiny_qwen2():
     from transformers import Qwen2Config
 
-    cfg = Qwen2Config(vocab_size=4096, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, use_sliding_window=False)
+    cfg = Qwen2Config(
+        vocab_size=4096,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        use_sliding_window=False,
+    )
     cfg._attn_implementation = "sdpa"
     return cfg
 
 
 def tiny_shapes(kind: str) -> Shapes:
     flr = kind == "flr_grpo"
-    return Shapes(micro_batch=4, prompt_len=40, target_len=8, group_size=4, catalog_items=50, decode_batch=4,
-                  num_beams=4, max_new_tokens=6, head="flr" if flr else "latentratt",
-                  head_options=(("n_factors", 3),) if flr else (), refine_steps=2 if flr else 1)
+    return Shapes(
+        micro_batch=4,
+        prompt_len=40,
+        target_len=8,
+        group_size=4,
+        catalog_items=50,
+        decode_batch=4,
+        num_beams=4,
+        max_new_tokens=6,
+        head="flr" if flr else "latentratt",
+        head_options=(("n_factors", 3),) if flr else (),
+        refine_steps=2 if flr else 1,
+    )
 
 
 def profiled_peak(run) -> int:
@@ -44,8 +67,9 @@ def profiled_peak(run) -> int:
         trace = Path(d) / "trace.json"
         prof.export_chrome_trace(str(trace))
         events = json.loads(trace.read_text())["traceEvents"]
-    memory = sorted((e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0),
-                    key=lambda e: e["ts"])
+    memory = sorted(
+        (e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0), key=lambda e: e["ts"]
+    )
     now = peak = 0
     for e in memory:
         now += e["args"]["Bytes"]
@@ -86,4 +110,3 @@ def test_qwen2_5_1_5b_estimate_runs_without_real_memory():
     # the counted FLOPs follow the plan's count (the LM head on target tokens only) to 3 %
     assert est.flops_analytic == analytic_flops("sft", cfg, shapes)
     assert abs(est.flops_ratio - 1) < 0.03
-

@@ -35,8 +35,13 @@ def test_title_match_takes_last_position_and_reference_strips():
 def test_evaluate_predictions_id_vs_title_with_duplicate_titles():
     titles = ["Greatest Hits", "Greatest Hits", "Solo"]
     test = pd.DataFrame({"user_id": ["u", "v"], "item_id": [1, 2]})
-    preds = pd.DataFrame({"row": [0, 1], "pred_item_ids": [[0, 2], [2, 0]],
-                          "pred_titles": [["Greatest Hits", "Solo"], ["Solo", "Greatest Hits"]]})
+    preds = pd.DataFrame(
+        {
+            "row": [0, 1],
+            "pred_item_ids": [[0, 2], [2, 0]],
+            "pred_titles": [["Greatest Hits", "Solo"], ["Solo", "Greatest Hits"]],
+        }
+    )
     rows = evaluate_predictions(preds, test, titles)
     # Row 0 recommends item 0, which shares item 1's title: a hit by title, a miss by id.
     assert rows["HR@1"].tolist() == [0, 1]
@@ -84,8 +89,7 @@ def test_ranking_breaks_ties_by_ascending_item_id_everywhere():
     from latentrec.baselines.base import topk_stable
     from latentrec.baselines.sequential import ndcg_at_k_full
 
-    scores = torch.tensor([[0.5, 0.9, 0.5, 0.9, 0.1, 0.5],
-                           [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    scores = torch.tensor([[0.5, 0.9, 0.5, 0.9, 0.1, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
     top = topk_stable(scores, 4)
     assert top.indices.tolist() == [[1, 3, 0, 2], [0, 1, 2, 3]]  # 0.9s by id, then 0.5s by id
     wide = torch.zeros(1, 5000)  # many ties: torch.topk's own order among them is unspecified

@@ -36,14 +36,33 @@ from latentrec.llm.backbone import tiny_llama_like
 from tests.latent_toys import TITLES, catalog_dataset, tiny_reasoner
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                                reason="torch.distributed with gloo is needed for multi-process CPU runs")
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="torch.distributed with gloo is needed for multi-process CPU runs",
+)
 
-SFT = {"lr": 1e-3, "effective_batch": 6, "micro_batch": 2, "max_epochs": 1, "warmup_steps": 0,
-       "checkpoint_every": 0, "valid_limit": 8, "train_sample": "first", "mixed_precision": "no"}
+SFT = {
+    "lr": 1e-3,
+    "effective_batch": 6,
+    "micro_batch": 2,
+    "max_epochs": 1,
+    "warmup_steps": 0,
+    "checkpoint_every": 0,
+    "valid_limit": 8,
+    "train_sample": "first",
+    "mixed_precision": "no",
+}
 # 3 micro-batches per step: one process runs 3, two run 2 + 1 (the uneven split); 32 rows = 5 steps.
-RL = {"lr": 1e-2, "group_size": 4, "groups_per_step": 4, "max_steps": 2, "warmup_steps": 0, "train_limit": 8,
-      "valid_limit": 4, "mixed_precision": "no"}
+RL = {
+    "lr": 1e-2,
+    "group_size": 4,
+    "groups_per_step": 4,
+    "max_steps": 2,
+    "warmup_steps": 0,
+    "train_limit": 8,
+    "valid_limit": 4,
+    "mixed_precision": "no",
+}
 # LR-GRPO: 8 samples per step in 2 baseline groups of 4 (2 per process), i.e. 2 micro-steps, the first
 # under no_sync: both the gradient accumulation and the per-group gather across processes are exercised.
 LR_GRPO = dict(RL, groups_per_step=8, advantage_groups=4, train_limit=16)
@@ -58,16 +77,35 @@ def _free_port() -> int:
 
 
 def _env(tmp: Path) -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
-                ACCELERATE_USE_CPU="1", HF_HOME=str(tmp / "hf"),  # HF_HOME: no user accelerate config is read
-                PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        ACCELERATE_USE_CPU="1",
+        HF_HOME=str(tmp / "hf"),  # HF_HOME: no user accelerate config is read
+        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
 
 
 def launch(tmp: Path, args: list[str], processes: int = 2, script: Path | None = None) -> str:
     """Run `accelerate launch --num_processes N -m latentrec ARGS` (or a script); its stdout + stderr."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+    ]
     cmd += [str(script)] if script else ["-m", "latentrec"]
     run = subprocess.run(cmd + args, env=_env(tmp), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert run.returncode == 0, f"{' '.join(cmd + args)}\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
@@ -120,8 +158,19 @@ def world(smollm2_tokenizer, tmp_path_factory):
 
 
 def _sft_args(w: Path, out: Path, cfg: dict) -> list[str]:
-    return ["sft", "--data", str(w / "data"), "--model", str(w / "model"), "--domain", "musics",
-            "--cfg", json.dumps(cfg), "--out", str(out)]
+    return [
+        "sft",
+        "--data",
+        str(w / "data"),
+        "--model",
+        str(w / "model"),
+        "--domain",
+        "musics",
+        "--cfg",
+        json.dumps(cfg),
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +184,11 @@ def sft_one(world):
 def test_sft_in_two_processes_ends_with_the_weights_of_one_and_writes_everything_once(world, sft_one):
     out = world / "sft2"
     text = launch(world, _sft_args(world, out, SFT))
-    _assert_same_weights(sft_one / "model" / "model.safetensors", out / "model" / "model.safetensors",
-                         world / "model" / "model.safetensors")
+    _assert_same_weights(
+        sft_one / "model" / "model.safetensors",
+        out / "model" / "model.safetensors",
+        world / "model" / "model.safetensors",
+    )
     one, two = (json.loads((d / "train_log.json").read_text()) for d in (sft_one, out))
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert two["steps"] == one["steps"] == 5 and two["tokens"] == one["tokens"]  # every row trained once
@@ -149,8 +201,19 @@ def test_sft_in_two_processes_ends_with_the_weights_of_one_and_writes_everything
 
 def test_latent_warmup_in_two_processes_ends_with_the_weights_of_one(world):
     recipe = {"head": "latentratt", "n_latents": 1, "sft": SFT}
-    args = lambda out: ["latent-sft", "--data", str(world / "data"), "--model", str(world / "model"),  # noqa: E731
-                        "--domain", "musics", "--cfg", json.dumps(recipe), "--out", str(out)]
+    args = lambda out: [
+        "latent-sft",
+        "--data",
+        str(world / "data"),
+        "--model",
+        str(world / "model"),  # noqa: E731
+        "--domain",
+        "musics",
+        "--cfg",
+        json.dumps(recipe),
+        "--out",
+        str(out),
+    ]
     main(args(world / "warm1"))
     text = launch(world, args(world / "warm2"))
     for name in ("model.safetensors", "latent_head.safetensors"):
@@ -160,15 +223,28 @@ def test_latent_warmup_in_two_processes_ends_with_the_weights_of_one(world):
 
 
 def _rl(world: Path, warm: str, cfg: dict, tag: str):
-    args = lambda out: ["latent-rl", "--data", str(world / "data"), "--model", str(world / warm),  # noqa: E731
-                        "--domain", "musics", "--cfg", json.dumps(cfg), "--out", str(out)]
+    args = lambda out: [
+        "latent-rl",
+        "--data",
+        str(world / "data"),
+        "--model",
+        str(world / warm),  # noqa: E731
+        "--domain",
+        "musics",
+        "--cfg",
+        json.dumps(cfg),
+        "--out",
+        str(out),
+    ]
     main(args(world / f"{tag}1"))
     text = launch(world, args(world / f"{tag}2"))
     one, two = (json.loads((world / f"{tag}{n}" / "rl_log.json").read_text()) for n in (1, 2))
     assert (one["world_size"], two["world_size"]) == (1, 2)
-    _assert_same_weights(world / f"{tag}1" / "model" / "latent_head.safetensors",
-                         world / f"{tag}2" / "model" / "latent_head.safetensors",
-                         world / warm / "latent_head.safetensors")
+    _assert_same_weights(
+        world / f"{tag}1" / "model" / "latent_head.safetensors",
+        world / f"{tag}2" / "model" / "latent_head.safetensors",
+        world / warm / "latent_head.safetensors",
+    )
     assert _files(world / f"{tag}2") == _files(world / f"{tag}1")
     _once(text, "lr-grpo: 100%")
     # The per-step stats are over both processes' samples: the same as one process's.
@@ -222,13 +298,20 @@ def test_sft_checkpoint_resumes_in_another_process_count(world, sft_one, capsys,
     if killed == 2:
         launch(world, _sft_args(world, out, cfg), script=script)
     else:
-        run = subprocess.run([sys.executable, str(script), *_sft_args(world, out, cfg)], env=_env(world),
-                             capture_output=True, text=True, timeout=600, cwd=ROOT)
+        run = subprocess.run(
+            [sys.executable, str(script), *_sft_args(world, out, cfg)],
+            env=_env(world),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+        )
         assert run.returncode == 0, run.stderr[-3000:]
     state = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
     assert state["step"] == 2 and not (out / "model").exists()
     assert sorted(p.name for p in (out / "checkpoint").glob("rng_state_*")) == [
-        f"rng_state_{r}.json" for r in range(killed)]
+        f"rng_state_{r}.json" for r in range(killed)
+    ]
     if resumed == 1:
         main(_sft_args(world, out, cfg))
         text = capsys.readouterr().out
@@ -241,12 +324,42 @@ def test_sft_checkpoint_resumes_in_another_process_count(world, sft_one, capsys,
 
 
 def test_decode_shards_gather_to_the_ranked_lists_of_one_shard(world):
-    dec = lambda shard, n, out: main([  # noqa: E731
-        "decode", "--data", str(world / "data"), "--model", str(world / "warm_latentratt"), "--domain", "musics",
-        "--cfg", '{"num_beams": 3, "num_return": 3, "batch_size": 4}', "--test-limit", "9",
-        "--shard", str(shard), "--num-shards", str(n), "--out", str(out)])
-    gather = lambda shards, out: main(["gather", "--shards", *map(str, shards), "--dataset", "toy",  # noqa: E731
-                                       "--method", "m", "--seed", "0", "--out", str(out)])
+    dec = lambda shard, n, out: main(
+        [  # noqa: E731
+            "decode",
+            "--data",
+            str(world / "data"),
+            "--model",
+            str(world / "warm_latentratt"),
+            "--domain",
+            "musics",
+            "--cfg",
+            '{"num_beams": 3, "num_return": 3, "batch_size": 4}',
+            "--test-limit",
+            "9",
+            "--shard",
+            str(shard),
+            "--num-shards",
+            str(n),
+            "--out",
+            str(out),
+        ]
+    )
+    gather = lambda shards, out: main(
+        [
+            "gather",
+            "--shards",
+            *map(str, shards),
+            "--dataset",
+            "toy",  # noqa: E731
+            "--method",
+            "m",
+            "--seed",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     dec(0, 1, world / "one.parquet")
     # rows 0-4 and 5-8: batches of 4 cut the rows differently than one shard does (other padding)
     dec(0, 2, world / "s0.parquet")

@@ -26,9 +26,17 @@ TITLES = [f"Record number {i} by The Band {'x' * (i % 5)}" for i in range(20)]
 
 def _rows(n, offset):
     hist = [[(offset + u + k) % 20 for k in range(1 + u % 4)] for u in range(n)]
-    return pd.DataFrame({"user_id": [f"u{offset + u}" for u in range(n)], "history_item_ids": hist,
-                         "item_id": [(offset + u + 7) % 20 for u in range(n)], "history_ratings": None,
-                         "rating": float("nan"), "history_timestamps": None, "timestamp": pd.NA})
+    return pd.DataFrame(
+        {
+            "user_id": [f"u{offset + u}" for u in range(n)],
+            "history_item_ids": hist,
+            "item_id": [(offset + u + 7) % 20 for u in range(n)],
+            "history_ratings": None,
+            "rating": float("nan"),
+            "history_timestamps": None,
+            "timestamp": pd.NA,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +88,9 @@ def test_plan_costs_each_job_from_the_token_counts(small_config, smollm2_tokeniz
     # forward and backward to the activations (4N each; frozen LLM). --params alone: no LM head split.
     (rl_job,) = by_rule["latent_rl_point"]
     samples = min(40, rl["max_steps"] * rl["groups_per_step"])
-    want = (samples * (2 * N_PARAMS * p + 4 * N_PARAMS * rl["group_size"] * (1 + t))
-            + min(10, rl["valid_limit"]) * 2 * N_PARAMS * (p + 1 + t))
+    want = samples * (2 * N_PARAMS * p + 4 * N_PARAMS * rl["group_size"] * (1 + t)) + min(
+        10, rl["valid_limit"]
+    ) * 2 * N_PARAMS * (p + 1 + t)
     assert rl_job.flops == pytest.approx(want)
     # Decoding: the first 8 test users (evaluation.test_limit), prompt once + 10 beams x target tokens.
     bigrec = [j for j in by_rule["decode_llm_shard"] if j.wildcards["method"] == "BIGRec"]
@@ -94,7 +103,8 @@ def test_plan_costs_each_job_from_the_token_counts(small_config, smollm2_tokeniz
 
     rules = per_rule(plan)
     assert sum(r["gpu_hours"] for r in rules) == pytest.approx(
-        sum(j.seconds * max(j.gpus, 1) for j in plan.jobs if j.gpus) / 3600)
+        sum(j.seconds * max(j.gpus, 1) for j in plan.jobs if j.gpus) / 3600
+    )
     text = markdown(plan)
     assert "Total:" in text and "MFU 50% for training" in text and "(assumed" in text and "sft_backbone" in text
 
@@ -111,8 +121,26 @@ def test_plan_cli_writes_json_and_rejects_an_unknown_gpu(small_config, tmp_path,
     out = tmp_path / "plan.json"
     # No venv on PATH: the plan finds the snakemake installed beside its Python.
     env = {k: v for k, v in os.environ.items() if k != "PATH"} | {"PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, "-m", "latentrec", "plan", "--configfile", str(path), "--gpu", "a100",
-                          "--params", "1e9", "--out-json", str(out)], capture_output=True, text=True, cwd=REPO, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "latentrec",
+            "plan",
+            "--configfile",
+            str(path),
+            "--gpu",
+            "a100",
+            "--params",
+            "1e9",
+            "--out-json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     data = json.loads(out.read_text())
     assert data["assumptions"]["peak_flops"] == 312e12
@@ -120,8 +148,12 @@ def test_plan_cli_writes_json_and_rejects_an_unknown_gpu(small_config, tmp_path,
     assert data["total_gpu_hours"] == 0
     assert data["total_job_hours"] > 0 and math.isfinite(data["total_job_hours"])
     assert "Total:" in run.stdout
-    bad = subprocess.run([sys.executable, "-m", "latentrec", "plan", "--configfile", str(path), "--gpu", "tpu9"],
-                         capture_output=True, text=True, cwd=REPO)
+    bad = subprocess.run(
+        [sys.executable, "-m", "latentrec", "plan", "--configfile", str(path), "--gpu", "tpu9"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert bad.returncode == 2 and "tpu9" in bad.stderr and "h100" in bad.stderr
 
 
@@ -149,18 +181,27 @@ def test_config_files_are_laid_over_each_other(small_config, tmp_path):
 def test_measured_mfus_replace_the_assumed_ones(small_config, tmp_path, smollm2_tokenizer):
     path, _ = small_config
     check = tmp_path / "gpu_check.json"
-    check.write_text(json.dumps({"peak": "H100 (h100 bf16 peak)",
-                                 "training": {"SFT": {"mfu": 0.2}}, "decoding": {"BIGRec": {"floor_mfu": 0.01}},
-                                 "real_shape": {"sft": {"mfu": 0.41}, "lr_grpo": {"mfu": 0.3},
-                                                "decode": {"mfu": 0.07}}}))
+    check.write_text(
+        json.dumps(
+            {
+                "peak": "H100 (h100 bf16 peak)",
+                "training": {"SFT": {"mfu": 0.2}},
+                "decoding": {"BIGRec": {"floor_mfu": 0.01}},
+                "real_shape": {"sft": {"mfu": 0.41}, "lr_grpo": {"mfu": 0.3}, "decode": {"mfu": 0.07}},
+            }
+        )
+    )
     plan = make_plan([str(path)], "h100", mfu_train=0.35, mfu_decode=0.1, params=N_PARAMS, measured=str(check))
     assert (plan.assumptions["mfu_train"], plan.assumptions["mfu_decode"]) == (0.41, 0.07)
     (sft,) = [j for j in plan.jobs if j.rule == "sft_backbone"]
     assert sft.seconds == pytest.approx(sft.flops / (989e12 * 0.41))
     assert "MFU 41% for training and RL, 7% for decoding (measured:" in markdown(plan)
     # a check without its real-shape part: the pipeline's SFT MFU and mean decoding MFU
-    check.write_text(json.dumps({"training": {"SFT": {"mfu": 0.2}}, "decoding": {"A": {"floor_mfu": 0.01},
-                                                                              "B": {"floor_mfu": 0.03}}}))
+    check.write_text(
+        json.dumps(
+            {"training": {"SFT": {"mfu": 0.2}}, "decoding": {"A": {"floor_mfu": 0.01}, "B": {"floor_mfu": 0.03}}}
+        )
+    )
     plan = make_plan([str(path)], "h100", mfu_train=0.35, mfu_decode=0.1, params=N_PARAMS, measured=str(check))
     assert (plan.assumptions["mfu_train"], plan.assumptions["mfu_decode"]) == (0.2, pytest.approx(0.02))
 
@@ -176,8 +217,9 @@ def test_memory_column_gives_a_verdict_and_the_batch_that_fits(small_config, tmp
     est = Estimator(folder / "config.json", cache=tmp_path / "cache.json")
     path, _ = small_config
     plan = make_plan([str(path)], "h100", 0.35, 0.1, params=N_PARAMS, memory=True, estimator=est)
-    llm = [j for j in plan.jobs if j.rule in ("sft_backbone", "latent_warmup_sft", "latent_rl_point",
-                                              "decode_llm_shard")]
+    llm = [
+        j for j in plan.jobs if j.rule in ("sft_backbone", "latent_warmup_sft", "latent_rl_point", "decode_llm_shard")
+    ]
     assert llm and all(j.peak_bytes > 0 for j in llm) and all(j.fits_batch is None for j in llm)
     kinds = {j.step.kind for j in llm}
     assert kinds == {"sft", "latent_sft", "lr_grpo", "decode"}

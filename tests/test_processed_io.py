@@ -28,8 +28,15 @@ def test_history_ids_out_of_range_fail_validation():
     from latentrec.errors import InputError
 
     items = pd.DataFrame({"item_id": range(3), "asin": ["a", "b", "c"], "title": ["A", "B", "C"]})
-    row = {"user_id": "u", "history_item_ids": [0, 1], "item_id": 2, "history_ratings": None, "rating": None,
-           "history_timestamps": None, "timestamp": None}
+    row = {
+        "user_id": "u",
+        "history_item_ids": [0, 1],
+        "item_id": 2,
+        "history_ratings": None,
+        "rating": None,
+        "history_timestamps": None,
+        "timestamp": None,
+    }
     good = pd.DataFrame([row, row])
     bad = pd.DataFrame([row, dict(row, history_item_ids=[1, -1])])
     ProcessedDataset(items=items, train=good, valid=good, test=good).validate()

@@ -17,7 +17,10 @@ def test_status_lines_reach_stdout_when_stderr_is_not_a_terminal(capsys, monkeyp
     lines = capsys.readouterr().out.splitlines()
     assert "[latentrec] sft: 1/3 step in 0:00, ~0:00 left" in lines
     assert lines[2].startswith("[latentrec] sft: 3/3 step")
-    assert [ln.split(" in ")[0] for ln in lines[3:]] == ["[latentrec] decode: 1/2 batch", "[latentrec] decode: 2/2 batch"]
+    assert [ln.split(" in ")[0] for ln in lines[3:]] == [
+        "[latentrec] decode: 1/2 batch",
+        "[latentrec] decode: 2/2 batch",
+    ]
 
 
 def test_status_is_off_for_non_main_processes_and_on_request(capsys, monkeypatch):

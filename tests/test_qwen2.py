@@ -86,8 +86,17 @@ def test_sft_latentr3_decoding_and_cot_on_a_padded_qwen2(tok, tmp_path):
     samples = toy_samples(tok, 8)
     llm = tiny_qwen2_like(tok)
     rows = llm.get_input_embeddings().num_embeddings
-    cfg = SFTConfig(lr=1e-3, warmup_steps=0, effective_batch=4, micro_batch=4, max_epochs=1, max_steps=1,
-                    checkpoint_every=0, mixed_precision="bf16", valid_limit=4)
+    cfg = SFTConfig(
+        lr=1e-3,
+        warmup_steps=0,
+        effective_batch=4,
+        micro_batch=4,
+        max_epochs=1,
+        max_steps=1,
+        checkpoint_every=0,
+        mixed_precision="bf16",
+        valid_limit=4,
+    )
     before = llm.model.layers[0].self_attn.q_proj.bias.detach().clone()
     log = train_sft(llm, tok, samples, samples[:4], cfg, tmp_path / "sft")
     assert math.isfinite(log["best_valid_loss"]) and not torch.equal(before, llm.model.layers[0].self_attn.q_proj.bias)
@@ -137,16 +146,32 @@ def test_hub_id_offline_names_the_folder_to_place_and_the_config_key(tmp_path):
     from pathlib import Path
 
     out = tmp_path / "resources" / "models" / "Qwen2.5-1.5B"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    run = subprocess.run([sys.executable, "-m", "latentrec", "fetch-model", "--spec", "Qwen/Qwen2.5-1.5B",
-                          "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "latentrec", "fetch-model", "--spec", "Qwen/Qwen2.5-1.5B", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode != 0
     err = run.stderr
-    for needle in ("HF_HUB_OFFLINE is set", "hf download Qwen/Qwen2.5-1.5B --local-dir Qwen2.5-1.5B",
-                   "resources/hub/Qwen2.5-1.5B/", "llm.models.Qwen2.5-1.5B.spec: resources/hub/Qwen2.5-1.5B",
-                   "config.json", "tokenizer.json", "*.safetensors", "model.safetensors.index.json",
-                   "Model weights without network"):
+    for needle in (
+        "HF_HUB_OFFLINE is set",
+        "hf download Qwen/Qwen2.5-1.5B --local-dir Qwen2.5-1.5B",
+        "resources/hub/Qwen2.5-1.5B/",
+        "llm.models.Qwen2.5-1.5B.spec: resources/hub/Qwen2.5-1.5B",
+        "config.json",
+        "tokenizer.json",
+        "*.safetensors",
+        "model.safetensors.index.json",
+        "Model weights without network",
+    ):
         assert needle in err, (needle, err)
     assert "Traceback" not in err
     assert not out.exists() and not (out.parent / f".{out.name}.tmp").exists()  # nothing half-made is left
@@ -173,6 +198,9 @@ def test_a_qwen2_folder_placed_by_hand_is_fetched_and_loads(qwen2_tokenizer, tmp
         fetch_model(str(placed), out)
     with pytest.raises(InputError, match="does not exist"):
         fetch_model("resources/hub/not-there", out)
-    with pytest.raises(InputError, match=r"model spec /etc/passwd \(config key llm\.models\.Qwen2\.5-1\.5B\.spec\) "
-                                         r"is a file, not a folder"):
+    with pytest.raises(
+        InputError,
+        match=r"model spec /etc/passwd \(config key llm\.models\.Qwen2\.5-1\.5B\.spec\) "
+        r"is a file, not a folder",
+    ):
         fetch_model("/etc/passwd", out)

@@ -52,8 +52,10 @@ def test_a_live_runs_lock_stays(tmp_path):
 
 
 def test_running_rules_reads_started_unfinished_jobs():
-    log = ("localrule sft_backbone:\n    input: a\n    jobid: 3\n\nrule decode_llm_shard:\n    output: b\n"
-           "    jobid: 5\n\nFinished jobid: 3 (Rule: sft_backbone)\n")
+    log = (
+        "localrule sft_backbone:\n    input: a\n    jobid: 3\n\nrule decode_llm_shard:\n    output: b\n"
+        "    jobid: 5\n\nFinished jobid: 3 (Rule: sft_backbone)\n"
+    )
     assert chaos.running_rules(log) == ["decode_llm_shard"]
 
 
@@ -70,8 +72,7 @@ def test_killed_runs_recover_with_the_readme_command(tmp_path, smollm2_tokenizer
         cfg["methods"][m]["decode"].update(num_beams=2, num_return=2, max_new_tokens=24)
     cfg["llm"]["latent"]["LatentR3"]["rl"].update(group_size=2, groups_per_step=2, max_steps=1, valid_limit=4)
     cfg["evaluation"]["test_limit"] = 6
-    result = chaos.chaos(cfg, tmp_path / "reference", tmp_path / "recovered", kills=3, seed=0, cores=2,
-                         first_after=6.0)
+    result = chaos.chaos(cfg, tmp_path / "reference", tmp_path / "recovered", kills=3, seed=0, cores=2, first_after=6.0)
     print(chaos.summary(result))
     assert len(result.kills) == 3
     assert result.compared and not result.different and not result.missing, chaos.summary(result)

@@ -49,10 +49,36 @@ def test_markdown_cell_keeps_its_column_and_no_html():
 
 
 def test_other_markdown_writers_escape_labels():
-    a = pd.DataFrame([{"dataset": "D", "variant": PIPE, "method": "M", "metric": "N@10", "title_mean": 0.1,
-                       "title_std": 0.0, "paper": None, "id_mean": 0.1, "id_std": 0.0}])
-    g = pd.DataFrame([{"dataset": "D", "column": PIPE, "method": "M", "metric": "N@10", "title_mean": 0.1,
-                       "title_std": 0.0, "paper": None, "id_mean": 0.1, "id_std": 0.0}])
+    a = pd.DataFrame(
+        [
+            {
+                "dataset": "D",
+                "variant": PIPE,
+                "method": "M",
+                "metric": "N@10",
+                "title_mean": 0.1,
+                "title_std": 0.0,
+                "paper": None,
+                "id_mean": 0.1,
+                "id_std": 0.0,
+            }
+        ]
+    )
+    g = pd.DataFrame(
+        [
+            {
+                "dataset": "D",
+                "column": PIPE,
+                "method": "M",
+                "metric": "N@10",
+                "title_mean": 0.1,
+                "title_std": 0.0,
+                "paper": None,
+                "id_mean": 0.1,
+                "id_std": 0.0,
+            }
+        ]
+    )
     for md in (ablation_markdown(a, "note"), grid_markdown(g, "T", "dataset", "column", "note")):
         rows = _table_rows(md)
         assert len({_columns(r) for r in rows}) == 1, rows
@@ -62,8 +88,10 @@ def test_other_markdown_writers_escape_labels():
 def test_latex_prints_specials_and_runs_nothing():
     out = to_latex(_long(TEX))
     assert r"\input{" not in out
-    assert (r"\textbackslash{}input\{/etc/passwd\} \& 100\% \$x\$ \#1 a\_b \textasciitilde{} \textasciicircum{} "
-            r"\{\}") in out
+    assert (
+        r"\textbackslash{}input\{/etc/passwd\} \& 100\% \$x\$ \#1 a\_b \textasciitilde{} \textasciicircum{} "
+        r"\{\}"
+    ) in out
     # the method row has as many & separators as the metric header row
     head2, row = [line for line in out.splitlines() if line.startswith(("Method", r"\textbackslash"))]
     assert row.replace(r"\&", "").count("&") == head2.count("&") == 4
@@ -89,8 +117,14 @@ def test_params_json_cannot_close_the_report_script():
 def test_report_params_in_the_workflow_are_escaped(tmp_path):
     """The report rules' --cfg (the params `snakemake --report` embeds) carries no raw < or >."""
     over = tmp_path / "hostile.yaml"
-    over.write_text(yaml.safe_dump({"methods": {"SASRec": {"display_name": "</script><img src=x onerror=alert(1)>"}},
-                                    "run_methods": ["MostPop", "SASRec"]}))
+    over.write_text(
+        yaml.safe_dump(
+            {
+                "methods": {"SASRec": {"display_name": "</script><img src=x onerror=alert(1)>"}},
+                "run_methods": ["MostPop", "SASRec"],
+            }
+        )
+    )
     out = snakemake("-n", "-p", "--forceall", "--configfile", str(over))
     line = next(x for x in out.stdout.splitlines() if "latentrec report " in x and "--cfg" in x)
     assert "</script>" not in line and "<img" not in line

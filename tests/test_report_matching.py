@@ -44,8 +44,9 @@ def _run(root: Path, dataset: str, method: str, seed: int, level: float) -> str:
     rows = pd.DataFrame(rows)
     rows.to_parquet(d / "rows.parquet")
     metrics = {c: float(rows[c].mean()) for c in rows.columns if "@" in c}
-    (d / "metrics.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed,
-                                                "metrics": metrics}))
+    (d / "metrics.json").write_text(
+        json.dumps({"dataset": dataset, "method": method, "seed": seed, "metrics": metrics})
+    )
     return str(d / "metrics.json")
 
 
@@ -98,10 +99,12 @@ def test_table1_puts_each_published_value_beside_its_own_matching(tmp_path, pape
     paths = _runs(tmp_path / "results", "Toys_and_Games", {"SASRec": 0.05, "BIGRec": 0.06})
     stats_path = tmp_path / "results" / "Toys_and_Games" / "data" / "stats.json"
     stats_path.parent.mkdir()
-    stats_path.write_text(json.dumps({"n_train": 1, "n_valid": 1, "n_test": 1, "n_items": 1, "n_users": 1,
-                                      "mean_history_len": 1.0}))
-    build_report(paths, [str(stats_path)], {"paper_results": str(ROOT / "config" / "paper_results.yaml")},
-                 tmp_path / "tables")
+    stats_path.write_text(
+        json.dumps({"n_train": 1, "n_valid": 1, "n_test": 1, "n_items": 1, "n_users": 1, "mean_history_len": 1.0})
+    )
+    build_report(
+        paths, [str(stats_path)], {"paper_results": str(ROOT / "config" / "paper_results.yaml")}, tmp_path / "tables"
+    )
     md = (tmp_path / "tables" / "table1.md").read_text()
     first, second = md.split("ours under the other matching")
     pub = paper["latentr3_table1"]["Toys_and_Games"]
@@ -137,8 +140,10 @@ def test_latentr3_gains_put_title_gain_beside_the_published_gain(tmp_path, paper
     assert row["ours (id)"] == f"{i_ours:.4f}" and row["backbone (id)"] == f"{i_base:.4f}"
     assert row["ours gain (id)"] == f"{i_ours / i_base - 1:+.1%}"
     # Each matching's paired t-test is on that matching's rows (pooled over seeds).
-    rows = {m: pd.concat([pd.read_parquet(Path(p).with_name("rows.parquet")) for p in paths if f"/{m}/" in p])
-            for m in ("BIGRec+LatentR3", "BIGRec")}
+    rows = {
+        m: pd.concat([pd.read_parquet(Path(p).with_name("rows.parquet")) for p in paths if f"/{m}/" in p])
+        for m in ("BIGRec+LatentR3", "BIGRec")
+    }
     for match, col in (("title", "title_NDCG@10"), ("id", "NDCG@10")):
         p = stats.ttest_rel(rows["BIGRec+LatentR3"][col], rows["BIGRec"][col]).pvalue
         assert row[f"p ({match})"] == f"{p:.2g}"
@@ -179,8 +184,11 @@ def test_latentr3_ablation_puts_title_values_beside_the_published_ones(tmp_path,
 
 
 # -------------------------------------------------------------------------------------------- FLR
-TABLE2_CFG = {"rows": {"SASRec": "SASRec", "BIGRec": "BIGRec", "BIGRec+LatentR3": "LatentR3", "BIGRec+FLR": "FLR"},
-              "method": "BIGRec+FLR", "baselines": ["SASRec", "BIGRec", "BIGRec+LatentR3"]}
+TABLE2_CFG = {
+    "rows": {"SASRec": "SASRec", "BIGRec": "BIGRec", "BIGRec+LatentR3": "LatentR3", "BIGRec+FLR": "FLR"},
+    "method": "BIGRec+FLR",
+    "baselines": ["SASRec", "BIGRec", "BIGRec+LatentR3"],
+}
 
 
 def _double_title(paths: list[str], method: str) -> None:
@@ -200,13 +208,20 @@ def _double_title(paths: list[str], method: str) -> None:
 def flr_tables(tmp_path, paper):
     """FLR Tables 2-4 built from runs on Video_Games where BIGRec is the strongest baseline by title but not
     by id."""
-    paths = _runs(tmp_path / "results", "Video_Games",
-                  {"SASRec": 0.09, "BIGRec": 0.04, "BIGRec+FLR": 0.06, "FLR-reg-none": 0.055, "BIGRec+LatentR3": 0.05})
+    paths = _runs(
+        tmp_path / "results",
+        "Video_Games",
+        {"SASRec": 0.09, "BIGRec": 0.04, "BIGRec+FLR": 0.06, "FLR-reg-none": 0.055, "BIGRec+LatentR3": 0.05},
+    )
     _double_title(paths, "BIGRec")
-    cfg = {"table2": TABLE2_CFG,
-           "table3": {"rows": {"FLR-reg-none": "none", "BIGRec+FLR": "attn_div+orth+sparse"},
-                      "datasets": ["Video_Games", "Toys_and_Games"]},
-           "table4": ["BIGRec+LatentR3", "BIGRec+FLR", "FLR+LR-GRPO", "FLR+FLR-GRPO"]}
+    cfg = {
+        "table2": TABLE2_CFG,
+        "table3": {
+            "rows": {"FLR-reg-none": "none", "BIGRec+FLR": "attn_div+orth+sparse"},
+            "datasets": ["Video_Games", "Toys_and_Games"],
+        },
+        "table4": ["BIGRec+LatentR3", "BIGRec+FLR", "FLR+LR-GRPO", "FLR+FLR-GRPO"],
+    }
     out = tmp_path / "tables"
     flr.build(paths, {}, [], [], cfg, paper, out)
     return paths, out
@@ -217,8 +232,11 @@ def test_flr_table2_puts_each_published_value_beside_its_own_matching(flr_tables
     md = (out / "flr_table2.md").read_text()
     pub = paper["flr_table2"]["Video_Games"]
     # SASRec was published matched by item id (its own protocol), the LLM rows by title string.
-    for method, name, match in (("BIGRec+FLR", "FLR", "title"), ("SASRec", "SASRec", "id"),
-                                ("BIGRec", "BIGRec", "title")):
+    for method, name, match in (
+        ("BIGRec+FLR", "FLR", "title"),
+        ("SASRec", "SASRec", "id"),
+        ("BIGRec", "BIGRec", "title"),
+    ):
         row = _row(md, f"| {name} ({method}) |")
         assert row["seeds"] == "2" and row["published by"] == match
         other = "id" if match == "title" else "title"
@@ -250,8 +268,10 @@ def test_flr_table2_tests_use_title_and_label_id(flr_tables):
         ours, base = _ours(paths, "BIGRec+FLR", col)[0], _ours(paths, "BIGRec", col)[0]
         assert row[f"FLR ({match})"] == f"{ours:.4f}" and row[f"baseline ({match})"] == f"{base:.4f}"
         assert row[f"improvement ({match})"] == f"{ours / base - 1:+.1%}"
-        seeds = [json.loads(Path(p).read_text())["metrics"][col] for p in paths if "/BIGRec+FLR/" in p], \
-            [json.loads(Path(p).read_text())["metrics"][col] for p in paths if "/BIGRec/" in p]
+        seeds = (
+            [json.loads(Path(p).read_text())["metrics"][col] for p in paths if "/BIGRec+FLR/" in p],
+            [json.loads(Path(p).read_text())["metrics"][col] for p in paths if "/BIGRec/" in p],
+        )
         assert row[f"p over seeds ({match})"] == f"{stats.ttest_rel(*seeds).pvalue:.2g}"
         sd = float(np.std(np.subtract(*seeds), ddof=1))  # 2 seeds: the MDE of the seed test has 80 % power
         mde = float(row[f"MDE over seeds ({match})"].split()[0])
@@ -265,8 +285,9 @@ def test_flr_table3_puts_title_values_beside_the_published_ones(flr_tables, pape
     pub = paper["flr_table3_regularizer_ablation"]
     for method, combo in (("FLR-reg-none", "none"), ("BIGRec+FLR", "attn_div+orth+sparse")):
         row = _row(md, f"| {combo} ({method}) |", after="### Video_Games")
-        for j, (pkey, metric) in enumerate((("H@5", "HR@5"), ("H@10", "HR@10"), ("N@5", "NDCG@5"),
-                                            ("N@10", "NDCG@10"))):
+        for j, (pkey, metric) in enumerate(
+            (("H@5", "HR@5"), ("H@10", "HR@10"), ("N@5", "NDCG@5"), ("N@10", "NDCG@10"))
+        ):
             title, ident = _ours(paths, method, f"title_{metric}"), _ours(paths, method, metric)
             assert _beside(row, f"{pkey} (title)", f"{pub[combo][j]:.4f}") == _ms(*title)  # Games: columns 0-3
             assert row[f"{pkey} (id)"] == _ms(*ident)

@@ -26,12 +26,14 @@ def _run(root: Path, dataset: str, method: str, seed: int, shift: float) -> str:
     d = root / dataset / method / f"seed{seed}"
     d.mkdir(parents=True)
     base = np.linspace(0.1, 0.5, N) + 0.01 * seed
-    rows = pd.DataFrame({"row": np.arange(N), **{m: base + shift for m in METRICS},
-                         **{f"title_{m}": 2 * base + shift for m in METRICS}})
+    rows = pd.DataFrame(
+        {"row": np.arange(N), **{m: base + shift for m in METRICS}, **{f"title_{m}": 2 * base + shift for m in METRICS}}
+    )
     rows.to_parquet(d / "rows.parquet")
     metrics = {c: float(rows[c].mean()) for c in rows.columns if "@" in c}
-    (d / "metrics.json").write_text(json.dumps({"dataset": dataset, "method": method, "seed": seed,
-                                                "metrics": metrics}))
+    (d / "metrics.json").write_text(
+        json.dumps({"dataset": dataset, "method": method, "seed": seed, "metrics": metrics})
+    )
     return str(d / "metrics.json")
 
 

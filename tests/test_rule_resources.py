@@ -31,7 +31,7 @@ def workflow_rules() -> dict[str, str]:
             indent = len(head.group(1))
             end = re.compile(rf"^ {{0,{indent}}}\S", re.M).search(text, head.end())
             assert head.group(2) not in rules, f"rule {head.group(2)} is defined twice"
-            rules[head.group(2)] = text[head.end(): end.start() if end else len(text)]
+            rules[head.group(2)] = text[head.end() : end.start() if end else len(text)]
     return rules
 
 
@@ -96,4 +96,5 @@ def test_llm_jobs_scale_with_the_configs_gpus(config):
     # the runtime request is the FLOP count's for the job's rows (10k per split before the tables exist)
     rows = {"train": 10_000, "valid": 10_000, "test": 10_000}
     assert runtime_minutes("sft_backbone", config, {"dataset": "d", "seed": "0"}, []) == requested_minutes(
-        "sft_backbone", {"dataset": "d", "seed": "0"}, config, rows, 10_000, 0)
+        "sft_backbone", {"dataset": "d", "seed": "0"}, config, rows, 10_000, 0
+    )

@@ -12,8 +12,9 @@ HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load
 def bench(path: Path, *rows: tuple[float, str]) -> None:
     """A benchmark file as Snakemake 9 writes it: one row per repeat (seconds, max_rss)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = "".join(f"{s}\t0:00:{int(s):02d}\t{rss}\t1451.47\t80.47\t90.73\t0.19\t2.56\t28.74\t0.96\n"
-                   for s, rss in rows)
+    body = "".join(
+        f"{s}\t0:00:{int(s):02d}\t{rss}\t1451.47\t80.47\t90.73\t0.19\t2.56\t28.74\t0.96\n" for s, rss in rows
+    )
     path.write_text(HEADER + body)
 
 
@@ -43,7 +44,10 @@ def test_times_are_summed_per_rule_with_count_longest_and_peak(tmp_path):
     assert rows[-1] == "| all (job time, not elapsed) | 5 | 0:02:47 | | |"
     tables_part, figures_part = text.split("## Tables")[1].split("## Figures")
     assert f"- {tables / 'table1.md'}" in tables_part and "png" not in tables_part
-    assert f"- {tables / 'table1_ndcg10.png'}" in figures_part and f"- {tables / 'flr_fig9_inference_time.png'}" in figures_part
+    assert (
+        f"- {tables / 'table1_ndcg10.png'}" in figures_part
+        and f"- {tables / 'flr_fig9_inference_time.png'}" in figures_part
+    )
 
 
 def test_no_benchmarks_and_no_outputs_still_summarise(tmp_path):
@@ -65,9 +69,11 @@ def test_summary_reads_a_real_snakemake_benchmark(tmp_path):
     import sys
 
     (tmp_path / "Snakefile").write_text(
-        'rule a:\n    output: "x"\n    benchmark: "benchmarks/a/w1.tsv"\n    shell: "sleep 0.2; touch {output}"\n')
-    subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "-q"], cwd=tmp_path, check=True,
-                   capture_output=True)
+        'rule a:\n    output: "x"\n    benchmark: "benchmarks/a/w1.tsv"\n    shell: "sleep 0.2; touch {output}"\n'
+    )
+    subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "-q"], cwd=tmp_path, check=True, capture_output=True
+    )
     t = rule_times(tmp_path / "benchmarks")
     assert t["a"].jobs == 1 and 0.1 < t["a"].total_s < 30
     assert format_summary(t, tmp_path).count("| a | 1 |") == 1

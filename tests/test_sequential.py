@@ -28,20 +28,33 @@ def _rows(rng: np.random.Generator, n: int, user_prefix: str) -> pd.DataFrame:
         for _ in range(length):
             nxt = (seq[-1] + 1) % N_ITEMS if rng.random() < 0.85 else int(rng.integers(N_ITEMS))
             seq.append(nxt)
-        recs.append({
-            "user_id": f"{user_prefix}{r}", "history_item_ids": seq[:-1], "item_id": seq[-1],
-            "history_ratings": None, "rating": np.nan, "history_timestamps": None, "timestamp": pd.NA,
-        })
+        recs.append(
+            {
+                "user_id": f"{user_prefix}{r}",
+                "history_item_ids": seq[:-1],
+                "item_id": seq[-1],
+                "history_ratings": None,
+                "rating": np.nan,
+                "history_timestamps": None,
+                "timestamp": pd.NA,
+            }
+        )
     return pd.DataFrame(recs, columns=SAMPLE_COLUMNS)
 
 
 @pytest.fixture(scope="module")
 def data() -> ProcessedDataset:
     rng = np.random.default_rng(123)
-    items = pd.DataFrame({"item_id": np.arange(N_ITEMS), "asin": [f"A{i}" for i in range(N_ITEMS)],
-                          "title": [f"item {i}" for i in range(N_ITEMS)]})
-    ds = ProcessedDataset(items=items, train=_rows(rng, 3000, "tr"), valid=_rows(rng, 300, "va"),
-                          test=_rows(rng, 300, "te"))
+    items = pd.DataFrame(
+        {
+            "item_id": np.arange(N_ITEMS),
+            "asin": [f"A{i}" for i in range(N_ITEMS)],
+            "title": [f"item {i}" for i in range(N_ITEMS)],
+        }
+    )
+    ds = ProcessedDataset(
+        items=items, train=_rows(rng, 3000, "tr"), valid=_rows(rng, 300, "va"), test=_rows(rng, 300, "te")
+    )
     ds.validate()
     return ds
 
@@ -243,8 +256,9 @@ def test_ce_loss_equals_explicit_softmax(data, family):
 
     h = model.encode(hist)  # [6, d]
     w, b = model.output_weights()
-    logits = torch.stack([torch.stack([h[r] @ w[i] + (0 if b is None else b[i]) for i in range(N_ITEMS)])
-                          for r in range(len(rows))])
+    logits = torch.stack(
+        [torch.stack([h[r] @ w[i] + (0 if b is None else b[i]) for i in range(N_ITEMS)]) for r in range(len(rows))]
+    )
     by_hand = -torch.stack([logits[r, target[r]] - torch.logsumexp(logits[r], 0) for r in range(len(rows))]).mean()
     torch.testing.assert_close(got, by_hand, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got, torch.nn.functional.cross_entropy(logits, target), rtol=1e-5, atol=1e-6)
@@ -276,7 +290,9 @@ def test_ce_on_the_default_synthetic_dataset(tmp_path):
     cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
     ds_cfg = cfg["datasets"]["Synthetic_Music"]
     generate(tmp_path / "r.json.gz", tmp_path / "m.json.gz", **ds_cfg["synthetic"])
-    ds, _ = build_from_raw(tmp_path / "r.json.gz", tmp_path / "m.json.gz", {**cfg["processing"], **ds_cfg["processing"]})
+    ds, _ = build_from_raw(
+        tmp_path / "r.json.gz", tmp_path / "m.json.gz", {**cfg["processing"], **ds_cfg["processing"]}
+    )
     params = {**cfg["methods"]["SASRec-CE"]["params"], "max_epochs": 3, "hidden": 32}
     model = registry.build("sasrec", params, seed=0)
     log = model.fit(ds)

@@ -22,8 +22,9 @@ def _point(root, name, loss, model=True):
     folder.mkdir(parents=True)
     if model:
         (folder / "model").mkdir()
-    (folder / "train_log.json").write_text(json.dumps(
-        {"best_valid_loss": loss, "epochs": 1, "steps": 2, "seconds": 1.0, "history": []}))
+    (folder / "train_log.json").write_text(
+        json.dumps({"best_valid_loss": loss, "epochs": 1, "steps": 2, "seconds": 1.0, "history": []})
+    )
     return str(folder)
 
 
@@ -49,8 +50,17 @@ def test_select_sft_tie_goes_to_the_first_listed(tmp_path, order, chosen):
 
 
 def test_diverged_points_are_never_chosen():
-    assert lowest_valid_loss({"a": {"best_valid_loss": math.nan}, "b": {"best_valid_loss": math.inf},
-                              "c": {"best_valid_loss": 9.0}, "d": {"best_valid_loss": None}}) == "c"
+    assert (
+        lowest_valid_loss(
+            {
+                "a": {"best_valid_loss": math.nan},
+                "b": {"best_valid_loss": math.inf},
+                "c": {"best_valid_loss": 9.0},
+                "d": {"best_valid_loss": None},
+            }
+        )
+        == "c"
+    )
     with pytest.raises(InputError, match="no SFT grid point reached a finite validation loss"):
         lowest_valid_loss({"a": {"best_valid_loss": math.inf}, "b": {"best_valid_loss": math.nan}})
 
@@ -66,8 +76,14 @@ def test_select_sft_refuses_an_unfinished_point(tmp_path, capsys):
 
 
 def test_recipes_inherit_the_global_grid_unless_they_set_their_own():
-    cfg = merged({"llm": {"sft_grid": {"lr": [3.0e-3, 3.0e-4]},
-                          "latent": {"FLR": {"sft_grid": None}, "LatentR3": {"sft_grid": {"lr": [1.0e-4]}}}}})
+    cfg = merged(
+        {
+            "llm": {
+                "sft_grid": {"lr": [3.0e-3, 3.0e-4]},
+                "latent": {"FLR": {"sft_grid": None}, "LatentR3": {"sft_grid": {"lr": [1.0e-4]}}},
+            }
+        }
+    )
     assert {p: c["lr"] for p, c in sft_grid_points(cfg).items()} == {"lr0.003": 3.0e-3, "lr0.0003": 3.0e-4}
     assert sft_grid_points(cfg)["lr0.003"]["micro_batch"] == cfg["llm"]["sft"]["micro_batch"]  # llm.sft underneath
     assert sft_grid_points(cfg, "FLR") == {}  # null: no grid
@@ -81,8 +97,16 @@ def test_grid_overlay_dag(tmp_path):
     """A grid on the default config: 2 backbone points + select_sft; LatentR3 (init: sft) warms up per point
     from the chosen SFT model; FLR (sft_grid: null) keeps its single warm-up."""
     over = tmp_path / "grid.yaml"
-    over.write_text(yaml.safe_dump({"llm": {"sft_grid": {"lr": [3.0e-4, 1.0e-4]},
-                                            "latent": {"FLR": {"sft_grid": None}, "LatentR3": {"init": "sft"}}}}))
+    over.write_text(
+        yaml.safe_dump(
+            {
+                "llm": {
+                    "sft_grid": {"lr": [3.0e-4, 1.0e-4]},
+                    "latent": {"FLR": {"sft_grid": None}, "LatentR3": {"init": "sft"}},
+                }
+            }
+        )
+    )
     out = snakemake("-n", "-p", "--forceall", "--configfile", str(over)).stdout
     counts = job_counts(out)
     assert counts["sft_backbone"] == 2 and counts["select_sft"] == 1
@@ -105,8 +129,10 @@ def test_paper_dry_run_searches_the_sft_learning_rate():
     grid = "results/Toys_and_Games/sft/seed0/grid"
     for point in ("lr0.003", "lr0.0003", "lr3e-05"):
         assert f"--out {grid}/{point} " in out
-    assert (f"select-sft --points {grid}/lr0.003 {grid}/lr0.0003 {grid}/lr3e-05 "
-            "--out results/Toys_and_Games/sft/seed0/selected.json") in out  # the grid's order: ties to the first
+    assert (
+        f"select-sft --points {grid}/lr0.003 {grid}/lr0.0003 {grid}/lr3e-05 "
+        "--out results/Toys_and_Games/sft/seed0/selected.json"
+    ) in out  # the grid's order: ties to the first
     assert "decode --data results/Toys_and_Games/data --model results/Toys_and_Games/sft/seed0/selected.json" in out
     for point in ("lr0.003", "lr0.0003", "lr3e-05"):  # LatentR3's warm-up: the global grid
         assert f"--out results/Toys_and_Games/latent/LatentR3/seed0/warmup/grid/{point} " in out

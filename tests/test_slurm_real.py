@@ -41,16 +41,21 @@ def slurm_env(tmp_path_factory):
         pytest.skip("starting slurmd needs root")
     state = tmp_path_factory.mktemp("slurm")
     try:
-        proc = subprocess.run([str(START), "start", str(state), str(_free_port()), str(_free_port())],
-                              capture_output=True, text=True, timeout=90)
+        proc = subprocess.run(
+            [str(START), "start", str(state), str(_free_port()), str(_free_port())],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
     except subprocess.TimeoutExpired:
         proc = None
     try:
         if proc is None or proc.returncode != 0:
             why = "timed out" if proc is None else (proc.stderr or proc.stdout).strip()[-800:]
             pytest.skip(f"a one-node SLURM could not start on this machine: {why}")
-        env = dict(os.environ, SLURM_CONF=str(state / "slurm.conf"),
-                   PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        env = dict(
+            os.environ, SLURM_CONF=str(state / "slurm.conf"), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+        )
         env.pop("CUDA_VISIBLE_DEVICES", None)  # only SLURM may set it in the jobs
         yield env
     finally:
@@ -59,12 +64,14 @@ def slurm_env(tmp_path_factory):
 
 def _jobs(env) -> dict[str, dict]:
     """{job id: scontrol's fields} of every job the cluster still remembers (MinJobAge=600)."""
-    ids = subprocess.run(["squeue", "--states=all", "-h", "-o", "%i"], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    ids = subprocess.run(
+        ["squeue", "--states=all", "-h", "-o", "%i"], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     out = {}
     for jid in ids:
-        text = subprocess.run(["scontrol", "show", "job", "-o", jid], env=env, capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run(
+            ["scontrol", "show", "job", "-o", jid], env=env, capture_output=True, text=True, check=True
+        ).stdout
         out[jid] = dict(re.findall(r"(\S+?)=(\S*)", text))
     return out
 
@@ -87,10 +94,28 @@ def test_small_target_runs_through_sbatch_with_the_rules_resources(slurm_env, tm
     targets = _config(work, smollm2_tokenizer)
     # Profile as the README says, plus what this accounting-free cluster needs: squeue for job states,
     # no account, quick first status check, and the SLURM logs kept for the asserts.
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
-           "--profile", str(ROOT / "profiles" / "slurm"), "--slurm-status-command", "squeue",
-           "--slurm-no-account", "--slurm-init-seconds-before-status-checks", "2",
-           "--slurm-keep-successful-logs", "--latency-wait", "5", "--jobs", "4", *targets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        "--profile",
+        str(ROOT / "profiles" / "slurm"),
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-no-account",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--slurm-keep-successful-logs",
+        "--latency-wait",
+        "5",
+        "--jobs",
+        "4",
+        *targets,
+    ]
     try:
         proc = subprocess.run(cmd, cwd=work, env=slurm_env, capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired as e:
@@ -103,24 +128,39 @@ def test_small_target_runs_through_sbatch_with_the_rules_resources(slurm_env, tm
     for jid, f in jobs.items():
         rule = re.match(r"rule_(\w+?)_wildcards", f.get("Comment", "")) or re.match(r"rule_(\w+)", f["Comment"])
         by_rule.setdefault(rule.group(1), []).append((jid, f))
-    print("SLURM jobs:", {r: [(j, f["JobState"], f.get("TresPerJob"), f["NumNodes"], f["NumCPUs"],
-                                f["MinMemoryNode"], f["TimeLimit"]) for j, f in v] for r, v in by_rule.items()})
+    print(
+        "SLURM jobs:",
+        {
+            r: [
+                (j, f["JobState"], f.get("TresPerJob"), f["NumNodes"], f["NumCPUs"], f["MinMemoryNode"], f["TimeLimit"])
+                for j, f in v
+            ]
+            for r, v in by_rule.items()
+        },
+    )
     # Every non-local job went through sbatch and completed; the local rules never reached SLURM.
-    assert set(by_rule) == {"synthesize_dataset", "process_raw_dataset", "fit_predict_recommender",
-                            "fetch_model", "decode_llm_shard"}, sorted(by_rule)
+    assert set(by_rule) == {
+        "synthesize_dataset",
+        "process_raw_dataset",
+        "fit_predict_recommender",
+        "fetch_model",
+        "decode_llm_shard",
+    }, sorted(by_rule)
     assert all(f["JobState"] == "COMPLETED" for f in jobs.values()), {j: f["JobState"] for j, f in jobs.items()}
     assert "evaluate_run" not in by_rule and "gather_llm_shards" not in by_rule
     # The rule's resources, not a profile's: 1 CPU for a 1-thread rule, its mem_mb and runtime.
-    (fit_id, fit), = by_rule["fit_predict_recommender"]
+    ((fit_id, fit),) = by_rule["fit_predict_recommender"]
     assert fit["NumCPUs"] == "1" and fit["TimeLimit"] == "00:10:00" and fit["MinMemoryNode"] == "2000M"
-    (proc_id, raw), = by_rule["process_raw_dataset"]
+    ((proc_id, raw),) = by_rule["process_raw_dataset"]
     assert int(raw["MinMemoryNode"].rstrip("M")) < 1000  # the synthetic dump needs < 1 GB
     assert "gpu" not in raw.get("TresPerJob", "") + raw.get("TresPerNode", "")
     # The gpu=1 rule: --gpus=1 on one node, 2 CPUs (its threads), and SLURM's CUDA_VISIBLE_DEVICES in the job.
-    (dec_id, dec), = by_rule["decode_llm_shard"]
+    ((dec_id, dec),) = by_rule["decode_llm_shard"]
     assert dec["TresPerJob"] == "gres:gpu:1" and dec["NumNodes"] == "1" and dec["NumCPUs"] == "2", dec
     log = (work / "logs/decode_llm_shard/Synthetic_Music/Base/seed0/1-of-1.log").read_text()
-    assert re.search(rf"lease-gpus: CUDA_VISIBLE_DEVICES=[01] set by SLURM job {dec_id}; no local lease", log), log[:2000]
+    assert re.search(rf"lease-gpus: CUDA_VISIBLE_DEVICES=[01] set by SLURM job {dec_id}; no local lease", log), log[
+        :2000
+    ]
     assert (work / "results/Synthetic_Music/Base/seed0/metrics.json").exists()
     assert (work / f"benchmarks/decode_llm_shard/Synthetic_Music/Base/seed0/1-of-1.tsv").exists()
     assert "Wall time per rule" in out and "| decode_llm_shard | 1 |" in out  # the onsuccess summary

@@ -50,15 +50,19 @@ def test_paper_dry_run_has_every_dataset_and_seed():
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
     n_runs = len(paper["seeds"]) * sum(  # ablation methods name their datasets
         len(set(paper["run_datasets"]) & set(paper["methods"][m].get("datasets", paper["run_datasets"])))
-        for m in paper["run_methods"])
+        for m in paper["run_methods"]
+    )
     assert counts["process_raw_dataset"] == 4
     assert counts["download_amazon2018"] == 8  # reviews + meta per category
     assert counts["evaluate_run"] == n_runs
     for cat in ("Toys_and_Games", "CDs_and_Vinyl", "Video_Games", "Musical_Instruments"):
         assert f"resources/amazon2018/meta_{cat}.json.gz" in out.stdout
     # The Gaussian-policy LR-GRPO, the project's finding, runs on Toys and CDs as a labelled extra row.
-    gauss = {d for d in ("Toys_and_Games", "CDs_and_Vinyl", "Video_Games", "Musical_Instruments")
-             if f"results/{d}/BIGRec+LatentR3-GaussPolicy/seed4/metrics.json" in out.stdout}
+    gauss = {
+        d
+        for d in ("Toys_and_Games", "CDs_and_Vinyl", "Video_Games", "Musical_Instruments")
+        if f"results/{d}/BIGRec+LatentR3-GaussPolicy/seed4/metrics.json" in out.stdout
+    }
     assert gauss == {"Toys_and_Games", "CDs_and_Vinyl"}
     assert paper["llm"]["latent"]["LatentR3-GaussPolicy"]["rl"]["policy"] == "latent"
     report = next(b for b in _job_blocks(out.stdout, "report_latentr3"))
@@ -71,12 +75,16 @@ def test_paper_dry_run_has_every_dataset_and_seed():
 def test_method_seeds_and_init_seed_shape_the_dag(tmp_path):
     """A method's `seeds` limits its runs; `init_seed` makes every seed's warm-up start from one SFT."""
     over = tmp_path / "seeds.yaml"
-    over.write_text(yaml.safe_dump({
-        "seeds": [0, 1],
-        "methods": {"BIGRec": {"seeds": [0]}, "CoT": {"seeds": [1]}},
-        "llm": {"latent": {"LatentR3": {"init": "sft", "init_seed": 0}}},
-        "report": {"flr": {"timing": {"methods": ["BIGRec", "BIGRec+LatentR3", "BIGRec+FLR", "CoT"]}}},
-    }))
+    over.write_text(
+        yaml.safe_dump(
+            {
+                "seeds": [0, 1],
+                "methods": {"BIGRec": {"seeds": [0]}, "CoT": {"seeds": [1]}},
+                "llm": {"latent": {"LatentR3": {"init": "sft", "init_seed": 0}}},
+                "report": {"flr": {"timing": {"methods": ["BIGRec", "BIGRec+LatentR3", "BIGRec+FLR", "CoT"]}}},
+            }
+        )
+    )
     out = snakemake("-n", "--forceall", "--configfile", str(over))
     default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     counts = job_counts(out.stdout)
@@ -92,12 +100,16 @@ def test_method_seeds_and_init_seed_shape_the_dag(tmp_path):
 def test_baselines_only_config_times_no_llm(tmp_path):
     """Figure 9 may time methods outside `run_methods`, but only where one of its methods runs."""
     over = tmp_path / "baselines.yaml"
-    over.write_text(yaml.safe_dump({"run_methods": ["MostPop", "SASRec"],
-                                    "report": {"flr": {"timing": {"methods": ["BIGRec", "CoT"]}}}}))
+    over.write_text(
+        yaml.safe_dump(
+            {"run_methods": ["MostPop", "SASRec"], "report": {"flr": {"timing": {"methods": ["BIGRec", "CoT"]}}}}
+        )
+    )
     out = snakemake("-n", "--forceall", "--configfile", str(over))
     assert "time_inference" not in out.stdout and "sft_backbone" not in out.stdout
-    assert job_counts(out.stdout)["evaluate_run"] == 2 * len(yaml.safe_load(
-        (ROOT / "config" / "config.yaml").read_text())["seeds"])
+    assert job_counts(out.stdout)["evaluate_run"] == 2 * len(
+        yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["seeds"]
+    )
 
 
 def test_default_times_nothing_and_demo_full_times_figure9():
@@ -134,6 +146,7 @@ def test_slurm_profile_dry_run():
 
 def test_llm_runtime_scales_with_rows_and_epochs(tmp_path):
     """An SFT job asks the minutes `latentrec plan` counts for its rows and epochs (rule_resources.runtime_minutes)."""
+
     def sft_minutes(*args):
         out = snakemake("-n", "--forceall", *args).stdout
         return [int(re.search(r"runtime=(\d+)", b).group(1)) for b in _job_blocks(out, "sft_backbone")]
@@ -176,16 +189,25 @@ def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
         cfg["methods"][m]["decode"].update(num_beams=2, num_return=2, max_new_tokens=24)
     cfg["methods"]["CoT"]["decode"]["cot"]["max_reasoning_tokens"] = 3
     cfg["llm"]["latent"]["LatentR3"]["rl"].update(group_size=2, groups_per_step=2, max_steps=1, valid_limit=4)
-    cfg["report"]["flr"]["timing"].update(rows=3, decode={"batch_size": 2},
-                                          methods=["BIGRec", "BIGRec+LatentR3", "BIGRec+FLR", "CoT"])
+    cfg["report"]["flr"]["timing"].update(
+        rows=3, decode={"batch_size": 2}, methods=["BIGRec", "BIGRec+LatentR3", "BIGRec+FLR", "CoT"]
+    )
     cfg["report"]["flr"]["factors"]["rows"] = 4
     cfg["evaluation"]["test_limit"] = 6
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     snakemake("--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--cores", "2")
     table = (tmp_path / "results" / "tables" / "table1.md").read_text()
-    for method, match in (("MostPop", "id"), ("SASRec", "id"), ("Base", "title"), ("CoT", "title"),
-                          ("BIGRec", "title"), ("D3", "title"), ("BIGRec+LatentR3", "title"), ("BIGRec+FLR", "title")):
+    for method, match in (
+        ("MostPop", "id"),
+        ("SASRec", "id"),
+        ("Base", "title"),
+        ("CoT", "title"),
+        ("BIGRec", "title"),
+        ("D3", "title"),
+        ("BIGRec+LatentR3", "title"),
+        ("BIGRec+FLR", "title"),
+    ):
         assert f"| {method} — by {match} |" in table  # beside the published values: the row's own matching
     assert "| SASRec (CE) — by id |" in table  # SASRec-CE's display name
     assert "| Synthetic_Music | BIGRec |" in (tmp_path / "results/tables/llm_vs_strongest.md").read_text()
@@ -209,11 +231,21 @@ def test_full_tiny_run_end_to_end(tmp_path, smollm2_tokenizer):
     for row in ("FLR (BIGRec+FLR)", "CoT (CoT)", "LatentR3 (BIGRec+LatentR3)"):
         assert f"| {row} | 2 |" in t2
     assert "| Synthetic_Music |" in t2 and "| N@10 |" in t2  # FLR against the strongest baseline
-    assert "| Synthetic_Music | BIGRec+FLR | with constraints | 4 | 4 |" in (tables / "flr_disentanglement.md").read_text()
+    assert (
+        "| Synthetic_Music | BIGRec+FLR | with constraints | 4 | 4 |" in (tables / "flr_disentanglement.md").read_text()
+    )
     fig9 = (tables / "flr_fig9_inference_time.md").read_text()
-    assert "| Synthetic_Music | CoT | 1 | 2 | 3 | 1 |" in fig9 and "| Synthetic_Music | BIGRec+FLR | 2 | 2 | 3 | 1 |" in fig9
-    for name in ("fig4_factor_similarity", "fig6_factor_attention", "fig7_popularity", "fig8_factors_k",
-                 "fig9_inference_time"):
+    assert (
+        "| Synthetic_Music | CoT | 1 | 2 | 3 | 1 |" in fig9
+        and "| Synthetic_Music | BIGRec+FLR | 2 | 2 | 3 | 1 |" in fig9
+    )
+    for name in (
+        "fig4_factor_similarity",
+        "fig6_factor_attention",
+        "fig7_popularity",
+        "fig8_factors_k",
+        "fig9_inference_time",
+    ):
         assert (tables / f"flr_{name}.png").stat().st_size > 0
     cot = json.loads((tmp_path / "results/Synthetic_Music/CoT/seed0/train_log.json").read_text())
     lengths = [n for s in cot["shards"] for n in s["per_row"]["reasoning_tokens"]]

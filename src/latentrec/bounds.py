@@ -109,10 +109,13 @@ def check_job_count(config: dict) -> None:
     limit = config.get("max_jobs", MAX_JOBS)
     n = estimate_jobs(config)
     if n > limit:
-        _fail("max_jobs", f"this config makes about {n:,} jobs (seeds x datasets x methods x grid points x decode "
-                          f"shards), more than the limit of {limit:,}: Snakemake would spend minutes building the DAG "
-                          "before the first job; check `seeds`, the grids and llm.decode_shards, or raise `max_jobs` "
-                          "if you mean it")
+        _fail(
+            "max_jobs",
+            f"this config makes about {n:,} jobs (seeds x datasets x methods x grid points x decode "
+            f"shards), more than the limit of {limit:,}: Snakemake would spend minutes building the DAG "
+            "before the first job; check `seeds`, the grids and llm.decode_shards, or raise `max_jobs` "
+            "if you mean it",
+        )
 
 
 # ---------------------------------------------------------------------------------------- the model
@@ -139,8 +142,11 @@ def model_context(model: dict | None) -> tuple[int, str]:
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         if model and isinstance(model.get(key), int) and model[key] > 0:
             return model[key], f"the backbone's context ({key} in its config.json)"
-    return CONTEXT_CEILING, f"the longest context of a supported backbone ({CONTEXT_CEILING:,}; the backbone's own " \
-                            "is checked once its config.json is fetched)"
+    return (
+        CONTEXT_CEILING,
+        f"the longest context of a supported backbone ({CONTEXT_CEILING:,}; the backbone's own "
+        "is checked once its config.json is fetched)",
+    )
 
 
 def _dims(model: dict) -> dict | None:
@@ -184,17 +190,25 @@ def machine_memory_gb() -> float:
 
 def _check_memory(where: str, knob: str, gb: float, gpus: int, base_gb: float = 0.0) -> None:
     """`base_gb`: what the backbone needs at batch size 0; when that alone is too much, no knob helps."""
-    limit, what = ((GPU_MEMORY_GB, f"the largest GPU's {GPU_MEMORY_GB} GB") if gpus else
-                   (machine_memory_gb(), f"this machine's {machine_memory_gb():.0f} GB"))
+    limit, what = (
+        (GPU_MEMORY_GB, f"the largest GPU's {GPU_MEMORY_GB} GB")
+        if gpus
+        else (machine_memory_gb(), f"this machine's {machine_memory_gb():.0f} GB")
+    )
     if base_gb > MEMORY_MARGIN * limit:
-        _fail("llm.backbone", f"the backbone alone needs about {base_gb:,.0f} GB per process at {where} (weights"
-                              f"{' and AdamW state' if 'sft' in where else ''}, from its config.json), more than "
-                              f"{MEMORY_MARGIN} x {what}; use a smaller backbone"
-                              + ("" if gpus else " or GPUs"))
+        _fail(
+            "llm.backbone",
+            f"the backbone alone needs about {base_gb:,.0f} GB per process at {where} (weights"
+            f"{' and AdamW state' if 'sft' in where else ''}, from its config.json), more than "
+            f"{MEMORY_MARGIN} x {what}; use a smaller backbone" + ("" if gpus else " or GPUs"),
+        )
     if gb > MEMORY_MARGIN * limit:
-        _fail(where, f"needs about {gb:,.0f} GB per process (weights, optimiser state, activations and logits "
-                     f"of the backbone, estimated from its config.json), more than {MEMORY_MARGIN} x {what}; "
-                     f"lower `{knob}`")
+        _fail(
+            where,
+            f"needs about {gb:,.0f} GB per process (weights, optimiser state, activations and logits "
+            f"of the backbone, estimated from its config.json), more than {MEMORY_MARGIN} x {what}; "
+            f"lower `{knob}`",
+        )
 
 
 # ------------------------------------------------------------------------------------------ test rows
@@ -234,8 +248,12 @@ def check_bounds(config: dict, root: str = ".") -> None:
     dims = _dims(model) if model else None
     llm = config["llm"]
     for key in ("sft_gpus", "decode_gpus", "rl_gpus"):
-        _at_most(f"llm.{key}", llm.get(key), MAX_GPUS_PER_JOB,
-                 f"a job's GPUs sit on one node and no node has more than {MAX_GPUS_PER_JOB}")
+        _at_most(
+            f"llm.{key}",
+            llm.get(key),
+            MAX_GPUS_PER_JOB,
+            f"a job's GPUs sit on one node and no node has more than {MAX_GPUS_PER_JOB}",
+        )
     _check_shards(config, root)
     _check_sft("llm.sft", llm.get("sft") or {}, llm.get("sft_grid"), context, ctx_why, dims, llm.get("sft_gpus", 0))
     from latentrec.config import latent_recipe
@@ -246,13 +264,25 @@ def check_bounds(config: dict, root: str = ".") -> None:
         for ds in [None, *(raw.get("per_dataset") or {})]:
             here = where if ds is None else f"{where}.per_dataset.{ds}"
             r = latent_recipe(config, name, ds)
-            _at_most(f"{here}.n_latents", r["n_latents"], MAX_LATENT_FORWARDS,
-                     "each latent is one more backbone forward per sample")
-            _at_most(f"{here}.refine_steps", r["refine_steps"], MAX_LATENT_FORWARDS,
-                     "each refinement is one more backbone forward per latent")
-            _at_most(f"{here}.n_latents", r["n_latents"] * r["refine_steps"], MAX_LATENT_FORWARDS,
-                     f"n_latents x refine_steps ({r['n_latents']} x {r['refine_steps']}) backbone forwards per "
-                     "sample, each holding its activations for the backward; the papers use 1-8")
+            _at_most(
+                f"{here}.n_latents",
+                r["n_latents"],
+                MAX_LATENT_FORWARDS,
+                "each latent is one more backbone forward per sample",
+            )
+            _at_most(
+                f"{here}.refine_steps",
+                r["refine_steps"],
+                MAX_LATENT_FORWARDS,
+                "each refinement is one more backbone forward per latent",
+            )
+            _at_most(
+                f"{here}.n_latents",
+                r["n_latents"] * r["refine_steps"],
+                MAX_LATENT_FORWARDS,
+                f"n_latents x refine_steps ({r['n_latents']} x {r['refine_steps']}) backbone forwards per "
+                "sample, each holding its activations for the backward; the papers use 1-8",
+            )
             grid = raw["sft_grid"] if "sft_grid" in raw else llm.get("sft_grid")
             _check_sft(f"{here}.sft", r["sft"], grid, context, ctx_why, dims, llm.get("sft_gpus", 0))
         r = latent_recipe(config, name)
@@ -260,8 +290,9 @@ def check_bounds(config: dict, root: str = ".") -> None:
             _check_rl(f"{where}.rl", r["rl"], r.get("rl_grid") or {}, context, ctx_why, dims, llm.get("rl_gpus", 0))
     for m, c in (config.get("methods") or {}).items():
         if c.get("family") in ("llm", "latent"):
-            _check_decode(f"methods.{m}.decode", c.get("decode") or {}, context, ctx_why, dims,
-                          llm.get("decode_gpus", 0))
+            _check_decode(
+                f"methods.{m}.decode", c.get("decode") or {}, context, ctx_why, dims, llm.get("decode_gpus", 0)
+            )
     timing = ((config.get("report") or {}).get("flr") or {}).get("timing") or {}
     if isinstance(timing.get("decode"), dict):
         _check_decode("report.flr.timing.decode", timing["decode"], context, ctx_why, dims, llm.get("decode_gpus", 0))
@@ -272,28 +303,50 @@ def _check_data_bounds(config: dict) -> None:
 
     for name, d in (config.get("datasets") or {}).items():
         syn = d.get("synthetic") or {}
-        _at_most(f"datasets.{name}.synthetic.n_users", syn.get("n_users"), MAX_SYNTHETIC_USERS,
-                 "the generator simulates users one by one and holds every review in memory")
-        _at_most(f"datasets.{name}.synthetic.n_items", syn.get("n_items"), MAX_SYNTHETIC_ITEMS,
-                 "as many items as the largest Amazon 2018 category (Books, ~2.9M)")
+        _at_most(
+            f"datasets.{name}.synthetic.n_users",
+            syn.get("n_users"),
+            MAX_SYNTHETIC_USERS,
+            "the generator simulates users one by one and holds every review in memory",
+        )
+        _at_most(
+            f"datasets.{name}.synthetic.n_items",
+            syn.get("n_items"),
+            MAX_SYNTHETIC_ITEMS,
+            "as many items as the largest Amazon 2018 category (Books, ~2.9M)",
+        )
         p = processing_config(config, name)
         own = d.get("processing") or {}
         here = lambda key: f"datasets.{name}.processing.{key}" if key in own else f"processing.{key}"  # noqa: E731
         if d.get("source") == "synthetic":
-            _at_most(here("k_core"), p.get("k_core"), MAX_SYNTHETIC_REVIEWS_PER_USER,
-                     f"the synthetic generator writes at most {MAX_SYNTHETIC_REVIEWS_PER_USER} reviews per user, so "
-                     "no user would survive the k-core")
+            _at_most(
+                here("k_core"),
+                p.get("k_core"),
+                MAX_SYNTHETIC_REVIEWS_PER_USER,
+                f"the synthetic generator writes at most {MAX_SYNTHETIC_REVIEWS_PER_USER} reviews per user, so "
+                "no user would survive the k-core",
+            )
         elif d.get("source") == "raw":
-            _at_most(here("k_core"), p.get("k_core"), MAX_K_CORE,
-                     "no Amazon 2018 category keeps enough users with more reviews than that to split (the papers "
-                     "use 5)")
-        _at_most(here("history_len"), p.get("history_len"), MAX_HISTORY_LEN,
-                 "prompts are cut to the SFT max_len tokens and a title is several tokens, so a longer history is "
-                 "never seen, and SASRec's attention memory grows with its square")
+            _at_most(
+                here("k_core"),
+                p.get("k_core"),
+                MAX_K_CORE,
+                "no Amazon 2018 category keeps enough users with more reviews than that to split (the papers use 5)",
+            )
+        _at_most(
+            here("history_len"),
+            p.get("history_len"),
+            MAX_HISTORY_LEN,
+            "prompts are cut to the SFT max_len tokens and a title is several tokens, so a longer history is "
+            "never seen, and SASRec's attention memory grows with its square",
+        )
         ratios = p.get("split_ratios")
         if isinstance(ratios, list) and any(isinstance(r, (int, float)) and r <= 0 for r in ratios):
-            _fail(here("split_ratios"), f"each of train, valid and test must be > 0: a split of ratio 0 is empty and "
-                                        f"its stage (training, model selection or scoring) cannot run, got {ratios}")
+            _fail(
+                here("split_ratios"),
+                f"each of train, valid and test must be > 0: a split of ratio 0 is empty and "
+                f"its stage (training, model selection or scoring) cannot run, got {ratios}",
+            )
 
 
 def _check_recommender_bounds(config: dict) -> None:
@@ -312,12 +365,18 @@ def _check_recommender_bounds(config: dict) -> None:
                 continue
             n = 12 * h * h * layers  # attention and feed-forward weights of a transformer/GRU block, roughly
             if n > MAX_RECOMMENDER_PARAMS:
-                where = f"methods.{m}.grid" if c.get("grid") and {"hidden", "n_layers"} & set(c["grid"]) else \
-                    f"methods.{m}.params"
-                _fail(f"{where}.hidden", f"hidden {h:,} x n_layers {layers:,} makes about {n:.1e} weights (12 x hidden"
-                                         f"^2 per layer), more than {MAX_RECOMMENDER_PARAMS:.0e}: its AdamW state "
-                                         "alone would not fit any machine; the papers use hidden 64, 2 layers"
-                                         + (f" (grid point {point})" if c.get("grid") else ""))
+                where = (
+                    f"methods.{m}.grid"
+                    if c.get("grid") and {"hidden", "n_layers"} & set(c["grid"])
+                    else f"methods.{m}.params"
+                )
+                _fail(
+                    f"{where}.hidden",
+                    f"hidden {h:,} x n_layers {layers:,} makes about {n:.1e} weights (12 x hidden"
+                    f"^2 per layer), more than {MAX_RECOMMENDER_PARAMS:.0e}: its AdamW state "
+                    "alone would not fit any machine; the papers use hidden 64, 2 layers"
+                    + (f" (grid point {point})" if c.get("grid") else ""),
+                )
 
 
 def _check_shards(config: dict, root: str) -> None:
@@ -328,11 +387,18 @@ def _check_shards(config: dict, root: str) -> None:
         if rows:  # an empty or unreadable split is named by its import
             n = rows if limit is None else min(rows, limit)
             if shards > n:
-                _fail("llm.decode_shards", f"{shards:,} decode shards of {n:,} test rows ({d}"
-                                           + (", evaluation.test_limit" if limit is not None and limit < rows else "")
-                                           + f") leave shards without a row; use at most {n:,}")
-    _at_most("llm.decode_shards", shards, MAX_DECODE_SHARDS,
-             "each shard is a job that loads the backbone once; more shards spend longer loading than decoding")
+                _fail(
+                    "llm.decode_shards",
+                    f"{shards:,} decode shards of {n:,} test rows ({d}"
+                    + (", evaluation.test_limit" if limit is not None and limit < rows else "")
+                    + f") leave shards without a row; use at most {n:,}",
+                )
+    _at_most(
+        "llm.decode_shards",
+        shards,
+        MAX_DECODE_SHARDS,
+        "each shard is a job that loads the backbone once; more shards spend longer loading than decoding",
+    )
 
 
 def _sft_points(base: dict, grid) -> list[tuple[str, dict]]:
@@ -348,24 +414,37 @@ def _check_sft(where, base, grid, context, ctx_why, dims, gpus) -> None:
 
     defaults = SFTConfig()
     for point, params in _sft_points(base, grid):
-        cfg = {f: params.get(f, getattr(defaults, f)) for f in ("max_len", "micro_batch", "effective_batch",
-                                                                "train_limit")}
+        cfg = {
+            f: params.get(f, getattr(defaults, f)) for f in ("max_len", "micro_batch", "effective_batch", "train_limit")
+        }
         if not all(isinstance(v, int) for k, v in cfg.items() if k != "train_limit"):
             continue  # SFTConfig.from_dict names a wrong type
         if cfg["max_len"] > context:
             _fail(f"{where}.max_len", f"must be at most {context:,}, {ctx_why}, got {cfg['max_len']:,}{point}")
-        _at_most(f"{where}.micro_batch", cfg["micro_batch"], MAX_BATCH,
-                 "samples of one forward; the papers use 4-16, and activations grow with it")
-        _at_most(f"{where}.effective_batch", cfg["effective_batch"], MAX_EFFECTIVE_BATCH,
-                 "samples per optimiser step; the papers use 128")
+        _at_most(
+            f"{where}.micro_batch",
+            cfg["micro_batch"],
+            MAX_BATCH,
+            "samples of one forward; the papers use 4-16, and activations grow with it",
+        )
+        _at_most(
+            f"{where}.effective_batch",
+            cfg["effective_batch"],
+            MAX_EFFECTIVE_BATCH,
+            "samples per optimiser step; the papers use 128",
+        )
         limit = cfg["train_limit"]
         if isinstance(limit, int) and cfg["effective_batch"] > limit:
-            _fail(f"{where}.effective_batch", f"one optimiser step of {cfg['effective_batch']:,} samples needs more "
-                                              f"than the {limit:,} of train_limit; use at most {limit:,}{point}")
+            _fail(
+                f"{where}.effective_batch",
+                f"one optimiser step of {cfg['effective_batch']:,} samples needs more "
+                f"than the {limit:,} of train_limit; use at most {limit:,}{point}",
+            )
         if dims:
             gb = estimate_gb("sft", dims, rows=cfg["micro_batch"], tokens=cfg["max_len"])
-            _check_memory(f"{where}.micro_batch", "micro_batch (or max_len)", gb, gpus,
-                          estimate_gb("sft", dims, rows=0, tokens=0))
+            _check_memory(
+                f"{where}.micro_batch", "micro_batch (or max_len)", gb, gpus, estimate_gb("sft", dims, rows=0, tokens=0)
+            )
 
 
 def _check_rl(where, base, grid, context, ctx_why, dims, gpus) -> None:
@@ -373,22 +452,36 @@ def _check_rl(where, base, grid, context, ctx_why, dims, gpus) -> None:
 
     defaults = LRGRPOConfig()
     for point, params in _sft_points(base, grid):
-        cfg = {f: params.get(f, getattr(defaults, f)) for f in ("group_size", "groups_per_step", "advantage_groups",
-                                                                "max_len")}
+        cfg = {
+            f: params.get(f, getattr(defaults, f))
+            for f in ("group_size", "groups_per_step", "advantage_groups", "max_len")
+        }
         if not all(isinstance(v, int) for k, v in cfg.items() if k != "advantage_groups"):
             continue
         if cfg["max_len"] > context:
             _fail(f"{where}.max_len", f"must be at most {context:,}, {ctx_why}, got {cfg['max_len']:,}{point}")
-        _at_most(f"{where}.group_size", cfg["group_size"], MAX_RL_GROUP,
-                 "draws of one sample go through one forward together; the papers use 8")
-        _at_most(f"{where}.groups_per_step", cfg["groups_per_step"], MAX_RL_GROUPS_PER_STEP,
-                 "samples per optimiser step; the papers use 32")
+        _at_most(
+            f"{where}.group_size",
+            cfg["group_size"],
+            MAX_RL_GROUP,
+            "draws of one sample go through one forward together; the papers use 8",
+        )
+        _at_most(
+            f"{where}.groups_per_step",
+            cfg["groups_per_step"],
+            MAX_RL_GROUPS_PER_STEP,
+            "samples per optimiser step; the papers use 32",
+        )
         if dims:
             per_forward = (cfg["advantage_groups"] or cfg["groups_per_step"]) // max(1, gpus)
             gb = estimate_gb("rl", dims, rows=max(1, per_forward) * cfg["group_size"], tokens=cfg["max_len"])
-            _check_memory(f"{where}.groups_per_step", "groups_per_step or group_size (or set advantage_groups: one "
-                                                      "forward holds that many samples)", gb, gpus,
-                          estimate_gb("rl", dims, rows=0, tokens=0))
+            _check_memory(
+                f"{where}.groups_per_step",
+                "groups_per_step or group_size (or set advantage_groups: one forward holds that many samples)",
+                gb,
+                gpus,
+                estimate_gb("rl", dims, rows=0, tokens=0),
+            )
 
 
 def _check_decode(where, decode, context, ctx_why, dims, gpus) -> None:
@@ -398,8 +491,12 @@ def _check_decode(where, decode, context, ctx_why, dims, gpus) -> None:
     beams, ret, batch, new = d["num_beams"], d["num_return"], d["batch_size"], d["max_new_tokens"]
     if not all(isinstance(v, int) for v in (beams, ret, batch)):
         return  # the schema names a wrong type
-    _at_most(f"{where}.num_beams", beams, MAX_BEAMS,
-             "the papers decode 10 beams, and every beam is one more sequence in each decode forward")
+    _at_most(
+        f"{where}.num_beams",
+        beams,
+        MAX_BEAMS,
+        "the papers decode 10 beams, and every beam is one more sequence in each decode forward",
+    )
     _at_most(f"{where}.batch_size", batch, MAX_BATCH, "prompts decoded together, each with num_beams sequences")
     if isinstance(new, int) and new > context:
         _fail(f"{where}.max_new_tokens", f"must be at most {context:,}, {ctx_why}, got {new:,}")
@@ -412,8 +509,9 @@ def _check_decode(where, decode, context, ctx_why, dims, gpus) -> None:
     if dims:
         tokens = 256 + (new if isinstance(new, int) else 64) + (reasoning if isinstance(reasoning, int) else 0)
         gb = estimate_gb("decode", dims, rows=batch, tokens=min(tokens, context), beams=beams)
-        _check_memory(f"{where}.batch_size", "batch_size (or num_beams)", gb, gpus,
-                      estimate_gb("decode", dims, rows=0, tokens=0))
+        _check_memory(
+            f"{where}.batch_size", "batch_size (or num_beams)", gb, gpus, estimate_gb("decode", dims, rows=0, tokens=0)
+        )
 
 
 # ------------------------------------------------------------------------------------------- GPUs
@@ -428,6 +526,9 @@ def check_gpu_resource(config: dict, global_resources) -> None:
     for key in ("sft_gpus", "rl_gpus", "decode_gpus"):
         n = llm.get(key) or 0
         if n > limit:
-            _fail(f"llm.{key}", f"{n} GPUs per job, but this run has gpu={limit} (--resources gpu={limit}); "
-                                f"Snakemake would cut the job to {limit} silently and it would fail when it leases "
-                                f"its GPUs; use at most {limit}, or raise --resources gpu")
+            _fail(
+                f"llm.{key}",
+                f"{n} GPUs per job, but this run has gpu={limit} (--resources gpu={limit}); "
+                f"Snakemake would cut the job to {limit} silently and it would fail when it leases "
+                f"its GPUs; use at most {limit}, or raise --resources gpu",
+            )

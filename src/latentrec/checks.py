@@ -27,8 +27,9 @@ def is_kind(value, kind: str) -> bool:
     return isinstance(value, {"int": int, "float": (int, float), "str": str}.get(kind, ()))
 
 
-def check_value(name: str, value, annotation, *, at_least=None, above=None, below=None, choices=None,
-                note: str = "") -> None:
+def check_value(
+    name: str, value, annotation, *, at_least=None, above=None, below=None, choices=None, note: str = ""
+) -> None:
     """Raise ValueError("<name>: must be <allowed>, got <value>") unless value fits the annotation and bounds."""
     kinds = _annotation_kinds(annotation)
     nullable = kinds is None or "None" in kinds
@@ -38,8 +39,11 @@ def check_value(name: str, value, annotation, *, at_least=None, above=None, belo
     if ok and choices is not None:
         ok = value in choices
     if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
-        ok = ((at_least is None or value >= at_least) and (above is None or value > above)
-              and (below is None or value < below))
+        ok = (
+            (at_least is None or value >= at_least)
+            and (above is None or value > above)
+            and (below is None or value < below)
+        )
     if ok:
         return
     if choices is not None:
@@ -49,8 +53,11 @@ def check_value(name: str, value, annotation, *, at_least=None, above=None, belo
         if "an integer" in words and "a number" in words:
             words.remove("an integer")
         allowed = " or ".join(words) or "a value"
-        bounds = [f">= {at_least}" if at_least is not None else "", f"> {above}" if above is not None else "",
-                  f"< {below}" if below is not None else ""]
+        bounds = [
+            f">= {at_least}" if at_least is not None else "",
+            f"> {above}" if above is not None else "",
+            f"< {below}" if below is not None else "",
+        ]
         allowed += "".join(f" {b}" for b in bounds if b)
     if nullable and kinds is not None:
         allowed += " or null"
@@ -64,8 +71,9 @@ def check_value(name: str, value, annotation, *, at_least=None, above=None, belo
     raise ValueError(f"{name}: must be {allowed}{note}, got {value!r}{hint}")
 
 
-def check_options(cls, d: dict | None, what: str, *, at_least=None, above=None, below=None, choices=None,
-                  notes=None) -> dict:
+def check_options(
+    cls, d: dict | None, what: str, *, at_least=None, above=None, below=None, choices=None, notes=None
+) -> dict:
     """Check a config dict before the dataclass `cls` is built from it: known fields, values of each field's
     annotated type (`int`, `float`, `bool`, `str`; `| None` allows null) within the bounds given per field
     (`at_least`: >=, `above`: >, `below`: <) or among `choices`. Raises ValueError naming the field and
@@ -76,6 +84,14 @@ def check_options(cls, d: dict | None, what: str, *, at_least=None, above=None, 
     if unknown:
         raise ValueError(f"unknown {what} option(s) {unknown}; known: {sorted(fields)}")
     for key, value in d.items():
-        check_value(key, value, fields[key].type, at_least=(at_least or {}).get(key), above=(above or {}).get(key),
-                    below=(below or {}).get(key), choices=(choices or {}).get(key), note=(notes or {}).get(key, ""))
+        check_value(
+            key,
+            value,
+            fields[key].type,
+            at_least=(at_least or {}).get(key),
+            above=(above or {}).get(key),
+            below=(below or {}).get(key),
+            choices=(choices or {}).get(key),
+            note=(notes or {}).get(key, ""),
+        )
     return d

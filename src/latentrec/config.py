@@ -85,8 +85,10 @@ def latent_recipe(config: dict, name: str, dataset: str | None = None) -> dict:
     for ds, over in per_dataset.items():
         bad = set(over) - PER_DATASET_KEYS
         if bad:
-            raise InputError(f"config: llm.latent.{name}.per_dataset.{ds}: {sorted(bad)} cannot differ per dataset "
-                             f"(allowed: {sorted(PER_DATASET_KEYS)}) (see config/README.md)")
+            raise InputError(
+                f"config: llm.latent.{name}.per_dataset.{ds}: {sorted(bad)} cannot differ per dataset "
+                f"(allowed: {sorted(PER_DATASET_KEYS)}) (see config/README.md)"
+            )
     for key, value in (per_dataset.get(dataset) or {}).items():
         both_dicts = isinstance(value, dict) and isinstance(r.get(key), dict)
         r[key] = {**r[key], **value} if both_dicts else copy.deepcopy(value)
@@ -130,4 +132,3 @@ def sft_grid_points(config: dict, recipe: str | None = None, dataset: str | None
 
 def latent_recipes_used(config: dict) -> list[str]:
     return sorted({c["recipe"] for c in config["methods"].values() if c["family"] == "latent"})
-

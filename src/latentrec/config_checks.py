@@ -17,9 +17,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from latentrec.bounds import check_bounds, check_job_count
 from latentrec.checks import check_value, is_kind
-from latentrec.config import (CATEGORY_PATTERN, LLM_FAMILIES, MAX_CATEGORY_ITEMS, NAME_PATTERN, NAME_RULE,
-                              POINT_PATTERN, RECOMMENDER_FAMILIES, grid_points, latent_recipe, latent_rl_points,
-                              processing_config, sft_grid)
+from latentrec.config import (
+    CATEGORY_PATTERN,
+    LLM_FAMILIES,
+    MAX_CATEGORY_ITEMS,
+    NAME_PATTERN,
+    NAME_RULE,
+    POINT_PATTERN,
+    RECOMMENDER_FAMILIES,
+    grid_points,
+    latent_recipe,
+    latent_rl_points,
+    processing_config,
+    sft_grid,
+)
 from latentrec.data.split_files import SPLIT_FILES
 from latentrec.errors import InputError
 
@@ -52,9 +63,11 @@ def check_config_files(paths) -> None:
         except OSError:
             continue  # Snakemake itself reports a missing file
         for where, key, first, line in _duplicate_keys(root, [], set()):
-            raise InputError(f"{path}:{line}: config: {key_path([*where, key])}: the key {key!r} is written twice "
-                             f"(first at line {first}); YAML would silently keep only the last one "
-                             "(see config/README.md)")
+            raise InputError(
+                f"{path}:{line}: config: {key_path([*where, key])}: the key {key!r} is written twice "
+                f"(first at line {first}); YAML would silently keep only the last one "
+                "(see config/README.md)"
+            )
 
 
 def _duplicate_keys(node, where, seen):
@@ -93,8 +106,7 @@ def validate_schema(config: dict, schema_path) -> None:
         raise InputError(f"{lines[0]} (see config/README.md)")
     if lines:
         more = f"\n  ... and {len(lines) - 12} more" if len(lines) > 12 else ""
-        raise InputError(f"config: {len(lines)} problems (see config/README.md):\n  "
-                         + "\n  ".join(lines[:12]) + more)
+        raise InputError(f"config: {len(lines)} problems (see config/README.md):\n  " + "\n  ".join(lines[:12]) + more)
 
 
 def _schema_message(e) -> str:
@@ -107,7 +119,9 @@ def _schema_message(e) -> str:
         if e.validator_value == NAME_PATTERN:
             return f"config: {where}: name {e.instance!r} is not allowed: {NAME_RULE}; it becomes a file path and a shell argument"
         if e.validator_value == CATEGORY_PATTERN:
-            return f"config: {where}: {e.instance!r} is not an Amazon 2018 file stem (letters and _, e.g. CDs_and_Vinyl)"
+            return (
+                f"config: {where}: {e.instance!r} is not an Amazon 2018 file stem (letters and _, e.g. CDs_and_Vinyl)"
+            )
     if e.validator == "uniqueItems":
         seen, dups = [], []
         for x in e.instance:
@@ -147,12 +161,24 @@ def _field_path(where: str, err: Exception, fields=()) -> tuple[str, str]:
 
 def _check_point_name(grid_where: str, point: str) -> None:
     if not re.match(POINT_PATTERN, point):
-        _fail(grid_where, f"the grid point {point!r} would not be a safe folder name: "
-                          "grid values must be numbers, booleans or simple words")
+        _fail(
+            grid_where,
+            f"the grid point {point!r} would not be a safe folder name: "
+            "grid values must be numbers, booleans or simple words",
+        )
 
 
-def _check_grid_points(points: dict[str, dict], grid: dict, grid_where: str, base_where: str, build, *,
-                       fields=(), errors=(ValueError, TypeError), always_name_point: bool = False) -> None:
+def _check_grid_points(
+    points: dict[str, dict],
+    grid: dict,
+    grid_where: str,
+    base_where: str,
+    build,
+    *,
+    fields=(),
+    errors=(ValueError, TypeError),
+    always_name_point: bool = False,
+) -> None:
     """Each grid point ({name: full params}) has a safe folder name and is accepted by `build`, which raises
     "<field>: ..." as the jobs would. A field the grid sets is reported under the grid's key path
     (`grid_where`.<field>) with the point named; any other field under `base_where` (the point named too
@@ -226,11 +252,9 @@ def _check_split_folder(where: str, folder: str) -> None:
         _fail(where, f"{folder!r} is a file; it must be a folder with {', '.join(SPLIT_FILES)}")
     if not os.path.isdir(folder):  # missing, or a symlink loop / dangling link
         _fail(where, f"the folder {folder!r} does not exist (or is a broken link): {FILL_SPLIT_FOLDER}")
-    missing = [f for f in SPLIT_FILES
-               if not any(os.path.isfile(os.path.join(folder, f + ext)) for ext in ("", ".gz"))]
+    missing = [f for f in SPLIT_FILES if not any(os.path.isfile(os.path.join(folder, f + ext)) for ext in ("", ".gz"))]
     if missing:
-        _fail(where, f"the folder {folder!r} lacks {', '.join(missing)} (each may be gzipped): "
-                     f"{FILL_SPLIT_FOLDER}")
+        _fail(where, f"the folder {folder!r} lacks {', '.join(missing)} (each may be gzipped): {FILL_SPLIT_FOLDER}")
 
 
 def _check_dataset(config: dict, name: str) -> None:
@@ -243,8 +267,11 @@ def _check_dataset(config: dict, name: str) -> None:
     if d["source"] == "processed":
         _check_split_folder(f"datasets.{name}.folder", d["folder"])
     if d["source"] == "raw" and not re.match(CATEGORY_PATTERN, d.get("category", name)):
-        fail(f"datasets.{name}", f"a raw dataset downloads its `category` (default: its name), and {name!r} is not "
-                                 "an Amazon 2018 file stem (letters and _): set `category`, e.g. CDs_and_Vinyl")
+        fail(
+            f"datasets.{name}",
+            f"a raw dataset downloads its `category` (default: its name), and {name!r} is not "
+            "an Amazon 2018 file stem (letters and _): set `category`, e.g. CDs_and_Vinyl",
+        )
     p = processing_config(config, name)
     ratios = p.get("split_ratios", [0.8, 0.1, 0.1])
     if abs(sum(ratios) - 1) > 1e-9:
@@ -262,23 +289,31 @@ def _check_dataset(config: dict, name: str) -> None:
             fail(_processing_where(config, name, key), f"month {m} of {p[key]!r} is not 1..12")
         months[key] = (y, m)
     if months["window_start"] > months["window_end"]:
-        fail(_processing_where(config, name, "window_start"), f"{p.get('window_start')!r} is after window_end "
-                                                               f"{p.get('window_end')!r}")
+        fail(
+            _processing_where(config, name, "window_start"),
+            f"{p.get('window_start')!r} is after window_end {p.get('window_end')!r}",
+        )
     start_year = months["window_start"][0]
     min_start_year = p.get("min_start_year", 1996)
     if min_start_year > start_year:
-        fail(_processing_where(config, name, "min_start_year"),
-             f"{min_start_year} is after window_start {p.get('window_start')!r}: the back-off moves the start "
-             "back towards min_start_year, so it must be at most the window's start year")
+        fail(
+            _processing_where(config, name, "min_start_year"),
+            f"{min_start_year} is after window_start {p.get('window_start')!r}: the back-off moves the start "
+            "back towards min_start_year, so it must be at most the window's start year",
+        )
     min_items = p.get("min_items", 5000)
     if d["source"] == "synthetic" and min_items > d["synthetic"]["n_items"]:
-        fail(_processing_where(config, name, "min_items"),
-             f"{min_items} items can never survive the k-core: the synthetic catalog has n_items "
-             f"{d['synthetic']['n_items']} (datasets.{name}.synthetic.n_items)")
+        fail(
+            _processing_where(config, name, "min_items"),
+            f"{min_items} items can never survive the k-core: the synthetic catalog has n_items "
+            f"{d['synthetic']['n_items']} (datasets.{name}.synthetic.n_items)",
+        )
     if d["source"] == "raw" and min_items > MAX_CATEGORY_ITEMS:
-        fail(_processing_where(config, name, "min_items"),
-             f"{min_items} is more items than any Amazon 2018 category has (the largest, Books, ~2.9M): "
-             "the back-off could never reach it")
+        fail(
+            _processing_where(config, name, "min_items"),
+            f"{min_items} is more items than any Amazon 2018 category has (the largest, Books, ~2.9M): "
+            "the back-off could never reach it",
+        )
 
 
 def _check_llm(config: dict) -> None:
@@ -293,8 +328,11 @@ def _check_llm(config: dict) -> None:
         fail("llm.backbone", f"{llm['backbone']!r} is not a key of llm.models (known: {sorted(llm['models'])})")
     limit = (config.get("evaluation") or {}).get("test_limit")
     if limit is not None and llm["decode_shards"] > limit:
-        fail("llm.decode_shards", f"{llm['decode_shards']} decode shards of {limit} test rows "
-                                  f"(evaluation.test_limit) leave shards without a row; use at most {limit}")
+        fail(
+            "llm.decode_shards",
+            f"{llm['decode_shards']} decode shards of {limit} test rows "
+            f"(evaluation.test_limit) leave shards without a row; use at most {limit}",
+        )
     sft_fields = SFTConfig.__dataclass_fields__
     try:
         SFTConfig.from_dict(llm["sft"])
@@ -324,8 +362,14 @@ def _check_llm(config: dict) -> None:
         rl_grid = raw.get("rl_grid") or {}
         if rl_grid and raw.get("rl") is None:
             fail(f"{where}.rl_grid", "a grid over RL values needs an `rl` block (rl: null means no RL stage)")
-        _check_grid_points(latent_rl_points(config, name), rl_grid, f"{where}.rl_grid", f"{where}.rl",
-                           LRGRPOConfig.from_dict, fields=LRGRPOConfig.__dataclass_fields__)
+        _check_grid_points(
+            latent_rl_points(config, name),
+            rl_grid,
+            f"{where}.rl_grid",
+            f"{where}.rl",
+            LRGRPOConfig.from_dict,
+            fields=LRGRPOConfig.__dataclass_fields__,
+        )
 
 
 def _check_sft_grid(where: str, grid, bases) -> None:
@@ -356,8 +400,15 @@ def _check_sft_grid(where: str, grid, bases) -> None:
     for point in names:  # checked even without a base config to lay the grid over
         _check_point_name(where, point)
     for base_where, base in bases:
-        _check_grid_points(grid_points({"params": base, "grid": grid}), grid, where, base_where, SFTConfig.from_dict,
-                           fields=fields, always_name_point=True)
+        _check_grid_points(
+            grid_points({"params": base, "grid": grid}),
+            grid,
+            where,
+            base_where,
+            SFTConfig.from_dict,
+            fields=fields,
+            always_name_point=True,
+        )
 
 
 def _check_recipe_sft_grid(config: dict, name: str, raw: dict) -> None:
@@ -365,8 +416,11 @@ def _check_recipe_sft_grid(config: dict, name: str, raw: dict) -> None:
     where = f"llm.latent.{name}"
     if raw.get("warmup_from") is not None:
         if raw.get("sft_grid"):
-            _fail(f"{where}.sft_grid", f"the recipe reuses the warm-up of {raw['warmup_from']!r} (`warmup_from`) and "
-                                       "trains none: set sft_grid on that recipe")
+            _fail(
+                f"{where}.sft_grid",
+                f"the recipe reuses the warm-up of {raw['warmup_from']!r} (`warmup_from`) and "
+                "trains none: set sft_grid on that recipe",
+            )
         return
     grid_where = f"{where}.sft_grid" if "sft_grid" in raw else "llm.sft_grid"
     _check_sft_grid(grid_where, raw["sft_grid"] if "sft_grid" in raw else config["llm"].get("sft_grid"), [])
@@ -377,10 +431,14 @@ def _check_recipe_sft_grid(config: dict, name: str, raw: dict) -> None:
     for ds, over in per_dataset.items():
         fixed = sorted(set((over or {}).get("sft") or {}) & set(grid))
         if fixed:
-            _fail(f"{where}.per_dataset.{ds}.sft", f"{fixed} are searched by the warm-up's grid ({grid_where}), "
-                                                   "which would replace these values")
-    bases = [(f"{where}.sft" if ds is None else f"{where}.per_dataset.{ds}.sft", latent_recipe(config, name, ds)["sft"])
-             for ds in [None, *per_dataset]]
+            _fail(
+                f"{where}.per_dataset.{ds}.sft",
+                f"{fixed} are searched by the warm-up's grid ({grid_where}), which would replace these values",
+            )
+    bases = [
+        (f"{where}.sft" if ds is None else f"{where}.per_dataset.{ds}.sft", latent_recipe(config, name, ds)["sft"])
+        for ds in [None, *per_dataset]
+    ]
     _check_sft_grid(grid_where, grid, bases)
 
 
@@ -392,8 +450,11 @@ def _check_head(where: str, recipe: dict) -> None:
     head = recipe["head"]
     if head not in HEADS:
         _fail(f"{where}.head", f"unknown latent head {head!r}; known: {sorted(HEADS)}")
-    params = {k: p for k, p in inspect.signature(HEADS[head].__init__).parameters.items()
-              if k not in ("self", "hidden_size") and p.kind is p.POSITIONAL_OR_KEYWORD}
+    params = {
+        k: p
+        for k, p in inspect.signature(HEADS[head].__init__).parameters.items()
+        if k not in ("self", "hidden_size") and p.kind is p.POSITIONAL_OR_KEYWORD
+    }
     options = recipe.get("head_options") or {}
     unknown = sorted(set(options) - set(params))
     if unknown:
@@ -431,8 +492,14 @@ def _check_method(config: dict, m: str, c: dict) -> None:
     if group == "recommender":
         from latentrec.baselines.registry import check_params
 
-        _check_grid_points(grid_points(c), c.get("grid") or {}, f"methods.{m}.grid", f"methods.{m}.params",
-                           lambda params: check_params(family, params), errors=(ValueError,))
+        _check_grid_points(
+            grid_points(c),
+            c.get("grid") or {},
+            f"methods.{m}.grid",
+            f"methods.{m}.params",
+            lambda params: check_params(family, params),
+            errors=(ValueError,),
+        )
 
 
 def _check_decode(config: dict) -> None:
@@ -447,8 +514,10 @@ def _check_decode(config: dict) -> None:
             continue
         own = c.get("decode") or {}
         if c["family"] == "latent" and own.get("cot") is not None:
-            _fail(f"methods.{m}.decode.cot", "text reasoning (CoT) is for a plain backbone (family llm), "
-                                             "not a latent-reasoning model")
+            _fail(
+                f"methods.{m}.decode.cot",
+                "text reasoning (CoT) is for a plain backbone (family llm), not a latent-reasoning model",
+            )
         blocks = [(f"methods.{m}.decode", own, "")]
         if m in (timing.get("methods") or []):
             timed = {**own, **(timing.get("decode") or {}), **((timing.get("per_method") or {}).get(m) or {})}

@@ -60,8 +60,10 @@ def field_table(cls: type) -> str:
 
 def block(name: str, key: str, spec: str) -> str:
     """One generated block: its markers (which say where it comes from) around the table."""
-    return (f"<!-- generated: {name} (`{key}`: the field help of {spec.replace(':', '.')}; `make docs` rewrites "
-            f"it) -->\n{field_table(documented_class(spec))}\n<!-- end generated -->")
+    return (
+        f"<!-- generated: {name} (`{key}`: the field help of {spec.replace(':', '.')}; `make docs` rewrites "
+        f"it) -->\n{field_table(documented_class(spec))}\n<!-- end generated -->"
+    )
 
 
 def render(text: str) -> str:
@@ -71,9 +73,11 @@ def render(text: str) -> str:
     unknown = sorted(set(found) - set(entries))
     missing = sorted(set(entries) - set(found))
     if unknown or missing or len(found) != len(set(found)):
-        raise ValueError(f"config/README.md: generated blocks {found}; expected each of {sorted(entries)} once"
-                         + (f" (unknown: {unknown})" if unknown else "")
-                         + (f" (missing: {missing})" if missing else ""))
+        raise ValueError(
+            f"config/README.md: generated blocks {found}; expected each of {sorted(entries)} once"
+            + (f" (unknown: {unknown})" if unknown else "")
+            + (f" (missing: {missing})" if missing else "")
+        )
     return _BLOCK.sub(lambda m: block(m.group("name"), *entries[m.group("name")]), text)
 
 

@@ -94,16 +94,20 @@ def disk_full_message(exc: BaseException, outputs: list[str]) -> str:
     path = Path(path or (outputs[0] if outputs else "."))
     written = max(written, _size(path))
     free, where = _free_bytes(path)
-    return (f"the disk is full: writing {path} failed after {_human(written)} ({_human(free)} free on the file "
-            f"system of {where}); this output needs more than {_human(max(written, free))} free. Free space (or "
-            "move results/ to a larger disk), then rerun the same command: the incomplete output is not kept, "
-            "Snakemake redoes the job")
+    return (
+        f"the disk is full: writing {path} failed after {_human(written)} ({_human(free)} free on the file "
+        f"system of {where}); this output needs more than {_human(max(written, free))} free. Free space (or "
+        "move results/ to a larger disk), then rerun the same command: the incomplete output is not kept, "
+        "Snakemake redoes the job"
+    )
 
 
 def out_of_memory_message(command: str) -> str:
     knob = MEMORY_KNOBS.get(command, GENERIC_KNOB)
-    return (f"`{command}` ran out of memory (an allocation failed). Lower {knob}; "
-            "`python -m latentrec plan` estimates each job's peak")
+    return (
+        f"`{command}` ran out of memory (an allocation failed). Lower {knob}; "
+        "`python -m latentrec plan` estimates each job's peak"
+    )
 
 
 def explain(exc: BaseException, command: str, outputs: list[str]) -> str | None:
@@ -134,10 +138,14 @@ def oom_kill_note(exit_status: int, oom_kills_before: int | None, oom_kills_afte
     if counted and oom_kills_after > oom_kills_before:
         cause = "killed by the kernel's OOM killer (the cgroup's oom_kill count rose)"
     elif counted:
-        return ("the job was killed by SIGKILL (exit 137), not by the OOM killer (the cgroup's oom_kill count did "
-                "not rise): a user, a scheduler's time limit or a node shutdown")
+        return (
+            "the job was killed by SIGKILL (exit 137), not by the OOM killer (the cgroup's oom_kill count did "
+            "not rise): a user, a scheduler's time limit or a node shutdown"
+        )
     else:
         cause = "killed by SIGKILL (exit 137), most likely by the kernel's OOM killer"
-    return (f"the job was {cause}: it needed more memory than it had. Lower the batch knob of its stage "
-            f"({'; '.join(f'{k}: {v}' for k, v in MEMORY_KNOBS.items())}), or give the rule more "
-            "`mem_mb` (on SLURM: --set-resources <rule>:mem_mb=...)")
+    return (
+        f"the job was {cause}: it needed more memory than it had. Lower the batch knob of its stage "
+        f"({'; '.join(f'{k}: {v}' for k, v in MEMORY_KNOBS.items())}), or give the rule more "
+        "`mem_mb` (on SLURM: --set-resources <rule>:mem_mb=...)"
+    )

@@ -27,8 +27,8 @@ from latentrec.config import latent_recipe, method_config, sft_grid_points
 
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s, from the vendors' data sheets.
 GPU_PEAK_FLOPS = {
-    "h100": 989e12,   # H100 SXM
-    "h200": 989e12,   # same compute as H100 SXM, more memory
+    "h100": 989e12,  # H100 SXM
+    "h200": 989e12,  # same compute as H100 SXM, more memory
     "a100": 312e12,
     "l40s": 362e12,
     "a6000": 155e12,
@@ -52,10 +52,10 @@ KNOWN_BACKBONES.update({f"{k}-Instruct": v for k, v in list(KNOWN_BACKBONES.item
 class Backbone:
     """What a FLOP count needs of the LLM."""
 
-    params: float        # N: every parameter, embedding included (what the plan prints)
-    body: float          # weights every token multiplies: N less the embedding table and an untied LM head
-    head: float          # the LM head's V·d: multiplied only where a log-probability is read
-    attn: float = 0.0    # 4·d·layers: QK^T and AV FLOPs per (query, key) pair in one forward
+    params: float  # N: every parameter, embedding included (what the plan prints)
+    body: float  # weights every token multiplies: N less the embedding table and an untied LM head
+    head: float  # the LM head's V·d: multiplied only where a log-probability is read
+    attn: float = 0.0  # 4·d·layers: QK^T and AV FLOPs per (query, key) pair in one forward
     source: str = ""
 
     @classmethod
@@ -87,12 +87,12 @@ class Backbone:
 class TokenStats:
     """Token counts of one dataset's rows (means, and the longest of the sample), and where they were measured."""
 
-    rows: dict            # split -> number of rows
+    rows: dict  # split -> number of rows
     items: int
-    prompt: float         # prompt tokens (instruction + history + response header)
-    target: float         # target title tokens, with EOS
+    prompt: float  # prompt tokens (instruction + history + response header)
+    target: float  # target title tokens, with EOS
     source: str
-    prompt_max: int = 0   # the longest prompt and target of the sample (a padded micro-batch's shape)
+    prompt_max: int = 0  # the longest prompt and target of the sample (a padded micro-batch's shape)
     target_max: int = 0
 
 
@@ -138,8 +138,9 @@ def rl_row(bb: Backbone, prompt: float, target: float, k: int, latents: float, k
 def decode_user(bb: Backbone, prompt: float, beams: int, steps: float) -> float:
     """Beam search of one user: the prompt once (the head on its last position), then `steps` tokens on
     every beam, each scored."""
-    return (forward(bb, prompt, 1, _causal(prompt))
-            + forward(bb, beams * steps, beams * steps, beams * _causal(steps, prompt)))
+    return forward(bb, prompt, 1, _causal(prompt)) + forward(
+        bb, beams * steps, beams * steps, beams * _causal(steps, prompt)
+    )
 
 
 # ----------------------------------------------------------------------------- per job
@@ -162,8 +163,10 @@ def _train_rows(sft: dict, st: TokenStats) -> tuple[float, float]:
 def _sft_flops(settings: dict, bb: Backbone, st: TokenStats, extra: float = 0.0) -> tuple[float, str]:
     tr, va = _train_rows(settings, st)
     tokens = tr * (st.prompt + st.target + extra)
-    return (tr * train_row(bb, st.prompt, st.target, extra) + va * valid_row(bb, st.prompt, st.target, extra),
-            f"{tokens / 1e6:.1f}M train tokens")
+    return (
+        tr * train_row(bb, st.prompt, st.target, extra) + va * valid_row(bb, st.prompt, st.target, extra),
+        f"{tokens / 1e6:.1f}M train tokens",
+    )
 
 
 def sft(w: dict, config: dict, bb: Backbone, st: TokenStats) -> tuple[float, str]:
@@ -189,8 +192,11 @@ def latent_rl(w: dict, config: dict, bb: Backbone, st: TokenStats) -> tuple[floa
     valid = _rows(st.rows["valid"], rl.get("valid_limit"))
     p, t = st.prompt, st.target
     if rl.get("rollout") in ("decode", "beams"):  # K greedy titles, then the whole model trains on them
-        per_row = (k * forward(bb, t, t, _causal(t, p + lat)) + forward(bb, p, 0, _causal(p))
-                   + 3 * forward(bb, k * (lat + t), k * t, k * _causal(lat + t, p)))
+        per_row = (
+            k * forward(bb, t, t, _causal(t, p + lat))
+            + forward(bb, p, 0, _causal(p))
+            + 3 * forward(bb, k * (lat + t), k * t, k * _causal(lat + t, p))
+        )
     else:
         per_row = rl_row(bb, p, t, k, lat, kl=bool(rl.get("beta")))
     return rows * per_row + valid * valid_row(bb, p, t, lat), f"{rows} samples x K={k}"

@@ -25,8 +25,13 @@ def visible_device_ids() -> list[str]:
     if os.environ.get("LATENTREC_GPU_IDS"):
         return [d.strip() for d in os.environ["LATENTREC_GPU_IDS"].split(",") if d.strip()]
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
     return [line.strip() for line in out.splitlines() if line.strip()]
@@ -73,8 +78,9 @@ def run_with_gpus(n: int, command: list[str]) -> int:
         return subprocess.call(command, env=env)
     if "CUDA_VISIBLE_DEVICES" in env:  # said in the job's log: which devices a cluster job ran on
         job = f" by SLURM job {env['SLURM_JOB_ID']}" if env.get("SLURM_JOB_ID") else ""
-        print(f"lease-gpus: CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} set{job}; no local lease",
-              file=sys.stderr)
+        print(
+            f"lease-gpus: CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']} set{job}; no local lease", file=sys.stderr
+        )
         return subprocess.call(command, env=env)
     ids, handles = acquire(n)
     env["CUDA_VISIBLE_DEVICES"] = ",".join(ids)

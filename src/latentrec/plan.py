@@ -41,7 +41,7 @@ class Job:
     flops: float = 0.0
     seconds: float = 0.0
     what: str = ""
-    step: object = None       # plan_memory.JobStep: what its memory estimate runs
+    step: object = None  # plan_memory.JobStep: what its memory estimate runs
     peak_bytes: float = 0.0
     fits_batch: int | None = None  # where the configured batch does not fit: the largest that does
 
@@ -135,8 +135,10 @@ def backbone(config: dict) -> Backbone:
         return Backbone.from_config(AutoConfig.from_pretrained(path.parent), str(path.relative_to(REPO)))
     if spec in KNOWN_BACKBONES:
         return Backbone.of(*KNOWN_BACKBONES[spec], source=f"known size of {spec}")
-    raise InputError(f"plan: llm.models.{name}: parameter count of {spec!r} unknown; fetch it first "
-                     f"(snakemake resources/models/{name}) or pass --params")
+    raise InputError(
+        f"plan: llm.models.{name}: parameter count of {spec!r} unknown; fetch it first "
+        f"(snakemake resources/models/{name}) or pass --params"
+    )
 
 
 def _tokenizer(config: dict):
@@ -169,8 +171,11 @@ def _processed_folder(config: dict, dataset: str) -> tuple[Path | None, str]:
 def _stand_in(config: dict) -> Path | None:
     """Rows to count tokens on before a dataset is processed: a processed split the config names, else
     one under resources/splits/."""
-    named = [(REPO / d["folder"]).resolve() for d in config["datasets"].values()
-             if d.get("source") == "processed" and d.get("folder")]
+    named = [
+        (REPO / d["folder"]).resolve()
+        for d in config["datasets"].values()
+        if d.get("source") == "processed" and d.get("folder")
+    ]
     found = sorted(SPLITS.iterdir()) if SPLITS.is_dir() else []
     for folder in named + found:
         if (folder / "train.parquet").exists() or (folder / "info.txt").exists():
@@ -192,9 +197,11 @@ def token_stats(config: dict, datasets: list[str], sample: int = 400) -> dict[st
         if folder is None and (stand_in := _stand_in(config)) is not None:
             folder, where = stand_in, f"{stand_in.name} (stand-in: {ds} is not processed yet)"
         if folder is None:
-            raise InputError(f"plan: no rows of dataset {ds!r} to count tokens on: run its data stage first "
-                             f"(snakemake results/{ds}/data/train.parquet), or put a processed split under "
-                             f"{SPLITS.relative_to(REPO)}/ (README, \"Real data\")")
+            raise InputError(
+                f"plan: no rows of dataset {ds!r} to count tokens on: run its data stage first "
+                f"(snakemake results/{ds}/data/train.parquet), or put a processed split under "
+                f'{SPLITS.relative_to(REPO)}/ (README, "Real data")'
+            )
         key = str(folder)
         if key not in measured:
             data = load_dataset(folder) if (folder / "train.parquet").exists() else import_csv_dataset(folder)
@@ -205,8 +212,14 @@ def token_stats(config: dict, datasets: list[str], sample: int = 400) -> dict[st
             target = [len(enc.target_ids(titles[i])) for i in rows["item_id"]]
             counts = {s: len(data.split(s)) for s in ("train", "valid", "test")}
             longest_title = max(len(enc.target_ids(t)) for t in titles)  # decoding's default max_new_tokens
-            measured[key] = (counts, data.n_items, sum(prompt) / len(prompt), sum(target) / len(target),
-                             max(prompt), longest_title)
+            measured[key] = (
+                counts,
+                data.n_items,
+                sum(prompt) / len(prompt),
+                sum(target) / len(target),
+                max(prompt),
+                longest_title,
+            )
         counts, items, p, t, p_max, t_max = measured[key]
         if ds in published and not str(folder).endswith(f"{ds}/data"):
             counts = {s: int(published[ds][s]) for s in ("train", "valid", "test")}
@@ -253,8 +266,9 @@ def measured_mfus(path: str | Path) -> tuple[float, float, str]:
     return sft, sum(decode) / len(decode), f"measured: {path}, pipeline part ({r.get('peak')})"
 
 
-def estimate_memory(jobs: list[Job], config: dict, stats: dict[str, TokenStats], gpu_bytes: float,
-                    estimator=None) -> str:
+def estimate_memory(
+    jobs: list[Job], config: dict, stats: dict[str, TokenStats], gpu_bytes: float, estimator=None
+) -> str:
     """Each LLM job's peak on one GPU, and where it does not fit, the largest batch that does; returns
     where the architecture came from ("" when none is on disk: no column)."""
     from latentrec.plan_memory import MARGIN, Estimator, job_step
@@ -275,9 +289,18 @@ def estimate_memory(jobs: list[Job], config: dict, stats: dict[str, TokenStats],
     return getattr(estimator, "source", "")
 
 
-def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: float, peak: float | None = None,
-              params: float | None = None, snakemake: str | None = None, memory: bool = False,
-              measured: str | None = None, estimator=None) -> Plan:
+def make_plan(
+    configfiles: list[str],
+    gpu: str,
+    mfu_train: float,
+    mfu_decode: float,
+    peak: float | None = None,
+    params: float | None = None,
+    snakemake: str | None = None,
+    memory: bool = False,
+    measured: str | None = None,
+    estimator=None,
+) -> Plan:
     """The plan of `configfiles`; `memory`: the peak-memory column (minutes on a CPU at 1.5B scale, then
     cached); `measured`: a gpu_check JSON whose MFUs replace the assumed ones; `estimator`: the memory
     estimator (plan_memory.Estimator) instead of the backbone's."""
@@ -301,9 +324,18 @@ def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: fl
     arch = ""
     if memory and gpu_bytes and stats:
         arch = estimate_memory(jobs, config, stats, gpu_bytes, estimator)
-    assumptions = {"gpu": gpu, "peak_flops": peak, "mfu_train": mfu_train, "mfu_decode": mfu_decode,
-                   "mfu_source": mfu_source, "params": bb.params, "params_source": bb.source,
-                   "configfiles": list(configfiles), "gpu_memory": gpu_bytes, "memory_source": arch}
+    assumptions = {
+        "gpu": gpu,
+        "peak_flops": peak,
+        "mfu_train": mfu_train,
+        "mfu_decode": mfu_decode,
+        "mfu_source": mfu_source,
+        "params": bb.params,
+        "params_source": bb.source,
+        "configfiles": list(configfiles),
+        "gpu_memory": gpu_bytes,
+        "memory_source": arch,
+    }
     return Plan(jobs, assumptions, stats)
 
 
@@ -313,8 +345,10 @@ def make_plan(configfiles: list[str], gpu: str, mfu_train: float, mfu_decode: fl
 def per_rule(plan: Plan, safety: float = 2.0) -> list[dict]:
     rows: dict[str, dict] = {}
     for j in plan.jobs:
-        r = rows.setdefault(j.rule, {"rule": j.rule, "jobs": 0, "gpus": j.gpus, "flops": 0.0, "gpu_hours": 0.0,
-                                     "hours": 0.0, "longest_s": 0.0})
+        r = rows.setdefault(
+            j.rule,
+            {"rule": j.rule, "jobs": 0, "gpus": j.gpus, "flops": 0.0, "gpu_hours": 0.0, "hours": 0.0, "longest_s": 0.0},
+        )
         r["jobs"] += 1
         r["flops"] += j.flops
         r["gpu_hours"] += j.seconds * j.gpus / 3600
@@ -374,9 +408,11 @@ def markdown(plan: Plan, safety: float = 2.0) -> str:
         f"- SLURM runtime: {safety:g}x the longest job's estimate + 10 min start-up, in 15-min steps",
     ]
     if a.get("memory_source"):
-        lines.append(f"- peak memory: our own step code on fake weights of {a['memory_source']} "
-                     f"(llm/memory_estimate.py), the worst job of the rule at the longest sampled prompt and "
-                     f"catalogue title; fits when under {1 - MARGIN:.0%} of {gpu_bytes / 1e9:.0f} GB")
+        lines.append(
+            f"- peak memory: our own step code on fake weights of {a['memory_source']} "
+            f"(llm/memory_estimate.py), the worst job of the rule at the longest sampled prompt and "
+            f"catalogue title; fits when under {1 - MARGIN:.0%} of {gpu_bytes / 1e9:.0f} GB"
+        )
     lines += [
         "",
         f"| rule | jobs | GPUs/job | PFLOP | job-hours | GPU-hours | longest job | runtime request | {mem_head} "
@@ -387,26 +423,44 @@ def markdown(plan: Plan, safety: float = 2.0) -> str:
         meas = f"{measured[r['rule']]:.0f} s" if r["rule"] in measured else ""
         mem = _memory_cells(r, a["gpu"], gpu_bytes)
         if not r["flops"]:
-            lines.append(f"| {r['rule']} | {r['jobs']} | {r['gpus']} | – | – | – | CPU | the rule's own |{mem} {meas} |")
+            lines.append(
+                f"| {r['rule']} | {r['jobs']} | {r['gpus']} | – | – | – | CPU | the rule's own |{mem} {meas} |"
+            )
             continue
-        lines.append(f"| {r['rule']} | {r['jobs']} | {r['gpus']} | {r['flops'] / 1e15:.3g} | {r['hours']:.3g} | "
-                     f"{r['gpu_hours']:.3g} | {r['longest_s'] / 60:.1f} min | {r['runtime_min']} min |{mem} {meas} |")
+        lines.append(
+            f"| {r['rule']} | {r['jobs']} | {r['gpus']} | {r['flops'] / 1e15:.3g} | {r['hours']:.3g} | "
+            f"{r['gpu_hours']:.3g} | {r['longest_s'] / 60:.1f} min | {r['runtime_min']} min |{mem} {meas} |"
+        )
     hours = sum(r["hours"] for r in rules)
-    lines += ["", f"**Total: {total:.0f} GPU-hours** on {a['gpu']}, {hours:.3g} job-hours of the costed rules "
-              f"({sum(r['flops'] for r in rules) / 1e18:.2f} EFLOP).", "", "Token counts per dataset:", ""]
+    lines += [
+        "",
+        f"**Total: {total:.0f} GPU-hours** on {a['gpu']}, {hours:.3g} job-hours of the costed rules "
+        f"({sum(r['flops'] for r in rules) / 1e18:.2f} EFLOP).",
+        "",
+        "Token counts per dataset:",
+        "",
+    ]
     for ds, st in plan.token_stats.items():
-        lines.append(f"- {ds}: {st.rows['train']:,} / {st.rows['valid']:,} / {st.rows['test']:,} rows; "
-                     f"prompt {st.prompt:.0f} tokens (longest sampled {st.prompt_max}), target {st.target:.1f} "
-                     f"tokens (longest title {st.target_max}) ({st.source})")
+        lines.append(
+            f"- {ds}: {st.rows['train']:,} / {st.rows['valid']:,} / {st.rows['test']:,} rows; "
+            f"prompt {st.prompt:.0f} tokens (longest sampled {st.prompt_max}), target {st.target:.1f} "
+            f"tokens (longest title {st.target_max}) ({st.source})"
+        )
     steps = memory_steps(plan)
     if steps:
-        lines += ["", f"Peak memory per distinct step ({a['gpu']}, {gpu_bytes / 1e9:.0f} GB):", "",
-                  "| step | batch | prompt + target tokens | peak | fits | largest fitting batch | jobs (rules) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Peak memory per distinct step ({a['gpu']}, {gpu_bytes / 1e9:.0f} GB):",
+            "",
+            "| step | batch | prompt + target tokens | peak | fits | largest fitting batch | jobs (rules) |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for st in steps:
-            lines.append(f"| {st['kind']} | {st['batch']} | {st['prompt_len']} + {st['target_len']} | "
-                         f"{st['peak_bytes'] / 2**30:.1f} GiB | {'yes' if st['fits'] is None else '**no**'} | "
-                         f"{'' if st['fits'] is None else st['fits']} | {st['jobs']} ({', '.join(st['rules'])}) |")
+            lines.append(
+                f"| {st['kind']} | {st['batch']} | {st['prompt_len']} + {st['target_len']} | "
+                f"{st['peak_bytes'] / 2**30:.1f} GiB | {'yes' if st['fits'] is None else '**no**'} | "
+                f"{'' if st['fits'] is None else st['fits']} | {st['jobs']} ({', '.join(st['rules'])}) |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -420,12 +474,24 @@ def memory_steps(plan: Plan) -> list[dict]:
             continue
         key = (j.step.kind, tuple(sorted(asdict(j.step.shapes).items())))
         sh = j.step.shapes
-        d = out.setdefault(key, {"kind": j.step.kind, "knob": j.step.knob, "prompt_len": sh.prompt_len,
-                                 "target_len": sh.target_len, "peak_bytes": j.peak_bytes, "fits": j.fits_batch,
-                                 "batch": (f"{sh.decode_batch} x {sh.num_beams} beams" if j.step.kind == "decode"
-                                           else f"{sh.micro_batch}" + (f" x K={sh.group_size}"
-                                                                       if "grpo" in j.step.kind else "")),
-                                 "jobs": 0, "rules": []})
+        d = out.setdefault(
+            key,
+            {
+                "kind": j.step.kind,
+                "knob": j.step.knob,
+                "prompt_len": sh.prompt_len,
+                "target_len": sh.target_len,
+                "peak_bytes": j.peak_bytes,
+                "fits": j.fits_batch,
+                "batch": (
+                    f"{sh.decode_batch} x {sh.num_beams} beams"
+                    if j.step.kind == "decode"
+                    else f"{sh.micro_batch}" + (f" x K={sh.group_size}" if "grpo" in j.step.kind else "")
+                ),
+                "jobs": 0,
+                "rules": [],
+            },
+        )
         d["jobs"] += 1
         if j.rule not in d["rules"]:
             d["rules"].append(j.rule)
@@ -433,13 +499,18 @@ def memory_steps(plan: Plan) -> list[dict]:
 
 
 def as_dict(plan: Plan, safety: float = 2.0) -> dict:
-    return {"assumptions": plan.assumptions, "rules": per_rule(plan, safety),
-            "total_gpu_hours": sum(r["gpu_hours"] for r in per_rule(plan, safety)),
-            "total_job_hours": sum(r["hours"] for r in per_rule(plan, safety)),
-            "token_stats": {d: {"rows": s.rows, "prompt": s.prompt, "target": s.target, "source": s.source}
-                            for d, s in plan.token_stats.items()},
-            "measured_seconds": measured_seconds(plan),
-            "memory_steps": memory_steps(plan)}
+    return {
+        "assumptions": plan.assumptions,
+        "rules": per_rule(plan, safety),
+        "total_gpu_hours": sum(r["gpu_hours"] for r in per_rule(plan, safety)),
+        "total_job_hours": sum(r["hours"] for r in per_rule(plan, safety)),
+        "token_stats": {
+            d: {"rows": s.rows, "prompt": s.prompt, "target": s.target, "source": s.source}
+            for d, s in plan.token_stats.items()
+        },
+        "measured_seconds": measured_seconds(plan),
+        "memory_steps": memory_steps(plan),
+    }
 
 
 def snakemake_executable() -> str:

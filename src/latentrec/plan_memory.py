@@ -27,8 +27,8 @@ class JobStep:
     """What one job repeats, for the memory estimate: its step kind, shapes and the config key of its batch."""
 
     kind: str
-    shapes: object       # memory_estimate.Shapes
-    knob: str            # the config key that sets the estimated batch
+    shapes: object  # memory_estimate.Shapes
+    knob: str  # the config key that sets the estimated batch
 
 
 def _lengths(stats: dict[str, TokenStats]) -> tuple[int, int, int]:
@@ -52,29 +52,52 @@ def job_step(step: str, w: dict, config: dict, stats: dict[str, TokenStats]) -> 
     llm = config["llm"]
     if step == "sft":
         s = sft_grid_points(config).get(w.get("point"), llm["sft"])
-        return JobStep("sft", Shapes(micro_batch=int(s["micro_batch"]), prompt_len=p, target_len=t),
-                       "llm.sft.micro_batch")
+        return JobStep(
+            "sft", Shapes(micro_batch=int(s["micro_batch"]), prompt_len=p, target_len=t), "llm.sft.micro_batch"
+        )
     if step == "latent_sft":
         r = latent_recipe(config, w["recipe"], w.get("dataset"))
         s = sft_grid_points(config, w["recipe"], w.get("dataset")).get(w.get("point"), r["sft"])
         head, opts = _head(r)
-        return JobStep("latent_sft", Shapes(micro_batch=int(s["micro_batch"]), prompt_len=p, target_len=t,
-                                            n_latents=r["n_latents"], refine_steps=r.get("refine_steps", 1),
-                                            head=head, head_options=opts), f"llm.latent.{w['recipe']}.sft.micro_batch")
+        return JobStep(
+            "latent_sft",
+            Shapes(
+                micro_batch=int(s["micro_batch"]),
+                prompt_len=p,
+                target_len=t,
+                n_latents=r["n_latents"],
+                refine_steps=r.get("refine_steps", 1),
+                head=head,
+                head_options=opts,
+            ),
+            f"llm.latent.{w['recipe']}.sft.micro_batch",
+        )
     if step == "latent_rl":
         r = latent_recipe(config, w["recipe"], w.get("dataset"))
         rl, head, opts = r["rl"] or {}, *_head(r)
         k, lat = rl.get("group_size", 8), r["n_latents"] * r.get("refine_steps", 1)
-        per_forward = max(1, (rl.get("advantage_groups") or rl.get("groups_per_step", 32))
-                          // max(1, int(llm.get("rl_gpus") or 1)))
+        per_forward = max(
+            1, (rl.get("advantage_groups") or rl.get("groups_per_step", 32)) // max(1, int(llm.get("rl_gpus") or 1))
+        )
         knob = f"llm.latent.{w['recipe']}.rl.advantage_groups"
         if rl.get("rollout") in ("decode", "beams"):  # the whole model trains on K titles per sample: SFT-like
             return JobStep("sft", Shapes(micro_batch=per_forward * k, prompt_len=p + lat, target_len=t), knob)
         flr = bool(rl.get("beta")) or rl.get("reward") == "hybrid" or bool(rl.get("regularisers"))
-        return JobStep("flr_grpo" if flr else "lr_grpo",
-                       Shapes(micro_batch=per_forward, prompt_len=p, target_len=t, group_size=k,
-                              n_latents=r["n_latents"], refine_steps=r.get("refine_steps", 1), head=head,
-                              head_options=opts, catalog_items=items), knob)
+        return JobStep(
+            "flr_grpo" if flr else "lr_grpo",
+            Shapes(
+                micro_batch=per_forward,
+                prompt_len=p,
+                target_len=t,
+                group_size=k,
+                n_latents=r["n_latents"],
+                refine_steps=r.get("refine_steps", 1),
+                head=head,
+                head_options=opts,
+                catalog_items=items,
+            ),
+            knob,
+        )
     if step == "decode":
         m = method_config(config, w["method"])
         dec = m.get("decode") or {}
@@ -82,10 +105,17 @@ def job_step(step: str, w: dict, config: dict, stats: dict[str, TokenStats]) -> 
         if m.get("family") == "latent":
             r = latent_recipe(config, m["recipe"], w.get("dataset"))
             extra += r["n_latents"] * r.get("refine_steps", 1)
-        return JobStep("decode", Shapes(decode_batch=int(dec.get("batch_size", 8)), prompt_len=p + extra,
-                                        target_len=t, num_beams=int(dec.get("num_beams", 10)),
-                                        max_new_tokens=int(dec.get("max_new_tokens") or t)),
-                       f"methods.{w['method']}.decode.batch_size")
+        return JobStep(
+            "decode",
+            Shapes(
+                decode_batch=int(dec.get("batch_size", 8)),
+                prompt_len=p + extra,
+                target_len=t,
+                num_beams=int(dec.get("num_beams", 10)),
+                max_new_tokens=int(dec.get("max_new_tokens") or t),
+            ),
+            f"methods.{w['method']}.decode.batch_size",
+        )
     return None
 
 

@@ -36,8 +36,11 @@ def live_snakemakes(workdir: str | os.PathLike) -> list[psutil.Process]:
     here = os.path.realpath(workdir)
     me = psutil.Process()
     mine = {me.pid, *(p.pid for p in me.parents())}
-    return [p for p in psutil.process_iter()
-            if p.pid not in mine and _is_snakemake(p) and (cwd := _cwd(p)) and os.path.realpath(cwd) == here]
+    return [
+        p
+        for p in psutil.process_iter()
+        if p.pid not in mine and _is_snakemake(p) and (cwd := _cwd(p)) and os.path.realpath(cwd) == here
+    ]
 
 
 def clear_stale_locks(workdir: str | os.PathLike = ".") -> str | None:
@@ -51,9 +54,13 @@ def clear_stale_locks(workdir: str | os.PathLike = ".") -> str | None:
     live = live_snakemakes(workdir)
     if live:
         pids = ", ".join(str(p.pid) for p in live)
-        return (f"another Snakemake is running in this folder (pid {pids}): its lock stays; wait for it to finish "
-                "or stop it, then rerun the same command")
+        return (
+            f"another Snakemake is running in this folder (pid {pids}): its lock stays; wait for it to finish "
+            "or stop it, then rerun the same command"
+        )
     for lock in locks:
         lock.unlink(missing_ok=True)
-    return (f"removed {len(locks)} stale lock file(s) of a Snakemake that is no longer running; "
-            "outputs it left incomplete are redone")
+    return (
+        f"removed {len(locks)} stale lock file(s) of a Snakemake that is no longer running; "
+        "outputs it left incomplete are redone"
+    )

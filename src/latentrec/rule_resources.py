@@ -40,7 +40,7 @@ class JobFacts:
 
     config: dict
     wildcards: dict
-    input: list         # the job's input files
+    input: list  # the job's input files
     gpus: int
 
 
@@ -54,14 +54,14 @@ class Cost:
 
 @dataclass(frozen=True)
 class RuleResources:
-    gpus: str | None = None            # the llm.* key with this rule's GPUs per job; None: a CPU job
-    data_parallel: bool = False        # with several GPUs, one accelerate process per GPU (else one process)
+    gpus: str | None = None  # the llm.* key with this rule's GPUs per job; None: a CPU job
+    data_parallel: bool = False  # with several GPUs, one accelerate process per GPU (else one process)
     mem_mb: int | Callable[[JobFacts], float] = 4_000
-    base_minutes: float = 10           # a CPU job's start-up; `work_s` x2 is added to it
+    base_minutes: float = 10  # a CPU job's start-up; `work_s` x2 is added to it
     work_s: Callable[[JobFacts], float] | None = None
-    cost: Cost | None = None           # costed by `latentrec plan`; its runtime is the FLOP count's
-    step: str | None = None            # the step its jobs repeat, for the plan's memory column (plan_memory.job_step)
-    local: bool = False                # `localrule: True`: seconds of work, in the main Snakemake process
+    cost: Cost | None = None  # costed by `latentrec plan`; its runtime is the FLOP count's
+    step: str | None = None  # the step its jobs repeat, for the plan's memory column (plan_memory.job_step)
+    local: bool = False  # `localrule: True`: seconds of work, in the main Snakemake process
 
 
 # ---- the job facts the models read
@@ -124,7 +124,7 @@ LOCAL = RuleResources(local=True)
 SFT = Cost(flops.sft, "train")
 LATENT_SFT = Cost(flops.latent_sft, "train")
 LATENT_RL = Cost(flops.latent_rl, "train")
-DECODE = Cost(flops.decode_shard, "decode")   # small-batch beam search is memory-bound: the decode MFU
+DECODE = Cost(flops.decode_shard, "decode")  # small-batch beam search is memory-bound: the decode MFU
 TIMING = Cost(flops.decode_timing, "decode")
 FACTORS = Cost(flops.flr_factors, "decode")
 TITLES = Cost(flops.title_embeddings, "decode")
@@ -143,18 +143,20 @@ RULES: dict[str, RuleResources] = {
     "select_grid_point": LOCAL,
     # llm.smk
     "fetch_model": RuleResources(base_minutes=60),
-    "sft_backbone": RuleResources(gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=SFT,
-                                  step="sft"),
+    "sft_backbone": RuleResources(gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=SFT, step="sft"),
     "select_sft": LOCAL,
     "decode_llm_shard": RuleResources(gpus="decode_gpus", mem_mb=12_000, cost=DECODE, step="decode"),
     "gather_llm_shards": LOCAL,
-    "latent_warmup_sft": RuleResources(gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb,
-                                       cost=LATENT_SFT, step="latent_sft"),
-    "latent_warmup_point": RuleResources(gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb,
-                                         cost=LATENT_SFT, step="latent_sft"),
+    "latent_warmup_sft": RuleResources(
+        gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=LATENT_SFT, step="latent_sft"
+    ),
+    "latent_warmup_point": RuleResources(
+        gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=LATENT_SFT, step="latent_sft"
+    ),
     "select_latent_warmup": LOCAL,
-    "latent_rl_point": RuleResources(gpus="rl_gpus", data_parallel=True, mem_mb=llm_training_mb,
-                                     cost=LATENT_RL, step="latent_rl"),
+    "latent_rl_point": RuleResources(
+        gpus="rl_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=LATENT_RL, step="latent_rl"
+    ),
     "select_latent_rl": LOCAL,
     "flr_factors": RuleResources(gpus="decode_gpus", mem_mb=12_000, cost=FACTORS),
     "time_inference": RuleResources(gpus="decode_gpus", mem_mb=12_000, cost=TIMING, step="decode"),
@@ -217,8 +219,10 @@ def runtime_minutes(rule: str, config: dict, wildcards, input, attempt: int = 1)
     job = JobFacts(config, dict(wildcards.items()), list(input), job_gpus(rule, config))
     if r.cost is not None:
         rows = {split: table_rows(job.input, split) for split in ("train", "valid", "test")}
-        return min(MAX_RUNTIME_MIN, requested_minutes(rule, job.wildcards, config, rows,
-                                                      table_rows(job.input, "items"), job.gpus, attempt))
+        return min(
+            MAX_RUNTIME_MIN,
+            requested_minutes(rule, job.wildcards, config, rows, table_rows(job.input, "items"), job.gpus, attempt),
+        )
     work_s = r.work_s(job) if r.work_s else 0.0
     return int(min(MAX_RUNTIME_MIN, attempt * (r.base_minutes + 2 * work_s / 60)))
 
@@ -228,8 +232,9 @@ def slurm_runtime_minutes(seconds: float, safety: float = 2.0, startup_min: floa
     return int(15 * math.ceil((safety * seconds / 60 + startup_min) / 15))
 
 
-def requested_minutes(rule: str, wildcards: dict, config: dict, rows: dict, items: int, gpus: int,
-                      attempt: int = 1) -> int:
+def requested_minutes(
+    rule: str, wildcards: dict, config: dict, rows: dict, items: int, gpus: int, attempt: int = 1
+) -> int:
     """The SLURM runtime an LLM rule's job asks for: its FLOPs for `rows`, at REQUEST_PEAK / REQUEST_MFU."""
     cost = resources_of(rule).cost
     spec = config["llm"]["models"][config["llm"]["backbone"]]["spec"]

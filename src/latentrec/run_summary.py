@@ -64,8 +64,12 @@ def _hms(seconds: float) -> str:
 def format_summary(times: dict[str, RuleTime], outputs_dir: str | Path, not_drawn: list[str] = ()) -> str:
     """Markdown: a table of rules by total wall time, then the tables and figures under outputs_dir, then
     `not_drawn` (one line each: a paper figure this config leaves out, and why)."""
-    lines = ["## Wall time per rule (benchmarks/)", "",
-             "| rule | jobs | total h:m:s | longest job | peak RSS MB |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "## Wall time per rule (benchmarks/)",
+        "",
+        "| rule | jobs | total h:m:s | longest job | peak RSS MB |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for rule, t in sorted(times.items(), key=lambda kv: (-kv[1].total_s, kv[0])):
         rss = "" if t.peak_rss_mb is None else f"{t.peak_rss_mb:.0f}"
         lines.append(f"| {rule} | {t.jobs} | {_hms(t.total_s)} | {_hms(t.max_s)} | {rss} |")
@@ -83,8 +87,12 @@ def format_summary(times: dict[str, RuleTime], outputs_dir: str | Path, not_draw
     return "\n".join(lines) + "\n"
 
 
-def run_summary(bench_dir: str | Path = "benchmarks", outputs_dir: str | Path = "results/tables",
-                out: str | Path | None = None, not_drawn: list[str] = ()) -> str:
+def run_summary(
+    bench_dir: str | Path = "benchmarks",
+    outputs_dir: str | Path = "results/tables",
+    out: str | Path | None = None,
+    not_drawn: list[str] = (),
+) -> str:
     """The summary as text; also written to `out` when given."""
     text = format_summary(rule_times(bench_dir) if Path(bench_dir).is_dir() else {}, outputs_dir, not_drawn)
     if out is not None:

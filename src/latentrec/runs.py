@@ -1,10 +1,10 @@
 """A run's outputs in results/{dataset}/{method}/seed{n}/ and the code that writes them.
 
-  predictions.parquet   row, user_id, pred_item_ids (top-k), pred_titles, pred_scores
-  config.yaml           the resolved method config, seed, dataset and package version
-  train_log.json        what fit() reported (losses, epochs, timings)
-  rows.parquet          per-row metrics (written by `evaluate`, used by the paired tests)
-  metrics.json          aggregate metrics
+predictions.parquet   row, user_id, pred_item_ids (top-k), pred_titles, pred_scores
+config.yaml           the resolved method config, seed, dataset and package version
+train_log.json        what fit() reported (losses, epochs, timings)
+rows.parquet          per-row metrics (written by `evaluate`, used by the paired tests)
+metrics.json          aggregate metrics
 """
 
 from __future__ import annotations

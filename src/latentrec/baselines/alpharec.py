@@ -69,8 +69,9 @@ DEFAULTS = {
 
 
 @torch.no_grad()
-def title_embeddings(model, tokenizer, titles: list[str], batch_size: int = 64, max_tokens: int = 64,
-                     desc: str = "title embeddings") -> np.ndarray:
+def title_embeddings(
+    model, tokenizer, titles: list[str], batch_size: int = 64, max_tokens: int = 64, desc: str = "title embeddings"
+) -> np.ndarray:
     """Mean-pooled last hidden state of each title under a causal LM: float32 [len(titles), hidden].
 
     Runs the decoder body only (no LM head). Titles are batched by token length, so padding (masked
@@ -79,8 +80,12 @@ def title_embeddings(model, tokenizer, titles: list[str], batch_size: int = 64, 
     model.eval()
     body = model.get_decoder() if hasattr(model, "get_decoder") else model.base_model
     device = next(model.parameters()).device
-    enc = tokenizer([t if t else (tokenizer.eos_token or " ") for t in titles], add_special_tokens=True,
-                    truncation=True, max_length=max_tokens)["input_ids"]
+    enc = tokenizer(
+        [t if t else (tokenizer.eos_token or " ") for t in titles],
+        add_special_tokens=True,
+        truncation=True,
+        max_length=max_tokens,
+    )["input_ids"]
     enc = [ids if ids else [tokenizer.eos_token_id] for ids in enc]
     order = np.argsort([len(ids) for ids in enc], kind="stable")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -103,7 +108,9 @@ def title_embeddings(model, tokenizer, titles: list[str], batch_size: int = 64, 
 def load_item_embeddings(source, n_items: int) -> np.ndarray:
     arr = np.load(source) if isinstance(source, (str, Path)) else np.asarray(source)
     if arr.ndim != 2 or arr.shape[0] != n_items:
-        raise ValueError(f"item embeddings: expected [{n_items}, d], got {list(arr.shape)} ({source if isinstance(source, (str, Path)) else 'array'})")
+        raise ValueError(
+            f"item embeddings: expected [{n_items}, d], got {list(arr.shape)} ({source if isinstance(source, (str, Path)) else 'array'})"
+        )
     if not np.isfinite(arr).all():
         raise ValueError("item embeddings contain NaN or inf")
     return arr.astype(np.float32, copy=False)
@@ -123,13 +130,19 @@ class BipartiteGraph:
         deg_i = np.bincount(i, minlength=n_items).astype(np.float64)
         w = 1.0 / np.sqrt(deg_u[u] * deg_i[i])
         idx = torch.as_tensor(np.stack([u, i]), dtype=torch.long)
-        self.ui = torch.sparse_coo_tensor(idx, torch.as_tensor(w, dtype=torch.float32), (n_users, n_items),
-                                          check_invariants=True).coalesce().to(device)
+        self.ui = (
+            torch.sparse_coo_tensor(
+                idx, torch.as_tensor(w, dtype=torch.float32), (n_users, n_items), check_invariants=True
+            )
+            .coalesce()
+            .to(device)
+        )
         self.iu = self.ui.t().coalesce()
         # Row-normalised user -> items (mean over a user's items), for the users' layer-0 input.
         mean_w = torch.as_tensor(1.0 / deg_u[u], dtype=torch.float32)
-        self.user_mean = torch.sparse_coo_tensor(idx, mean_w, (n_users, n_items),
-                                          check_invariants=True).coalesce().to(device)
+        self.user_mean = (
+            torch.sparse_coo_tensor(idx, mean_w, (n_users, n_items), check_invariants=True).coalesce().to(device)
+        )
         self.deg_items = torch.as_tensor(deg_i, dtype=torch.float32, device=device)
 
 
@@ -197,8 +210,10 @@ class AlphaRec(Recommender):
             raise ValueError(f"AlphaRec: unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
         self.hp = {**DEFAULTS, **self.params}
         if self.hp["item_embeddings"] is None:
-            raise ValueError("AlphaRec needs `item_embeddings` (the backbone's title embeddings, "
-                             "written by `python -m latentrec item-embeddings`)")
+            raise ValueError(
+                "AlphaRec needs `item_embeddings` (the backbone's title embeddings, "
+                "written by `python -m latentrec item-embeddings`)"
+            )
         self.model: AlphaRecModel | None = None
         self._cache = None
 
@@ -214,11 +229,20 @@ class AlphaRec(Recommender):
         user_codes, _ = pd.factorize(train["user_id"], sort=False)
         lens = train["history_item_ids"].map(len).to_numpy()
         users = np.concatenate([np.repeat(user_codes, lens), user_codes])
-        items = np.concatenate([np.concatenate(train["history_item_ids"].to_numpy()).astype(np.int64),
-                                train["item_id"].to_numpy(dtype=np.int64)])
+        items = np.concatenate(
+            [
+                np.concatenate(train["history_item_ids"].to_numpy()).astype(np.int64),
+                train["item_id"].to_numpy(dtype=np.int64),
+            ]
+        )
         self.graph = BipartiteGraph(users, items, int(user_codes.max()) + 1, data.n_items, device)
-        return AlphaRecModel(torch.as_tensor(lm, device=device), self.graph, int(hp["hidden"]),
-                             int(hp["mlp_hidden"]), int(hp["n_layers"])).to(device)
+        return AlphaRecModel(
+            torch.as_tensor(lm, device=device),
+            self.graph,
+            int(hp["hidden"]),
+            int(hp["mlp_hidden"]),
+            int(hp["n_layers"]),
+        ).to(device)
 
     def fit(self, data: ProcessedDataset) -> dict:
         hp = self.hp
@@ -236,13 +260,21 @@ class AlphaRec(Recommender):
 
         opt = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
         log = {
-            "family": self.family, "seed": self.seed,
-            "params": {k: (str(v) if k == "item_embeddings" and not isinstance(v, (str, type(None))) else v)
-                       for k, v in hp.items()},
-            "n_parameters": sum(p.numel() for p in model.parameters()), "lm_dim": int(model.lm.shape[1]),
+            "family": self.family,
+            "seed": self.seed,
+            "params": {
+                k: (str(v) if k == "item_embeddings" and not isinstance(v, (str, type(None))) else v)
+                for k, v in hp.items()
+            },
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "lm_dim": int(model.lm.shape[1]),
             "graph": {"users": self.graph.n_users, "items": n_items, "edges": self.graph.n_edges},
-            "n_train": n, "n_valid": len(valid_target), "train_loss": [], "valid_ndcg@10": [],
-            "epoch_seconds": [], "eval_seconds": [],
+            "n_train": n,
+            "n_valid": len(valid_target),
+            "train_loss": [],
+            "valid_ndcg@10": [],
+            "epoch_seconds": [],
+            "eval_seconds": [],
         }
         best, best_epoch, best_state, bad = -1.0, 0, None, 0
         bar = progress(range(1, int(hp["max_epochs"]) + 1), desc="alpharec: epoch", unit="epoch")

@@ -19,8 +19,10 @@ FAMILIES: dict[str, type[Recommender]] = {cls.family: cls for cls in _CLASSES}
 if len(FAMILIES) != len(_CLASSES) or "" in FAMILIES:  # a class that forgot or copied its `family` name
     raise RuntimeError(f"baselines/registry.py: family names {[c.family for c in _CLASSES]} must be set and distinct")
 if sorted(FAMILIES) != sorted(RECOMMENDER_FAMILIES):
-    raise RuntimeError(f"baselines/registry.py: the classes' families {sorted(FAMILIES)} differ from "
-                       f"baselines/families.py's {sorted(RECOMMENDER_FAMILIES)}")
+    raise RuntimeError(
+        f"baselines/registry.py: the classes' families {sorted(FAMILIES)} differ from "
+        f"baselines/families.py's {sorted(RECOMMENDER_FAMILIES)}"
+    )
 
 
 def families() -> list[str]:
@@ -37,8 +39,21 @@ def build(family: str, params: dict | None = None, seed: int = 0) -> Recommender
 
 # Bounds of the hyperparameters the families share (sizes >= 1, rates > 0); types follow the defaults.
 AT_LEAST = {
-    **dict.fromkeys(("hidden", "mlp_hidden", "n_layers", "n_heads", "max_epochs", "batch_size", "eval_batch_size",
-                     "max_len", "n_h", "n_v"), 1),
+    **dict.fromkeys(
+        (
+            "hidden",
+            "mlp_hidden",
+            "n_layers",
+            "n_heads",
+            "max_epochs",
+            "batch_size",
+            "eval_batch_size",
+            "max_len",
+            "n_h",
+            "n_v",
+        ),
+        1,
+    ),
     "patience": 1,  # epochs without improvement before stopping (0 would stop after the first epoch)
     **dict.fromkeys(("n_negatives", "weight_decay", "dropout"), 0),
 }
@@ -56,10 +71,19 @@ def check_params(family: str, params: dict | None) -> None:
     params = dict(params or {})
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {unknown} of family {family!r}; known: {sorted(defaults) or 'none'}")
+        raise ValueError(
+            f"unknown hyperparameter(s) {unknown} of family {family!r}; known: {sorted(defaults) or 'none'}"
+        )
     for key, value in params.items():
         default = defaults[key]
         kind = None if default is None else type(default).__name__  # int, float, bool, str
-        check_value(key, value, kind, at_least=AT_LEAST.get(key), above=ABOVE.get(key), below=BELOW.get(key),
-                    choices=cls.param_choices.get(key))
+        check_value(
+            key,
+            value,
+            kind,
+            at_least=AT_LEAST.get(key),
+            above=ABOVE.get(key),
+            below=BELOW.get(key),
+            choices=cls.param_choices.get(key),
+        )
     cls.check_combination({**defaults, **params})

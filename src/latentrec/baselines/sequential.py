@@ -96,8 +96,9 @@ def ndcg_at_k_full(scores: torch.Tensor, targets: torch.Tensor, k: int = 10) -> 
     return torch.where(rank < k, 1.0 / torch.log2(rank.double() + 2.0), torch.zeros((), dtype=torch.float64))
 
 
-def batch_loss(model: "_SeqModel", hist: torch.Tensor, target: torch.Tensor, neg: torch.Tensor | None,
-               loss: str) -> torch.Tensor:
+def batch_loss(
+    model: "_SeqModel", hist: torch.Tensor, target: torch.Tensor, neg: torch.Tensor | None, loss: str
+) -> torch.Tensor:
     """Training loss of one batch: histories [B, L], targets [B], sampled negatives [B, n_neg] (bce only)."""
     if loss == "ce":
         return F.cross_entropy(model.full_scores(hist), target)  # softmax over all n_items
@@ -271,8 +272,9 @@ class CaserModel(_SeqModel):
         self.conv_h_bias = nn.Parameter(torch.empty(L, n_h))
         rows = torch.arange(L)
         heights = torch.arange(1, L + 1)
-        self.register_buffer("h_mask", (rows[None, :] >= L - heights[:, None]).float()[:, None, :, None],
-                             persistent=False)  # [L(h), 1, L(row), 1]
+        self.register_buffer(
+            "h_mask", (rows[None, :] >= L - heights[:, None]).float()[:, None, :, None], persistent=False
+        )  # [L(h), 1, L(row), 1]
         # Window ending at t holds a complete height-h window iff t >= h-1.
         self.register_buffer("t_ok", (rows[None, :] >= heights[:, None] - 1).float(), persistent=False)  # [h, t]
         # Entries of conv_h_weight that h_mask keeps at zero: not parameters of the model.
@@ -360,14 +362,18 @@ class SequentialRecommender(Recommender):
     @classmethod
     def check_combination(cls, hp: dict) -> None:
         if hp["loss"] == "bce" and hp["n_negatives"] < 1:
-            raise ValueError(f"n_negatives: must be >= 1 with loss 'bce' (negatives per positive), got {hp['n_negatives']}")
+            raise ValueError(
+                f"n_negatives: must be >= 1 with loss 'bce' (negatives per positive), got {hp['n_negatives']}"
+            )
 
     def __init__(self, params: dict, seed: int = 0):
         super().__init__(params, seed)
         known = set(COMMON_DEFAULTS) | set(self.model_defaults)
         unknown = set(self.params) - known
         if unknown:
-            raise ValueError(f"{type(self).__name__}: unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(
+                f"{type(self).__name__}: unknown hyperparameter(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
         self.hp = {**COMMON_DEFAULTS, **self.model_defaults, **self.params}
         if self.hp["loss"] not in LOSSES:
             raise ValueError(f"{type(self).__name__}: loss must be one of {LOSSES}, got {self.hp['loss']!r}")
@@ -402,9 +408,18 @@ class SequentialRecommender(Recommender):
 
         opt = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
         log = {
-            "family": self.family, "seed": self.seed, "params": dict(hp), "n_parameters": n_params,
-            "n_train": n, "n_valid": len(valid_target), "train_loss": [], "valid_ndcg@10": [],
-            "epoch_seconds": [], "batch_seconds": [], "compute_seconds": [], "eval_seconds": [],
+            "family": self.family,
+            "seed": self.seed,
+            "params": dict(hp),
+            "n_parameters": n_params,
+            "n_train": n,
+            "n_valid": len(valid_target),
+            "train_loss": [],
+            "valid_ndcg@10": [],
+            "epoch_seconds": [],
+            "batch_seconds": [],
+            "compute_seconds": [],
+            "eval_seconds": [],
         }
         best, best_epoch, best_state, bad = -1.0, 0, None, 0
         bar = progress(range(1, int(hp["max_epochs"]) + 1), desc=f"{self.family}: epoch", unit="epoch")
@@ -515,8 +530,14 @@ class SASRec(SequentialRecommender):
 
     def _build_model(self, n_items):
         hp = self.hp
-        return SASRecModel(n_items, int(hp["hidden"]), float(hp["dropout"]), int(hp["max_len"]),
-                           int(hp["n_layers"]), int(hp["n_heads"]))
+        return SASRecModel(
+            n_items,
+            int(hp["hidden"]),
+            float(hp["dropout"]),
+            int(hp["max_len"]),
+            int(hp["n_layers"]),
+            int(hp["n_heads"]),
+        )
 
 
 class GRU4Rec(SequentialRecommender):
@@ -552,5 +573,12 @@ class Caser(SequentialRecommender):
 
     def _build_model(self, n_items):
         hp = self.hp
-        return CaserModel(n_items, int(hp["hidden"]), float(hp["dropout"]), int(hp["max_len"]),
-                          int(hp["n_h"]), int(hp["n_v"]), n_users=len(self.user_index))
+        return CaserModel(
+            n_items,
+            int(hp["hidden"]),
+            float(hp["dropout"]),
+            int(hp["max_len"]),
+            int(hp["n_h"]),
+            int(hp["n_v"]),
+            n_users=len(self.user_index),
+        )

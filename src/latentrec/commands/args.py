@@ -28,4 +28,6 @@ def cfg_help(what: str, example: str, extra: str = "") -> str:
 DECODE_CFG_HELP = cfg_help(
     "decode options: the `decode` block of a method (methods.<name>.decode in config.yaml); keys num_beams, "
     "num_return, length_penalty, max_new_tokens, batch_size, prompt_style, cot",
-    '{"length_penalty": 0.0}', "unset keys take the defaults of latentrec.llm.decoding.DecodeConfig (default {})")
+    '{"length_penalty": 0.0}',
+    "unset keys take the defaults of latentrec.llm.decoding.DecodeConfig (default {})",
+)

@@ -38,8 +38,11 @@ def cmd_fit_predict(a) -> None:
         ids, scores = model.recommend(ds.split(split), k=a.k)
         train_log[f"predict_seconds_{split}"] = time.time() - t1
         write_predictions(predictions_frame(ds.split(split), ids, scores, ds.titles), out / name)
-    write_run_metadata(out, {"dataset": a.dataset, "method": a.method, "seed": a.seed, "split": "test",
-                             "method_config": method}, train_log)
+    write_run_metadata(
+        out,
+        {"dataset": a.dataset, "method": a.method, "seed": a.seed, "split": "test", "method_config": method},
+        train_log,
+    )
 
 
 def cmd_item_embeddings(a) -> None:
@@ -63,9 +66,19 @@ def cmd_item_embeddings(a) -> None:
     seconds = time.time() - t0
     with atomic_path(a.out) as tmp, open(tmp, "wb") as fh:
         np.save(fh, emb)
-    write_json({"model": str(a.model), "n_items": int(emb.shape[0]), "dim": int(emb.shape[1]), "pooling": "mean",
-                "layer": "last", "device": device, "dtype": str(dtype), "seconds": seconds},
-               Path(a.out).with_suffix(".json"))
+    write_json(
+        {
+            "model": str(a.model),
+            "n_items": int(emb.shape[0]),
+            "dim": int(emb.shape[1]),
+            "pooling": "mean",
+            "layer": "last",
+            "device": device,
+            "dtype": str(dtype),
+            "seconds": seconds,
+        },
+        Path(a.out).with_suffix(".json"),
+    )
     log.info("title embeddings %s of %s in %.1fs", list(emb.shape), a.model, seconds)
 
 
@@ -89,51 +102,80 @@ def cmd_select_grid(a) -> None:
 
 def add_parsers(sub) -> None:
     s = sub.add_parser(
-        "fit-predict", help="train a recommender and write its ranked lists",
+        "fit-predict",
+        help="train a recommender and write its ranked lists",
         description="Train a score-based recommender (MostPop, Caser, GRU4Rec, SASRec, AlphaRec, ...) on the "
-                    "train split and write its top-K ranked lists for every valid and test row.")
+        "train split and write its top-K ranked lists for every valid and test row.",
+    )
     s.add_argument("--data", required=True, help=DATA_HELP)
     s.add_argument("--dataset", required=True, help="dataset name, recorded in the run's config.yaml")
     s.add_argument("--method", required=True, help="method name, recorded in the run's config.yaml")
-    s.add_argument("--cfg", type=json_arg, required=True,
-                   help=cfg_help("method config: a methods.<name> block of config.yaml (family, params; for a "
-                                 "grid point, params are that point's)",
-                                 '{"family": "sasrec", "params": {"max_epochs": 30}}'))
-    s.add_argument("--seed", type=int, default=0,
-                   help="random seed of initialisation and training (default %(default)s)")
+    s.add_argument(
+        "--cfg",
+        type=json_arg,
+        required=True,
+        help=cfg_help(
+            "method config: a methods.<name> block of config.yaml (family, params; for a "
+            "grid point, params are that point's)",
+            '{"family": "sasrec", "params": {"max_epochs": 30}}',
+        ),
+    )
+    s.add_argument(
+        "--seed", type=int, default=0, help="random seed of initialisation and training (default %(default)s)"
+    )
     s.add_argument("--k", type=int, default=10, help="length of each ranked list (top K items) (default %(default)s)")
     s.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
-    s.add_argument("--item-embeddings", default=None,
-                   help="item title embeddings (.npy, from `item-embeddings`) for families that take one "
-                        "(AlphaRec); passed as params.item_embeddings")
-    s.add_argument("--out", required=True,
-                   help="run folder to write: predictions.parquet (test), predictions_valid.parquet, "
-                        "config.yaml, train_log.json")
+    s.add_argument(
+        "--item-embeddings",
+        default=None,
+        help="item title embeddings (.npy, from `item-embeddings`) for families that take one "
+        "(AlphaRec); passed as params.item_embeddings",
+    )
+    s.add_argument(
+        "--out",
+        required=True,
+        help="run folder to write: predictions.parquet (test), predictions_valid.parquet, config.yaml, train_log.json",
+    )
     s.set_defaults(func=cmd_fit_predict)
 
     s = sub.add_parser(
-        "item-embeddings", help="LLM title embeddings of a dataset's items (AlphaRec's input)",
-        description=cmd_item_embeddings.__doc__)
+        "item-embeddings",
+        help="LLM title embeddings of a dataset's items (AlphaRec's input)",
+        description=cmd_item_embeddings.__doc__,
+    )
     s.add_argument("--data", required=True, help=DATA_HELP)
-    s.add_argument("--model", required=True,
-                   help="backbone folder (Hugging Face format, as written by `fetch-model`, e.g. "
-                        "resources/models/<name>)")
+    s.add_argument(
+        "--model",
+        required=True,
+        help="backbone folder (Hugging Face format, as written by `fetch-model`, e.g. resources/models/<name>)",
+    )
     s.add_argument("--batch-size", type=int, default=64, help="titles per forward pass (default %(default)s)")
     s.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
-    s.add_argument("--out", required=True,
-                   help="file to write: .npy float32 [n_items, hidden]; a .json with provenance beside")
+    s.add_argument(
+        "--out", required=True, help="file to write: .npy float32 [n_items, hidden]; a .json with provenance beside"
+    )
     s.set_defaults(func=cmd_item_embeddings)
 
     s = sub.add_parser(
-        "select-grid", help="choose a grid point on validation and install its test run",
+        "select-grid",
+        help="choose a grid point on validation and install its test run",
         description="Score every grid point's predictions_valid.parquet on the valid split, pick the best "
-                    "(first on ties) and copy its run files into --out.")
+        "(first on ties) and copy its run files into --out.",
+    )
     s.add_argument("--data", required=True, help=DATA_HELP)
-    s.add_argument("--points", nargs="+", required=True,
-                   help="grid point run folders (each written by `fit-predict`), in the grid's order")
-    s.add_argument("--metric", default="NDCG@10",
-                   help="validation metric to maximise: HR@10 or NDCG@10 (default %(default)s)")
-    s.add_argument("--out", required=True,
-                   help="method run folder to write: grid_selection.csv and the chosen point's config.yaml, "
-                        "train_log.json, predictions_valid.parquet, predictions.parquet")
+    s.add_argument(
+        "--points",
+        nargs="+",
+        required=True,
+        help="grid point run folders (each written by `fit-predict`), in the grid's order",
+    )
+    s.add_argument(
+        "--metric", default="NDCG@10", help="validation metric to maximise: HR@10 or NDCG@10 (default %(default)s)"
+    )
+    s.add_argument(
+        "--out",
+        required=True,
+        help="method run folder to write: grid_selection.csv and the chosen point's config.yaml, "
+        "train_log.json, predictions_valid.parquet, predictions.parquet",
+    )
     s.set_defaults(func=cmd_select_grid)

@@ -50,35 +50,59 @@ def cmd_llm_vs_strongest(a) -> None:
 
 def add_parsers(sub) -> None:
     s = sub.add_parser(
-        "evaluate", help="ranked lists -> per-row and aggregate HR/NDCG",
+        "evaluate",
+        help="ranked lists -> per-row and aggregate HR/NDCG",
         description="Score a run's ranked lists on the split named in its config.yaml: HR and NDCG per row "
-                    "and aggregated, by item id and by title.")
+        "and aggregated, by item id and by title.",
+    )
     s.add_argument("--data", required=True, help=DATA_HELP)
-    s.add_argument("--predictions", required=True,
-                   help="a run's predictions.parquet (its config.yaml beside names dataset, method, seed, split)")
+    s.add_argument(
+        "--predictions",
+        required=True,
+        help="a run's predictions.parquet (its config.yaml beside names dataset, method, seed, split)",
+    )
     s.add_argument("--rows", required=True, help="per-row metrics file to write (.parquet), e.g. rows.parquet")
     s.add_argument("--metrics", required=True, help="aggregate metrics file to write (.json), e.g. metrics.json")
-    s.add_argument("--test-limit", type=int, default=None,
-                   help="score only the first N rows of the split (default: all)")
+    s.add_argument(
+        "--test-limit", type=int, default=None, help="score only the first N rows of the split (default: all)"
+    )
     s.set_defaults(func=cmd_evaluate)
 
     for name, func, text, extra in (
-        ("significance", cmd_significance, "paired t-tests between methods (per row and per seed)",
-         "Every method against the strongest baseline of its dataset"),
-        ("llm-vs-strongest", cmd_llm_vs_strongest,
-         "each LLM method against the strongest traditional baseline (paired t-tests)",
-         "Each LLM method (cfg llm_methods) against the strongest baseline of its dataset, on the same test rows"),
+        (
+            "significance",
+            cmd_significance,
+            "paired t-tests between methods (per row and per seed)",
+            "Every method against the strongest baseline of its dataset",
+        ),
+        (
+            "llm-vs-strongest",
+            cmd_llm_vs_strongest,
+            "each LLM method against the strongest traditional baseline (paired t-tests)",
+            "Each LLM method (cfg llm_methods) against the strongest baseline of its dataset, on the same test rows",
+        ),
     ):
         s = sub.add_parser(name, help=text, description=f"{extra}: paired t-tests per row and per seed.")
-        s.add_argument("--metrics", nargs="+", required=True,
-                       help="metrics.json files of the runs (from `evaluate`; rows.parquet beside each)")
+        s.add_argument(
+            "--metrics",
+            nargs="+",
+            required=True,
+            help="metrics.json files of the runs (from `evaluate`; rows.parquet beside each)",
+        )
         keys = "baselines, metrics, primary_metric" + (
-            ", llm_methods, same_split, alpha" if name == "llm-vs-strongest" else "")
-        s.add_argument("--cfg", type=json_arg, default={},
-                       help=cfg_help(f"test config built from config.yaml's `report` block (report.baselines, "
-                                     f"report.significance_metrics, report.primary_metric); keys {keys}",
-                                     '{"baselines": ["MostPop", "SASRec"]}',
-                                     "without baselines nothing is tested (default {})"))
+            ", llm_methods, same_split, alpha" if name == "llm-vs-strongest" else ""
+        )
+        s.add_argument(
+            "--cfg",
+            type=json_arg,
+            default={},
+            help=cfg_help(
+                f"test config built from config.yaml's `report` block (report.baselines, "
+                f"report.significance_metrics, report.primary_metric); keys {keys}",
+                '{"baselines": ["MostPop", "SASRec"]}',
+                "without baselines nothing is tested (default {})",
+            ),
+        )
         s.add_argument("--out-csv", required=True, help="table file to write (.csv)")
         s.add_argument("--out-md", required=True, help="table file to write (.md)")
         s.set_defaults(func=func)

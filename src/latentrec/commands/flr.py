@@ -35,12 +35,21 @@ def cmd_flr_factors(a) -> None:
     with atomic_path(a.out) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **out)
     titles = ds.titles
-    write_json({"model": a.model, "device": device, "dtype": dtype, "rows": len(rows), "seconds": time.time() - t0,
-                "n_factors": int(out["factors"].shape[1]), "refine_steps": model.refine_steps,
-                "head": model.head.config(),
-                "history_titles": [[titles[i] for i in h] for h in ds.test["history_item_ids"].iloc[rows]],
-                "target_titles": [titles[i] for i in ds.test["item_id"].iloc[rows]]},
-               Path(a.out).with_suffix(".json"))
+    write_json(
+        {
+            "model": a.model,
+            "device": device,
+            "dtype": dtype,
+            "rows": len(rows),
+            "seconds": time.time() - t0,
+            "n_factors": int(out["factors"].shape[1]),
+            "refine_steps": model.refine_steps,
+            "head": model.head.config(),
+            "history_titles": [[titles[i] for i in h] for h in ds.test["history_item_ids"].iloc[rows]],
+            "target_titles": [titles[i] for i in ds.test["item_id"].iloc[rows]],
+        },
+        Path(a.out).with_suffix(".json"),
+    )
 
 
 def cmd_time_decode(a) -> None:
@@ -54,38 +63,67 @@ def cmd_time_decode(a) -> None:
     out = time_decode(model, tok, ds, rows, a.domain, a.cfg, repeats=a.repeats)
     import torch
 
-    write_json({**out, "model": a.model, "device": device, "dtype": dtype, "threads": torch.get_num_threads(),
-                "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu"}, a.out)
+    write_json(
+        {
+            **out,
+            "model": a.model,
+            "device": device,
+            "dtype": dtype,
+            "threads": torch.get_num_threads(),
+            "device_name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        },
+        a.out,
+    )
 
 
 def add_parsers(sub) -> None:
     for name, func, what, description, out_help in (
-        ("flr-factors", cmd_flr_factors, "FLR factors, gate and item-level attention of the first test users",
-         "Dump the FLR head's factors, gate and item-level attention (final refinement) of the first test "
-         "users (FLR Figures 4 and 6).",
-         "file to write (.npz: factors, alpha, item_attention, other_attention); a .json beside with provenance "
-         "and the users' history and target titles"),
-        ("time-decode", cmd_time_decode, "seconds per user of a decode on the first test rows (FLR Figure 9)",
-         "Time the constrained beam search on the first test rows: one untimed warm-up batch, then --repeats "
-         "timed passes (FLR Figure 9).",
-         "timing file to write (.json: seconds per user of each repeat, model, device, threads)"),
+        (
+            "flr-factors",
+            cmd_flr_factors,
+            "FLR factors, gate and item-level attention of the first test users",
+            "Dump the FLR head's factors, gate and item-level attention (final refinement) of the first test "
+            "users (FLR Figures 4 and 6).",
+            "file to write (.npz: factors, alpha, item_attention, other_attention); a .json beside with provenance "
+            "and the users' history and target titles",
+        ),
+        (
+            "time-decode",
+            cmd_time_decode,
+            "seconds per user of a decode on the first test rows (FLR Figure 9)",
+            "Time the constrained beam search on the first test rows: one untimed warm-up batch, then --repeats "
+            "timed passes (FLR Figure 9).",
+            "timing file to write (.json: seconds per user of each repeat, model, device, threads)",
+        ),
     ):
         s = sub.add_parser(name, help=what, description=description)
         s.add_argument("--data", required=True, help=DATA_HELP)
-        s.add_argument("--model", required=True,
-                       help="model folder (a latent model for flr-factors: OUT/model of `latent-sft`/`latent-rl`; "
-                            "any decodable model for time-decode), or the selection file of `select-latent`")
+        s.add_argument(
+            "--model",
+            required=True,
+            help="model folder (a latent model for flr-factors: OUT/model of `latent-sft`/`latent-rl`; "
+            "any decodable model for time-decode), or the selection file of `select-latent`",
+        )
         s.add_argument("--domain", required=True, help=DOMAIN_HELP)
         s.add_argument("--rows", type=int, default=100, help="use the first N test rows (default %(default)s)")
         s.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
         s.add_argument("--out", required=True, help=out_help)
         if name == "flr-factors":
             s.add_argument("--batch-size", type=int, default=8, help="test rows per forward pass (default %(default)s)")
-            s.add_argument("--prompt-style", default="reference",
-                           help="prompt template: reference or clean (default %(default)s)")
+            s.add_argument(
+                "--prompt-style", default="reference", help="prompt template: reference or clean (default %(default)s)"
+            )
         else:
-            s.add_argument("--cfg", type=json_arg, default={},
-                           help=DECODE_CFG_HELP + "; the workflow lays report.flr.timing.decode over it")
-            s.add_argument("--repeats", type=int, default=3,
-                           help="timed passes over the rows, after one untimed warm-up batch (default %(default)s)")
+            s.add_argument(
+                "--cfg",
+                type=json_arg,
+                default={},
+                help=DECODE_CFG_HELP + "; the workflow lays report.flr.timing.decode over it",
+            )
+            s.add_argument(
+                "--repeats",
+                type=int,
+                default=3,
+                help="timed passes over the rows, after one untimed warm-up batch (default %(default)s)",
+            )
         s.set_defaults(func=func)

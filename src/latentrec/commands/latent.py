@@ -15,8 +15,9 @@ log = logging.getLogger("latentrec")
 def _encode(ds, split, tok, domain, cfg, limit, sample_seed=None):
     from latentrec.llm.recommender import encode_split
 
-    return encode_split(ds, split, tok, domain, style=cfg.prompt_style, max_len=cfg.max_len, limit=limit,
-                        sample_seed=sample_seed)
+    return encode_split(
+        ds, split, tok, domain, style=cfg.prompt_style, max_len=cfg.max_len, limit=limit, sample_seed=sample_seed
+    )
 
 
 def cmd_latent_sft(a) -> None:
@@ -32,9 +33,15 @@ def cmd_latent_sft(a) -> None:
     seed_everything(a.seed)
     ds = load_dataset(a.data)
     llm, tok = load_backbone(resolve_model(a.model))
-    model = new_reasoner(llm, tok, head=recipe.get("head", "latentratt"), n_latents=int(recipe.get("n_latents", 1)),
-                         head_options=recipe.get("head_options"), seed=a.seed,
-                         refine_steps=int(recipe.get("refine_steps", 1)))
+    model = new_reasoner(
+        llm,
+        tok,
+        head=recipe.get("head", "latentratt"),
+        n_latents=int(recipe.get("n_latents", 1)),
+        head_options=recipe.get("head_options"),
+        seed=a.seed,
+        refine_steps=int(recipe.get("refine_steps", 1)),
+    )
     sample_seed = cfg.seed if getattr(cfg, "train_sample", "first") == "random" else None
     train = _encode(ds, "train", tok, a.domain, cfg, cfg.train_limit, sample_seed)
     valid = _encode(ds, "valid", tok, a.domain, cfg, cfg.valid_limit)
@@ -43,8 +50,17 @@ def cmd_latent_sft(a) -> None:
     if not is_main_process():  # under `accelerate launch`: the model and logs are the main process's to write
         return
     write_json(log, out / "train_log.json")
-    write_yaml({"stage": "latent warm-up SFT", "data": a.data, "base_model": a.model, "domain": a.domain,
-                "seed": a.seed, "recipe": recipe}, out / "config.yaml")
+    write_yaml(
+        {
+            "stage": "latent warm-up SFT",
+            "data": a.data,
+            "base_model": a.model,
+            "domain": a.domain,
+            "seed": a.seed,
+            "recipe": recipe,
+        },
+        out / "config.yaml",
+    )
 
 
 def cmd_latent_rl(a) -> None:
@@ -75,8 +91,9 @@ def cmd_latent_rl(a) -> None:
     out = Path(a.out)
     model.save(out / "model", tok)
     write_json(log, out / "rl_log.json")
-    write_yaml({"stage": "LR-GRPO", "data": a.data, "warmup_model": a.model, "seed": a.seed, "rl": a.cfg},
-               out / "config.yaml")
+    write_yaml(
+        {"stage": "LR-GRPO", "data": a.data, "warmup_model": a.model, "seed": a.seed, "rl": a.cfg}, out / "config.yaml"
+    )
     plot_rl_rewards(log, out / "rl_rewards.png")
 
 
@@ -86,52 +103,91 @@ def cmd_select_latent(a) -> None:
 
     logs = grid_point_logs(a.points, "rl_log.json", "RL")
     best = best_valid_neg_ppl(logs)
-    write_json({"model": str(Path(best) / "model"), "selected_by": "validation -perplexity of the target",
-                "candidates": {p: {"lr": v["config"]["lr"], "valid_neg_ppl": v["valid_neg_ppl"],
-                                   "valid_neg_ppl_before": v["valid_neg_ppl_before"], "seconds": v["seconds"]}
-                               for p, v in logs.items()}}, a.out)
+    write_json(
+        {
+            "model": str(Path(best) / "model"),
+            "selected_by": "validation -perplexity of the target",
+            "candidates": {
+                p: {
+                    "lr": v["config"]["lr"],
+                    "valid_neg_ppl": v["valid_neg_ppl"],
+                    "valid_neg_ppl_before": v["valid_neg_ppl_before"],
+                    "seconds": v["seconds"],
+                }
+                for p, v in logs.items()
+            },
+        },
+        a.out,
+    )
 
 
 def add_parsers(sub) -> None:
     for name, func, what, description, model_help, cfg_text, out_help in (
-        ("latent-sft", cmd_latent_sft, "warm-up SFT of a backbone with a latent reasoning head (stage 1)",
-         "Stage 1 of latent reasoning: SFT of a backbone together with a freshly initialised latent head "
-         "(LatentR3's LatentRATT, or FLR's factor head).",
-         "backbone folder (as written by `fetch-model`), or an SFT'd model folder (OUT/model of `sft`; "
-         "recipe `init: sft`) or the selection file of `select-sft` naming one",
-         cfg_help("latent recipe: an llm.latent.<recipe> block of config.yaml, resolved (sft = llm.sft "
-                  "overlaid by the recipe's sft; per_dataset overrides applied); keys head, n_latents, "
-                  "head_options, refine_steps, sft", '{"head": "latentratt", "n_latents": 1, "sft": {"lr": 3e-4}}'),
-         "folder to write: model/ (backbone + head, best by validation loss), checkpoint/, train_log.json, "
-         "config.yaml"),
-        ("latent-rl", cmd_latent_rl, "LR-GRPO on a warm-up model (stage 2; only the head trains)",
-         "Stage 2 of latent reasoning: LR-GRPO on a warm-up model, the LLM frozen; one grid point of the "
-         "recipe's RL config.",
-         "warm-up model folder (OUT/model of `latent-sft`), or a selection file (`select-sft` over warm-up "
-         "grid points) naming one",
-         cfg_help("RL config of one grid point: the llm.latent.<recipe>.rl block of config.yaml with the "
-                  "point's rl_grid values (keys of latentrec.llm.grpo.LRGRPOConfig)", '{"lr": 1e-4, "max_steps": 4}',
-                  "unset keys take the paper's defaults"),
-         "grid point folder to write: model/, rl_log.json, rl_rewards.png, config.yaml"),
+        (
+            "latent-sft",
+            cmd_latent_sft,
+            "warm-up SFT of a backbone with a latent reasoning head (stage 1)",
+            "Stage 1 of latent reasoning: SFT of a backbone together with a freshly initialised latent head "
+            "(LatentR3's LatentRATT, or FLR's factor head).",
+            "backbone folder (as written by `fetch-model`), or an SFT'd model folder (OUT/model of `sft`; "
+            "recipe `init: sft`) or the selection file of `select-sft` naming one",
+            cfg_help(
+                "latent recipe: an llm.latent.<recipe> block of config.yaml, resolved (sft = llm.sft "
+                "overlaid by the recipe's sft; per_dataset overrides applied); keys head, n_latents, "
+                "head_options, refine_steps, sft",
+                '{"head": "latentratt", "n_latents": 1, "sft": {"lr": 3e-4}}',
+            ),
+            "folder to write: model/ (backbone + head, best by validation loss), checkpoint/, train_log.json, "
+            "config.yaml",
+        ),
+        (
+            "latent-rl",
+            cmd_latent_rl,
+            "LR-GRPO on a warm-up model (stage 2; only the head trains)",
+            "Stage 2 of latent reasoning: LR-GRPO on a warm-up model, the LLM frozen; one grid point of the "
+            "recipe's RL config.",
+            "warm-up model folder (OUT/model of `latent-sft`), or a selection file (`select-sft` over warm-up "
+            "grid points) naming one",
+            cfg_help(
+                "RL config of one grid point: the llm.latent.<recipe>.rl block of config.yaml with the "
+                "point's rl_grid values (keys of latentrec.llm.grpo.LRGRPOConfig)",
+                '{"lr": 1e-4, "max_steps": 4}',
+                "unset keys take the paper's defaults",
+            ),
+            "grid point folder to write: model/, rl_log.json, rl_rewards.png, config.yaml",
+        ),
     ):
         s = sub.add_parser(name, help=what, description=description)
         s.add_argument("--data", required=True, help=DATA_HELP)
         s.add_argument("--model", required=True, help=model_help)
         s.add_argument("--domain", required=True, help=DOMAIN_HELP)
         s.add_argument("--cfg", type=json_arg, required=True, help=cfg_text)
-        s.add_argument("--seed", type=int, default=0,
-                       help="random seed (head initialisation, data sample, noise); replaces any seed in --cfg "
-                            "(default %(default)s)")
+        s.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            help="random seed (head initialisation, data sample, noise); replaces any seed in --cfg "
+            "(default %(default)s)",
+        )
         s.add_argument("--out", required=True, help=out_help)
         s.set_defaults(func=func)
 
     s = sub.add_parser(
-        "select-latent", help="choose the RL grid point with the best validation -PPL",
+        "select-latent",
+        help="choose the RL grid point with the best validation -PPL",
         description="Pick the LR-GRPO grid point with the best validation -perplexity of the target and write "
-                    "a selection file naming its model folder.")
-    s.add_argument("--points", nargs="+", required=True,
-                   help="RL grid point folders (each written by `latent-rl`, with rl_log.json and model/)")
-    s.add_argument("--out", required=True,
-                   help=f"selection file to write (.json, e.g. {SELECTION_FILE}); `decode`, `latent-rl`, "
-                        "`flr-factors` and `time-decode` take it as --model")
+        "a selection file naming its model folder.",
+    )
+    s.add_argument(
+        "--points",
+        nargs="+",
+        required=True,
+        help="RL grid point folders (each written by `latent-rl`, with rl_log.json and model/)",
+    )
+    s.add_argument(
+        "--out",
+        required=True,
+        help=f"selection file to write (.json, e.g. {SELECTION_FILE}); `decode`, `latent-rl`, "
+        "`flr-factors` and `time-decode` take it as --model",
+    )
     s.set_defaults(func=cmd_select_latent)

@@ -19,9 +19,16 @@ def cmd_plan(a) -> None:
     """FLOPs, GPU-hours and SLURM runtimes per rule for a config, before anything runs."""
     import json
 
-    plan = make_plan(a.configfile, a.gpu, a.mfu_train, a.mfu_decode,
-                     peak=a.peak_tflops * 1e12 if a.peak_tflops else None, params=a.params,
-                     memory=not a.no_memory, measured=a.measured)
+    plan = make_plan(
+        a.configfile,
+        a.gpu,
+        a.mfu_train,
+        a.mfu_decode,
+        peak=a.peak_tflops * 1e12 if a.peak_tflops else None,
+        params=a.params,
+        memory=not a.no_memory,
+        measured=a.measured,
+    )
     text = markdown(plan, a.safety)
     print(text)
     if a.out_md:
@@ -44,48 +51,96 @@ def _count(text: str) -> int | None:
 
 def add_parsers(sub) -> None:
     s = sub.add_parser(
-        "lease-gpus", help="run a command on N GPUs no other local job holds",
+        "lease-gpus",
+        help="run a command on N GPUs no other local job holds",
         description="Lock N free GPU ids (file locks under LATENTREC_GPU_LOCK_DIR), run the command with "
-                    "CUDA_VISIBLE_DEVICES set to them, release them when it exits. Where CUDA_VISIBLE_DEVICES "
-                    "is already set, or N is 0, the command runs as it is. Exits with the command's status.")
+        "CUDA_VISIBLE_DEVICES set to them, release them when it exits. Where CUDA_VISIBLE_DEVICES "
+        "is already set, or N is 0, the command runs as it is. Exits with the command's status.",
+    )
     s.add_argument("n", type=int, help="number of GPUs to lock (0: run the command as it is)")
     s.add_argument("command", nargs="+", help="the command to run, after --, e.g. -- python -m latentrec decode ...")
     s.set_defaults(func=cmd_lease_gpus)
 
-    s = sub.add_parser("plan", help="cost plan: FLOPs, GPU-hours and SLURM runtimes per rule of a config",
-                       description=cmd_plan.__doc__ + " Jobs are those of a forced Snakemake dry run.")
-    s.add_argument("--configfile", nargs="*", action="extend", default=[],
-                   help="config files laid over config/config.yaml and over each other in order, as for snakemake "
-                        "(e.g. --configfile config/paper.yaml my.yaml)")
-    s.add_argument("--gpu", default="h100",
-                   help=f"accelerator whose bf16 dense peak and memory are used: {', '.join(sorted(GPU_PEAK_FLOPS))} "
-                        "(default %(default)s)")
-    s.add_argument("--measured", default=None, metavar="GPU_CHECK_JSON",
-                   help="MFUs measured by bench/gpu_check.sh (results/gpu_check/gpu_check.json) instead of "
-                        "--mfu-train/--mfu-decode")
-    s.add_argument("--no-memory", action="store_true",
-                   help="leave out the peak-memory column (its fake-weight estimates take minutes on a CPU at 1.5B "
-                        "scale the first time; results/plan/memory_estimates.json caches them)")
-    s.add_argument("--peak-tflops", type=float, default=None,
-                   help="peak TFLOP/s instead of --gpu's (e.g. a measured CPU matmul rate)")
-    s.add_argument("--mfu-train", type=float, default=0.35,
-                   help="fraction of peak reached by SFT, warm-up and RL (default %(default)s)")
-    s.add_argument("--mfu-decode", type=float, default=0.10,
-                   help="fraction of peak reached by constrained beam search (default %(default)s)")
-    s.add_argument("--safety", type=float, default=2.0,
-                   help="SLURM runtime = safety x estimate + 10 min (default %(default)s)")
-    s.add_argument("--params", type=float, default=None,
-                   help="backbone parameter count (default: from its folder or the known sizes)")
+    s = sub.add_parser(
+        "plan",
+        help="cost plan: FLOPs, GPU-hours and SLURM runtimes per rule of a config",
+        description=cmd_plan.__doc__ + " Jobs are those of a forced Snakemake dry run.",
+    )
+    s.add_argument(
+        "--configfile",
+        nargs="*",
+        action="extend",
+        default=[],
+        help="config files laid over config/config.yaml and over each other in order, as for snakemake "
+        "(e.g. --configfile config/paper.yaml my.yaml)",
+    )
+    s.add_argument(
+        "--gpu",
+        default="h100",
+        help=f"accelerator whose bf16 dense peak and memory are used: {', '.join(sorted(GPU_PEAK_FLOPS))} "
+        "(default %(default)s)",
+    )
+    s.add_argument(
+        "--measured",
+        default=None,
+        metavar="GPU_CHECK_JSON",
+        help="MFUs measured by bench/gpu_check.sh (results/gpu_check/gpu_check.json) instead of "
+        "--mfu-train/--mfu-decode",
+    )
+    s.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="leave out the peak-memory column (its fake-weight estimates take minutes on a CPU at 1.5B "
+        "scale the first time; results/plan/memory_estimates.json caches them)",
+    )
+    s.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="peak TFLOP/s instead of --gpu's (e.g. a measured CPU matmul rate)",
+    )
+    s.add_argument(
+        "--mfu-train",
+        type=float,
+        default=0.35,
+        help="fraction of peak reached by SFT, warm-up and RL (default %(default)s)",
+    )
+    s.add_argument(
+        "--mfu-decode",
+        type=float,
+        default=0.10,
+        help="fraction of peak reached by constrained beam search (default %(default)s)",
+    )
+    s.add_argument(
+        "--safety", type=float, default=2.0, help="SLURM runtime = safety x estimate + 10 min (default %(default)s)"
+    )
+    s.add_argument(
+        "--params",
+        type=float,
+        default=None,
+        help="backbone parameter count (default: from its folder or the known sizes)",
+    )
     s.add_argument("--out-md", default=None, help="also write the table here")
     s.add_argument("--out-json", default=None, help="also write the numbers here")
     s.set_defaults(func=cmd_plan)
 
-    s = sub.add_parser("killed-note", help="say whether a finished job was killed for memory (the rules call it)",
-                       description=cmd_killed_note.__doc__)
+    s = sub.add_parser(
+        "killed-note",
+        help="say whether a finished job was killed for memory (the rules call it)",
+        description=cmd_killed_note.__doc__,
+    )
     s.add_argument("status", type=int, help="the job's exit status (137: SIGKILL)")
     s.add_argument("--rule", default="job", help="the rule, for the message")
-    s.add_argument("--oom-kills-before", type=_count, default=None,
-                   help="the cgroup's oom_kill count before the job (empty: unknown)")
-    s.add_argument("--oom-kills-after", type=_count, default=None,
-                   help="the cgroup's oom_kill count after the job (empty: unknown)")
+    s.add_argument(
+        "--oom-kills-before",
+        type=_count,
+        default=None,
+        help="the cgroup's oom_kill count before the job (empty: unknown)",
+    )
+    s.add_argument(
+        "--oom-kills-after",
+        type=_count,
+        default=None,
+        help="the cgroup's oom_kill count after the job (empty: unknown)",
+    )
     s.set_defaults(func=cmd_killed_note)

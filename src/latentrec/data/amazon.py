@@ -88,6 +88,7 @@ _INT = re.compile(r"-?[0-9]{1,19}")
 
 def _review_values(path, lineno: int, rec: dict) -> tuple[str, str, int, float]:
     """reviewerID, asin, unixReviewTime, overall of one review, each checked; errors name file:line."""
+
     def bad(field, what):
         raise InputError(f"{path}:{lineno}: {field} {rec[field]!r} {what}")
 
@@ -122,13 +123,18 @@ def read_reviews(path: str | os.PathLike) -> Reviews:
         missing = [f for f in REVIEW_FIELDS if f not in rec]
         if missing:
             raise InputError(
-                f"{path}:{lineno}: review record lacks field(s) {missing}; "
-                f"every review needs {list(REVIEW_FIELDS)}"
+                f"{path}:{lineno}: review record lacks field(s) {missing}; every review needs {list(REVIEW_FIELDS)}"
             )
         u, a, ts, rating = rec["reviewerID"], rec["asin"], rec["unixReviewTime"], rec["overall"]
         if not (  # fast path for the usual types; anything else is converted or rejected there
-            type(u) is str and u and type(a) is str and a and type(ts) is int and -_INT64_MAX <= ts <= _INT64_MAX
-            and type(rating) is float and -math.inf < rating < math.inf
+            type(u) is str
+            and u
+            and type(a) is str
+            and a
+            and type(ts) is int
+            and -_INT64_MAX <= ts <= _INT64_MAX
+            and type(rating) is float
+            and -math.inf < rating < math.inf
         ):
             u, a, ts, rating = _review_values(path, lineno, rec)
         users.append(intern.setdefault(u, u))

@@ -150,9 +150,15 @@ def download(
             break
         except _TRANSIENT as e:
             if attempt == retries:
-                slow = (" If the link is this slow, lower the minimum rate (download.min_rate in the config or "
+                slow = (
+                    (
+                        " If the link is this slow, lower the minimum rate (download.min_rate in the config or "
                         "--min-rate, bytes/s) or lengthen its window (download.stall_window_s or --stall-window, "
-                        "seconds).") if isinstance(e, _Stalled) else ""
+                        "seconds)."
+                    )
+                    if isinstance(e, _Stalled)
+                    else ""
+                )
                 raise InputError(
                     f"{dest}: download of {url} failed after {retries + 1} attempts ({e}). Check the network and "
                     f"rerun (the partial file {part} is resumed), or place the file at {dest} by hand.{slow}"
@@ -205,9 +211,10 @@ def _fetch(url, part, name, expected_size, sha256, timeout_s, chunk, min_rate, s
             offset, total = 0, length
 
         guard = _RateGuard(min_rate, stall_window_s)  # the clock starts with the body
-        with open(part, "ab" if offset else "wb") as fh, progress(
-            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name
-        ) as bar:
+        with (
+            open(part, "ab" if offset else "wb") as fh,
+            progress(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name) as bar,
+        ):
             # raw stream, no content decoding: a .gz served with Content-Encoding: gzip stays compressed
             for block in _blocks(r.raw, chunk):
                 fh.write(block)

@@ -205,8 +205,7 @@ def _read_text(path: str | os.PathLike) -> str:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise InputError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}: {err.reason}); "
-            "re-encode the file as UTF-8"
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}: {err.reason}); re-encode the file as UTF-8"
         ) from None
     text = text.removeprefix("\ufeff")
     if text and not text.endswith("\n"):
@@ -333,8 +332,10 @@ def _csv_rows(path: Path, text: str):
             except csv.Error as err:
                 what = str(err)
                 if start <= len(lines) and lines[start - 1].count('"') % 2:
-                    what += (": a quote opened on this line is never closed, so the field runs on into the "
-                             "following lines; close it or remove it")
+                    what += (
+                        ": a quote opened on this line is never closed, so the field runs on into the "
+                        "following lines; close it or remove it"
+                    )
                 raise InputError(f"{path}:{start}: not a well-formed CSV row: {what}") from None
             end = reader.line_num
             if fields:  # blank lines are skipped, as csv.DictReader does
@@ -412,9 +413,7 @@ def read_split_csv(path: str | os.PathLike, n_items: int | None = None) -> tuple
                 pairs += zip(hist, row.list("item_asins", "str", len(hist)))
             for i, a in pairs:
                 if asins.setdefault(i, a) != a:
-                    row.fail(
-                        f"item {i} has asin {a!r} here but {asins[i]!r} at line {asin_line[i]}"
-                    )
+                    row.fail(f"item {i} has asin {a!r} here but {asins[i]!r} at line {asin_line[i]}")
                 asin_line.setdefault(i, lineno)
         samples.append(rec)
     df = pd.DataFrame(samples, columns=SAMPLE_COLUMNS)
@@ -431,7 +430,9 @@ def import_csv_dataset(folder: str | os.PathLike) -> ProcessedDataset:
     """
     folder = Path(folder)
     if not folder.exists():
-        raise InputError(f"{folder}: folder not found (a processed split is a folder with {INFO_FILE} and train/valid/test CSVs)")
+        raise InputError(
+            f"{folder}: folder not found (a processed split is a folder with {INFO_FILE} and train/valid/test CSVs)"
+        )
     if not folder.is_dir():
         raise InputError(f"{folder}: is a file; give the folder that holds {INFO_FILE} and train/valid/test CSVs")
     return import_csv_files(

@@ -69,8 +69,14 @@ def evaluate_predictions(predictions: pd.DataFrame, test: pd.DataFrame, titles: 
     pos_title = hit_positions_by_title(predictions["pred_titles"].to_list(), target_titles)
     rows = pd.concat(
         [
-            pd.DataFrame({"row": np.arange(len(test)), "user_id": test["user_id"].to_numpy(),
-                          "pos_id": pos_id, "pos_title": pos_title}),
+            pd.DataFrame(
+                {
+                    "row": np.arange(len(test)),
+                    "user_id": test["user_id"].to_numpy(),
+                    "pos_id": pos_id,
+                    "pos_title": pos_title,
+                }
+            ),
             row_metrics(pos_id),
             row_metrics(pos_title, prefix="title_"),
         ],

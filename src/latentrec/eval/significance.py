@@ -64,8 +64,13 @@ def paired_ttest(x, y, metric: str = "", unit: str = "row") -> dict:
     constant difference gives the test's limit instead of NaN (below)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = len(x)
-    out = {"metric": metric, "unit": unit, "n": n, "mean_a": float(x.mean()) if n else math.nan,
-           "mean_b": float(y.mean()) if n else math.nan}
+    out = {
+        "metric": metric,
+        "unit": unit,
+        "n": n,
+        "mean_a": float(x.mean()) if n else math.nan,
+        "mean_b": float(y.mean()) if n else math.nan,
+    }
     diff = x - y
     constant = n >= 2 and np.allclose(diff, diff[0], rtol=0, atol=1e-12)
     if n < 2:  # one pair: no variance to test against

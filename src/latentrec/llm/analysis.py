@@ -42,8 +42,9 @@ def item_token_spans(tokenizer, titles: list[str], domain: str, style: str = "re
     return [-1] * len(head) + owner
 
 
-def dump_factors(model, tokenizer, ds, rows: np.ndarray, domain: str, batch_size: int = 8,
-                 style: str = "reference") -> dict[str, np.ndarray]:
+def dump_factors(
+    model, tokenizer, ds, rows: np.ndarray, domain: str, batch_size: int = 8, style: str = "reference"
+) -> dict[str, np.ndarray]:
     """Factors, gate and item-level attention of the final refinement for the given test rows.
 
     Returns factors [N, K, d], alpha [N, K], item_attention [N, K, H] (H the longest history; NaN past a
@@ -88,8 +89,13 @@ def dump_factors(model, tokenizer, ds, rows: np.ndarray, domain: str, batch_size
                 for j in range(len(histories[u])):
                     item_att[u, :, j] = a[:, owner == j].sum(1)
                 other_att[u] = a[:, owner == -1].sum(1)
-    return {"factors": np.concatenate(factors), "alpha": np.concatenate(alphas), "item_attention": item_att,
-            "other_attention": other_att, "rows": np.asarray(rows)}
+    return {
+        "factors": np.concatenate(factors),
+        "alpha": np.concatenate(alphas),
+        "item_attention": item_att,
+        "other_attention": other_att,
+        "rows": np.asarray(rows),
+    }
 
 
 def time_decode(model, tokenizer, ds, rows: np.ndarray, domain: str, cfg: dict, repeats: int = 3) -> dict:
@@ -106,7 +112,12 @@ def time_decode(model, tokenizer, ds, rows: np.ndarray, domain: str, cfg: dict, 
         per_user.append((time.perf_counter() - t0) / len(rows))
         if "reasoning_tokens" in out:
             reasoning = float(out["reasoning_tokens"].mean())
-    return {"seconds_per_user": per_user, "mean": float(np.mean(per_user)),
-            "std": float(np.std(per_user, ddof=1)) if repeats > 1 else 0.0, "rows": len(rows), "repeats": repeats,
-            "generation_config": out.attrs.get("generation_config", DecodeConfig.from_dict(cfg).record()),
-            "mean_reasoning_tokens": reasoning}
+    return {
+        "seconds_per_user": per_user,
+        "mean": float(np.mean(per_user)),
+        "std": float(np.std(per_user, ddof=1)) if repeats > 1 else 0.0,
+        "rows": len(rows),
+        "repeats": repeats,
+        "generation_config": out.attrs.get("generation_config", DecodeConfig.from_dict(cfg).record()),
+        "mean_reasoning_tokens": reasoning,
+    }

@@ -45,9 +45,11 @@ def _gguf_in_package(package: str) -> Path:
 
 
 # What a model folder must hold (a `huggingface-cli download <id> --local-dir <folder>` folder does).
-MODEL_LAYOUT = ("config.json; the tokenizer: tokenizer.json and tokenizer_config.json (or vocab.json + merges.txt); "
-                "the weights as *.safetensors (model.safetensors, or the model-0000k-of-0000n.safetensors shards with "
-                "model.safetensors.index.json)")
+MODEL_LAYOUT = (
+    "config.json; the tokenizer: tokenizer.json and tokenizer_config.json (or vocab.json + merges.txt); "
+    "the weights as *.safetensors (model.safetensors, or the model-0000k-of-0000n.safetensors shards with "
+    "model.safetensors.index.json)"
+)
 
 
 def missing_model_files(folder: str | os.PathLike) -> list[str]:
@@ -65,11 +67,13 @@ def missing_model_files(folder: str | os.PathLike) -> list[str]:
 def place_by_hand(spec: str, out: Path) -> str:
     """How to put a hub model in place without network: the folder layout, where, and the config key."""
     name = out.name
-    return (f"On a machine with internet: `hf download {spec} --local-dir {name}` (older huggingface_hub: "
-            f"`huggingface-cli download ...`); copy that folder to "
-            f"resources/hub/{name}/ here and set the config key llm.models.{name}.spec: resources/hub/{name} "
-            f"(fetch-model then copies it to {out}). The folder must hold {MODEL_LAYOUT}. "
-            "README.md, 'Model weights without network', has the steps.")
+    return (
+        f"On a machine with internet: `hf download {spec} --local-dir {name}` (older huggingface_hub: "
+        f"`huggingface-cli download ...`); copy that folder to "
+        f"resources/hub/{name}/ here and set the config key llm.models.{name}.spec: resources/hub/{name} "
+        f"(fetch-model then copies it to {out}). The folder must hold {MODEL_LAYOUT}. "
+        "README.md, 'Model weights without network', has the steps."
+    )
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -101,27 +105,37 @@ def fetch_model(spec: str, out_dir: str | os.PathLike) -> Path:
     elif Path(spec).expanduser().is_dir():
         folder = Path(spec).expanduser()
         if missing := missing_model_files(folder):
-            raise InputError(f"model folder {folder} (config key llm.models.{out.name}.spec) lacks "
-                             f"{', '.join(missing)}; a model folder holds {MODEL_LAYOUT}")
+            raise InputError(
+                f"model folder {folder} (config key llm.models.{out.name}.spec) lacks "
+                f"{', '.join(missing)}; a model folder holds {MODEL_LAYOUT}"
+            )
         shutil.copytree(folder, tmp)
     elif Path(spec).expanduser().exists():
-        raise InputError(f"model spec {spec} (config key llm.models.{out.name}.spec) is a file, not a folder: "
-                         f"point it at the model's folder, which holds {MODEL_LAYOUT}")
+        raise InputError(
+            f"model spec {spec} (config key llm.models.{out.name}.spec) is a file, not a folder: "
+            f"point it at the model's folder, which holds {MODEL_LAYOUT}"
+        )
     elif _looks_like_path(spec):
-        raise InputError(f"model folder {spec} (config key llm.models.{out.name}.spec) does not exist. "
-                         f"A model folder holds {MODEL_LAYOUT}")
+        raise InputError(
+            f"model folder {spec} (config key llm.models.{out.name}.spec) does not exist. "
+            f"A model folder holds {MODEL_LAYOUT}"
+        )
     else:
         from huggingface_hub import constants, snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
         try:
-            snapshot_download(repo_id=spec, local_dir=tmp,
-                              allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"])
+            snapshot_download(
+                repo_id=spec,
+                local_dir=tmp,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"],
+            )
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
             why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{type(err).__name__}: {err}"
             shutil.rmtree(tmp, ignore_errors=True)
-            raise InputError(f"could not download model {spec!r} from the Hugging Face hub ({why}). "
-                             + place_by_hand(spec, out)) from None
+            raise InputError(
+                f"could not download model {spec!r} from the Hugging Face hub ({why}). " + place_by_hand(spec, out)
+            ) from None
     write_json({"spec": spec}, tmp / "latentrec_source.json")
     if out.exists():
         shutil.rmtree(out)
@@ -135,8 +149,10 @@ def load_backbone(folder: str | os.PathLike, dtype=None, device=None):
 
     folder = Path(folder)
     if not (folder / "config.json").exists():
-        raise InputError(f"{folder}: not a model folder (no config.json); run the fetch_model rule first "
-                         f"(`python -m latentrec fetch-model`). A model folder holds {MODEL_LAYOUT}")
+        raise InputError(
+            f"{folder}: not a model folder (no config.json); run the fetch_model rule first "
+            f"(`python -m latentrec fetch-model`). A model folder holds {MODEL_LAYOUT}"
+        )
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -163,16 +179,30 @@ def tiny_llama_like(tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=2048,
-        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     return LlamaForCausalLM(cfg)
 
 
-def tiny_qwen2_like(tokenizer, padded_rows: int = 300, hidden: int = 64, layers: int = 2, heads: int = 4,
-                    kv_heads: int = 2, seed: int = 0):
+def tiny_qwen2_like(
+    tokenizer,
+    padded_rows: int = 300,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    seed: int = 0,
+):
     """A randomly initialised Qwen2 of the Qwen2.5 family, for tests: grouped-query attention with q/k/v
     bias, tied embeddings (as Qwen2.5-1.5B), and an embedding matrix padded `padded_rows` beyond the
     tokenizer, rounded up to a multiple of 128 (Qwen2.5: 151,936 rows for 151,665 tokens)."""
@@ -182,9 +212,18 @@ def tiny_qwen2_like(tokenizer, padded_rows: int = 300, hidden: int = 64, layers:
     torch.manual_seed(seed)
     rows = -(-(len(tokenizer) + padded_rows) // 128) * 128
     cfg = Qwen2Config(
-        vocab_size=rows, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=2048, rope_theta=1e6,
-        tie_word_embeddings=True, use_sliding_window=False, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=rows,
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=2048,
+        rope_theta=1e6,
+        tie_word_embeddings=True,
+        use_sliding_window=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     return Qwen2ForCausalLM(cfg)

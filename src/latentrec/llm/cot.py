@@ -79,10 +79,21 @@ def greedy_reasoning(llm, tokenizer, prompts: Sequence[Sequence[int]], max_new_t
     # stands behind them (decode() drops them silently), so the unconstrained greedy must never pick one.
     rows = llm.get_output_embeddings().weight.shape[0]
     padded = list(range(len(tokenizer), rows)) or None
-    out = llm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                       min_new_tokens=0, do_sample=False, num_beams=1, eos_token_id=eos, suppress_tokens=padded,
-                       pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
-    new = out[:, ids.shape[1]:].tolist()
+    out = llm.generate(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=eos,
+        suppress_tokens=padded,
+        pad_token_id=tokenizer.pad_token_id,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
+    new = out[:, ids.shape[1] :].tolist()
     result = []
     for row in new:
         cut = next((i for i, t in enumerate(row) if t in eos), len(row))

@@ -60,8 +60,14 @@ class LiveBytes:
 
 
 # Operators whose boolean-mask indices would need the mask's values: a real mask becomes its real positions.
-_INDEXING = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default,
-             aten._unsafe_index.Tensor, aten._unsafe_index_put.default}
+_INDEXING = {
+    aten.index.Tensor,
+    aten.index_put.default,
+    aten.index_put_.default,
+    aten._index_put_impl_.default,
+    aten._unsafe_index.Tensor,
+    aten._unsafe_index_put.default,
+}
 
 
 def _positions(indices):

@@ -74,16 +74,31 @@ class FLRHead(LatentHead):
 
     kind = "flr"
 
-    def __init__(self, hidden_size: int, n_factors: int = 4, rope_base: float = 1000.0, rope_query: bool = False,
-                 gate_hidden: int | None = None, init_std: float = 0.02, prototype_std: float = 1.0,
-                 orthogonality: bool = True, diversity: bool = True, sparsity: bool = True,
-                 learn_weights: bool = True):
+    def __init__(
+        self,
+        hidden_size: int,
+        n_factors: int = 4,
+        rope_base: float = 1000.0,
+        rope_query: bool = False,
+        gate_hidden: int | None = None,
+        init_std: float = 0.02,
+        prototype_std: float = 1.0,
+        orthogonality: bool = True,
+        diversity: bool = True,
+        sparsity: bool = True,
+        learn_weights: bool = True,
+    ):
         super().__init__()
         if hidden_size % 2:
             raise ValueError(f"RoPE needs an even hidden size, got {hidden_size}")
         if n_factors < 1:
             raise ValueError(f"n_factors must be >= 1, got {n_factors}")
-        self.hidden_size, self.n_factors, self.rope_base, self.rope_query = hidden_size, n_factors, rope_base, rope_query
+        self.hidden_size, self.n_factors, self.rope_base, self.rope_query = (
+            hidden_size,
+            n_factors,
+            rope_base,
+            rope_query,
+        )
         self.gate_hidden = gate_hidden or hidden_size
         self.init_std, self.prototype_std, self.learn_weights = init_std, prototype_std, learn_weights
         self.enabled = tuple(name for name, on in zip(REGULARISERS, (orthogonality, diversity, sparsity)) if on)
@@ -96,15 +111,23 @@ class FLRHead(LatentHead):
             nn.init.zeros_(lin.bias)
         # Only the enabled regularisers own an s_i (an unused parameter would break DDP).
         self.log_vars = nn.ParameterDict(
-            {name: nn.Parameter(torch.zeros(())) for name in self.enabled} if learn_weights else {})
+            {name: nn.Parameter(torch.zeros(())) for name in self.enabled} if learn_weights else {}
+        )
         self._raw: list[dict[str, torch.Tensor]] = []
         self.last: dict[str, torch.Tensor] = {}
 
     def config(self) -> dict:
-        return {"hidden_size": self.hidden_size, "n_factors": self.n_factors, "rope_base": self.rope_base,
-                "rope_query": self.rope_query, "gate_hidden": self.gate_hidden, "init_std": self.init_std,
-                "prototype_std": self.prototype_std, "learn_weights": self.learn_weights,
-                **{name: name in self.enabled for name in REGULARISERS}}
+        return {
+            "hidden_size": self.hidden_size,
+            "n_factors": self.n_factors,
+            "rope_base": self.rope_base,
+            "rope_query": self.rope_query,
+            "gate_hidden": self.gate_hidden,
+            "init_std": self.init_std,
+            "prototype_std": self.prototype_std,
+            "learn_weights": self.learn_weights,
+            **{name: name in self.enabled for name in REGULARISERS},
+        }
 
     # -- forward --------------------------------------------------------------------------------------
     def factorise(self, hidden, mask, positions):
@@ -168,5 +191,7 @@ class FLRHead(LatentHead):
         raw = self.raw_regularisers()
         if not self.learn_weights:
             return {name: 0.5 * value for name, value in raw.items()}
-        return {name: 0.5 * torch.exp(-self.log_vars[name]) * value + 0.5 * self.log_vars[name]
-                for name, value in raw.items()}
+        return {
+            name: 0.5 * torch.exp(-self.log_vars[name]) * value + 0.5 * self.log_vars[name]
+            for name, value in raw.items()
+        }

@@ -57,67 +57,111 @@ from latentrec.runs import peak_memory_mb
 class LRGRPOConfig:
     """RL hyperparameters; defaults are the paper's (LatentR3 appendix C, REFERENCE §5)."""
 
-    lr: float = field(default=1e-4, metadata={
-        "help": "AdamW on the head only (the LLM is frozen; with `rollout: decode` or `beams` on the whole "
-                "model); cosine schedule after `warmup_steps`"})
+    lr: float = field(
+        default=1e-4,
+        metadata={
+            "help": "AdamW on the head only (the LLM is frozen; with `rollout: decode` or `beams` on the whole "
+            "model); cosine schedule after `warmup_steps`"
+        },
+    )
     group_size: int = field(default=8, metadata={"help": "K latent draws per sample; draw 0 is noise-free"})
     noise_std: float = field(default=1.5, metadata={"help": "sigma of the Gaussian noise added to the latent"})
-    noise_latents: str = field(default="first", metadata={
-        "help": "with N > 1 latents: `first` perturbs only the first latent, the later ones follow "
-                "deterministically from it (LatentR3 appendix E); `all` draws independent noise for every latent"})
-    groups_per_step: int = field(default=32, metadata={
-        "help": "samples per optimiser step over all GPUs (the last incomplete step of an epoch is dropped)"})
-    advantage_groups: int | None = field(default=None, metadata={
-        "help": "samples that share one baseline (mean of their noise-free rewards) and one L2 normaliser. "
-                "null: every sample of the optimiser step on every process (the paper's batch-level advantage; "
-                "one forward per process holds `groups_per_step / GPUs` samples × `group_size` draws); `2`: the "
-                "reference code's accident (one group per GPU of its two; paper.yaml's `LatentR3-refAdv` ablation "
-                "row); otherwise a divisor of `groups_per_step` and a multiple of the GPU count"})
-    advantage: str = field(default="batch", metadata={
-        "help": "`batch`: A = (r - b) / (‖r - b‖₂ + 1e-6) (LR-GRPO); `group`: per-sample (r - mean) / (std + 1e-4) "
-                "(\"w/o Batch Advantage\"); `base`: per-sample (r_i − r_0) / (‖r_{1:} − r_0‖₂ + 1e-6), r_0 the "
-                "sample's noise-free draw (FLR-GRPO)"})
-    rollout: str = field(default="noise", metadata={
-        "help": "`noise`: LR-GRPO (K noisy latents, no text generated, the head trains). `decode`: the original "
-                "GRPO of LatentR3 appendix F (Figure 4; paper.yaml's `LatentR3-origGRPO`): the same K latents per "
-                "sample (draw 0 noise-free, the others with N(0, `noise_std`²) noise as `noise_latents` says), one "
-                "greedy (beam-1) catalog-constrained title decoded after each (all draws of a forward in one "
-                "batched search), reward 1 if it is the ground-truth title else 0, and the ratio-1 surrogate over "
-                "each title's tokens given its own noisy latent, with gradient into the whole model (LLM and head; "
-                "`lr` then applies to all of it). `beams`: as `decode`, but the K completions are the K beams of "
-                "one beam search after the noise-free latent (explores answers, not latents). `decode` and `beams` "
-                "need `advantage: group`, `policy: target`, `beta: 0`, `regularisers: false`; with "
-                "`advantage: group`, `advantage_groups` only sets how many samples one forward holds. "
-                "`rl_log.json` records per step `reward`, `reward_clean` (draw 0) and `distinct_titles` (distinct "
-                "titles among a sample's K completions), and for every rollout `advantage_sq_sum` and "
-                "`advantage_clean_sum` (the step's advantages over all processes: docs/gpu_path.md)"})
-    policy: str = field(default="target", metadata={
-        "help": "what the PPO ratio is a probability of: `target`, the ground-truth target's token likelihoods "
-                "given each noisy latent (the reference); `latent`, the Gaussian density of the noisy latent "
-                "around the head's output (a true policy gradient; see docs/latentr3.md for why it matters)"})
-    clip_low: float = field(default=0.2, metadata={
-        "help": "PPO clip range below 1 (the ratio is 1 in value with one update per batch, as in the reference)"})
+    noise_latents: str = field(
+        default="first",
+        metadata={
+            "help": "with N > 1 latents: `first` perturbs only the first latent, the later ones follow "
+            "deterministically from it (LatentR3 appendix E); `all` draws independent noise for every latent"
+        },
+    )
+    groups_per_step: int = field(
+        default=32,
+        metadata={"help": "samples per optimiser step over all GPUs (the last incomplete step of an epoch is dropped)"},
+    )
+    advantage_groups: int | None = field(
+        default=None,
+        metadata={
+            "help": "samples that share one baseline (mean of their noise-free rewards) and one L2 normaliser. "
+            "null: every sample of the optimiser step on every process (the paper's batch-level advantage; "
+            "one forward per process holds `groups_per_step / GPUs` samples × `group_size` draws); `2`: the "
+            "reference code's accident (one group per GPU of its two; paper.yaml's `LatentR3-refAdv` ablation "
+            "row); otherwise a divisor of `groups_per_step` and a multiple of the GPU count"
+        },
+    )
+    advantage: str = field(
+        default="batch",
+        metadata={
+            "help": "`batch`: A = (r - b) / (‖r - b‖₂ + 1e-6) (LR-GRPO); `group`: per-sample (r - mean) / (std + 1e-4) "
+            '("w/o Batch Advantage"); `base`: per-sample (r_i − r_0) / (‖r_{1:} − r_0‖₂ + 1e-6), r_0 the '
+            "sample's noise-free draw (FLR-GRPO)"
+        },
+    )
+    rollout: str = field(
+        default="noise",
+        metadata={
+            "help": "`noise`: LR-GRPO (K noisy latents, no text generated, the head trains). `decode`: the original "
+            "GRPO of LatentR3 appendix F (Figure 4; paper.yaml's `LatentR3-origGRPO`): the same K latents per "
+            "sample (draw 0 noise-free, the others with N(0, `noise_std`²) noise as `noise_latents` says), one "
+            "greedy (beam-1) catalog-constrained title decoded after each (all draws of a forward in one "
+            "batched search), reward 1 if it is the ground-truth title else 0, and the ratio-1 surrogate over "
+            "each title's tokens given its own noisy latent, with gradient into the whole model (LLM and head; "
+            "`lr` then applies to all of it). `beams`: as `decode`, but the K completions are the K beams of "
+            "one beam search after the noise-free latent (explores answers, not latents). `decode` and `beams` "
+            "need `advantage: group`, `policy: target`, `beta: 0`, `regularisers: false`; with "
+            "`advantage: group`, `advantage_groups` only sets how many samples one forward holds. "
+            "`rl_log.json` records per step `reward`, `reward_clean` (draw 0) and `distinct_titles` (distinct "
+            "titles among a sample's K completions), and for every rollout `advantage_sq_sum` and "
+            "`advantage_clean_sum` (the step's advantages over all processes: docs/gpu_path.md)"
+        },
+    )
+    policy: str = field(
+        default="target",
+        metadata={
+            "help": "what the PPO ratio is a probability of: `target`, the ground-truth target's token likelihoods "
+            "given each noisy latent (the reference); `latent`, the Gaussian density of the noisy latent "
+            "around the head's output (a true policy gradient; see docs/latentr3.md for why it matters)"
+        },
+    )
+    clip_low: float = field(
+        default=0.2,
+        metadata={
+            "help": "PPO clip range below 1 (the ratio is 1 in value with one update per batch, as in the reference)"
+        },
+    )
     clip_high: float = field(default=0.28, metadata={"help": "PPO clip range above 1"})
-    beta: float = field(default=0.0, metadata={
-        "help": "weight of the k3 KL to the starting head (0 keeps no reference copy)"})
-    reward: str = field(default="neg_ppl", metadata={
-        "help": "`neg_ppl`: −perplexity of the target given the draw (LR-GRPO); `hybrid`: `reward_alpha` · mean "
-                "target-token log-prob + `reward_beta` · 𝟙[a greedy catalog-constrained decode after the noisy "
-                "thought spells the target] (FLR-GRPO; the G decodes of a sample run batched on the loss "
-                "forward's KV cache)"})
+    beta: float = field(
+        default=0.0, metadata={"help": "weight of the k3 KL to the starting head (0 keeps no reference copy)"}
+    )
+    reward: str = field(
+        default="neg_ppl",
+        metadata={
+            "help": "`neg_ppl`: −perplexity of the target given the draw (LR-GRPO); `hybrid`: `reward_alpha` · mean "
+            "target-token log-prob + `reward_beta` · 𝟙[a greedy catalog-constrained decode after the noisy "
+            "thought spells the target] (FLR-GRPO; the G decodes of a sample run batched on the loss "
+            "forward's KV cache)"
+        },
+    )
     reward_alpha: float = field(default=0.1, metadata={"help": "FLR-GRPO's weight of the log-prob reward (FLR §4.2)"})
     reward_beta: float = field(default=1.0, metadata={"help": "FLR-GRPO's weight of the exact-match reward"})
-    regularisers: bool = field(default=False, metadata={
-        "help": "add the head's weighted regularisers to the RL loss, once per sample (FLR eq. 13; their "
-                "uncertainty weights train too); false: those weights are frozen"})
-    warmup_steps: int = field(default=200, metadata={
-        "help": "optimiser steps of linear warm-up (at most half of all steps), then cosine decay to 0"})
+    regularisers: bool = field(
+        default=False,
+        metadata={
+            "help": "add the head's weighted regularisers to the RL loss, once per sample (FLR eq. 13; their "
+            "uncertainty weights train too); false: those weights are frozen"
+        },
+    )
+    warmup_steps: int = field(
+        default=200,
+        metadata={"help": "optimiser steps of linear warm-up (at most half of all steps), then cosine decay to 0"},
+    )
     max_epochs: int = field(default=1, metadata={"help": "passes over the (limited) train rows"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimiser steps"})
-    train_limit: int | None = field(default=None, metadata={
-        "help": "a seeded random subset of N train rows; null = all"})
-    valid_limit: int | None = field(default=500, metadata={
-        "help": "validation rows scored by −perplexity of the target (model selection); null = all"})
+    train_limit: int | None = field(
+        default=None, metadata={"help": "a seeded random subset of N train rows; null = all"}
+    )
+    valid_limit: int | None = field(
+        default=500,
+        metadata={"help": "validation rows scored by −perplexity of the target (model selection); null = all"},
+    )
     max_len: int = field(default=512, metadata={"help": "samples keep their last `max_len` tokens, as in `llm.sft`"})
     mixed_precision: str = field(default="auto", metadata={"help": "as in `llm.sft`"})
     prompt_style: str = field(default="reference", metadata={"help": "as in `llm.sft`"})
@@ -128,16 +172,36 @@ class LRGRPOConfig:
         """Checked before anything trains: known fields, each of its annotated type (ints where ints), in range.
         Raises ValueError "<field>: must be <allowed>, got <value>" (validate_config prefixes the key path)."""
         d = check_options(
-            cls, d, "RL",
+            cls,
+            d,
+            "RL",
             above={"lr": 0},
-            at_least={"group_size": 2, "noise_std": 0, "groups_per_step": 1, "advantage_groups": 1, "clip_low": 0,
-                      "clip_high": 0, "beta": 0, "warmup_steps": 0, "max_epochs": 1, "max_steps": 1, "train_limit": 1,
-                      "valid_limit": 1, "max_len": 1, "seed": 0},
+            at_least={
+                "group_size": 2,
+                "noise_std": 0,
+                "groups_per_step": 1,
+                "advantage_groups": 1,
+                "clip_low": 0,
+                "clip_high": 0,
+                "beta": 0,
+                "warmup_steps": 0,
+                "max_epochs": 1,
+                "max_steps": 1,
+                "train_limit": 1,
+                "valid_limit": 1,
+                "max_len": 1,
+                "seed": 0,
+            },
             below={"clip_low": 1},
-            choices={"noise_latents": ("first", "all"), "advantage": ("batch", "group", "base"),
-                     "rollout": ("noise", "decode", "beams"), "policy": ("target", "latent"),
-                     "reward": ("neg_ppl", "hybrid"),
-                     "mixed_precision": ("auto", "no", "bf16", "fp16"), "prompt_style": tuple(STYLES)},
+            choices={
+                "noise_latents": ("first", "all"),
+                "advantage": ("batch", "group", "base"),
+                "rollout": ("noise", "decode", "beams"),
+                "policy": ("target", "latent"),
+                "reward": ("neg_ppl", "hybrid"),
+                "mixed_precision": ("auto", "no", "bf16", "fp16"),
+                "prompt_style": tuple(STYLES),
+            },
             notes={"group_size": " (draw 0 is the noise-free baseline)"},
         )
         cfg = cls(**d)
@@ -146,12 +210,16 @@ class LRGRPOConfig:
         if cfg.whole_model:  # the original GRPO: its own reward, advantage and ratio; no KL copy of the LLM
             for key, want in (("advantage", "group"), ("policy", "target"), ("beta", 0.0), ("regularisers", False)):
                 if getattr(cfg, key) != want:
-                    raise ValueError(f"{key}: must be {want!r} with rollout {cfg.rollout!r} (the original GRPO: "
-                                     f"group advantage, ratio over the decoded tokens, no KL, no regularisers), "
-                                     f"got {getattr(cfg, key)!r}")
+                    raise ValueError(
+                        f"{key}: must be {want!r} with rollout {cfg.rollout!r} (the original GRPO: "
+                        f"group advantage, ratio over the decoded tokens, no KL, no regularisers), "
+                        f"got {getattr(cfg, key)!r}"
+                    )
         if cfg.groups_per_step % cfg.baseline_groups:
-            raise ValueError(f"groups_per_step: must be a multiple of advantage_groups ({cfg.advantage_groups}), "
-                             f"got {cfg.groups_per_step}")
+            raise ValueError(
+                f"groups_per_step: must be a multiple of advantage_groups ({cfg.advantage_groups}), "
+                f"got {cfg.groups_per_step}"
+            )
         return cfg
 
     @property
@@ -180,7 +248,9 @@ def rewards_from_logp(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return -torch.exp(-(logp.sum(1) / mask.sum(1)))
 
 
-def hybrid_rewards(logp: torch.Tensor, mask: torch.Tensor, hits: torch.Tensor | None, cfg: LRGRPOConfig) -> torch.Tensor:
+def hybrid_rewards(
+    logp: torch.Tensor, mask: torch.Tensor, hits: torch.Tensor | None, cfg: LRGRPOConfig
+) -> torch.Tensor:
     """FLR-GRPO: reward_alpha * mean token log-prob of the target + reward_beta * exact match [rows]."""
     r = cfg.reward_alpha * logp.sum(1) / mask.sum(1)
     return r if hits is None else r + cfg.reward_beta * hits.to(r.dtype)
@@ -211,7 +281,10 @@ SUMMED_STATS = ("advantage_sq_sum", "advantage_clean_sum")
 
 def advantage_stats(adv: torch.Tensor) -> dict[str, float]:
     """This process's share of the SUMMED_STATS of advantages [g, K] (column 0: the noise-free draws)."""
-    return {"advantage_sq_sum": float((adv.double() ** 2).sum()), "advantage_clean_sum": float(adv[:, 0].double().sum())}
+    return {
+        "advantage_sq_sum": float((adv.double() ** 2).sum()),
+        "advantage_clean_sum": float(adv[:, 0].double().sum()),
+    }
 
 
 def surrogate(logp, old_logp, adv_rows, mask, cfg: LRGRPOConfig, ref_logp=None) -> torch.Tensor:
@@ -225,8 +298,9 @@ def surrogate(logp, old_logp, adv_rows, mask, cfg: LRGRPOConfig, ref_logp=None) 
     return (per_tok * mask).sum(1)
 
 
-def draw_noise(g: int, cfg: LRGRPOConfig, n_latents: int, hidden: int, generator: torch.Generator, device,
-               dtype=torch.float32) -> torch.Tensor:
+def draw_noise(
+    g: int, cfg: LRGRPOConfig, n_latents: int, hidden: int, generator: torch.Generator, device, dtype=torch.float32
+) -> torch.Tensor:
     """Gaussian noise [g, K, N, d]: draw 0 of each sample noise-free; with ``noise_latents="first"`` only
     the first latent is perturbed (the later ones follow deterministically from the noisy first)."""
     noise = torch.randn((g, cfg.group_size, n_latents, hidden), generator=generator) * cfg.noise_std
@@ -236,8 +310,9 @@ def draw_noise(g: int, cfg: LRGRPOConfig, n_latents: int, hidden: int, generator
     return noise.to(device=device, dtype=dtype)
 
 
-def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_slice=slice(None), ref_head=None,
-              trie=None):
+def step_loss(
+    model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_slice=slice(None), ref_head=None, trie=None
+):
     """The loss of one micro-step (fast path) and its stats. Sum over this device's samples of the
     per-sample token-mean surrogate (+ the head's regularisers with `cfg.regularisers`); the caller scales
     by the number of samples per optimiser step. `trie`: the catalog, for FLR-GRPO's exact-match reward."""
@@ -261,7 +336,9 @@ def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_s
     ref_logp = None
     if cfg.beta and ref_head is not None:
         with torch.no_grad():
-            ref_logp = getattr(model, "module", model).forward(**batch, copies=k, noise=noise, frozen_llm=True, head=ref_head)
+            ref_logp = getattr(model, "module", model).forward(
+                **batch, copies=k, noise=noise, frozen_llm=True, head=ref_head
+            )
     if cfg.policy == "latent":
         # log N(z_old + eps; z(theta), sigma^2): one "token" per draw; its gradient is A * eps / sigma^2.
         taken = upcast(clean.detach() + noise.reshape(clean.shape))
@@ -283,8 +360,9 @@ def step_loss(model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_s
     return loss, stats
 
 
-def noisy_prefix(reasoner: LatentReasoner, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                 noise: torch.Tensor | None = None):
+def noisy_prefix(
+    reasoner: LatentReasoner, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, noise: torch.Tensor | None = None
+):
     """Left-padded [prompt, latents] input embeddings [B*K, L + N, d] and mask for decoding, K = noise.shape[1]
     draws per prompt (row i*K + j: prompt i, draw j) with the noise [B, K, N, d] added to the latents as
     :meth:`LatentReasoner.think` writes them (the same latents the loss forward computes); no noise: one
@@ -315,10 +393,18 @@ def decode_step_loss(model, batch, noise, trie, cfg: LRGRPOConfig, eos_token_id:
         was_training = inner.training
         inner.eval()
         embeds, emask = noisy_prefix(inner, batch["prompt_ids"], batch["prompt_mask"], noise)
-        hyps = constrained_beam_search(inner.llm, None, trie, prefix_embeds=embeds, prefix_attention_mask=emask,
-                                       num_beams=k if beams else 1, num_return=k if beams else 1,
-                                       length_penalty=1.0, max_new_tokens=trie.max_depth,
-                                       eos_token_id=eos_token_id)  # every draw in one search
+        hyps = constrained_beam_search(
+            inner.llm,
+            None,
+            trie,
+            prefix_embeds=embeds,
+            prefix_attention_mask=emask,
+            num_beams=k if beams else 1,
+            num_return=k if beams else 1,
+            length_penalty=1.0,
+            max_new_tokens=trie.max_depth,
+            eos_token_id=eos_token_id,
+        )  # every draw in one search
         inner.train(was_training)
     comps = []
     for row in hyps:  # [g*K] rows of one title (decode) or [g] rows of up to K beams (beams)
@@ -346,12 +432,22 @@ def decode_step_loss(model, batch, noise, trie, cfg: LRGRPOConfig, eos_token_id:
     per_row = surrogate(logp, logp.detach(), adv, mask, cfg)
     per_sample = per_row.view(g, k).sum(1) / mask.view(g, -1).sum(1)
     distinct = np.mean([len({tuple(c) for c in comps[i * k : (i + 1) * k]}) for i in range(g)])
-    return per_sample.sum(), {"reward": float(rewards.mean()), "reward_clean": float(rewards[:, 0].mean()),
-                              "distinct_titles": float(distinct), **adv_stats}
+    return per_sample.sum(), {
+        "reward": float(rewards.mean()),
+        "reward_clean": float(rewards[:, 0].mean()),
+        "distinct_titles": float(distinct),
+        **adv_stats,
+    }
 
 
-def reference_step(reasoner: LatentReasoner, samples: list[EncodedSample], noise: torch.Tensor, cfg: LRGRPOConfig,
-                   trie=None, eos_token_id: int | None = None):
+def reference_step(
+    reasoner: LatentReasoner,
+    samples: list[EncodedSample],
+    noise: torch.Tensor,
+    cfg: LRGRPOConfig,
+    trie=None,
+    eos_token_id: int | None = None,
+):
     """The naive computation the reference does (REFERENCE §5.2-5.3): per sample, K rows of the full
     prompt + latent + target, each latent from its own pass over the prompt; once without gradient for
     the rewards, then again with gradient for the loss. Same value as :func:`step_loss` (target policy,
@@ -366,8 +462,10 @@ def reference_step(reasoner: LatentReasoner, samples: list[EncodedSample], noise
                 continue
             r = cfg.reward_alpha * logp.mean(1)
             if cfg.exact_match:
-                hits = [float(_greedy_title(reasoner, prefix[j : j + 1], trie, eos_token_id) == _target(s))
-                        for j in range(prefix.shape[0])]
+                hits = [
+                    float(_greedy_title(reasoner, prefix[j : j + 1], trie, eos_token_id) == _target(s))
+                    for j in range(prefix.shape[0])
+                ]
                 r = r + cfg.reward_beta * torch.tensor(hits, device=r.device)
             rows.append(r)
         rewards = torch.stack(rows)
@@ -385,8 +483,16 @@ def reference_step(reasoner: LatentReasoner, samples: list[EncodedSample], noise
 def _greedy_title(reasoner: LatentReasoner, prefix: torch.Tensor, trie, eos_token_id) -> list[int]:
     from latentrec.llm.decoding import constrained_beam_search
 
-    hyps = constrained_beam_search(reasoner.llm, None, trie, prefix_embeds=prefix, num_beams=1, num_return=1,
-                                   max_new_tokens=trie.max_depth, eos_token_id=eos_token_id)
+    hyps = constrained_beam_search(
+        reasoner.llm,
+        None,
+        trie,
+        prefix_embeds=prefix,
+        num_beams=1,
+        num_return=1,
+        max_new_tokens=trie.max_depth,
+        eos_token_id=eos_token_id,
+    )
     return trie.sequence(hyps[0][0][0])
 
 
@@ -417,15 +523,24 @@ def step_stats(stats: list[dict], accelerator) -> dict[str, float]:
     """One optimiser step's stats over all processes: SUMMED_STATS summed over its micro-steps and ranks,
     the others (this rank's means, over equal sample counts) averaged over micro-steps and ranks."""
     keys = list(stats[0])
-    local = [float(np.sum([x[k] for x in stats])) if k in SUMMED_STATS else float(np.mean([x[k] for x in stats]))
-             for k in keys]
+    local = [
+        float(np.sum([x[k] for x in stats])) if k in SUMMED_STATS else float(np.mean([x[k] for x in stats]))
+        for k in keys
+    ]
     total = accelerator.reduce(torch.tensor(local, dtype=torch.float64, device=accelerator.device), reduction="sum")
     world = accelerator.num_processes
     return {k: float(v) if k in SUMMED_STATS else float(v) / world for k, v in zip(keys, total.tolist())}
 
 
-def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], valid: list[EncodedSample],
-                  cfg: LRGRPOConfig, log_every: int = 1, catalog: list[list[int]] | None = None) -> dict:
+def train_lr_grpo(
+    model: LatentReasoner,
+    tokenizer,
+    train: list[EncodedSample],
+    valid: list[EncodedSample],
+    cfg: LRGRPOConfig,
+    log_every: int = 1,
+    catalog: list[list[int]] | None = None,
+) -> dict:
     """Train the head in place (the whole model with ``rollout="decode"`` or ``"beams"``, the original GRPO,
     which needs the ``catalog`` token sequences); returns a log (per-step rewards, validation -PPL before
     and after, seconds)."""
@@ -445,15 +560,17 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
         from latentrec.llm.trie import TitleTrie
 
         if catalog is None:
-            raise ValueError(f"rollout={cfg.rollout!r} and the hybrid reward's exact match need the catalog token "
-                             "sequences")
+            raise ValueError(
+                f"rollout={cfg.rollout!r} and the hybrid reward's exact match need the catalog token sequences"
+            )
         trie = TitleTrie.build(catalog, vocab_size=model.llm.get_input_embeddings().num_embeddings)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
     world, rank = accelerator.num_processes, accelerator.process_index
     groups = cfg.baseline_groups
     if groups % world:
-        raise ValueError(f"advantage_groups {groups} (samples sharing a baseline) must be a multiple of the process "
-                         f"count {world}")
+        raise ValueError(
+            f"advantage_groups {groups} (samples sharing a baseline) must be a multiple of the process count {world}"
+        )
     per_rank = groups // world
     micro_steps = cfg.groups_per_step // groups
     steps_per_epoch = len(train) // cfg.groups_per_step  # the last incomplete step is dropped (as trl)
@@ -488,18 +605,28 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
             for m in range(micro_steps):
                 ids = chunk[m * groups : (m + 1) * groups]
                 mine = ids[rank * per_rank : (rank + 1) * per_rank]
-                batch = {k: v.to(accelerator.device) for k, v in collate_prompt_target([train[i] for i in mine], pad).items()}
-                noise = draw_noise(len(ids), cfg, model.n_latents, hidden, noise_gen,
-                                   accelerator.device)[rank * per_rank : (rank + 1) * per_rank]
+                batch = {
+                    k: v.to(accelerator.device) for k, v in collate_prompt_target([train[i] for i in mine], pad).items()
+                }
+                noise = draw_noise(len(ids), cfg, model.n_latents, hidden, noise_gen, accelerator.device)[
+                    rank * per_rank : (rank + 1) * per_rank
+                ]
                 sync = m == micro_steps - 1
                 ctx = accelerator.no_sync(wrapped) if (world > 1 and not sync) else contextlib.nullcontext()
                 with ctx, accelerator.autocast():
                     if full_model:
                         loss, st = decode_step_loss(wrapped, batch, noise, trie, cfg, tokenizer.eos_token_id)
                     else:
-                        loss, st = step_loss(wrapped, batch, noise, cfg, gather=accelerator.gather,
-                                             rank_slice=slice(rank * per_rank, (rank + 1) * per_rank), ref_head=ref_head,
-                                             trie=trie)
+                        loss, st = step_loss(
+                            wrapped,
+                            batch,
+                            noise,
+                            cfg,
+                            gather=accelerator.gather,
+                            rank_slice=slice(rank * per_rank, (rank + 1) * per_rank),
+                            ref_head=ref_head,
+                            trie=trie,
+                        )
                     # DDP averages over ranks: scale so the step's loss is the mean over all its samples.
                     accelerator.backward(loss * world / cfg.groups_per_step)
                 stats.append(st)
@@ -514,8 +641,16 @@ def train_lr_grpo(model: LatentReasoner, tokenizer, train: list[EncodedSample], 
     bar.close()
     seconds = time.time() - t0
     after = valid_neg_ppl(model, valid, pad)
-    return {"config": asdict(cfg), "steps": step, "seconds": seconds, "world_size": world,
-            "device": str(accelerator.device),
-            "seconds_per_step": seconds / max(step, 1), "valid_neg_ppl_before": before, "valid_neg_ppl": after,
-            "history": history, "trainable_parameters": sum(p.numel() for p in params),
-            "peak_memory_mb": peak_memory_mb(accelerator.device)}
+    return {
+        "config": asdict(cfg),
+        "steps": step,
+        "seconds": seconds,
+        "world_size": world,
+        "device": str(accelerator.device),
+        "seconds_per_step": seconds / max(step, 1),
+        "valid_neg_ppl_before": before,
+        "valid_neg_ppl": after,
+        "history": history,
+        "trainable_parameters": sum(p.numel() for p in params),
+        "peak_memory_mb": peak_memory_mb(accelerator.device),
+    }

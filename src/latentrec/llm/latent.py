@@ -145,8 +145,11 @@ def _copy_cache(cache: DynamicCache, n: int) -> DynamicCache:
             new.lazy_initialization(old.keys, old.values)
             new.keys, new.values = old.keys, old.values
         return out
-    return DynamicCache(ddp_cache_data=[(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0))
-                                        for layer in cache.layers])
+    return DynamicCache(
+        ddp_cache_data=[
+            (layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0)) for layer in cache.layers
+        ]
+    )
 
 
 def _can_share_cache(llm, cache: DynamicCache) -> bool:
@@ -155,8 +158,11 @@ def _can_share_cache(llm, cache: DynamicCache) -> bool:
 
     impl = getattr(llm.config, "_attn_implementation", None)
     layers = getattr(cache, "layers", None)
-    return (impl in ("sdpa", "eager") and bool(layers)
-            and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers))
+    return (
+        impl in ("sdpa", "eager")
+        and bool(layers)
+        and all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers)
+    )
 
 
 def left_positions(mask: torch.Tensor) -> torch.Tensor:
@@ -210,8 +216,14 @@ class LatentReasoner(nn.Module):
         return self.llm.get_input_embeddings()(ids)
 
     def _run(self, embeds, mask, positions, cache) -> torch.Tensor:
-        out = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True, return_dict=True)
+        out = self.backbone(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            return_dict=True,
+        )
         return out.last_hidden_state
 
     def encode_prompt(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> SeqState:
@@ -230,8 +242,15 @@ class LatentReasoner(nn.Module):
         mask = torch.cat((state.mask, state.mask.new_ones((embeds.shape[0], t))), 1)
         if state.group > 1:
             hidden, own = self._run_grouped(state, embeds, pos)
-            return SeqState(torch.cat((state.hidden, hidden), 1), mask, torch.cat((state.positions, pos), 1),
-                            state.cache, state.group, state.prompt_cols, own)
+            return SeqState(
+                torch.cat((state.hidden, hidden), 1),
+                mask,
+                torch.cat((state.positions, pos), 1),
+                state.cache,
+                state.group,
+                state.prompt_cols,
+                own,
+            )
         hidden = self._run(embeds, mask, pos, state.cache)
         return SeqState(torch.cat((state.hidden, hidden), 1), mask, torch.cat((state.positions, pos), 1), state.cache)
 
@@ -272,7 +291,9 @@ class LatentReasoner(nn.Module):
         for _ in range(self.refine_steps - 1):
             ext = self.extend(state, z.to(emb_dtype)[:, None])
             z = head(ext.hidden, ext.mask, ext.positions)
-            state.cache.crop(cols - state.cache.get_seq_length())  # drop the slot(s) again: the next refinement (or the caller) rewrites them
+            state.cache.crop(
+                cols - state.cache.get_seq_length()
+            )  # drop the slot(s) again: the next refinement (or the caller) rewrites them
         return z
 
     def think(self, state: SeqState, copies: int = 1, noise: torch.Tensor | None = None, head=None):
@@ -301,8 +322,14 @@ class LatentReasoner(nn.Module):
                 state = self.extend(state, z[:, None])
         return torch.stack(latents, 1), state
 
-    def target_logprobs(self, state: SeqState, last_latent: torch.Tensor, target_ids: torch.Tensor,
-                        target_mask: torch.Tensor, return_logits: bool = False):
+    def target_logprobs(
+        self,
+        state: SeqState,
+        last_latent: torch.Tensor,
+        target_ids: torch.Tensor,
+        target_mask: torch.Tensor,
+        return_logits: bool = False,
+    ):
         """log p(target_t | prompt, latents, target_<t) [B, T] (fp32; 0 on padding). Uses up `state`.
         ``return_logits`` also returns the teacher-forced logits [B, T, V] (fp32)."""
         inputs = torch.cat((last_latent[:, None], self.embed(target_ids[:, :-1])), 1)
@@ -316,9 +343,19 @@ class LatentReasoner(nn.Module):
         return (logp, logits) if return_logits else logp
 
     # -- what trainers call --------------------------------------------------------------------------
-    def forward(self, prompt_ids, prompt_mask, target_ids, target_mask, copies: int = 1, noise=None,
-                frozen_llm: bool = False, head: LatentHead | None = None, return_latents: bool = False,
-                match_trie=None):
+    def forward(
+        self,
+        prompt_ids,
+        prompt_mask,
+        target_ids,
+        target_mask,
+        copies: int = 1,
+        noise=None,
+        frozen_llm: bool = False,
+        head: LatentHead | None = None,
+        return_latents: bool = False,
+        match_trie=None,
+    ):
         """Per-token target log-probs [B*copies, T]; targets are [B, T] (shared by a prompt's copies) or
         [B*copies, T] (one per copy: decoded completions). ``frozen_llm``: the prompt pass runs without
         gradient (RL: only the head trains), so only the head and latent positions build a graph;
@@ -357,8 +394,9 @@ class LatentReasoner(nn.Module):
         return embeds, mask
 
     # -- slow, obviously-correct restatement (tests and bench) ---------------------------------------
-    def reference_logprobs(self, prompt: list[int], target: list[int], noise: torch.Tensor | None = None,
-                           return_prefix: bool = False):
+    def reference_logprobs(
+        self, prompt: list[int], target: list[int], noise: torch.Tensor | None = None, return_prefix: bool = False
+    ):
         """One prompt, no cache, no padding: every latent from a full pass over [prompt, latents so far]
         (each refinement from a full pass over [prompt, latents so far, current latent]), then a full
         pass over [prompt, latents, target]. noise [N, d] -> [T]; or [K, N, d] -> [K, T] (K copies of
@@ -385,7 +423,7 @@ class LatentReasoner(nn.Module):
         emb = torch.cat((emb, self.embed(tgt[:, :-1])), 1)
         pos = torch.arange(emb.shape[1], device=dev).expand(k, -1)
         hidden = self.backbone(inputs_embeds=emb, position_ids=pos).last_hidden_state
-        logits = upcast(self.llm.get_output_embeddings()(hidden[:, -len(target):]))
+        logits = upcast(self.llm.get_output_embeddings()(hidden[:, -len(target) :]))
         logp = torch.gather(F.log_softmax(logits, -1), 2, tgt[:, :, None])[:, :, 0]
         logp = logp[0] if single else logp
         return (logp, prefix) if return_prefix else logp
@@ -399,14 +437,23 @@ class LatentReasoner(nn.Module):
         if tokenizer is not None:
             tokenizer.save_pretrained(out)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()}, str(out / HEAD_FILE))
-        (out / HEAD_CONFIG).write_text(json.dumps(
-            {"kind": self.head.kind, "options": self.head.config(), "n_latents": self.n_latents,
-             "refine_steps": self.refine_steps}, indent=2))
+        (out / HEAD_CONFIG).write_text(
+            json.dumps(
+                {
+                    "kind": self.head.kind,
+                    "options": self.head.config(),
+                    "n_latents": self.n_latents,
+                    "refine_steps": self.refine_steps,
+                },
+                indent=2,
+            )
+        )
 
     @classmethod
     def load(cls, folder: str | Path, dtype=None, device=None, n_latents: int | None = None):
         """(reasoner, tokenizer) from a folder written by :meth:`save`."""
         from safetensors.torch import load_file
+
         folder = Path(folder)
         if not (folder / HEAD_CONFIG).exists():
             raise InputError(f"{folder}: no {HEAD_CONFIG}; not a latent-reasoning model (train it with `latent-sft`)")
@@ -429,8 +476,15 @@ def load_decodable(path: str | Path, dtype=None, device=None):
     return load_backbone(folder, dtype=dtype, device=device)
 
 
-def new_reasoner(llm, tokenizer, head: str = "latentratt", n_latents: int = 1, head_options: dict | None = None,
-                 seed: int = 0, refine_steps: int = 1) -> LatentReasoner:
+def new_reasoner(
+    llm,
+    tokenizer,
+    head: str = "latentratt",
+    n_latents: int = 1,
+    head_options: dict | None = None,
+    seed: int = 0,
+    refine_steps: int = 1,
+) -> LatentReasoner:
     """Add `<|Thought|>` to the tokenizer and LLM, and a freshly initialised head (seeded)."""
     add_thought_token(tokenizer, llm)
     gen = torch.random.fork_rng()

@@ -79,15 +79,15 @@ class DtypePolicy:
 class Estimate:
     step_kind: str
     shapes: dict
-    peak_bytes: int          # live tensors' high-water mark + OVERHEAD_BYTES
-    live_peak_bytes: int     # the high-water mark of live tensors alone
+    peak_bytes: int  # live tensors' high-water mark + OVERHEAD_BYTES
+    live_peak_bytes: int  # the high-water mark of live tensors alone
     params_bytes: int
     grads_bytes: int
     optimizer_bytes: int
-    activation_bytes: int    # held at the end of a micro-batch's forward beyond what was live before it
-    flops_counted: float     # FlopCounterMode over one micro-batch (forward + backward), or one decode batch
-    flops_analytic: float    # the plan's count for the same work (analytic_flops)
-    batch_peak_bytes: int = 0      # live high-water mark during the micro-batches of a step (decode: the batch)
+    activation_bytes: int  # held at the end of a micro-batch's forward beyond what was live before it
+    flops_counted: float  # FlopCounterMode over one micro-batch (forward + backward), or one decode batch
+    flops_analytic: float  # the plan's count for the same work (analytic_flops)
+    batch_peak_bytes: int = 0  # live high-water mark during the micro-batches of a step (decode: the batch)
     optimizer_peak_bytes: int = 0  # ... during gradient clipping and the AdamW step
 
     @property
@@ -178,8 +178,11 @@ class _Run:
             self.params = self.task.trainable_parameters(self.model)
             return
         flr = kind == "flr_grpo"
-        self.rl = LRGRPOConfig(group_size=shapes.group_size, groups_per_step=shapes.micro_batch,
-                               **(dict(reward="hybrid", advantage="base", regularisers=True, beta=0.04) if flr else {}))
+        self.rl = LRGRPOConfig(
+            group_size=shapes.group_size,
+            groups_per_step=shapes.micro_batch,
+            **(dict(reward="hybrid", advantage="base", regularisers=True, beta=0.04) if flr else {}),
+        )
         llm.requires_grad_(False)
         for p in head.auxiliary_parameters():
             p.requires_grad_(self.rl.regularisers)
@@ -214,8 +217,9 @@ class _Run:
                 loss = loss / max(n, 1)
             else:
                 s = self.shapes
-                noise = draw_noise(s.micro_batch, self.rl, s.n_latents, self.model.llm.config.hidden_size,
-                                   self.noise_gen, device)
+                noise = draw_noise(
+                    s.micro_batch, self.rl, s.n_latents, self.model.llm.config.hidden_size, self.noise_gen, device
+                )
                 loss, _ = step_loss(self.model, self.batch, noise, self.rl, ref_head=self.ref_head, trie=self.trie)
                 loss = loss / s.micro_batch
             if on_forward is not None:
@@ -235,8 +239,9 @@ class _Run:
         ids = torch.zeros((b, s.prompt_len), dtype=torch.long, device=dev)
         zeros = torch.zeros((b, k), dtype=torch.long, device=dev)
         with torch.inference_mode():
-            layout = TreeLayout(self.model, prompt_mask=mask, num_beams=k, max_new_tokens=s.max_new_tokens,
-                                 keep_one=True, shared=None)
+            layout = TreeLayout(
+                self.model, prompt_mask=mask, num_beams=k, max_new_tokens=s.max_new_tokens, keep_one=True, shared=None
+            )
             scores = layout.prefill(ids, None)
             scores.logprobs(torch.arange(b, device=dev), torch.zeros(b, dtype=torch.long, device=dev))
             for step in range(s.max_new_tokens):
@@ -266,8 +271,10 @@ def _flop_mode():
         return sdpa_backward_flop_count(grad_out, q, k, v)
 
     aten = torch.ops.aten
-    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
-               aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+    mapping = {
+        aten._scaled_dot_product_flash_attention_for_cpu: forward,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+    }
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
@@ -354,20 +361,42 @@ def analytic_flops(kind: str, cfg, shapes: Shapes) -> float:
 
 
 # ------------------------------------------------------------------------------------- the API
-def estimate(step_kind: str, model_config_=None, shapes: Shapes = Shapes(), dtype_policy: DtypePolicy = DtypePolicy(),
-             overhead_bytes: int = OVERHEAD_BYTES) -> Estimate:
+def estimate(
+    step_kind: str,
+    model_config_=None,
+    shapes: Shapes = Shapes(),
+    dtype_policy: DtypePolicy = DtypePolicy(),
+    overhead_bytes: int = OVERHEAD_BYTES,
+) -> Estimate:
     """Peak memory and FLOPs of one `step_kind` on one device at `shapes`, through our own code on fake
     weights (seconds on a CPU; no real memory for the weights). `model_config_`: a transformers config,
     a folder or a name under config/models/ (default Qwen2.5-1.5B)."""
     cfg = model_config_ if hasattr(model_config_, "vocab_size") else model_config(model_config_ or "Qwen2.5-1.5B")
     live, parts, flops = measure_step(step_kind, cfg, shapes, dtype_policy)
-    return Estimate(step_kind, asdict(shapes), parts["peak"] + overhead_bytes, parts["peak"], parts["params"],
-                    parts["grads"], parts["optimizer"], parts["activations"], float(flops),
-                    analytic_flops(step_kind, cfg, shapes), parts["batch_peak"], parts.get("optimizer_peak", 0))
+    return Estimate(
+        step_kind,
+        asdict(shapes),
+        parts["peak"] + overhead_bytes,
+        parts["peak"],
+        parts["params"],
+        parts["grads"],
+        parts["optimizer"],
+        parts["activations"],
+        float(flops),
+        analytic_flops(step_kind, cfg, shapes),
+        parts["batch_peak"],
+        parts.get("optimizer_peak", 0),
+    )
 
 
-def largest_fitting(step_kind: str, gpu_bytes: float, model_config_=None, shapes: Shapes = Shapes(),
-                    margin: float = 0.1, limit: int = 1024) -> tuple[int, Estimate | None]:
+def largest_fitting(
+    step_kind: str,
+    gpu_bytes: float,
+    model_config_=None,
+    shapes: Shapes = Shapes(),
+    margin: float = 0.1,
+    limit: int = 1024,
+) -> tuple[int, Estimate | None]:
     """The largest micro-batch (decode: decode batch) of `step_kind` whose peak stays under (1 - margin) of
     `gpu_bytes`, by doubling then bisection on estimates (the peak grows with the batch); (0, None) when
     not even 1 fits."""

@@ -70,8 +70,14 @@ class SegmentEncoder:
         self.tok = tokenizer
         self.eos_id = tokenizer.eos_token_id
         probe = tokenizer.encode("a")
-        self.bos_id = tokenizer.bos_token_id if (tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id]) else None
-        self.thought_id = tokenizer.convert_tokens_to_ids(THOUGHT_TOKEN) if THOUGHT_TOKEN in tokenizer.get_vocab() else None
+        self.bos_id = (
+            tokenizer.bos_token_id
+            if (tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id])
+            else None
+        )
+        self.thought_id = (
+            tokenizer.convert_tokens_to_ids(THOUGHT_TOKEN) if THOUGHT_TOKEN in tokenizer.get_vocab() else None
+        )
 
     def enc(self, text: str) -> list[int]:
         ids = self.tok.encode(text, add_special_tokens=False)
@@ -97,8 +103,9 @@ class EncodedSample:
     prompt_len: int
 
 
-def encode_sample(encoder: SegmentEncoder, history_titles, target_title, domain, *, style="reference",
-                  thought=False, max_len=512) -> EncodedSample:
+def encode_sample(
+    encoder: SegmentEncoder, history_titles, target_title, domain, *, style="reference", thought=False, max_len=512
+) -> EncodedSample:
     prompt = encoder.prompt_ids(history_titles, domain, style, thought)
     target = encoder.target_ids(target_title)
     ids = prompt + target
@@ -127,8 +134,11 @@ def add_thought_token(tokenizer, model=None) -> int:
         elif added:
             import torch
 
-            mats = {m.weight.data_ptr(): m.weight for m in (model.get_input_embeddings(), model.get_output_embeddings())
-                    if m is not None}  # one matrix when the embeddings are tied
+            mats = {
+                m.weight.data_ptr(): m.weight
+                for m in (model.get_input_embeddings(), model.get_output_embeddings())
+                if m is not None
+            }  # one matrix when the embeddings are tied
             with torch.no_grad():
                 for w in mats.values():
                     w[token_id] = w[:before].mean(0)

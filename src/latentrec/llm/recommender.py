@@ -28,8 +28,18 @@ def history_titles(ds: ProcessedDataset, split: pd.DataFrame) -> list[list[str]]
     return [[titles[i] for i in h] for h in split["history_item_ids"]]
 
 
-def encode_split(ds: ProcessedDataset, split: str, tokenizer, domain: str, *, style="reference", thought=False,
-                 max_len=512, limit: int | None = None, sample_seed: int | None = None) -> list[EncodedSample]:
+def encode_split(
+    ds: ProcessedDataset,
+    split: str,
+    tokenizer,
+    domain: str,
+    *,
+    style="reference",
+    thought=False,
+    max_len=512,
+    limit: int | None = None,
+    sample_seed: int | None = None,
+) -> list[EncodedSample]:
     """Encode a split; `limit` keeps N rows: the first N, or with `sample_seed` a seeded random
     sample of N rows (in split order)."""
     df = ds.split(split)
@@ -67,8 +77,17 @@ def title_to_item(ds: ProcessedDataset) -> dict[str, int]:
 PER_ROW_COLUMNS = ("seconds", "floor_flops", "reasoning_tokens", "reasoning")
 
 
-def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain: str, cfg: dict,
-                resume_dir=None, resume_key: dict | None = None, chunk_batches: int = 4) -> pd.DataFrame:
+def decode_rows(
+    model,
+    tokenizer,
+    ds: ProcessedDataset,
+    rows: np.ndarray,
+    domain: str,
+    cfg: dict,
+    resume_dir=None,
+    resume_key: dict | None = None,
+    chunk_batches: int = 4,
+) -> pd.DataFrame:
     """Constrained beam search for the given test rows → prediction rows (ids, titles, scores), plus
     `seconds` (the batch's wall time shared equally by its rows; a batch is the ``batch_size`` of the
     :class:`~latentrec.llm.decoding.DecodeConfig` built from `cfg`, a method's ``decode`` block),
@@ -110,8 +129,13 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
     ctx = _DecodeContext(model, llm, reasoner, tokenizer, trie, cfg, cot, domain, device, titles, title_to_item(ds))
     bs = cfg.batch_size  # the one place prompts are cut into decode batches
     chunk = bs * chunk_batches
-    store = _ChunkStore(resume_dir, {"rows": [int(r) for r in rows], "cfg": cfg.record(), "chunk": chunk,
-                                     "key": resume_key}) if resume_dir else None
+    store = (
+        _ChunkStore(
+            resume_dir, {"rows": [int(r) for r in rows], "cfg": cfg.record(), "chunk": chunk, "key": resume_key}
+        )
+        if resume_dir
+        else None
+    )
     columns = ["row", "user_id", "pred_item_ids", "pred_titles", "pred_scores", "seconds", "floor_flops"]
     columns += ["reasoning_tokens", "reasoning"] if cot is not None else []
     frames = []
@@ -127,8 +151,9 @@ def decode_rows(model, tokenizer, ds: ProcessedDataset, rows: np.ndarray, domain
                 for start in range(c0, min(c0 + chunk, len(prompts)), bs):
                     _decode_batch(ctx, prompts[start : start + bs], out)
                     bar.update(1)
-                done = pd.DataFrame({"row": rows[c0 : c0 + chunk], "user_id": test["user_id"].to_numpy()[c0 : c0 + chunk],
-                                     **out})
+                done = pd.DataFrame(
+                    {"row": rows[c0 : c0 + chunk], "user_id": test["user_id"].to_numpy()[c0 : c0 + chunk], **out}
+                )
                 if store:
                     store.save(c0, done)
             else:
@@ -179,8 +204,15 @@ def _decode_batch(ctx: _DecodeContext, batch_prompts, out) -> None:
         batch_prompts = None
     counts = DecodeCounts()
     hyps = constrained_beam_search(  # the whole batch in one search: decode_rows cut it
-        ctx.llm, batch_prompts, trie, prefix_embeds=embeds, prefix_attention_mask=emask, counts=counts,
-        **cfg.search_options(), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        ctx.llm,
+        batch_prompts,
+        trie,
+        prefix_embeds=embeds,
+        prefix_attention_mask=emask,
+        counts=counts,
+        **cfg.search_options(),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     out["seconds"] += [(time.perf_counter() - t0) / len(hyps)] * len(hyps)
     out["floor_flops"] += [counts.flops(ctx.llm)["linear_and_head"] / len(hyps)] * len(hyps)

@@ -30,8 +30,10 @@ def lowest_valid_loss(logs: dict[str, dict]) -> str:
         if isinstance(loss, (int, float)) and math.isfinite(loss) and loss < best_loss:
             best, best_loss = point, loss
     if best is None:
-        raise InputError(f"no SFT grid point reached a finite validation loss ({', '.join(map(str, logs))}); "
-                         "see their train_log.json")
+        raise InputError(
+            f"no SFT grid point reached a finite validation loss ({', '.join(map(str, logs))}); "
+            "see their train_log.json"
+        )
     return best
 
 

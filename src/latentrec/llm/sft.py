@@ -39,36 +39,62 @@ class SFTConfig:
 
     lr: float = field(default=3e-4, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    warmup_steps: int = field(default=20, metadata={
-        "help": "linear warm-up over this many optimiser steps, then linear decay to 0 at the last one"})
-    effective_batch: int = field(default=128, metadata={
-        "help": "samples per optimiser step over all GPUs (gradient accumulation over `micro_batch`)"})
+    warmup_steps: int = field(
+        default=20,
+        metadata={"help": "linear warm-up over this many optimiser steps, then linear decay to 0 at the last one"},
+    )
+    effective_batch: int = field(
+        default=128,
+        metadata={"help": "samples per optimiser step over all GPUs (gradient accumulation over `micro_batch`)"},
+    )
     micro_batch: int = field(default=8, metadata={"help": "samples per forward on one device"})
-    max_epochs: int = field(default=3, metadata={
-        "help": "at most this many epochs; early stopping on validation loss keeps the best model"})
+    max_epochs: int = field(
+        default=3, metadata={"help": "at most this many epochs; early stopping on validation loss keeps the best model"}
+    )
     patience: int = field(default=1, metadata={"help": "epochs without validation improvement before stopping"})
-    max_len: int = field(default=512, metadata={
-        "help": "samples keep their last `max_len` tokens (the reference's left truncation)"})
-    mixed_precision: str = field(default="auto", metadata={
-        "help": "`auto`: bf16 autocast with fp32 master weights on a GPU that has bf16, else fp32; "
-                "or `no`, `bf16`, `fp16`"})
-    group_by_length: bool = field(default=True, metadata={
-        "help": "micro-batches of similar length (shuffled across the epoch)"})
-    checkpoint_every: int = field(default=50, metadata={
-        "help": "optimiser steps between resumable checkpoints (0 = epoch ends only); a killed run resumes"})
-    keep_checkpoint: bool = field(default=False, metadata={
-        "help": "keep `checkpoint/` (the optimizer state: twice the model's size) after the run finished"})
-    train_limit: int | None = field(default=None, metadata={
-        "help": "train on N rows only (CPU-sized runs); null = all"})
-    train_sample: str = field(default="random", metadata={
-        "help": "how `train_limit` picks its rows: `random`, a sample seeded by the run seed (kept in split "
-                "order), or `first`, the N earliest rows"})
-    valid_limit: int | None = field(default=2000, metadata={
-        "help": "validation loss on the first N valid rows (a fixed subset keeps evaluation cheap); null = all"})
-    max_steps: int | None = field(default=None, metadata={
-        "help": "stop after this many optimiser steps (small runs); null = no limit"})
-    prompt_style: str = field(default="reference", metadata={
-        "help": "`reference` (the published text, typos included) or `clean`"})
+    max_len: int = field(
+        default=512, metadata={"help": "samples keep their last `max_len` tokens (the reference's left truncation)"}
+    )
+    mixed_precision: str = field(
+        default="auto",
+        metadata={
+            "help": "`auto`: bf16 autocast with fp32 master weights on a GPU that has bf16, else fp32; "
+            "or `no`, `bf16`, `fp16`"
+        },
+    )
+    group_by_length: bool = field(
+        default=True, metadata={"help": "micro-batches of similar length (shuffled across the epoch)"}
+    )
+    checkpoint_every: int = field(
+        default=50,
+        metadata={"help": "optimiser steps between resumable checkpoints (0 = epoch ends only); a killed run resumes"},
+    )
+    keep_checkpoint: bool = field(
+        default=False,
+        metadata={"help": "keep `checkpoint/` (the optimizer state: twice the model's size) after the run finished"},
+    )
+    train_limit: int | None = field(
+        default=None, metadata={"help": "train on N rows only (CPU-sized runs); null = all"}
+    )
+    train_sample: str = field(
+        default="random",
+        metadata={
+            "help": "how `train_limit` picks its rows: `random`, a sample seeded by the run seed (kept in split "
+            "order), or `first`, the N earliest rows"
+        },
+    )
+    valid_limit: int | None = field(
+        default=2000,
+        metadata={
+            "help": "validation loss on the first N valid rows (a fixed subset keeps evaluation cheap); null = all"
+        },
+    )
+    max_steps: int | None = field(
+        default=None, metadata={"help": "stop after this many optimiser steps (small runs); null = no limit"}
+    )
+    prompt_style: str = field(
+        default="reference", metadata={"help": "`reference` (the published text, typos included) or `clean`"}
+    )
     seed: int = field(default=0, metadata={"help": "set by each job from the run's `seeds`; a value here is replaced"})
 
     @classmethod
@@ -76,18 +102,35 @@ class SFTConfig:
         """Checked before anything trains: known fields, each of its annotated type (ints where ints), in range.
         Raises ValueError "<field>: must be <allowed>, got <value>" (validate_config prefixes the key path)."""
         d = check_options(
-            cls, d, "SFT",
+            cls,
+            d,
+            "SFT",
             above={"lr": 0},
-            at_least={"weight_decay": 0, "warmup_steps": 0, "effective_batch": 1, "micro_batch": 1, "max_epochs": 1,
-                      "patience": 1, "max_len": 1, "checkpoint_every": 0, "train_limit": 1, "valid_limit": 1,
-                      "max_steps": 1, "seed": 0},
-            choices={"mixed_precision": ("auto", "no", "bf16", "fp16"), "train_sample": ("random", "first"),
-                     "prompt_style": tuple(STYLES)},
+            at_least={
+                "weight_decay": 0,
+                "warmup_steps": 0,
+                "effective_batch": 1,
+                "micro_batch": 1,
+                "max_epochs": 1,
+                "patience": 1,
+                "max_len": 1,
+                "checkpoint_every": 0,
+                "train_limit": 1,
+                "valid_limit": 1,
+                "max_steps": 1,
+                "seed": 0,
+            },
+            choices={
+                "mixed_precision": ("auto", "no", "bf16", "fp16"),
+                "train_sample": ("random", "first"),
+                "prompt_style": tuple(STYLES),
+            },
         )
         cfg = cls(**d)
         if cfg.effective_batch % cfg.micro_batch:
-            raise ValueError(f"effective_batch: must be a multiple of micro_batch ({cfg.micro_batch}), "
-                             f"got {cfg.effective_batch}")
+            raise ValueError(
+                f"effective_batch: must be a multiple of micro_batch ({cfg.micro_batch}), got {cfg.effective_batch}"
+            )
         return cfg
 
 
@@ -105,7 +148,9 @@ def collate(samples: list[EncodedSample], pad_id: int) -> dict[str, torch.Tensor
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def length_grouped_batches(lengths: list[int], micro_batch: int, rng: np.random.Generator, group: int = 64) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: list[int], micro_batch: int, rng: np.random.Generator, group: int = 64
+) -> list[list[int]]:
     """Shuffle, sort within mega-groups of `group` micro-batches by length, shuffle the micro-batches.
 
     Similar lengths share a batch (little padding) while the order stays random across the epoch.
@@ -160,8 +205,15 @@ class TrainState:
     fingerprint: str = ""  # the config and data the checkpoint belongs to
 
 
-def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedSample], cfg: SFTConfig,
-              out_dir: str | Path, task: SFTTask | None = None) -> dict:
+def train_sft(
+    model,
+    tokenizer,
+    train: list[EncodedSample],
+    valid: list[EncodedSample],
+    cfg: SFTConfig,
+    out_dir: str | Path,
+    task: SFTTask | None = None,
+) -> dict:
     """Train, keep the best model (by validation loss) in out_dir/model, return a log dict."""
     from accelerate import Accelerator
     from transformers import get_linear_schedule_with_warmup
@@ -177,10 +229,12 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     window = cfg.effective_batch // cfg.micro_batch
     per_epoch = math.ceil(len(train) / cfg.micro_batch)
     if world > 1 and min(window, per_epoch) < world:  # a rank without a micro-batch would hang the all-reduce
-        raise InputError(f"{world} processes need at least {world} micro-batches per optimiser step: sft "
-                         f"effective_batch {cfg.effective_batch} / micro_batch {cfg.micro_batch} = {window}, "
-                         f"{len(train)} train rows = {per_epoch} micro-batches; lower micro_batch or use fewer "
-                         "processes")
+        raise InputError(
+            f"{world} processes need at least {world} micro-batches per optimiser step: sft "
+            f"effective_batch {cfg.effective_batch} / micro_batch {cfg.micro_batch} = {window}, "
+            f"{len(train)} train rows = {per_epoch} micro-batches; lower micro_batch or use fewer "
+            "processes"
+        )
     accum = math.ceil(window / world)
     steps_per_epoch = per_epoch // window or 1  # whole optimiser steps: the loop drops a partial one
     total_steps = cfg.max_steps or steps_per_epoch * cfg.max_epochs
@@ -199,13 +253,16 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     if found is not None:
         saved = TrainState(**read_json(found / "trainer_state.json"))
         ours = saved.fingerprint == fingerprint and (
-            saved.step == 0 or (out_dir / "model").exists() or not saved.history)
+            saved.step == 0 or (out_dir / "model").exists() or not saved.history
+        )
         if not ours:
             # another config or data: resuming would silently mix two runs
             accelerator.print(f"ignoring {found}: it belongs to a different run; starting afresh")
         elif missing := checkpoint_missing(found):
-            accelerator.print(f"ignoring {found}: it lacks {', '.join(missing)} (written by an older version, whose "
-                              "pickled optimizer and RNG files are never loaded); starting afresh")
+            accelerator.print(
+                f"ignoring {found}: it lacks {', '.join(missing)} (written by an older version, whose "
+                "pickled optimizer and RNG files are never loaded); starting afresh"
+            )
         else:
             load_checkpoint(accelerator, found, model, opt, sched)
             state = saved
@@ -218,11 +275,16 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     n_targets = [sum(1 for x in s.labels if x != IGNORE_INDEX) for s in train]
     pad = tokenizer.pad_token_id
     t0, tokens_seen, train_seconds = time.time(), 0, 0.0
-    bar = progress(total=total_steps, initial=state.step, desc="sft", unit="step", disable=not accelerator.is_main_process)
+    bar = progress(
+        total=total_steps, initial=state.step, desc="sft", unit="step", disable=not accelerator.is_main_process
+    )
     while not state.done and state.epoch < cfg.max_epochs:
         rng = np.random.default_rng(cfg.seed + state.epoch)  # same order on every rank and on resume
-        batches = length_grouped_batches(lengths, cfg.micro_batch, rng) if cfg.group_by_length else [
-            list(b) for b in np.array_split(rng.permutation(len(train)), per_epoch)]
+        batches = (
+            length_grouped_batches(lengths, cfg.micro_batch, rng)
+            if cfg.group_by_length
+            else [list(b) for b in np.array_split(rng.permutation(len(train)), per_epoch)]
+        )
         # Whole optimiser steps: rank r takes micro-batches r, r+world, ... of each window
         n_full = (len(batches) // window) * window or len(batches)
         batches = batches[:n_full]
@@ -255,8 +317,9 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
             if cfg.max_steps and state.step >= cfg.max_steps:
                 break
         valid_loss = evaluate_loss(model, valid, cfg, pad, accelerator, task)
-        state.history.append({"epoch": state.epoch, "step": state.step, "valid_loss": valid_loss,
-                              "lr": sched.get_last_lr()[0]})
+        state.history.append(
+            {"epoch": state.epoch, "step": state.step, "valid_loss": valid_loss, "lr": sched.get_last_lr()[0]}
+        )
         accelerator.print(f"epoch {state.epoch}: valid loss {valid_loss:.4f}")
         if valid_loss < state.best_valid_loss:
             state.best_valid_loss, state.bad_epochs = valid_loss, 0
@@ -274,8 +337,10 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     diverged = not math.isfinite(state.best_valid_loss)
     if diverged:  # no epoch had a finite validation loss: keep the last weights so the run has an output,
         #           and say so (a grid's selection skips it; a single run's user sees it in the log)
-        accelerator.print(f"warning: validation loss was never finite (lr {cfg.lr}); the last weights are saved "
-                          "and the run is marked diverged")
+        accelerator.print(
+            f"warning: validation loss was never finite (lr {cfg.lr}); the last weights are saved "
+            "and the run is marked diverged"
+        )
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             task.save(accelerator.unwrap_model(model), tokenizer, out_dir / "model")
@@ -287,11 +352,21 @@ def train_sft(model, tokenizer, train: list[EncodedSample], valid: list[EncodedS
     tokens_seen = int(accelerator.reduce(torch.tensor(tokens_seen, device=accelerator.device), reduction="sum"))
     # tokens_per_second counts the training loop only (forward, backward, optimiser); validation,
     # checkpoints and saving are in `seconds`.
-    return {"steps": state.step, "epochs": state.epoch, "best_valid_loss": state.best_valid_loss, "diverged": diverged,
-            "history": state.history, "seconds": elapsed, "train_seconds": train_seconds, "tokens": tokens_seen,
-            "tokens_per_second": tokens_seen / max(train_seconds, 1e-9),
-            "world_size": world, "grad_accum": accum, "mixed_precision": accelerator.mixed_precision,
-            "peak_memory_mb": peak_memory_mb(accelerator.device)}
+    return {
+        "steps": state.step,
+        "epochs": state.epoch,
+        "best_valid_loss": state.best_valid_loss,
+        "diverged": diverged,
+        "history": state.history,
+        "seconds": elapsed,
+        "train_seconds": train_seconds,
+        "tokens": tokens_seen,
+        "tokens_per_second": tokens_seen / max(train_seconds, 1e-9),
+        "world_size": world,
+        "grad_accum": accum,
+        "mixed_precision": accelerator.mixed_precision,
+        "peak_memory_mb": peak_memory_mb(accelerator.device),
+    }
 
 
 # ----------------------------------------------------------------------------------- checkpoints
@@ -363,8 +438,11 @@ def load_checkpoint(accelerator, folder: Path, model, opt, sched) -> None:
         # safetensors takes "cpu" or "cuda:N", not the "cpu:0" of a multi-process CPU (gloo) run
         device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
         load_model(accelerator.unwrap_model(model), str(folder / MODEL_FILE), device=device)
-        opt.load_state_dict(_join_optimizer_state(load_file(str(folder / OPT_TENSORS)),
-                                                  json.loads((folder / OPT_JSON).read_text()), opt.param_groups))
+        opt.load_state_dict(
+            _join_optimizer_state(
+                load_file(str(folder / OPT_TENSORS)), json.loads((folder / OPT_JSON).read_text()), opt.param_groups
+            )
+        )
         sched_state = json.loads((folder / SCHED_JSON).read_text())
         sched.load_state_dict(sched_state["scheduler"])
         if accelerator.scaler is not None and sched_state.get("grad_scaler"):
@@ -409,8 +487,11 @@ def _join_optimizer_state(tensors: dict, rest: dict, current_groups: list) -> di
 
 def _get_rng_state(device: torch.device) -> dict:
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    out = {"python": random.getstate(), "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-           "torch": torch.get_rng_state().tolist()}
+    out = {
+        "python": random.getstate(),
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state().tolist(),
+    }
     if device.type == "cuda":
         out["cuda"] = torch.cuda.get_rng_state(device).tolist()
     return out
@@ -435,8 +516,10 @@ def latest_checkpoint(ckpt_dir: Path, say=print) -> Path | None:
             if cand != ckpt_dir:
                 say(f"warning: {ckpt_dir} is incomplete (a run was killed while saving); using {cand}")
             elif tmp.exists():
-                say(f"warning: {tmp} is an interrupted save (a run was killed while writing it); resuming from "
-                    f"the previous complete checkpoint {cand}")
+                say(
+                    f"warning: {tmp} is an interrupted save (a run was killed while writing it); resuming from "
+                    f"the previous complete checkpoint {cand}"
+                )
             return cand
     return None
 

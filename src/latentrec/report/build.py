@@ -8,8 +8,16 @@ import pandas as pd
 
 from latentrec.io_utils import read_json, read_yaml
 from latentrec.report.figures import plot_against_paper
-from latentrec.report.tables import (MATCH_NOTE, collect, no_published_note, to_latex, to_markdown, unpublished,
-                                     write_csv, write_text)
+from latentrec.report.tables import (
+    MATCH_NOTE,
+    collect,
+    no_published_note,
+    to_latex,
+    to_markdown,
+    unpublished,
+    write_csv,
+    write_text,
+)
 
 STATS_COLUMNS = ["dataset", "n_train", "n_valid", "n_test", "n_items", "n_users", "mean_history_len"]
 PAPER_STATS = {"train": "n_train", "valid": "n_valid", "test": "n_test", "items": "n_items"}
@@ -49,29 +57,55 @@ def build_report(metrics_paths: list[str], stats_paths: list[str], cfg: dict, ou
     # id for the traditional baselines, title string for the LLM rows); ours under the other matching follows
     # in its own table. Every row's label says its matching.
     as_published = _labelled(_display(collect(records, published, names, match="published"), shown))
-    md = f"{MATCH_NOTE}\n\n" + to_markdown(as_published, f"{table['title']} — ours under each row's published "
-                                                       f"matching, beside the published values", published)
-    md += "\n" + to_markdown(_labelled(_display(collect(records, published, names, match="other"), shown)),
-                              f"{table['title']} — ours under the other matching", published, with_paper=False)
+    md = f"{MATCH_NOTE}\n\n" + to_markdown(
+        as_published,
+        f"{table['title']} — ours under each row's published matching, beside the published values",
+        published,
+    )
+    md += "\n" + to_markdown(
+        _labelled(_display(collect(records, published, names, match="other"), shown)),
+        f"{table['title']} — ours under the other matching",
+        published,
+        with_paper=False,
+    )
     write_text(md, stem.with_suffix(".md"))
     write_text(to_latex(by_id), stem.with_suffix(".tex"))
-    plot_against_paper(as_published, out_dir / f"{table['name']}_ndcg10.png", metric="N@10",
-                       ours_label="ours (each row's published matching)")
+    plot_against_paper(
+        as_published,
+        out_dir / f"{table['name']}_ndcg10.png",
+        metric="N@10",
+        ours_label="ours (each row's published matching)",
+    )
 
-    stats = pd.DataFrame([{"dataset": Path(p).parent.parent.name if Path(p).parent.name == "data" else Path(p).parent.name,
-                           **read_json(p)} for p in stats_paths])
+    stats = pd.DataFrame(
+        [
+            {
+                "dataset": Path(p).parent.parent.name if Path(p).parent.name == "data" else Path(p).parent.name,
+                **read_json(p),
+            }
+            for p in stats_paths
+        ]
+    )
     pub_stats = paper.get("datasets", {})
     for key, col in PAPER_STATS.items():
         stats[f"paper_{col}"] = stats["dataset"].map(lambda d: pub_stats.get(d, {}).get(key))
     write_csv(stats, out_dir / "dataset_stats.csv")
-    lines = ["## Dataset statistics (LatentR3 Table 3 layout; published values in parentheses)", "",
-             "| dataset | train | valid | test | items | users | mean history |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Dataset statistics (LatentR3 Table 3 layout; published values in parentheses)",
+        "",
+        "| dataset | train | valid | test | items | users | mean history |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in stats.to_dict("records"):
+
         def cell(col):
             pub = r.get(f"paper_{col}")
             return f"{r[col]:,}" + (f" ({int(pub):,})" if pub is not None and not pd.isna(pub) else "")
-        lines.append(f"| {r['dataset']} | {cell('n_train')} | {cell('n_valid')} | {cell('n_test')} | "
-                     f"{cell('n_items')} | {r['n_users']:,} | {r['mean_history_len']:.2f} |")
+
+        lines.append(
+            f"| {r['dataset']} | {cell('n_train')} | {cell('n_valid')} | {cell('n_test')} | "
+            f"{cell('n_items')} | {r['n_users']:,} | {r['mean_history_len']:.2f} |"
+        )
     missing = unpublished(stats["dataset"], published=pub_stats) if len(stats) else []
     if missing:
         lines += ["", *(no_published_note(d) for d in missing)]

@@ -22,8 +22,15 @@ def load_runs(metrics_paths: list[str]) -> pd.DataFrame:
     recs = []
     for p in metrics_paths:
         m = read_json(p)
-        recs.append({"dataset": m["dataset"], "method": m["method"], "seed": m["seed"],
-                     "metrics": m["metrics"], "rows_path": str(Path(p).with_name("rows.parquet"))})
+        recs.append(
+            {
+                "dataset": m["dataset"],
+                "method": m["method"],
+                "seed": m["seed"],
+                "metrics": m["metrics"],
+                "rows_path": str(Path(p).with_name("rows.parquet")),
+            }
+        )
     return pd.DataFrame(recs, columns=RUN_COLUMNS)
 
 
@@ -46,8 +53,9 @@ def pooled_rows(runs: pd.DataFrame, dataset: str, method: str) -> pd.DataFrame:
 
 def paired_pooled_rows(runs: pd.DataFrame, dataset: str, method: str, other: str) -> pd.DataFrame:
     """The test rows both methods scored on the same seed, `other`'s columns suffixed `_b`."""
-    return pooled_rows(runs, dataset, method).merge(pooled_rows(runs, dataset, other), on=["seed", "row"],
-                                                    suffixes=("", "_b"))
+    return pooled_rows(runs, dataset, method).merge(
+        pooled_rows(runs, dataset, other), on=["seed", "row"], suffixes=("", "_b")
+    )
 
 
 def paired_rows_test(both: pd.DataFrame, metric: str) -> dict:
@@ -72,10 +80,12 @@ def format_gain(x) -> str:
     return format_num(x, "+.1%")
 
 
-MDE_NOTE = ("MDE: the minimum detectable effect of that paired test, the smallest true mean difference it finds "
-            "with 80 % power at α = 0.05 (two-sided), from the paired differences' sd and their number "
-            "(eval/significance.py); in parentheses relative to the baseline's mean. A p above 0.05 says little "
-            "about effects smaller than the MDE.")
+MDE_NOTE = (
+    "MDE: the minimum detectable effect of that paired test, the smallest true mean difference it finds "
+    "with 80 % power at α = 0.05 (two-sided), from the paired differences' sd and their number "
+    "(eval/significance.py); in parentheses relative to the baseline's mean. A p above 0.05 says little "
+    "about effects smaller than the MDE."
+)
 
 
 def format_mde(mde, baseline=None) -> str:

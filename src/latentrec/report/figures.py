@@ -40,8 +40,11 @@ def plot_rl_rewards(log: dict, path) -> None:
     ax.set_xlabel("optimiser step")
     decoded = log["config"].get("rollout", "noise") != "noise"  # the original GRPO: 0/1 exact match
     ax.set_ylabel("reward (decoded title = target)" if decoded else "reward (-perplexity of the target)")
-    ax.set_title(f"{'original GRPO' if decoded else 'LR-GRPO'}, lr {log['config']['lr']:g}: valid -PPL "
-                 f"{log['valid_neg_ppl_before']:.3f} -> {log['valid_neg_ppl']:.3f}", fontsize=8)
+    ax.set_title(
+        f"{'original GRPO' if decoded else 'LR-GRPO'}, lr {log['config']['lr']:g}: valid -PPL "
+        f"{log['valid_neg_ppl_before']:.3f} -> {log['valid_neg_ppl']:.3f}",
+        fontsize=8,
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -23,16 +23,53 @@ import numpy as np
 import pandas as pd
 
 from latentrec.io_utils import read_json
-from latentrec.report.common import (MDE_NOTE, METRIC, format_gain, format_mde, format_num, format_p, load_runs,
-                                     method_runs, paired_pooled_rows, paired_rows_test, pooled_rows, pyplot,
-                                     seed_mean)
+from latentrec.report.common import (
+    MDE_NOTE,
+    METRIC,
+    format_gain,
+    format_mde,
+    format_num,
+    format_p,
+    load_runs,
+    method_runs,
+    paired_pooled_rows,
+    paired_rows_test,
+    pooled_rows,
+    pyplot,
+    seed_mean,
+)
 from latentrec.report.escape import md_cell
-from latentrec.report.tables import (MATCH_NOTE, MATCHES, PAPER_METRICS, metric_key, no_published_note,
-                                     unpublished, write_csv, write_text)
+from latentrec.report.tables import (
+    MATCH_NOTE,
+    MATCHES,
+    PAPER_METRICS,
+    metric_key,
+    no_published_note,
+    unpublished,
+    write_csv,
+    write_text,
+)
 
-GAINS_COLUMNS = ["dataset", "method", "backbone", "metric", "ours_title", "backbone_title", "gain_title", "paper",
-                 "paper_backbone", "paper_gain", "p_title", "mde_title", "ours_id", "backbone_id", "gain_id", "p_id",
-                 "mde_id", "paired_rows"]
+GAINS_COLUMNS = [
+    "dataset",
+    "method",
+    "backbone",
+    "metric",
+    "ours_title",
+    "backbone_title",
+    "gain_title",
+    "paper",
+    "paper_backbone",
+    "paper_gain",
+    "p_title",
+    "mde_title",
+    "ours_id",
+    "backbone_id",
+    "gain_id",
+    "p_id",
+    "mde_id",
+    "paired_rows",
+]
 
 
 def gains(runs: pd.DataFrame, pairs: dict[str, str], paper: dict) -> pd.DataFrame:
@@ -48,16 +85,29 @@ def gains(runs: pd.DataFrame, pairs: dict[str, str], paper: dict) -> pd.DataFram
             for pkey, metric in PAPER_METRICS.items():
                 pub = paper.get(dataset, {})
                 p_ours, p_base = pub.get(method, {}).get(pkey), pub.get(backbone, {}).get(pkey)
-                row = {"dataset": dataset, "method": method, "backbone": backbone, "metric": pkey,
-                       "paper": p_ours, "paper_backbone": p_base,
-                       "paper_gain": p_ours / p_base - 1 if p_ours and p_base else math.nan, "paired_rows": len(both)}
+                row = {
+                    "dataset": dataset,
+                    "method": method,
+                    "backbone": backbone,
+                    "metric": pkey,
+                    "paper": p_ours,
+                    "paper_backbone": p_base,
+                    "paper_gain": p_ours / p_base - 1 if p_ours and p_base else math.nan,
+                    "paired_rows": len(both),
+                }
                 for match in MATCHES:
                     key = metric_key(metric, match)
                     ours, base = seed_mean(runs, dataset, method, key)[0], seed_mean(runs, dataset, backbone, key)[0]
                     test = paired_rows_test(both, key)
-                    row.update({f"ours_{match}": ours, f"backbone_{match}": base,
-                                f"gain_{match}": ours / base - 1 if base else math.nan,
-                                f"p_{match}": test["p"], f"mde_{match}": test["mde"]})
+                    row.update(
+                        {
+                            f"ours_{match}": ours,
+                            f"backbone_{match}": base,
+                            f"gain_{match}": ours / base - 1 if base else math.nan,
+                            f"p_{match}": test["p"],
+                            f"mde_{match}": test["mde"],
+                        }
+                    )
                 out.append(row)
     return pd.DataFrame(out, columns=GAINS_COLUMNS)
 
@@ -66,18 +116,36 @@ def gains_markdown(df: pd.DataFrame, note: str, published=None, display_names: d
     """`published`: the paper's Table 1 by dataset; datasets absent from it get a line saying so.
     `display_names`: row labels of methods (e.g. one that says it is not the paper's method)."""
     shown = display_names or {}
-    lines = ["## LatentR3 against its backbone (relative gain; paired t-tests on the same test rows, per matching)",
-             "", note, "", MATCH_NOTE, "", MDE_NOTE, "",
-             "| dataset | method | vs | metric | ours (title) | backbone (title) | ours gain (title) | paper gain (title) "
-             "| p (title) | MDE (title) | ours (id) | backbone (id) | ours gain (id) | p (id) | MDE (id) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## LatentR3 against its backbone (relative gain; paired t-tests on the same test rows, per matching)",
+        "",
+        note,
+        "",
+        MATCH_NOTE,
+        "",
+        MDE_NOTE,
+        "",
+        "| dataset | method | vs | metric | ours (title) | backbone (title) | ours gain (title) | paper gain (title) "
+        "| p (title) | MDE (title) | ours (id) | backbone (id) | ours gain (id) | p (id) | MDE (id) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in df.itertuples():
-        cells = [format_num(r.ours_title), format_num(r.backbone_title), format_gain(r.gain_title),
-                 format_gain(r.paper_gain), format_p(r.p_title), format_mde(r.mde_title, r.backbone_title),
-                 format_num(r.ours_id), format_num(r.backbone_id), format_gain(r.gain_id), format_p(r.p_id),
-                 format_mde(r.mde_id, r.backbone_id)]
-        lines.append(f"| {r.dataset} | {shown.get(r.method, r.method)} | {r.backbone} | {r.metric} | "
-                     + " | ".join(cells) + " |")
+        cells = [
+            format_num(r.ours_title),
+            format_num(r.backbone_title),
+            format_gain(r.gain_title),
+            format_gain(r.paper_gain),
+            format_p(r.p_title),
+            format_mde(r.mde_title, r.backbone_title),
+            format_num(r.ours_id),
+            format_num(r.backbone_id),
+            format_gain(r.gain_id),
+            format_p(r.p_id),
+            format_mde(r.mde_id, r.backbone_id),
+        ]
+        lines.append(
+            f"| {r.dataset} | {shown.get(r.method, r.method)} | {r.backbone} | {r.metric} | " + " | ".join(cells) + " |"
+        )
     if len(df):
         missing = unpublished(df["dataset"], df.rename(columns={"paper_gain": "paper"}), published)
         lines += ["", *(no_published_note(d) for d in missing)] if missing else []
@@ -95,35 +163,56 @@ def ablation(runs: pd.DataFrame, rows: dict[str, str], paper: dict) -> pd.DataFr
             if not len(method_runs(runs, dataset, method)):
                 continue
             for pkey, metric in PAPER_METRICS.items():
-                row = {"dataset": dataset, "variant": name, "method": method, "metric": pkey,
-                       "paper": paper.get(dataset, {}).get(name, {}).get(pkey)}
+                row = {
+                    "dataset": dataset,
+                    "variant": name,
+                    "method": method,
+                    "metric": pkey,
+                    "paper": paper.get(dataset, {}).get(name, {}).get(pkey),
+                }
                 for match in MATCHES:
-                    row[f"{match}_mean"], row[f"{match}_std"] = seed_mean(runs, dataset, method,
-                                                                          metric_key(metric, match))
+                    row[f"{match}_mean"], row[f"{match}_std"] = seed_mean(
+                        runs, dataset, method, metric_key(metric, match)
+                    )
                 out.append(row)
     return pd.DataFrame(out, columns=ABLATION_COLUMNS)
 
 
 def ablation_markdown(df: pd.DataFrame, note: str, published=None) -> str:
-    lines = ["## LatentR3 ablation (paper Table 2 layout; published value in parentheses beside ours matched by title)",
-             "", note, "", MATCH_NOTE, ""]
+    lines = [
+        "## LatentR3 ablation (paper Table 2 layout; published value in parentheses beside ours matched by title)",
+        "",
+        note,
+        "",
+        MATCH_NOTE,
+        "",
+    ]
     for dataset, g in df.groupby("dataset", sort=False):
         metrics = list(dict.fromkeys(g["metric"]))
         head = [f"{m} ({match})" for match in MATCHES for m in metrics]
-        lines += [f"### {dataset}", "", "| variant (our method) | " + " | ".join(head) + " |",
-                  "|---|" + "---|" * len(head)]
+        lines += [
+            f"### {dataset}",
+            "",
+            "| variant (our method) | " + " | ".join(head) + " |",
+            "|---|" + "---|" * len(head),
+        ]
         for (variant, method), gv in g.groupby(["variant", "method"], sort=False):
-            title = [format_num(r.title_mean) + (f" ({r.paper:.4f})" if r.paper is not None and not pd.isna(r.paper)
-                                                 else "") for r in gv.itertuples()]
-            lines.append(f"| {md_cell(variant)} ({method}) | " + " | ".join(title + [format_num(v) for v in gv.id_mean]) + " |")
+            title = [
+                format_num(r.title_mean) + (f" ({r.paper:.4f})" if r.paper is not None and not pd.isna(r.paper) else "")
+                for r in gv.itertuples()
+            ]
+            lines.append(
+                f"| {md_cell(variant)} ({method}) | " + " | ".join(title + [format_num(v) for v in gv.id_mean]) + " |"
+            )
         if unpublished([dataset], g, published):
             lines += ["", no_published_note(dataset)]
         lines.append("")
     return "\n".join(lines)
 
 
-def sweep_points(runs: pd.DataFrame, settings: dict[str, dict[str, int]], key: str,
-                 metrics: tuple[str, ...] = (METRIC,)) -> pd.DataFrame:
+def sweep_points(
+    runs: pd.DataFrame, settings: dict[str, dict[str, int]], key: str, metrics: tuple[str, ...] = (METRIC,)
+) -> pd.DataFrame:
     """Mean/std over seeds of each of `metrics` per dataset and method, with the method's value of the swept
     setting (N, K, ...): `settings` maps dataset -> {method -> value}; methods absent from the runs are skipped."""
     pts = []
@@ -132,13 +221,22 @@ def sweep_points(runs: pd.DataFrame, settings: dict[str, dict[str, int]], key: s
             for metric in metrics:
                 mean, std = seed_mean(runs, dataset, method, metric)
                 if not math.isnan(mean):
-                    pts.append({"dataset": dataset, key: int(value), "method": method, "metric": metric,
-                                "mean": mean, "std": std})
+                    pts.append(
+                        {
+                            "dataset": dataset,
+                            key: int(value),
+                            "method": method,
+                            "metric": metric,
+                            "mean": mean,
+                            "std": std,
+                        }
+                    )
     return pd.DataFrame(pts, columns=["dataset", key, "method", "metric", "mean", "std"])
 
 
-def sweep_figure(df: pd.DataFrame, key: str, xlabel: str, title: str, path: Path, xticks=None,
-                 metrics: tuple[str, ...] | None = None) -> None:
+def sweep_figure(
+    df: pd.DataFrame, key: str, xlabel: str, title: str, path: Path, xticks=None, metrics: tuple[str, ...] | None = None
+) -> None:
     """Each of `metrics` (default: those in `df`'s `metric` column, else METRIC) against a swept (integer)
     setting, one panel per metric and one line per dataset, error bars = std over seeds; x ticks at
     `xticks`, else at the settings that ran, else at integers."""
@@ -177,8 +275,14 @@ LENGTH_METRICS = ("HR@10", METRIC)  # the paper's reasoning-length figure shows 
 def length_figure(runs: pd.DataFrame, lengths: dict[str, int], path: Path) -> pd.DataFrame:
     """Figure 3: HR@10 and NDCG@10 against the reasoning length N."""
     df = sweep_points(runs, {d: lengths for d in dict.fromkeys(runs.dataset)}, "N", LENGTH_METRICS)
-    sweep_figure(df, "N", "reasoning length N (latent tokens; 0 = backbone)",
-                 "Reasoning length (the paper finds N = 1 best)", path, metrics=LENGTH_METRICS)
+    sweep_figure(
+        df,
+        "N",
+        "reasoning length N (latent tokens; 0 = backbone)",
+        "Reasoning length (the paper finds N = 1 best)",
+        path,
+        metrics=LENGTH_METRICS,
+    )
     return df
 
 
@@ -199,9 +303,16 @@ def popularity(runs: pd.DataFrame, methods: list[str], data_dirs: dict[str, str]
             rows = pooled_rows(runs, dataset, method)
             is_pop = np.array([target[r] in popular for r in rows["row"]])
             for group, sel in (("popular", is_pop), ("unpopular", ~is_pop)):
-                out.append({"dataset": dataset, "method": method, "group": group, "rows": int(sel.sum()),
-                            "HR@10": float(rows["HR@10"][sel].mean()) if sel.any() else math.nan,
-                            METRIC: float(rows[METRIC][sel].mean()) if sel.any() else math.nan})
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "method": method,
+                        "group": group,
+                        "rows": int(sel.sum()),
+                        "HR@10": float(rows["HR@10"][sel].mean()) if sel.any() else math.nan,
+                        METRIC: float(rows[METRIC][sel].mean()) if sel.any() else math.nan,
+                    }
+                )
     return pd.DataFrame(out, columns=["dataset", "method", "group", "rows", "HR@10", METRIC])
 
 
@@ -235,13 +346,29 @@ def cost(runs: pd.DataFrame, methods: list[str], rl_logs: list[str]) -> pd.DataF
             shards = read_json(log).get("shards", [])
             users = sum(s["rows"] for s in shards)
             if users:
-                out.append({"dataset": r.dataset, "method": r.method, "seed": r.seed, "what": "decode s/user",
-                            "value": sum(s["seconds"] for s in shards) / users, "device": shards[0].get("device")})
+                out.append(
+                    {
+                        "dataset": r.dataset,
+                        "method": r.method,
+                        "seed": r.seed,
+                        "what": "decode s/user",
+                        "value": sum(s["seconds"] for s in shards) / users,
+                        "device": shards[0].get("device"),
+                    }
+                )
     for p in rl_logs:
         log = read_json(p)
         parts = Path(p).parts
-        out.append({"dataset": parts[1], "method": f"LR-GRPO ({parts[3]}, {parts[-2]})", "seed": parts[4],
-                    "what": "RL s/step", "value": log["seconds_per_step"], "device": log.get("device")})
+        out.append(
+            {
+                "dataset": parts[1],
+                "method": f"LR-GRPO ({parts[3]}, {parts[-2]})",
+                "seed": parts[4],
+                "what": "RL s/step",
+                "value": log["seconds_per_step"],
+                "device": log.get("device"),
+            }
+        )
     return pd.DataFrame(out, columns=["dataset", "method", "seed", "what", "value", "device"])
 
 
@@ -258,25 +385,33 @@ def cost_figure(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def build(metrics_paths: list[str], data_dirs: dict[str, str], rl_logs: list[str], cfg: dict, paper_all: dict,
-          out_dir: Path) -> None:
+def build(
+    metrics_paths: list[str], data_dirs: dict[str, str], rl_logs: list[str], cfg: dict, paper_all: dict, out_dir: Path
+) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = load_runs(metrics_paths)
-    note = (f"Scored on the first {cfg['test_limit']} test rows only." if cfg.get("test_limit") else
-            "Scored on the full test split.")
+    note = (
+        f"Scored on the first {cfg['test_limit']} test rows only."
+        if cfg.get("test_limit")
+        else "Scored on the full test split."
+    )
     g = gains(runs, cfg.get("pairs", {}), paper_all.get("latentr3_table1", {}))
     write_csv(g, out_dir / "latentr3_gains.csv")
-    write_text(gains_markdown(g, note, paper_all.get("latentr3_table1", {}), cfg.get("display_names")),
-               out_dir / "latentr3_gains.md")
+    write_text(
+        gains_markdown(g, note, paper_all.get("latentr3_table1", {}), cfg.get("display_names")),
+        out_dir / "latentr3_gains.md",
+    )
     a = ablation(runs, cfg.get("ablation", {}), paper_all.get("latentr3_table2_ablation", {}))
     write_csv(a, out_dir / "latentr3_ablation.csv")
-    write_text(ablation_markdown(a, note, paper_all.get("latentr3_table2_ablation", {})),
-               out_dir / "latentr3_ablation.md")
+    write_text(
+        ablation_markdown(a, note, paper_all.get("latentr3_table2_ablation", {})), out_dir / "latentr3_ablation.md"
+    )
     pop = popularity(runs, cfg.get("popularity_methods", []), data_dirs, cfg.get("popular_fraction", 0.2))
     write_csv(pop, out_dir / "latentr3_fig2_popularity.csv")
     popularity_figure(pop, out_dir / "latentr3_fig2_popularity.png")
     length_figure(runs, cfg.get("lengths", {}), out_dir / "latentr3_fig3_reasoning_length.png").pipe(
-        write_csv, out_dir / "latentr3_fig3_reasoning_length.csv")
+        write_csv, out_dir / "latentr3_fig3_reasoning_length.csv"
+    )
     grpo, recipes = cfg.get("grpo_compare") or {}, cfg.get("recipes") or {}
     original = {recipes.get(m, m) for m in grpo}  # the original-GRPO recipes: not LR-GRPO rows of the cost table
     c = cost(runs, cfg.get("cost_methods", []), [p for p in rl_logs if Path(p).parts[-5] not in original])
@@ -291,8 +426,22 @@ def build(metrics_paths: list[str], data_dirs: dict[str, str], rl_logs: list[str
 
 # ------------------------------------------- Figure 4 (paper appendix F): the original GRPO against LR-GRPO
 GRPO_METRICS = ("NDCG@10", "HR@10")
-GRPO_COLUMNS = ["dataset", "method", "rl", "seeds", "NDCG@10", "NDCG@10_std", "HR@10", "HR@10_std",
-                "rl_seconds_per_step", "rl_logs", "rl_device", "rl_world_size", "cost_ratio", "paper_cost_ratio"]
+GRPO_COLUMNS = [
+    "dataset",
+    "method",
+    "rl",
+    "seeds",
+    "NDCG@10",
+    "NDCG@10_std",
+    "HR@10",
+    "HR@10_std",
+    "rl_seconds_per_step",
+    "rl_logs",
+    "rl_device",
+    "rl_world_size",
+    "cost_ratio",
+    "paper_cost_ratio",
+]
 
 
 def selected_rl_logs(rl_logs: list[str]) -> dict[tuple[str, str, str], dict]:
@@ -307,8 +456,13 @@ def selected_rl_logs(rl_logs: list[str]) -> dict[tuple[str, str, str], dict]:
     return best
 
 
-def grpo_comparison(runs: pd.DataFrame, pairs: dict[str, str], rl_logs: list[str], recipes: dict[str, str],
-                    paper_ratio: float | None = None) -> pd.DataFrame:
+def grpo_comparison(
+    runs: pd.DataFrame,
+    pairs: dict[str, str],
+    rl_logs: list[str],
+    recipes: dict[str, str],
+    paper_ratio: float | None = None,
+) -> pd.DataFrame:
     """Per dataset where an original-GRPO method ran (`pairs`: {original-GRPO method: its LR-GRPO method}):
     NDCG@10 and HR@10 (mean, std over seeds; matched by item id) of both, and the training seconds per RL
     optimiser step of each (mean over seeds of the selected grid point's `seconds_per_step`; `recipes`:
@@ -325,10 +479,16 @@ def grpo_comparison(runs: pd.DataFrame, pairs: dict[str, str], rl_logs: list[str
                 recipe = recipes.get(method, method)
                 sps = [v for (d, r, _), v in logs.items() if d == dataset and r == recipe]
                 g = method_runs(runs, dataset, method)
-                row = {"dataset": dataset, "method": method, "rl": kind, "seeds": len(g), "rl_logs": len(sps),
-                       "rl_seconds_per_step": float(np.mean([v["seconds_per_step"] for v in sps])) if sps else math.nan,
-                       "rl_device": sps[0].get("device") if sps else None,
-                       "rl_world_size": sps[0].get("world_size") if sps else None}
+                row = {
+                    "dataset": dataset,
+                    "method": method,
+                    "rl": kind,
+                    "seeds": len(g),
+                    "rl_logs": len(sps),
+                    "rl_seconds_per_step": float(np.mean([v["seconds_per_step"] for v in sps])) if sps else math.nan,
+                    "rl_device": sps[0].get("device") if sps else None,
+                    "rl_world_size": sps[0].get("world_size") if sps else None,
+                }
                 for metric in GRPO_METRICS:
                     row[metric], row[f"{metric}_std"] = seed_mean(runs, dataset, method, metric)
                 rows.append(row)
@@ -349,8 +509,15 @@ def grpo_figure(df: pd.DataFrame, path: Path, paper_ratio: float | None = None) 
         fig, ax = plt.subplots(figsize=(5, 2.2))
         ax.axis("off")
         ax.text(0.5, 0.6, "no original-GRPO run", ha="center", va="center", fontsize=11, transform=ax.transAxes)
-        ax.text(0.5, 0.3, "(report.latentr3.grpo_compare names none that ran; config/paper.yaml runs one)",
-                ha="center", va="center", fontsize=7, transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.3,
+            "(report.latentr3.grpo_compare names none that ran; config/paper.yaml runs one)",
+            ha="center",
+            va="center",
+            fontsize=7,
+            transform=ax.transAxes,
+        )
         fig.savefig(path, dpi=120)
         plt.close(fig)
         return
@@ -358,8 +525,9 @@ def grpo_figure(df: pd.DataFrame, path: Path, paper_ratio: float | None = None) 
     kinds = ("original GRPO", "LR-GRPO")
     x, w = np.arange(len(datasets)), 0.38
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
-    panels = [(m, m, f"{m}_std") for m in GRPO_METRICS] + [("RL seconds per optimiser step", "rl_seconds_per_step",
-                                                            None)]
+    panels = [(m, m, f"{m}_std") for m in GRPO_METRICS] + [
+        ("RL seconds per optimiser step", "rl_seconds_per_step", None)
+    ]
     for ax, (label, col, std) in zip(axes, panels):
         for i, kind in enumerate(kinds):
             vals = [df[(df.dataset == d) & (df.rl == kind)][col].mean() for d in datasets]

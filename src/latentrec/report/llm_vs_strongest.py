@@ -30,8 +30,7 @@ VERDICTS = ("yes", "no (worse)", "no (n.s.)")
 
 
 def strongest_baseline(runs: pd.DataFrame, baselines: list[str], metric: str) -> tuple[str, float] | None:
-    means = {m: mean_std(g["metrics"].map(lambda d: d[metric]))[0]
-             for m, g in runs.groupby("method") if m in baselines}
+    means = {m: mean_std(g["metrics"].map(lambda d: d[metric]))[0] for m, g in runs.groupby("method") if m in baselines}
     if not means:
         return None
     best = max(means, key=means.get)
@@ -70,41 +69,59 @@ def llm_vs_strongest(metrics_paths: list[str], cfg: dict) -> tuple[pd.DataFrame,
             if method not in llm_methods:
                 continue
             a = g.set_index("seed")
-            pairs = [(s, s) for s in sorted(set(a.index) & set(b.index))] or [(s, min(b.index)) for s in sorted(a.index)]
+            pairs = [(s, s) for s in sorted(set(a.index) & set(b.index))] or [
+                (s, min(b.index)) for s in sorted(a.index)
+            ]
             for metric in metrics:
                 tests = []
                 for sa, sb in pairs:
-                    ra, rb = _shared_rows(pd.read_parquet(a.at[sa, "rows_path"]), pd.read_parquet(b.at[sb, "rows_path"]))
+                    ra, rb = _shared_rows(
+                        pd.read_parquet(a.at[sa, "rows_path"]), pd.read_parquet(b.at[sb, "rows_path"])
+                    )
                     tests.append(paired_rows(ra, rb, metric))
                 ps, mdes = [t["p"] for t in tests], [t["mde"] for t in tests]
-                out.append({
-                    "dataset": dataset, "split": split, "method": method, "baseline": base,
-                    "baseline_chosen_by": f"test mean {primary}", "metric": metric,
-                    "n_rows": tests[0]["n"], "seeds": ",".join(f"{sa}/{sb}" for sa, sb in pairs),
-                    "mean": sum(t["mean_a"] for t in tests) / len(tests),
-                    "baseline_mean": sum(t["mean_b"] for t in tests) / len(tests),
-                    "max_p": max(ps) if not any(math.isnan(p) for p in ps) else math.nan,
-                    # the least sensitive seed's test, as max_p is the least significant one's
-                    "max_mde": max(mdes) if not any(math.isnan(m) for m in mdes) else math.nan,
-                    "verdict": verdict(tests, alpha),
-                })
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "split": split,
+                        "method": method,
+                        "baseline": base,
+                        "baseline_chosen_by": f"test mean {primary}",
+                        "metric": metric,
+                        "n_rows": tests[0]["n"],
+                        "seeds": ",".join(f"{sa}/{sb}" for sa, sb in pairs),
+                        "mean": sum(t["mean_a"] for t in tests) / len(tests),
+                        "baseline_mean": sum(t["mean_b"] for t in tests) / len(tests),
+                        "max_p": max(ps) if not any(math.isnan(p) for p in ps) else math.nan,
+                        # the least sensitive seed's test, as max_p is the least significant one's
+                        "max_mde": max(mdes) if not any(math.isnan(m) for m in mdes) else math.nan,
+                        "verdict": verdict(tests, alpha),
+                    }
+                )
     df = pd.DataFrame(out)
     return df, _markdown(df, primary, alpha)
 
 
 def _markdown(df: pd.DataFrame, primary: str, alpha: float) -> str:
-    lines = ["## Does each LLM method beat the strongest traditional baseline?", "",
-             f"Strongest baseline per dataset: highest test mean {primary} over seeds (the hardest "
-             "comparator). Paired t-tests on the test rows both methods were scored on, per seed "
-             f"(LLM seed / baseline seed); 'yes' needs a higher mean and p < {alpha} on every seed.", "",
-             MDE_NOTE + " Here the largest over the seeds.", "",
-             "| dataset | LLM method | strongest baseline | metric | rows | seeds | LLM mean | baseline mean | max p "
-             "| MDE | beats it? |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Does each LLM method beat the strongest traditional baseline?",
+        "",
+        f"Strongest baseline per dataset: highest test mean {primary} over seeds (the hardest "
+        "comparator). Paired t-tests on the test rows both methods were scored on, per seed "
+        f"(LLM seed / baseline seed); 'yes' needs a higher mean and p < {alpha} on every seed.",
+        "",
+        MDE_NOTE + " Here the largest over the seeds.",
+        "",
+        "| dataset | LLM method | strongest baseline | metric | rows | seeds | LLM mean | baseline mean | max p "
+        "| MDE | beats it? |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in df.itertuples():
-        lines.append(f"| {r.dataset} | {r.method} | {r.baseline} | {r.metric} | {r.n_rows:,} | {r.seeds} | "
-                     f"{r.mean:.4f} | {r.baseline_mean:.4f} | {format_p(r.max_p)} | "
-                     f"{format_mde(r.max_mde, r.baseline_mean)} | {r.verdict} |")
+        lines.append(
+            f"| {r.dataset} | {r.method} | {r.baseline} | {r.metric} | {r.n_rows:,} | {r.seeds} | "
+            f"{r.mean:.4f} | {r.baseline_mean:.4f} | {format_p(r.max_p)} | "
+            f"{format_mde(r.max_mde, r.baseline_mean)} | {r.verdict} |"
+        )
     if df.empty:
         lines.append("| – | no LLM method and baseline ran on the same dataset | | | | | | | | | |")
     return "\n".join(lines) + "\n"

@@ -48,5 +48,11 @@ from latentrec.llm.decoding.attention import tree_attention
 from latentrec.llm.decoding.beams import Hypothesis
 from latentrec.llm.decoding.counts import DecodeCounts
 
-__all__ = ["DecodeConfig", "DecodeCounts", "Hypothesis", "constrained_beam_search", "hypotheses_to_items",
-           "tree_attention"]
+__all__ = [
+    "DecodeConfig",
+    "DecodeCounts",
+    "Hypothesis",
+    "constrained_beam_search",
+    "hypotheses_to_items",
+    "tree_attention",
+]

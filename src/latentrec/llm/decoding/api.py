@@ -27,31 +27,53 @@ class DecodeConfig:
 
     num_beams: int = field(default=10, metadata={"help": "beams per prompt"})
     num_return: int = field(default=10, metadata={"help": "hypotheses kept per prompt, best first (at most num_beams)"})
-    length_penalty: float = field(default=1.0, metadata={
-        "help": "score = summed log-prob / generated length ** length_penalty: 1 = BIGRec (mean per token), "
-                "0 = D3 (summed log-prob)"})
-    max_new_tokens: int | None = field(default=None, metadata={
-        "help": "most tokens generated per title; null: the longest catalogue title in tokens (with its closing "
-                "EOS), so no target is cut"})
-    batch_size: int = field(default=8, metadata={
-        "help": "prompts decoded together, each with num_beams beams (the latents and CoT reasoning of a latent or "
-                "CoT method are computed per batch too)"})
+    length_penalty: float = field(
+        default=1.0,
+        metadata={
+            "help": "score = summed log-prob / generated length ** length_penalty: 1 = BIGRec (mean per token), "
+            "0 = D3 (summed log-prob)"
+        },
+    )
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "most tokens generated per title; null: the longest catalogue title in tokens (with its closing "
+            "EOS), so no target is cut"
+        },
+    )
+    batch_size: int = field(
+        default=8,
+        metadata={
+            "help": "prompts decoded together, each with num_beams beams (the latents and CoT reasoning of a latent or "
+            "CoT method are computed per batch too)"
+        },
+    )
     prompt_style: str = field(default="reference", metadata={"help": "the prompt template (latentrec.llm.prompts)"})
-    cot: dict | None = field(default=None, metadata={
-        "help": "CoT baseline: greedy text reasoning before the constrained title (options of "
-                "latentrec.llm.cot.CoTConfig); null: none"})
+    cot: dict | None = field(
+        default=None,
+        metadata={
+            "help": "CoT baseline: greedy text reasoning before the constrained title (options of "
+            "latentrec.llm.cot.CoTConfig); null: none"
+        },
+    )
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DecodeConfig:
         """Checked before anything decodes: known fields, each of its annotated type, in range.
         Raises ValueError "<field>: must be <allowed>, got <value>" (validate_config prefixes the key path)."""
-        d = check_options(cls, d, "decode", at_least={"num_beams": 1, "num_return": 1, "max_new_tokens": 1,
-                                                      "batch_size": 1},
-                          choices={"prompt_style": tuple(STYLES)})
+        d = check_options(
+            cls,
+            d,
+            "decode",
+            at_least={"num_beams": 1, "num_return": 1, "max_new_tokens": 1, "batch_size": 1},
+            choices={"prompt_style": tuple(STYLES)},
+        )
         cfg = cls(**d)
         if cfg.num_return > cfg.num_beams:
-            raise ValueError(f"num_return: must be at most num_beams ({cfg.num_beams}): beam search returns at most "
-                             f"one title per beam, got {cfg.num_return}")
+            raise ValueError(
+                f"num_return: must be at most num_beams ({cfg.num_beams}): beam search returns at most "
+                f"one title per beam, got {cfg.num_return}"
+            )
         if cfg.cot is not None:
             from latentrec.llm.cot import CoTConfig
 
@@ -66,8 +88,12 @@ class DecodeConfig:
     def search_options(self) -> dict:
         """The keyword arguments of :func:`constrained_beam_search` this config sets (not the batch size:
         the caller cuts its prompts into batches)."""
-        return {"num_beams": self.num_beams, "num_return": self.num_return, "length_penalty": self.length_penalty,
-                "max_new_tokens": self.max_new_tokens}
+        return {
+            "num_beams": self.num_beams,
+            "num_return": self.num_return,
+            "length_penalty": self.length_penalty,
+            "max_new_tokens": self.max_new_tokens,
+        }
 
     def record(self) -> dict:
         """The settings as a run records them (``generation_config``): the fields, ``do_sample`` (always
@@ -132,9 +158,18 @@ def constrained_beam_search(
     if shared is not None and counts is not None:
         counts.add_shared(n_shared)
     search = _Search(
-        model, trie.to(device), num_beams=num_beams, num_return=num_return, length_penalty=length_penalty,
-        max_new_tokens=trie.max_depth if max_new_tokens is None else max_new_tokens, eos_ids=eos_ids,
-        keep_one=keep_one, kv_layout=_resolve_layout(kv_layout, model), shared=shared, counts=counts)
+        model,
+        trie.to(device),
+        num_beams=num_beams,
+        num_return=num_return,
+        length_penalty=length_penalty,
+        max_new_tokens=trie.max_depth if max_new_tokens is None else max_new_tokens,
+        eos_ids=eos_ids,
+        keep_one=keep_one,
+        kv_layout=_resolve_layout(kv_layout, model),
+        shared=shared,
+        counts=counts,
+    )
     n = len(source.lengths)
     order = sorted(range(n), key=lambda i: -source.lengths[i]) if sort_by_length else list(range(n))
     size = batch_size or max(n, 1)
@@ -277,9 +312,16 @@ class _Search:
         n_keep = max(2, 1 + self.eos_ids.numel()) * k  # HF's `beams_to_keep`
         top_rank = torch.arange(n_keep, device=device) < k  # HF's `top_num_beam_mask`
         layout, vocab = start_layout(
-            self.kv_layout, self.model, input_ids=input_ids, inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask, num_beams=k, max_new_tokens=self.max_new_tokens, keep_one=self.keep_one,
-            shared=self.shared)
+            self.kv_layout,
+            self.model,
+            input_ids=input_ids,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            num_beams=k,
+            max_new_tokens=self.max_new_tokens,
+            keep_one=self.keep_one,
+            shared=self.shared,
+        )
         beams = Beams(b, k, device)
         live = torch.arange(b, device=device) * k  # flat index prompt * k + beam of each row of `vocab`
         prompt_len = self._count_prompts(attention_mask)
@@ -287,8 +329,14 @@ class _Search:
         for step in range(self.max_new_tokens):
             cands = candidates(vocab, live, beams, self.trie, k, n_keep)
             src_beam, next_tok, alive, done = advance(
-                beams, cands, step=step, last_step=step + 1 >= self.max_new_tokens, eos_ids=self.eos_ids,
-                length_penalty=self.length_penalty, top_rank=top_rank)
+                beams,
+                cands,
+                step=step,
+                last_step=step + 1 >= self.max_new_tokens,
+                eos_ids=self.eos_ids,
+                length_penalty=self.length_penalty,
+                top_rank=top_rank,
+            )
             if bool(done.any()):  # a finished prompt leaves the batch at once (its result is final)
                 collect(beams, torch.nonzero(done).flatten().tolist(), results, self.num_return)
                 stay = torch.nonzero(~done).flatten()

@@ -89,8 +89,9 @@ def advance(beams: Beams, cands, *, step, last_step, eos_ids, length_penalty, to
     # generated length, cannot beat the worst of `num_beams` finished hypotheses.
     best_running = beams.run_scores[:, 0] / ((step + 1) ** length_penalty)
     slots_full = torch.isfinite(beams.fin_scores).all(dim=1)
-    worst_finished = torch.where(slots_full, beams.fin_scores.min(dim=1).values,
-                                 torch.full_like(best_running, _EMPTY_SLOT_SCORE))
+    worst_finished = torch.where(
+        slots_full, beams.fin_scores.min(dim=1).values, torch.full_like(best_running, _EMPTY_SLOT_SCORE)
+    )
     done = ~(best_running > worst_finished) | ~alive[:, 0]
     if last_step:
         done = torch.ones_like(done)

@@ -56,5 +56,7 @@ class DecodeCounts:
         linear = sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
         head = model.get_output_embeddings().weight.numel()
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        return {"linear_and_head": 2.0 * linear * self.backbone_tokens + 2.0 * head * self.vocabulary_rows,
-                "attention": 4.0 * len(layers) * config.num_attention_heads * head_dim * self.attended}
+        return {
+            "linear_and_head": 2.0 * linear * self.backbone_tokens + 2.0 * head * self.vocabulary_rows,
+            "attention": 4.0 * len(layers) * config.num_attention_heads * head_dim * self.attended,
+        }

@@ -131,9 +131,15 @@ def _expand_prefill(model, *, input_ids, inputs_embeds, attention_mask, keep_one
             layer.lazy_initialization(kk, vv)
             layer.keys, layer.values = kk.expand(b, -1, -1, -1), vv.expand(b, -1, -1, -1)
         attention_mask = torch.cat((attention_mask.new_ones((b, n_shared)), attention_mask), dim=1)
-    logits, cache = forward_last(model, keep_one, input_ids=input_ids, inputs_embeds=inputs_embeds,
-                                 attention_mask=attention_mask if has_padding else None,
-                                 position_ids=position_ids, past_key_values=past)
+    logits, cache = forward_last(
+        model,
+        keep_one,
+        input_ids=input_ids,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask if has_padding else None,
+        position_ids=position_ids,
+        past_key_values=past,
+    )
     return logits, cache, attention_mask, has_padding, next_position
 
 
@@ -184,8 +190,14 @@ class TreeLayout:
         """The model on one packed sequence; the vocabulary scores of the tokens ``keep`` (all if None)."""
         for layer in self.cache.layers:
             layer.pack = pack
-        kw = dict(**inputs, attention_mask=self._mask(allowed), past_key_values=self.cache, use_cache=True,
-                  return_dict=True, beam_pack=pack)
+        kw = dict(
+            **inputs,
+            attention_mask=self._mask(allowed),
+            past_key_values=self.cache,
+            use_cache=True,
+            return_dict=True,
+            beam_pack=pack,
+        )
         with tree_attention(self.model):
             if self.plain_head:  # the backbone here, the LM head slice by slice in HiddenScores
                 hidden = self.model.get_decoder()(**kw).last_hidden_state[0]
@@ -239,8 +251,13 @@ class TreeLayout:
         allowed[:, :, : self.prompt_len] = self.prompt_mask[:, None, :]
         allowed.scatter_(2, q_anc, True)
         pack = Packing(p_idx, q_slot, self.cols + q_slot, m)
-        scores = self._run(pack, allowed, None, input_ids=tokens[p_idx, b_idx][None],
-                           position_ids=(self.next_position[p_idx] + step)[None])
+        scores = self._run(
+            pack,
+            allowed,
+            None,
+            input_ids=tokens[p_idx, b_idx][None],
+            position_ids=(self.next_position[p_idx] + step)[None],
+        )
         self.cols = cols
         return scores  # of the live beams, in (prompt, beam) order
 
@@ -262,17 +279,36 @@ def tree_supported(model) -> bool:
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
-def start_layout(kv_layout: str, model, *, input_ids, inputs_embeds, attention_mask, num_beams, max_new_tokens,
-                 keep_one, shared):
+def start_layout(
+    kv_layout: str, model, *, input_ids, inputs_embeds, attention_mask, num_beams, max_new_tokens, keep_one, shared
+):
     """The layout (``"tree"`` or ``"expand"``) of one batch of left-padded prompts after its prefill, and the
     scores of each prompt's next token [B]. ``shared``: per layer the keys/values of the common prefix."""
     if kv_layout == "tree":
-        layout = TreeLayout(model, prompt_mask=attention_mask, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                            keep_one=keep_one, shared=shared)
+        layout = TreeLayout(
+            model,
+            prompt_mask=attention_mask,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            keep_one=keep_one,
+            shared=shared,
+        )
         return layout, layout.prefill(input_ids, inputs_embeds)
     logits, cache, row_mask, has_padding, next_position = _expand_prefill(
-        model, input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-        keep_one=keep_one, shared=shared)
-    layout = ExpandLayout(model, cache, prompt_mask=row_mask, has_padding=has_padding,
-                          next_position=next_position, num_beams=num_beams, keep_one=keep_one)
+        model,
+        input_ids=input_ids,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        keep_one=keep_one,
+        shared=shared,
+    )
+    layout = ExpandLayout(
+        model,
+        cache,
+        prompt_mask=row_mask,
+        has_padding=has_padding,
+        next_position=next_position,
+        num_beams=num_beams,
+        keep_one=keep_one,
+    )
     return layout, LogitScores(logits)
