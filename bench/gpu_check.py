@@ -4,7 +4,10 @@ Runs the real pipeline (Snakemake, the same rules and commands as `config/paper.
 config/gpu_check.yaml: SmolLM2-135M in bf16 on LatentR3's CDs split, SFT for a fixed token budget,
 BIGRec and D3 decoding of the whole test set (10 beams), a LatentR3 warm-up and a short LR-GRPO, and
 BIGRec+LatentR3 decoding; then writes one JSON and one markdown table: training tokens/s and MFU
-against the accelerator's bf16 peak, users/s, peak memory, HR/NDCG@5/10 and paired t-tests.
+against the accelerator's bf16 peak, users/s, peak memory, HR/NDCG@5/10 and paired t-tests. Its
+real-shape part (bench/gpu_check_real.py) then runs a random Qwen2.5-1.5B-shaped model at the paper's
+shapes: an SFT token budget, one LR-GRPO step at K = 8 and one decode batch of 64 prompts x 10 beams,
+beside the fake-weight memory estimate; `latentrec plan --measured` takes its MFUs.
 
     bench/gpu_check.sh                      # on a GPU machine (CDs split at resources/splits/... or --data)
     bench/gpu_check.sh --tiny               # the same on the CPU in a minute (the test suite runs it)
@@ -208,6 +211,10 @@ def markdown(r: dict) -> str:
         "Wall seconds per rule (Snakemake benchmark files): "
         + ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["rule_seconds"].items())),
     ]
+    if r.get("real_shape"):
+        import gpu_check_real
+
+        lines += gpu_check_real.markdown(r["real_shape"])
     return "\n".join(lines) + "\n"
 
 
@@ -237,6 +244,9 @@ def main(argv=None) -> dict:
     wall = run_pipeline(files, dataset, workdir, gpus=0 if args.tiny else 1)
     backbone = "check" if args.model else "SmolLM2-135M-Instruct"
     report = summarise(workdir, dataset, peak, peak_name, wall, backbone)
+    import gpu_check_real
+
+    report["real_shape"] = gpu_check_real.run(args.tiny, peak)
     report.update(load_average.fields())
     out = workdir / "results" / "gpu_check"
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2))

@@ -56,5 +56,14 @@ def test_gpu_check_tiny_writes_the_table(tmp_path, smollm2_tokenizer):
     assert all(t["n"] == 6 and (math.isnan(t["p"]) or 0 <= t["p"] <= 1) for t in tests)
     assert report["rule_seconds"]["sft_backbone"] > 0 and report["rule_seconds"]["decode_llm_shard"] > 0
 
+    # the real-shape part: Qwen2.5-1.5B's family at tiny widths, an SFT budget, one LR-GRPO step at K = 8 and
+    # one decode batch of 64 prompts x 10 beams, each beside its fake-weight estimate
+    real = report["real_shape"]
+    assert real["shapes"]["group_size"] == 8 and (real["decode"]["users"], real["decode"]["beams"]) == (64, 10)
+    for part in ("sft", "lr_grpo", "decode"):
+        assert 0 < real[part]["mfu"] < 1 and real[part]["estimated_peak_mb"] > 0
+    assert real["sft"]["tokens_per_second"] > 0 and real["decode"]["users_per_second"] > 0
+
     table = (work / "results" / "gpu_check" / "gpu_check.md").read_text()
     assert "| SFT (fp32) | 2 |" in table and "| BIGRec+LatentR3 | 6 |" in table and "paired t-test" in table
+    assert "Real shapes: tiny Qwen2" in table and "| decode | 64 prompts x 10 beams |" in table

@@ -6,16 +6,8 @@ import resource
 import pytest
 import torch
 
-from latentrec.llm.memory_estimate import (
-    STEP_KINDS,
-    Shapes,
-    analytic_flops,
-    corrected_flops,
-    estimate,
-    measure_step,
-    model_config,
-    parameter_counts,
-)
+from latentrec.flops import Backbone
+from latentrec.llm.memory_estimate import STEP_KINDS, Shapes, analytic_flops, estimate, measure_step, model_config
 
 # Training kinds: the estimate is the same live bytes as the real run's allocations to 0.5 %. Decoding:
 # CPU attention allocates workspaces inside its kernel, which no tensor shows: at least 75 %.
@@ -102,8 +94,10 @@ def test_fake_estimate_matches_measured_cpu_peak(kind):
 def test_qwen2_5_1_5b_estimate_runs_without_real_memory():
     """The shipped config is Qwen2.5-1.5B's; its SFT step is estimated without allocating its weights."""
     cfg = model_config("Qwen2.5-1.5B")
-    n, emb = parameter_counts(cfg)
-    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, emb) == (1536, 28, 151936, 151936 * 1536)
+    bb = Backbone.from_config(cfg)
+    n = bb.params
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, bb.head) == (1536, 28, 151936, 151936 * 1536)
+    assert bb.body == n - bb.head  # tied: the embedding table is the LM head
     assert abs(n - 1.544e9) / 1.544e9 < 0.002
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     shapes = Shapes(micro_batch=2, prompt_len=64, target_len=8, accum=1)
@@ -113,6 +107,6 @@ def test_qwen2_5_1_5b_estimate_runs_without_real_memory():
     assert 4 * n <= est.params_bytes < 4 * n + (1 << 20)  # fp32 master weights (and the rotary buffers)
     assert est.optimizer_bytes >= 8 * n
     assert est.peak_bytes > 16 * n
-    # the counted FLOPs follow the corrected count (the LM head on target tokens only) to 3 %
-    assert abs(est.flops_counted / corrected_flops("sft", cfg, shapes) - 1) < 0.03
+    # the counted FLOPs follow the plan's count (the LM head on target tokens only) to 3 %
     assert est.flops_analytic == analytic_flops("sft", cfg, shapes)
+    assert abs(est.flops_ratio - 1) < 0.03

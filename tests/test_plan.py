@@ -1,7 +1,8 @@
 """`latentrec plan`: every job of the DAG costed from the data's real token counts.
 
 The expected FLOPs are written here from the counting rules (6·N per trained token, 2·N per decoded
-token, beams x target per user), on a small processed dataset whose rows the test knows.
+token, beams x target per user; `--params` gives N alone, so every weight counts on every token), on a
+small processed dataset whose rows the test knows.
 """
 
 import json
@@ -83,12 +84,13 @@ def test_plan_costs_each_job_from_the_token_counts(small_config, smollm2_tokeniz
     (job,) = by_rule["sft_backbone"]
     assert job.flops == pytest.approx(6 * N_PARAMS * seen * (p + t) + 2 * N_PARAMS * valid * (p + t))
     assert job.seconds == pytest.approx(job.flops / (989e12 * 0.5))
-    # LR-GRPO: per sample the prompt once and K continuations of latent + target, 4N each (frozen LLM).
+    # LR-GRPO: per sample the prompt once without gradient (2N), and K continuations of latent + target
+    # forward and backward to the activations (4N each; frozen LLM). --params alone: no LM head split.
     (rl_job,) = by_rule["latent_rl_point"]
     samples = min(40, rl["max_steps"] * rl["groups_per_step"])
-    want = samples * 4 * N_PARAMS * (p + rl["group_size"] * (1 + t)) + min(10, rl["valid_limit"]) * 2 * N_PARAMS * (
-        p + 1 + t
-    )
+    want = samples * (2 * N_PARAMS * p + 4 * N_PARAMS * rl["group_size"] * (1 + t)) + min(
+        10, rl["valid_limit"]
+    ) * 2 * N_PARAMS * (p + 1 + t)
     assert rl_job.flops == pytest.approx(want)
     # Decoding: the first 8 test users (evaluation.test_limit), prompt once + 10 beams x target tokens.
     bigrec = [j for j in by_rule["decode_llm_shard"] if j.wildcards["method"] == "BIGRec"]
@@ -104,7 +106,7 @@ def test_plan_costs_each_job_from_the_token_counts(small_config, smollm2_tokeniz
         sum(j.seconds * max(j.gpus, 1) for j in plan.jobs if j.gpus) / 3600
     )
     text = markdown(plan)
-    assert "Total:" in text and "assumed MFU 50%" in text and "sft_backbone" in text
+    assert "Total:" in text and "MFU 50% for training" in text and "(assumed" in text and "sft_backbone" in text
 
 
 @pytest.mark.parametrize("seconds,minutes", [(0, 15), (60, 15), (150, 15), (300, 30), (3600, 135)])
@@ -153,3 +155,86 @@ def test_plan_cli_writes_json_and_rejects_an_unknown_gpu(small_config, tmp_path,
         cwd=REPO,
     )
     assert bad.returncode == 2 and "tpu9" in bad.stderr and "h100" in bad.stderr
+
+
+def test_config_files_are_laid_over_each_other(small_config, tmp_path):
+    """`--configfile a b` as Snakemake reads it: b may name a method only a defines."""
+    from latentrec.commands.pipeline import add_parsers
+    from latentrec.plan import dag_jobs, snakemake_executable
+
+    path, _ = small_config
+    first = yaml.safe_load(path.read_text())
+    first["methods"] = {"MyD3": {"family": "llm", "decode": {"length_penalty": 0.0}}}
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(yaml.safe_dump(first))
+    b.write_text(yaml.safe_dump({"run_methods": ["MyD3"]}))
+    jobs = dag_jobs([str(a), str(b)], snakemake_executable())
+    assert {j.wildcards["method"] for j in jobs if j.rule == "decode_llm_shard"} == {"MyD3"}
+    import argparse
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_parsers(sub)
+    ns = sub.choices["plan"].parse_args(["--configfile", str(a), str(b), "--configfile", "c.yaml"])
+    assert ns.configfile == [str(a), str(b), "c.yaml"]
+
+
+def test_measured_mfus_replace_the_assumed_ones(small_config, tmp_path, smollm2_tokenizer):
+    path, _ = small_config
+    check = tmp_path / "gpu_check.json"
+    check.write_text(
+        json.dumps(
+            {
+                "peak": "H100 (h100 bf16 peak)",
+                "training": {"SFT": {"mfu": 0.2}},
+                "decoding": {"BIGRec": {"floor_mfu": 0.01}},
+                "real_shape": {"sft": {"mfu": 0.41}, "lr_grpo": {"mfu": 0.3}, "decode": {"mfu": 0.07}},
+            }
+        )
+    )
+    plan = make_plan([str(path)], "h100", mfu_train=0.35, mfu_decode=0.1, params=N_PARAMS, measured=str(check))
+    assert (plan.assumptions["mfu_train"], plan.assumptions["mfu_decode"]) == (0.41, 0.07)
+    (sft,) = [j for j in plan.jobs if j.rule == "sft_backbone"]
+    assert sft.seconds == pytest.approx(sft.flops / (989e12 * 0.41))
+    assert "MFU 41% for training and RL, 7% for decoding (measured:" in markdown(plan)
+    # a check without its real-shape part: the pipeline's SFT MFU and mean decoding MFU
+    check.write_text(
+        json.dumps(
+            {"training": {"SFT": {"mfu": 0.2}}, "decoding": {"A": {"floor_mfu": 0.01}, "B": {"floor_mfu": 0.03}}}
+        )
+    )
+    plan = make_plan([str(path)], "h100", mfu_train=0.35, mfu_decode=0.1, params=N_PARAMS, measured=str(check))
+    assert (plan.assumptions["mfu_train"], plan.assumptions["mfu_decode"]) == (0.2, pytest.approx(0.02))
+
+
+def test_memory_column_gives_a_verdict_and_the_batch_that_fits(small_config, tmp_path, smollm2_tokenizer):
+    """On a tiny Qwen2 architecture: every LLM rule gets a peak; on a GPU too small for the configured SFT
+    micro-batch the plan names the largest that fits, and that one does."""
+    from latentrec.plan_memory import MARGIN, Estimator
+    from tests.test_memory_estimate import tiny_qwen2
+
+    folder = tmp_path / "arch"
+    tiny_qwen2().save_pretrained(folder)
+    est = Estimator(folder / "config.json", cache=tmp_path / "cache.json")
+    path, _ = small_config
+    plan = make_plan([str(path)], "h100", 0.35, 0.1, params=N_PARAMS, memory=True, estimator=est)
+    llm = [
+        j for j in plan.jobs if j.rule in ("sft_backbone", "latent_warmup_sft", "latent_rl_point", "decode_llm_shard")
+    ]
+    assert llm and all(j.peak_bytes > 0 for j in llm) and all(j.fits_batch is None for j in llm)
+    kinds = {j.step.kind for j in llm}
+    assert kinds == {"sft", "latent_sft", "lr_grpo", "decode"}
+    (sft,) = [j for j in llm if j.rule == "sft_backbone"]
+    # a GPU that holds a micro-batch of 2 but not the configured 4: the plan names the largest that fits
+    from dataclasses import replace
+
+    from latentrec.plan import estimate_memory, load_config
+
+    assert sft.step.shapes.micro_batch == 4
+    small_gpu = est.peak("sft", replace(sft.step.shapes, micro_batch=2)) / (1 - MARGIN)
+    estimate_memory([sft], load_config([str(path)]), plan.token_stats, small_gpu, est)
+    assert sft.fits_batch in (2, 3)
+    assert est.peak("sft", replace(sft.step.shapes, micro_batch=sft.fits_batch)) <= (1 - MARGIN) * small_gpu
+    assert est.peak("sft", replace(sft.step.shapes, micro_batch=sft.fits_batch + 1)) > (1 - MARGIN) * small_gpu
+    assert json.loads((tmp_path / "cache.json").read_text())  # estimates are cached
+    text = markdown(plan)
+    assert "peak memory / GPU | fits h100" in text and "Peak memory per distinct step" in text

@@ -1,14 +1,15 @@
 """A cost plan before anyone books a cluster: FLOPs, GPU-hours and SLURM runtimes for every job of the DAG.
 
-The jobs are Snakemake's own (a forced dry run of the given config files), so the plan counts exactly
-what `snakemake --configfile ...` would run. Which rules are LLM work, and which FLOP count and MFU
-each takes, is the table in latentrec/rule_resources.py; the counts (6·N per trained token, 4·N per RL
-token through the frozen LLM, 2·N per decoded token) are latentrec/flops.py.
+The jobs are Snakemake's own (a forced dry run of the given config files, laid over each other as
+`snakemake --configfile a b` does), so the plan counts exactly what Snakemake would run. Which rules are
+LLM work, and which FLOP count, MFU and step each takes, is the table in latentrec/rule_resources.py; the
+counts are latentrec/flops.py, the memory column latentrec/plan_memory.py.
 
 Token counts are the data's: the mean prompt and target lengths of each dataset's rows under the
-backbone's tokenizer (the real processed split where it exists, else a stand-in named in the output).
-Time = FLOPs / (GPUs · peak · MFU); the SLURM runtime asks `safety` times that plus a fixed start-up.
-CPU jobs (baselines, data, reports) are listed without GPU-hours.
+backbone's tokenizer (the real processed split where it exists, else a stand-in named in the output: a
+processed split the config names, or one under resources/splits/). Time = FLOPs / (GPUs · peak · MFU),
+the MFUs assumed or measured by bench/gpu_check.sh; the SLURM runtime asks `safety` times that plus a
+fixed start-up. CPU jobs (baselines, data, reports) are listed without GPU-hours.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from pathlib import Path
 import yaml
 
 from latentrec.errors import InputError
-from latentrec.flops import GPU_PEAK_FLOPS, KNOWN_PARAMS, TokenStats, seconds_at
+from latentrec.flops import GPU_MEMORY, GPU_PEAK_FLOPS, KNOWN_BACKBONES, Backbone, TokenStats, seconds_at
 from latentrec.rule_resources import RULES, slurm_runtime_minutes
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER_RESULTS = REPO / "config" / "paper_results.yaml"
-CDS_SPLIT = REPO.parent / "shared" / "data" / "amazon2018" / "CDs_and_Vinyl_5_2015-10-2018-11"
+SPLITS = REPO / "resources" / "splits"  # processed splits (README, "Real data")
+SHIPPED_CONFIGS = REPO / "config" / "models"  # architectures without weights (config/models/<name>/config.json)
 
 
 @dataclass
@@ -39,6 +41,9 @@ class Job:
     flops: float = 0.0
     seconds: float = 0.0
     what: str = ""
+    step: object = None  # plan_memory.JobStep: what its memory estimate runs
+    peak_bytes: float = 0.0
+    fits_batch: int | None = None  # where the configured batch does not fit: the largest that does
 
 
 @dataclass
@@ -73,8 +78,8 @@ _BLOCK = re.compile(r"^(?:local)?rule (\S+):$")
 def dag_jobs(configfiles: list[str], snakemake: str = "snakemake") -> list[Job]:
     """Every job of a forced dry run (what a fresh run would execute), with wildcards and GPUs."""
     cmd = [snakemake, "-n", "-F", "--cores", "1", "-d", str(REPO), "-s", str(REPO / "Snakefile")]
-    for f in configfiles:
-        cmd += ["--configfile", str(f)]
+    if configfiles:  # one option with every file: Snakemake keeps only the last of repeated --configfile options
+        cmd += ["--configfile", *map(str, configfiles)]
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         raise InputError(f"plan: the dry run failed:\n{run.stderr[-3000:] or run.stdout[-3000:]}")
@@ -110,15 +115,26 @@ def count_params(folder: Path) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def backbone_params(config: dict) -> tuple[float, str]:
-    """Parameter count of llm.backbone: from its folder's config.json when fetched, else the known table."""
+def architecture(config: dict) -> Path | None:
+    """The backbone's config.json: its fetched folder's, else the one shipped under config/models/."""
+    name = config["llm"]["backbone"]
+    for folder in (REPO / "resources" / "models" / name, SHIPPED_CONFIGS / name):
+        if (folder / "config.json").exists():
+            return folder / "config.json"
+    return None
+
+
+def backbone(config: dict) -> Backbone:
+    """What the FLOP counts need of llm.backbone: from its architecture when on disk, else the known table."""
+    from transformers import AutoConfig
+
     name = config["llm"]["backbone"]
     spec = config["llm"]["models"][name]["spec"]
-    folder = REPO / "resources" / "models" / name
-    if (folder / "config.json").exists():
-        return float(count_params(folder)), f"{folder}/config.json"
-    if spec in KNOWN_PARAMS:
-        return KNOWN_PARAMS[spec], f"known size of {spec}"
+    path = architecture(config)
+    if path is not None:
+        return Backbone.from_config(AutoConfig.from_pretrained(path.parent), str(path.relative_to(REPO)))
+    if spec in KNOWN_BACKBONES:
+        return Backbone.of(*KNOWN_BACKBONES[spec], source=f"known size of {spec}")
     raise InputError(
         f"plan: llm.models.{name}: parameter count of {spec!r} unknown; fetch it first "
         f"(snakemake resources/models/{name}) or pass --params"
@@ -152,6 +168,21 @@ def _processed_folder(config: dict, dataset: str) -> tuple[Path | None, str]:
     return None, ""
 
 
+def _stand_in(config: dict) -> Path | None:
+    """Rows to count tokens on before a dataset is processed: a processed split the config names, else
+    one under resources/splits/."""
+    named = [
+        (REPO / d["folder"]).resolve()
+        for d in config["datasets"].values()
+        if d.get("source") == "processed" and d.get("folder")
+    ]
+    found = sorted(SPLITS.iterdir()) if SPLITS.is_dir() else []
+    for folder in named + found:
+        if (folder / "train.parquet").exists() or (folder / "info.txt").exists():
+            return folder
+    return None
+
+
 def token_stats(config: dict, datasets: list[str], sample: int = 400) -> dict[str, TokenStats]:
     """Rows per split and mean prompt/target tokens per dataset, measured on a sample of real rows."""
     from latentrec.data.processed_io import import_csv_dataset, load_dataset
@@ -163,12 +194,13 @@ def token_stats(config: dict, datasets: list[str], sample: int = 400) -> dict[st
     out, measured = {}, {}
     for ds in datasets:
         folder, where = _processed_folder(config, ds)
-        if folder is None and CDS_SPLIT.exists():
-            folder, where = CDS_SPLIT, f"{CDS_SPLIT.name} (stand-in: {ds} is not processed yet)"
+        if folder is None and (stand_in := _stand_in(config)) is not None:
+            folder, where = stand_in, f"{stand_in.name} (stand-in: {ds} is not processed yet)"
         if folder is None:
             raise InputError(
                 f"plan: no rows of dataset {ds!r} to count tokens on: run its data stage first "
-                f"(snakemake results/{ds}/data/train.parquet)"
+                f"(snakemake results/{ds}/data/train.parquet), or put a processed split under "
+                f'{SPLITS.relative_to(REPO)}/ (README, "Real data")'
             )
         key = str(folder)
         if key not in measured:
@@ -179,25 +211,33 @@ def token_stats(config: dict, datasets: list[str], sample: int = 400) -> dict[st
             prompt = [len(enc.prompt_ids([titles[i] for i in h], domain)) for h in rows["history_item_ids"]]
             target = [len(enc.target_ids(titles[i])) for i in rows["item_id"]]
             counts = {s: len(data.split(s)) for s in ("train", "valid", "test")}
-            measured[key] = (counts, data.n_items, sum(prompt) / len(prompt), sum(target) / len(target))
-        counts, items, p, t = measured[key]
+            longest_title = max(len(enc.target_ids(t)) for t in titles)  # decoding's default max_new_tokens
+            measured[key] = (
+                counts,
+                data.n_items,
+                sum(prompt) / len(prompt),
+                sum(target) / len(target),
+                max(prompt),
+                longest_title,
+            )
+        counts, items, p, t, p_max, t_max = measured[key]
         if ds in published and not str(folder).endswith(f"{ds}/data"):
             counts = {s: int(published[ds][s]) for s in ("train", "valid", "test")}
             items = int(published[ds]["items"])
             where += "; rows: paper_results.yaml"
-        out[ds] = TokenStats(counts, items, p, t, f"{where}; tokens: {tok_source}")
+        out[ds] = TokenStats(counts, items, p, t, f"{where}; tokens: {tok_source}", p_max, t_max)
     return out
 
 
 # ----------------------------------------------------------------------------- cost per job
 
 
-def job_flops(job: Job, config: dict, n: float, stats: dict[str, TokenStats]) -> tuple[float, str]:
+def job_flops(job: Job, config: dict, bb: Backbone, stats: dict[str, TokenStats]) -> tuple[float, str]:
     """FLOPs of one job and a short description; 0 for the rules the table does not cost."""
     cost = RULES[job.rule].cost
     if cost is None:
         return 0.0, ""
-    return cost.flops(job.wildcards, config, n, stats.get(job.wildcards.get("dataset", "")))
+    return cost.flops(job.wildcards, config, bb, stats.get(job.wildcards.get("dataset", "")))
 
 
 def job_seconds(job: Job, peak: float, mfu_train: float, mfu_decode: float) -> float:
@@ -205,6 +245,48 @@ def job_seconds(job: Job, peak: float, mfu_train: float, mfu_decode: float) -> f
     cost = RULES[job.rule].cost
     mfu = mfu_decode if cost is not None and cost.mfu == "decode" else mfu_train
     return seconds_at(job.flops, job.gpus, peak, mfu)
+
+
+def measured_mfus(path: str | Path) -> tuple[float, float, str]:
+    """(training MFU, decoding MFU, where from) of a bench/gpu_check.sh JSON: its real-shape part (the
+    backbone's shapes, MFU of the plan's own FLOP counts) where present, else its pipeline's SFT and decoding."""
+    import json
+
+    try:
+        r = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"plan: --measured {path} does not exist (bench/gpu_check.sh writes it)") from None
+    real = r.get("real_shape") or {}
+    if real.get("sft", {}).get("mfu") and real.get("decode", {}).get("mfu"):
+        return real["sft"]["mfu"], real["decode"]["mfu"], f"measured: {path}, real-shape part ({r.get('peak')})"
+    decode = [d["floor_mfu"] for d in (r.get("decoding") or {}).values() if d.get("floor_mfu")]
+    sft = (r.get("training") or {}).get("SFT", {}).get("mfu")
+    if not sft or not decode:
+        raise InputError(f"plan: --measured {path} holds no training and decoding MFU")
+    return sft, sum(decode) / len(decode), f"measured: {path}, pipeline part ({r.get('peak')})"
+
+
+def estimate_memory(
+    jobs: list[Job], config: dict, stats: dict[str, TokenStats], gpu_bytes: float, estimator=None
+) -> str:
+    """Each LLM job's peak on one GPU, and where it does not fit, the largest batch that does; returns
+    where the architecture came from ("" when none is on disk: no column)."""
+    from latentrec.plan_memory import MARGIN, Estimator, job_step
+
+    if estimator is None:
+        path = architecture(config)
+        if path is None:
+            return ""
+        estimator = Estimator(path)
+    for j in jobs:
+        step = RULES[j.rule].step
+        if step is None or j.wildcards.get("dataset") not in stats:
+            continue
+        j.step = job_step(step, j.wildcards, config, stats)
+        j.peak_bytes = estimator.peak(j.step.kind, j.step.shapes)
+        if j.peak_bytes > (1 - MARGIN) * gpu_bytes:
+            j.fits_batch = estimator.largest_fitting(j.step, gpu_bytes)
+    return getattr(estimator, "source", "")
 
 
 def make_plan(
@@ -215,28 +297,44 @@ def make_plan(
     peak: float | None = None,
     params: float | None = None,
     snakemake: str | None = None,
+    memory: bool = False,
+    measured: str | None = None,
+    estimator=None,
 ) -> Plan:
+    """The plan of `configfiles`; `memory`: the peak-memory column (minutes on a CPU at 1.5B scale, then
+    cached); `measured`: a gpu_check JSON whose MFUs replace the assumed ones; `estimator`: the memory
+    estimator (plan_memory.Estimator) instead of the backbone's."""
     config = load_config(configfiles)
     jobs = dag_jobs(configfiles, snakemake or snakemake_executable())
-    n, n_source = (params, "--params") if params else backbone_params(config)
+    bb = Backbone.flat(params, "--params") if params else backbone(config)
     if peak is None:
         if gpu not in GPU_PEAK_FLOPS:
             raise InputError(f"plan: --gpu {gpu!r} unknown; choose from {sorted(GPU_PEAK_FLOPS)} or give --peak-tflops")
         peak = GPU_PEAK_FLOPS[gpu]
+    mfu_source = "assumed"
+    if measured:
+        mfu_train, mfu_decode, mfu_source = measured_mfus(measured)
     datasets = sorted({j.wildcards["dataset"] for j in jobs if "dataset" in j.wildcards})
     costed = [j for j in jobs if RULES[j.rule].cost is not None]
     stats = token_stats(config, [d for d in datasets if any(j.wildcards.get("dataset") == d for j in costed)])
     for j in jobs:
-        j.flops, j.what = job_flops(j, config, n, stats)
+        j.flops, j.what = job_flops(j, config, bb, stats)
         j.seconds = job_seconds(j, peak, mfu_train, mfu_decode)
+    gpu_bytes = GPU_MEMORY.get(gpu)
+    arch = ""
+    if memory and gpu_bytes and stats:
+        arch = estimate_memory(jobs, config, stats, gpu_bytes, estimator)
     assumptions = {
         "gpu": gpu,
         "peak_flops": peak,
         "mfu_train": mfu_train,
         "mfu_decode": mfu_decode,
-        "params": n,
-        "params_source": n_source,
+        "mfu_source": mfu_source,
+        "params": bb.params,
+        "params_source": bb.source,
         "configfiles": list(configfiles),
+        "gpu_memory": gpu_bytes,
+        "memory_source": arch,
     }
     return Plan(jobs, assumptions, stats)
 
@@ -256,7 +354,12 @@ def per_rule(plan: Plan, safety: float = 2.0) -> list[dict]:
         r["gpu_hours"] += j.seconds * j.gpus / 3600
         r["hours"] += j.seconds / 3600
         r["longest_s"] = max(r["longest_s"], j.seconds)
+        if j.peak_bytes:
+            r["peak_bytes"] = max(r.get("peak_bytes", 0.0), j.peak_bytes)
+            if j.fits_batch is not None:
+                r.setdefault("fits", set()).add((j.step.knob, j.fits_batch))
     for r in rows.values():
+        r["fits"] = sorted(r.get("fits", ()))
         r["runtime_min"] = slurm_runtime_minutes(r["longest_s"], safety) if r["flops"] else None
     return sorted(rows.values(), key=lambda r: -r["flops"])
 
@@ -272,34 +375,61 @@ def measured_seconds(plan: Plan) -> dict[str, float]:
     return out
 
 
+def _memory_cells(r: dict, gpu: str, gpu_bytes: float | None) -> str:
+    """A rule's peak memory and its fit verdict on `gpu` (with the batch that would fit where it does not)."""
+    if not r.get("peak_bytes"):
+        return " – | – |"
+    peak = f"{r['peak_bytes'] / 2**30:.1f} GiB"
+    if not r["fits"]:
+        return f" {peak} | yes |"
+    fixes = "; ".join(f"{knob} ≤ {b}" if b else f"{knob}: not even 1" for knob, b in r["fits"])
+    return f" {peak} | **no**: {fixes} |"
+
+
 def markdown(plan: Plan, safety: float = 2.0) -> str:
+    from latentrec.plan_memory import MARGIN
+
     a = plan.assumptions
     rules = per_rule(plan, safety)
     measured = measured_seconds(plan)
     total = sum(r["gpu_hours"] for r in rules)
+    gpu_bytes = a.get("gpu_memory")
+    mem_head = f"peak memory / GPU | fits {a['gpu']}"
     lines = [
         f"# Cost plan: {' '.join(a['configfiles']) or 'config/config.yaml'}",
         "",
         f"- backbone: {a['params'] / 1e9:.3f} B parameters ({a['params_source']})",
-        f"- accelerator: {a['gpu']}, peak {a['peak_flops'] / 1e12:.3g} TFLOP/s; assumed MFU {a['mfu_train']:.0%} "
-        f"for training and RL, {a['mfu_decode']:.0%} for decoding (small-batch beam search is memory-bound)",
-        "- FLOPs: 6·N per training token, 4·N per RL token (frozen LLM), 2·N per decoded token; "
-        "every epoch counted (early stopping only shortens)",
+        f"- accelerator: {a['gpu']}, peak {a['peak_flops'] / 1e12:.3g} TFLOP/s; MFU {a['mfu_train']:.0%} "
+        f"for training and RL, {a['mfu_decode']:.0%} for decoding ({a.get('mfu_source', 'assumed')}; "
+        "small-batch beam search is memory-bound)",
+        "- FLOPs (latentrec/flops.py): 2 per weight and token forward, 3x that to train; the LM head only on "
+        "scored tokens; RL's prompt pass without gradient and its backward to the activations only; every "
+        "epoch counted (early stopping only shortens)",
         f"- SLURM runtime: {safety:g}x the longest job's estimate + 10 min start-up, in 15-min steps",
+    ]
+    if a.get("memory_source"):
+        lines.append(
+            f"- peak memory: our own step code on fake weights of {a['memory_source']} "
+            f"(llm/memory_estimate.py), the worst job of the rule at the longest sampled prompt and "
+            f"catalogue title; fits when under {1 - MARGIN:.0%} of {gpu_bytes / 1e9:.0f} GB"
+        )
+    lines += [
         "",
-        "| rule | jobs | GPUs/job | PFLOP | job-hours | GPU-hours | longest job | runtime request | "
-        "measured (benchmarks) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| rule | jobs | GPUs/job | PFLOP | job-hours | GPU-hours | longest job | runtime request | {mem_head} "
+        "| measured (benchmarks) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rules:
         meas = f"{measured[r['rule']]:.0f} s" if r["rule"] in measured else ""
+        mem = _memory_cells(r, a["gpu"], gpu_bytes)
         if not r["flops"]:
-            lines.append(f"| {r['rule']} | {r['jobs']} | {r['gpus']} | – | – | – | CPU | the rule's own | {meas} |")
+            lines.append(
+                f"| {r['rule']} | {r['jobs']} | {r['gpus']} | – | – | – | CPU | the rule's own |{mem} {meas} |"
+            )
             continue
         lines.append(
             f"| {r['rule']} | {r['jobs']} | {r['gpus']} | {r['flops'] / 1e15:.3g} | {r['hours']:.3g} | "
-            f"{r['gpu_hours']:.3g} | "
-            f"{r['longest_s'] / 60:.1f} min | {r['runtime_min']} min | {meas} |"
+            f"{r['gpu_hours']:.3g} | {r['longest_s'] / 60:.1f} min | {r['runtime_min']} min |{mem} {meas} |"
         )
     hours = sum(r["hours"] for r in rules)
     lines += [
@@ -313,9 +443,59 @@ def markdown(plan: Plan, safety: float = 2.0) -> str:
     for ds, st in plan.token_stats.items():
         lines.append(
             f"- {ds}: {st.rows['train']:,} / {st.rows['valid']:,} / {st.rows['test']:,} rows; "
-            f"prompt {st.prompt:.0f} tokens, target {st.target:.1f} tokens ({st.source})"
+            f"prompt {st.prompt:.0f} tokens (longest sampled {st.prompt_max}), target {st.target:.1f} "
+            f"tokens (longest title {st.target_max}) ({st.source})"
         )
+    steps = memory_steps(plan)
+    if steps:
+        lines += [
+            "",
+            f"Peak memory per distinct step ({a['gpu']}, {gpu_bytes / 1e9:.0f} GB):",
+            "",
+            "| step | batch | prompt + target tokens | peak | fits | largest fitting batch | jobs (rules) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for st in steps:
+            lines.append(
+                f"| {st['kind']} | {st['batch']} | {st['prompt_len']} + {st['target_len']} | "
+                f"{st['peak_bytes'] / 2**30:.1f} GiB | {'yes' if st['fits'] is None else '**no**'} | "
+                f"{'' if st['fits'] is None else st['fits']} | {st['jobs']} ({', '.join(st['rules'])}) |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def memory_steps(plan: Plan) -> list[dict]:
+    """The distinct estimated steps, with their peak, verdict and jobs."""
+    from dataclasses import asdict
+
+    out: dict = {}
+    for j in plan.jobs:
+        if not j.peak_bytes:
+            continue
+        key = (j.step.kind, tuple(sorted(asdict(j.step.shapes).items())))
+        sh = j.step.shapes
+        d = out.setdefault(
+            key,
+            {
+                "kind": j.step.kind,
+                "knob": j.step.knob,
+                "prompt_len": sh.prompt_len,
+                "target_len": sh.target_len,
+                "peak_bytes": j.peak_bytes,
+                "fits": j.fits_batch,
+                "batch": (
+                    f"{sh.decode_batch} x {sh.num_beams} beams"
+                    if j.step.kind == "decode"
+                    else f"{sh.micro_batch}" + (f" x K={sh.group_size}" if "grpo" in j.step.kind else "")
+                ),
+                "jobs": 0,
+                "rules": [],
+            },
+        )
+        d["jobs"] += 1
+        if j.rule not in d["rules"]:
+            d["rules"].append(j.rule)
+    return sorted(out.values(), key=lambda d: -d["peak_bytes"])
 
 
 def as_dict(plan: Plan, safety: float = 2.0) -> dict:
@@ -329,6 +509,7 @@ def as_dict(plan: Plan, safety: float = 2.0) -> dict:
             for d, s in plan.token_stats.items()
         },
         "measured_seconds": measured_seconds(plan),
+        "memory_steps": memory_steps(plan),
     }
 
 

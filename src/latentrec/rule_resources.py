@@ -21,7 +21,7 @@ from typing import Callable, Literal
 
 from latentrec import flops
 from latentrec.config import grid_points, method_config
-from latentrec.flops import GPU_PEAK_FLOPS, KNOWN_PARAMS, TokenStats, seconds_at
+from latentrec.flops import GPU_PEAK_FLOPS, KNOWN_BACKBONES, Backbone, TokenStats, seconds_at
 
 MAX_MEM_MB = 256_000
 MAX_RUNTIME_MIN = 7 * 24 * 60
@@ -60,6 +60,7 @@ class RuleResources:
     base_minutes: float = 10  # a CPU job's start-up; `work_s` x2 is added to it
     work_s: Callable[[JobFacts], float] | None = None
     cost: Cost | None = None  # costed by `latentrec plan`; its runtime is the FLOP count's
+    step: str | None = None  # the step its jobs repeat, for the plan's memory column (plan_memory.job_step)
     local: bool = False  # `localrule: True`: seconds of work, in the main Snakemake process
 
 
@@ -142,17 +143,23 @@ RULES: dict[str, RuleResources] = {
     "select_grid_point": LOCAL,
     # llm.smk
     "fetch_model": RuleResources(base_minutes=60),
-    "sft_backbone": RuleResources(gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=SFT),
+    "sft_backbone": RuleResources(gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=SFT, step="sft"),
     "select_sft": LOCAL,
-    "decode_llm_shard": RuleResources(gpus="decode_gpus", mem_mb=12_000, cost=DECODE),
+    "decode_llm_shard": RuleResources(gpus="decode_gpus", mem_mb=12_000, cost=DECODE, step="decode"),
     "gather_llm_shards": LOCAL,
-    "latent_warmup_sft": RuleResources(gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=LATENT_SFT),
-    "latent_warmup_point": RuleResources(gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=LATENT_SFT),
+    "latent_warmup_sft": RuleResources(
+        gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=LATENT_SFT, step="latent_sft"
+    ),
+    "latent_warmup_point": RuleResources(
+        gpus="sft_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=LATENT_SFT, step="latent_sft"
+    ),
     "select_latent_warmup": LOCAL,
-    "latent_rl_point": RuleResources(gpus="rl_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=LATENT_RL),
+    "latent_rl_point": RuleResources(
+        gpus="rl_gpus", data_parallel=True, mem_mb=llm_training_mb, cost=LATENT_RL, step="latent_rl"
+    ),
     "select_latent_rl": LOCAL,
     "flr_factors": RuleResources(gpus="decode_gpus", mem_mb=12_000, cost=FACTORS),
-    "time_inference": RuleResources(gpus="decode_gpus", mem_mb=12_000, cost=TIMING),
+    "time_inference": RuleResources(gpus="decode_gpus", mem_mb=12_000, cost=TIMING, step="decode"),
     # evaluate.smk
     "evaluate_run": LOCAL,
     "significance_tests": LOCAL,
@@ -231,9 +238,9 @@ def requested_minutes(
     """The SLURM runtime an LLM rule's job asks for: its FLOPs for `rows`, at REQUEST_PEAK / REQUEST_MFU."""
     cost = resources_of(rule).cost
     spec = config["llm"]["models"][config["llm"]["backbone"]]["spec"]
-    n = KNOWN_PARAMS.get(spec, 1.5e9)
+    bb = Backbone.of(*KNOWN_BACKBONES[spec]) if spec in KNOWN_BACKBONES else Backbone.flat(1.5e9)
     st = TokenStats(rows, items, MEAN_TOKENS["prompt"], MEAN_TOKENS["target"], "rule of thumb")
-    job_flops, _ = cost.flops(dict(wildcards), config, n, st)
+    job_flops, _ = cost.flops(dict(wildcards), config, bb, st)
     seconds = seconds_at(job_flops, gpus, REQUEST_PEAK["gpu" if gpus else "cpu"], REQUEST_MFU[cost.mfu])
     return attempt * slurm_runtime_minutes(seconds)
 

@@ -26,6 +26,8 @@ def cmd_plan(a) -> None:
         a.mfu_decode,
         peak=a.peak_tflops * 1e12 if a.peak_tflops else None,
         params=a.params,
+        memory=not a.no_memory,
+        measured=a.measured,
     )
     text = markdown(plan, a.safety)
     print(text)
@@ -67,13 +69,29 @@ def add_parsers(sub) -> None:
     s.add_argument(
         "--configfile",
         nargs="*",
+        action="extend",
         default=[],
-        help="config files laid over config/config.yaml, as for snakemake (e.g. config/paper.yaml)",
+        help="config files laid over config/config.yaml and over each other in order, as for snakemake "
+        "(e.g. --configfile config/paper.yaml my.yaml)",
     )
     s.add_argument(
         "--gpu",
         default="h100",
-        help=f"accelerator whose bf16 dense peak is used: {', '.join(sorted(GPU_PEAK_FLOPS))} (default %(default)s)",
+        help=f"accelerator whose bf16 dense peak and memory are used: {', '.join(sorted(GPU_PEAK_FLOPS))} "
+        "(default %(default)s)",
+    )
+    s.add_argument(
+        "--measured",
+        default=None,
+        metavar="GPU_CHECK_JSON",
+        help="MFUs measured by bench/gpu_check.sh (results/gpu_check/gpu_check.json) instead of "
+        "--mfu-train/--mfu-decode",
+    )
+    s.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="leave out the peak-memory column (its fake-weight estimates take minutes on a CPU at 1.5B "
+        "scale the first time; results/plan/memory_estimates.json caches them)",
     )
     s.add_argument(
         "--peak-tflops",

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from latentrec.flops import GPU_MEMORY  # noqa: F401  (re-exported: the accelerators' memory sizes)
 from latentrec.llm.fake_run import FakeRun, LiveBytes, fake_mode
 
 REPO = Path(__file__).resolve().parents[3]
@@ -42,7 +43,6 @@ TRAIN_KINDS = STEP_KINDS[:4]
 # CUDA context (~0.5 GB), cuBLAS/attention workspaces and allocator rounding: measured peaks of PyTorch
 # training jobs sit about this far above their live tensors.
 OVERHEAD_BYTES = 2 << 30
-GPU_MEMORY = {"h100": 80e9, "h200": 141e9, "a100": 80e9, "l40s": 48e9, "a6000": 48e9}
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,8 @@ class Estimate:
     activation_bytes: int  # held at the end of a micro-batch's forward beyond what was live before it
     flops_counted: float  # FlopCounterMode over one micro-batch (forward + backward), or one decode batch
     flops_analytic: float  # the plan's count for the same work (analytic_flops)
+    batch_peak_bytes: int = 0  # live high-water mark during the micro-batches of a step (decode: the batch)
+    optimizer_peak_bytes: int = 0  # ... during gradient clipping and the AdamW step
 
     @property
     def flops_ratio(self) -> float:
@@ -135,10 +137,10 @@ def _catalog(shapes: Shapes, vocab: int) -> list[list[int]]:
     return torch.randint(0, vocab, (shapes.catalog_items, shapes.target_len), generator=g).tolist()
 
 
-def _autocast(policy: DtypePolicy):
+def _autocast(policy: DtypePolicy, device_type: str = "cpu"):
     if policy.autocast is None:
         return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=policy.autocast)
+    return torch.autocast(device_type, dtype=policy.autocast)
 
 
 def _adamw(params):
@@ -208,14 +210,15 @@ class _Run:
         from latentrec.llm.grpo import draw_noise, step_loss
 
         self.model.train()
-        with _autocast(self.policy):
+        device = next(self.model.parameters()).device  # fake weights: "cpu"; bench/gpu_check_real.py: a GPU
+        with _autocast(self.policy, device.type):
             if self.kind in ("sft", "latent_sft"):
                 loss, n = self.task.loss_sum(self.model, self.batch)
                 loss = loss / max(n, 1)
             else:
                 s = self.shapes
                 noise = draw_noise(
-                    s.micro_batch, self.rl, s.n_latents, self.model.llm.config.hidden_size, self.noise_gen, "cpu"
+                    s.micro_batch, self.rl, s.n_latents, self.model.llm.config.hidden_size, self.noise_gen, device
                 )
                 loss, _ = step_loss(self.model, self.batch, noise, self.rl, ref_head=self.ref_head, trie=self.trie)
                 loss = loss / s.micro_batch
@@ -231,19 +234,21 @@ class _Run:
         b, k = s.decode_batch, s.num_beams
         if not tree_supported(self.model):
             raise ValueError("the decode estimate needs the tree KV layout (sdpa or eager attention)")
-        mask = torch.ones((b, s.prompt_len), dtype=torch.long)
-        ids = torch.zeros((b, s.prompt_len), dtype=torch.long)
+        dev = next(self.model.parameters()).device
+        mask = torch.ones((b, s.prompt_len), dtype=torch.long, device=dev)
+        ids = torch.zeros((b, s.prompt_len), dtype=torch.long, device=dev)
+        zeros = torch.zeros((b, k), dtype=torch.long, device=dev)
         with torch.inference_mode():
             layout = TreeLayout(
                 self.model, prompt_mask=mask, num_beams=k, max_new_tokens=s.max_new_tokens, keep_one=True, shared=None
             )
             scores = layout.prefill(ids, None)
-            scores.logprobs(torch.arange(b), torch.zeros(b, dtype=torch.long))
+            scores.logprobs(torch.arange(b, device=dev), torch.zeros(b, dtype=torch.long, device=dev))
             for step in range(s.max_new_tokens):
-                src = torch.zeros((b, k), dtype=torch.long) if step == 0 else torch.arange(k).expand(b, k)
-                alive = torch.ones((b, k), dtype=torch.bool)
-                scores = layout.forward(src, torch.zeros((b, k), dtype=torch.long), alive, step)
-                scores.logprobs(torch.arange(b * k), torch.zeros(b * k, dtype=torch.long))
+                src = zeros if step == 0 else torch.arange(k, device=dev).expand(b, k)
+                alive = torch.ones((b, k), dtype=torch.bool, device=dev)
+                scores = layout.forward(src, zeros, alive, step)
+                scores.logprobs(torch.arange(b * k, device=dev), torch.zeros(b * k, dtype=torch.long, device=dev))
 
 
 def _bytes(tensors) -> int:
@@ -286,10 +291,18 @@ def measure_step(kind: str, cfg, shapes: Shapes, policy: DtypePolicy = DtypePoli
         live.track(t)
     parts = {"params": _bytes(static), "grads": 0, "optimizer": 0, "activations": 0}
     tracker = FakeRun(fm, live) if not real else _TrackOnly(live)
+
+    def phase(name: str) -> None:
+        """The high-water mark since the last phase, kept under `name` (and in the overall peak)."""
+        parts[name] = max(parts.get(name, 0), live.peak)
+        parts["peak"] = max(parts.get("peak", 0), live.peak)
+        live.reset_peak()
+
     with tracker:
         if kind == "decode":
             with _flop_mode() as fc:
                 run.decode_batch()
+            phase("batch_peak")
             return live, parts, fc.get_total_flops()
         opt = _adamw(run.params)
         flops = 0
@@ -306,10 +319,12 @@ def measure_step(kind: str, cfg, shapes: Shapes, policy: DtypePolicy = DtypePoli
                     flops = fc.get_total_flops()
                 else:
                     run.micro_batch(forward_done)
+            phase("batch_peak" if step else "first_step")
             parts["grads"] = _bytes([p.grad for p in run.params if p.grad is not None])
             torch.nn.utils.clip_grad_norm_(run.params, 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            phase("optimizer_peak" if step else "first_step")
         parts["optimizer"] = _bytes([v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)])
     return live, parts, flops
 
@@ -329,56 +344,20 @@ class _TrackOnly(FakeRun):
 
 
 # ------------------------------------------------------------------------------------- analytic FLOPs
-def parameter_counts(cfg) -> tuple[int, int]:
-    """(all parameters N as the plan counts them, the embedding/LM-head matrix's share V·d)."""
-    d, f, layers, v = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.vocab_size
-    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
-    attn = d * d + d + 2 * (d * kv + kv) + d * d  # q (bias), k, v (bias), o
-    layer = attn + 3 * d * f + 2 * d
-    emb = v * d
-    return layers * layer + d + emb * (1 if cfg.tie_word_embeddings else 2), emb
-
-
 def analytic_flops(kind: str, cfg, shapes: Shapes) -> float:
-    """The plan's count (plan.job_flops) for the work measure_step counts: one micro-batch of a training
-    kind (forward + backward), one decode batch."""
-    n, _ = parameter_counts(cfg)
-    s = shapes
+    """The plan's count (latentrec/flops.py's row functions) for the work measure_step counts: one
+    micro-batch of a training kind (forward + backward), one decode batch with every beam alive."""
+    from latentrec import flops
+
+    bb, s = flops.Backbone.from_config(cfg), shapes
+    p, t, lat = s.prompt_len, s.target_len, s.n_latents * s.refine_steps
     if kind == "sft":
-        return 6 * n * s.micro_batch * (s.prompt_len + s.target_len)
+        return s.micro_batch * flops.train_row(bb, p, t)
     if kind == "latent_sft":
-        return 6 * n * s.micro_batch * (s.prompt_len + s.target_len + s.n_latents * s.refine_steps)
+        return s.micro_batch * flops.train_row(bb, p, t, lat)
     if kind in ("lr_grpo", "flr_grpo"):
-        return s.micro_batch * 4 * n * (s.prompt_len + s.group_size * (s.n_latents + s.target_len))
-    return s.decode_batch * 2 * n * (s.prompt_len + s.num_beams * s.max_new_tokens)
-
-
-def corrected_flops(kind: str, cfg, shapes: Shapes) -> float:
-    """A count that follows what the code computes: the LM head (V·d) only where a log-probability is read
-    (target tokens, every beam token), no backward for the prompt pass RL runs without gradient, and the
-    causal attention's QK^T and AV (2·2·d per key a query sees, per layer)."""
-    n, emb = parameter_counts(cfg)
-    body, s = n - emb, shapes
-    d, layers = cfg.hidden_size, cfg.num_hidden_layers
-    attn = lambda q, ctx: 4 * d * layers * q * ctx  # noqa: E731  q queries over ctx keys each
-    p, t = s.prompt_len, s.target_len
-    if kind in ("sft", "latent_sft"):
-        extra = s.n_latents * s.refine_steps if kind == "latent_sft" else 0
-        L = p + extra + t
-        return 3 * s.micro_batch * (2 * body * L + 2 * emb * t + attn(L, (L + 1) / 2))
-    if kind in ("lr_grpo", "flr_grpo"):
-        k, lat = s.group_size, s.n_latents
-        new = k * (lat + t)
-        fwd_prompt = 2 * body * p + attn(p, (p + 1) / 2)
-        grad_part = 2 * body * new + 2 * emb * k * t + attn(new, p + (lat + t + 1) / 2)
-        return s.micro_batch * (fwd_prompt + 2 * grad_part)  # the backward to activations only: 1x the forward
-    beams_tokens = s.num_beams * s.max_new_tokens
-    return s.decode_batch * (
-        2 * body * (p + beams_tokens)
-        + 2 * emb * (1 + beams_tokens)
-        + attn(p, (p + 1) / 2)
-        + attn(beams_tokens, p + (s.max_new_tokens + 1) / 2)
-    )
+        return s.micro_batch * flops.rl_row(bb, p, t, s.group_size, lat, kl=kind == "flr_grpo")
+    return s.decode_batch * flops.decode_user(bb, p, s.num_beams, s.max_new_tokens)
 
 
 # ------------------------------------------------------------------------------------- the API
@@ -397,14 +376,16 @@ def estimate(
     return Estimate(
         step_kind,
         asdict(shapes),
-        live.peak + overhead_bytes,
-        live.peak,
+        parts["peak"] + overhead_bytes,
+        parts["peak"],
         parts["params"],
         parts["grads"],
         parts["optimizer"],
         parts["activations"],
         float(flops),
         analytic_flops(step_kind, cfg, shapes),
+        parts["batch_peak"],
+        parts.get("optimizer_peak", 0),
     )
 
 
