@@ -1,5 +1,5 @@
 """The GPU check's real-shape part: the backbone's own architecture at the paper's shapes, measured beside
-the fake-weight estimate (latentrec.llm.memory_estimate) and the plan's FLOP count (latentrec.flops).
+the fake-weight estimate (latentrec.memory_estimate) and the plan's FLOP count (latentrec.flops).
 
 A randomly initialised Qwen2.5-1.5B-shaped model, built from config/models/Qwen2.5-1.5B/config.json (no
 weights are read; random weights cost the same time and memory), runs with the GPU path's number formats
@@ -23,7 +23,7 @@ from dataclasses import asdict, replace
 import torch
 
 from latentrec import flops
-from latentrec.llm.memory_estimate import DtypePolicy, Shapes, _Run, estimate, model_config
+from latentrec.memory_estimate import DtypePolicy, Shapes, _Run, estimate, model_config
 
 # The paper's shapes (config/paper.yaml, a CDs-like prompt): 16 prompts x K = 8 per GPU for LR-GRPO.
 PAPER = Shapes(

@@ -6,7 +6,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from latentrec.flops import Backbone, decode_user, rl_row, train_row
-from latentrec.llm.memory_estimate import STEP_KINDS, DtypePolicy, _Run
+from latentrec.memory_estimate import STEP_KINDS, DtypePolicy, _Run
 from tests.test_memory_estimate import tiny_qwen2, tiny_shapes
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from latentrec.flops import Backbone
-from latentrec.llm.memory_estimate import STEP_KINDS, Shapes, analytic_flops, estimate, measure_step, model_config
+from latentrec.memory_estimate import STEP_KINDS, Shapes, analytic_flops, estimate, measure_step, model_config
 
 # Training kinds: the estimate is the same live bytes as the real run's allocations to 0.5 %. Decoding:
 # CPU attention allocates workspaces inside its kernel, which no tensor shows: at least 75 %.

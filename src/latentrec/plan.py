@@ -410,7 +410,7 @@ def markdown(plan: Plan, safety: float = 2.0) -> str:
     if a.get("memory_source"):
         lines.append(
             f"- peak memory: our own step code on fake weights of {a['memory_source']} "
-            f"(llm/memory_estimate.py), the worst job of the rule at the longest sampled prompt and "
+            f"(memory_estimate.py), the worst job of the rule at the longest sampled prompt and "
             f"catalogue title; fits when under {1 - MARGIN:.0%} of {gpu_bytes / 1e9:.0f} GB"
         )
     lines += [

@@ -1,4 +1,4 @@
-"""The plan's memory column: each LLM job's peak on one GPU, from llm/memory_estimate.py on the backbone's
+"""The plan's memory column: each LLM job's peak on one GPU, from memory_estimate.py on the backbone's
 architecture, and the batch that would fit where the configured one does not.
 
 A job's step shape is its config's (micro-batch, latents, head, decode batch and beams) at the longest
@@ -46,7 +46,7 @@ def _head(r: dict) -> tuple[str, tuple]:
 
 def job_step(step: str, w: dict, config: dict, stats: dict[str, TokenStats]) -> JobStep | None:
     """The step one job of a rule whose RULES entry names `step` repeats, at its config's batch."""
-    from latentrec.llm.memory_estimate import Shapes
+    from latentrec.memory_estimate import Shapes
 
     p, t, items = _lengths(stats)
     llm = config["llm"]
@@ -123,7 +123,7 @@ class Estimator:
     """Cached peak bytes of (kind, shapes) on one architecture (`cfg_path`: its config.json)."""
 
     def __init__(self, cfg_path: Path, cache: Path | None = CACHE):
-        from latentrec.llm.memory_estimate import model_config
+        from latentrec.memory_estimate import model_config
 
         self.cfg = model_config(cfg_path.parent)
         root = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ class Estimator:
     def peak(self, kind: str, shapes) -> float:
         key = json.dumps([self.arch, kind, asdict(shapes)], sort_keys=True)
         if key not in self.cache:
-            from latentrec.llm.memory_estimate import estimate
+            from latentrec.memory_estimate import estimate
 
             self.cache[key] = estimate(kind, self.cfg, shapes).peak_bytes
             if self.cache_path is not None:
