@@ -156,10 +156,13 @@ def test_llm_runtime_scales_with_rows_and_epochs(tmp_path):
     big.write_text(yaml.safe_dump({"llm": {"sft": {"max_steps": None, "train_limit": 4096, "max_epochs": 2}}}))
     large = sft_minutes("--configfile", str(big))
     assert len(small) == 1 and small[0] == 15 and len(large) == 1  # 16 rows: the 10-min start-up, rounded up
-    # latentrec plan's count: 4096 rows x 2 epochs x (125 prompt + 10.5 target tokens) x 6·N, N = 134.5M
-    # (SmolLM2), on a CPU at 1e11 FLOP/s peak and 35% MFU, x2 margin + 10 min (the synthetic train split
-    # has more than 4096 rows; validation adds a little).
-    train_s = 6 * 134.5e6 * 4096 * 2 * (125 + 10.5) / (1e11 * 0.35)
+    # latentrec plan's count: 4096 rows x 2 epochs; per row 6 FLOPs per weight of the body (N = 134.5M for
+    # SmolLM2, less its 49,152 x 576 vocabulary matrix) on all 125 + 10.5 tokens, and 6 per weight of the LM
+    # head on the 10.5 target tokens only (the loss computes logits there alone); on a CPU at 1e11 FLOP/s peak
+    # and 35% MFU, x2 margin + 10 min (attention, and validation, add a little: the window's 60 min).
+    head = 49152 * 576
+    per_row = 6 * (134.5e6 - head) * (125 + 10.5) + 6 * head * 10.5
+    train_s = 4096 * 2 * per_row / (1e11 * 0.35)
     assert 2 * train_s / 60 + 10 <= large[0] <= 2 * train_s / 60 + 10 + 60
 
 
