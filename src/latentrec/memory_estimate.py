@@ -36,7 +36,7 @@ import torch
 from latentrec.flops import GPU_MEMORY  # noqa: F401  (re-exported: the accelerators' memory sizes)
 from latentrec.llm.fake_run import FakeRun, LiveBytes, fake_mode
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 MODEL_CONFIGS = REPO / "config" / "models"
 STEP_KINDS = ("sft", "latent_sft", "lr_grpo", "flr_grpo", "decode")
 TRAIN_KINDS = STEP_KINDS[:4]
