@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from latentrec.recovery import live_snakemakes  # noqa: E402
 
 # Outputs that hold wall-clock times: they differ between any two runs, killed or not.
 TIMING_OUTPUTS = (
@@ -146,7 +149,8 @@ def chaos(
     (recovered / "config").mkdir(parents=True, exist_ok=True)
     (recovered / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     done = reference / "results" / "tables" / "table1.md"
-    if done.exists() and yaml.safe_load((reference / "config" / "config.yaml").read_text()) == config:
+    running = (reference / "config" / "config.yaml").exists() and live_snakemakes(reference)
+    if running or (done.exists() and yaml.safe_load((reference / "config" / "config.yaml").read_text()) == config):
         wall = float(spread * kills) if spread else 300.0
     else:
         (reference / "config").mkdir(parents=True, exist_ok=True)
@@ -173,6 +177,8 @@ def chaos(
             )
         if len(result.kills) >= kills:
             break
+    while live_snakemakes(reference):  # an uninterrupted reference run started beside this one: let it finish
+        time.sleep(10)
     compare(reference, recovered, result)
     return result
 
