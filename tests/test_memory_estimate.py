@@ -2,12 +2,13 @@
 
 import json
 import resource
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-import torch
 
 from latentrec.flops import Backbone
-from latentrec.memory_estimate import STEP_KINDS, Shapes, analytic_flops, estimate, measure_step, model_config
+from latentrec.memory_estimate import STEP_KINDS, Shapes, analytic_flops, estimate, model_config
 
 # Training kinds: the estimate is the same live bytes as the real run's allocations to 0.5 %. Decoding:
 # CPU attention allocates workspaces inside its kernel, which no tensor shows: at least 75 %.
@@ -77,12 +78,39 @@ def profiled_peak(run) -> int:
     return peak
 
 
+# Each kind's real step and its fake-weight estimate run in a fresh interpreter, so that neither sees what
+# earlier tests of the session allocated or cached.
+_MEASURE = (
+    "import json, sys, torch\n"
+    "from latentrec.memory_estimate import estimate, measure_step\n"
+    "from tests.test_memory_estimate import profiled_peak, tiny_qwen2, tiny_shapes\n"
+    "kind = sys.argv[1]\n"
+    "torch.manual_seed(0)\n"
+    "measured = profiled_peak(lambda: measure_step(kind, tiny_qwen2(), tiny_shapes(kind), real=True))\n"
+    "e = estimate(kind, tiny_qwen2(), tiny_shapes(kind), overhead_bytes=0)\n"
+    "print(json.dumps({'measured': measured, 'live_peak_bytes': e.live_peak_bytes, 'params_bytes': e.params_bytes,\n"
+    "                  'grads_bytes': e.grads_bytes, 'optimizer_bytes': e.optimizer_bytes,\n"
+    "                  'flops_counted': e.flops_counted}))\n"
+)
+
+
+def measured_and_estimated(kind: str) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=f"{root / 'src'}:{root}")
+    done = subprocess.run([sys.executable, "-c", _MEASURE, kind], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("kind", STEP_KINDS)
 def test_fake_estimate_matches_measured_cpu_peak(kind):
-    cfg, shapes = tiny_qwen2(), tiny_shapes(kind)
-    torch.manual_seed(0)
-    measured = profiled_peak(lambda: measure_step(kind, cfg, shapes, real=True))
-    est = estimate(kind, cfg, shapes, overhead_bytes=0)
+    r = measured_and_estimated(kind)
+    measured = r["measured"]
+    est = SimpleNamespace(**r)
     low, high = BOUNDS[kind]
     assert low * measured <= est.live_peak_bytes <= high * measured, (kind, measured, est.live_peak_bytes)
     if kind in ("sft", "latent_sft"):  # full fine-tuning: fp32 grads like the weights, two fp32 AdamW states

@@ -26,7 +26,6 @@ log-sum-exp, not the score matrix) match CUDA's flash and memory-efficient kerne
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -188,7 +187,9 @@ class _Run:
             p.requires_grad_(self.rl.regularisers)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         with fm:
-            self.ref_head = copy.deepcopy(head).requires_grad_(False) if self.rl.beta else None
+            # A second head of the same config, not a deepcopy: deepcopy reads a fake tensor's data pointer,
+            # which corrupts the heap (torch 2.13 warns "undefined behavior").
+            self.ref_head = build_head(head.kind, **head.config()).requires_grad_(False) if self.rl.beta else None
         self.trie = None
         if self.rl.exact_match:
             from latentrec.llm.trie import TitleTrie
