@@ -30,7 +30,6 @@ not once per user.
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentrec.baselines.base import Recommender
+from latentrec.baselines.base import EarlyStopping, Recommender
 from latentrec.baselines.sequential import MAX_LEN, ndcg_at_k_full, pad_histories
 from latentrec.data.processed_io import ProcessedDataset
 from latentrec.io_utils import progress
@@ -277,9 +276,8 @@ class AlphaRec(Recommender):
             "epoch_seconds": [],
             "eval_seconds": [],
         }
-        best, best_epoch, best_state, bad = -1.0, 0, None, 0
-        bar = progress(range(1, int(hp["max_epochs"]) + 1), desc="alpharec: epoch", unit="epoch")
-        for epoch in bar:
+        stopper = EarlyStopping(model, log, hp["max_epochs"], hp["patience"])
+        for epoch in stopper.epochs("alpharec: epoch"):
             t0 = time.perf_counter()
             model.train()
             perm = torch.randperm(n, generator=gen)
@@ -305,29 +303,10 @@ class AlphaRec(Recommender):
             te = time.perf_counter()
             ndcg = self._evaluate(valid_hist, valid_target)
             t1 = time.perf_counter()
-            log["train_loss"].append(total / n)
-            log["valid_ndcg@10"].append(ndcg)
-            log["epoch_seconds"].append(t1 - t0)
-            log["eval_seconds"].append(t1 - te)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total / n:.4f}", ndcg10=f"{ndcg:.4f}", best=best_epoch)
-            if ndcg > best:
-                best, best_epoch, bad = ndcg, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad += 1
-                if bad >= int(hp["patience"]):
-                    break
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        model.eval()
-        self._cache = None
-        log["epochs_run"] = len(log["train_loss"])
-        log["best_epoch"] = best_epoch
-        log["best_valid_ndcg@10"] = best
-        log["stopped_early"] = log["epochs_run"] < int(hp["max_epochs"])
-        log["total_seconds"] = time.perf_counter() - t_start
-        return log
+            if stopper.update(epoch, total / n, ndcg, epoch_seconds=t1 - t0, eval_seconds=t1 - te):
+                break
+        self._cache = None  # scoring propagates the restored best weights afresh
+        return stopper.finish(t_start)
 
     # -- scoring
 

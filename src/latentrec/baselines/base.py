@@ -3,11 +3,14 @@
 A recommender is built (`build` in baselines/registry.py) from its method config (`family` plus
 hyperparameters) and a seed, fitted on a ProcessedDataset, and asked for the top-k items of sample rows.
 Score-based models implement `score_batch`; `recommend` turns scores into ranked lists in batches so
-that full ranking over all items stays vectorised and memory-bounded.
+that full ranking over all items stays vectorised and memory-bounded. `EarlyStopping` is the epoch
+bookkeeping the trained baselines share.
 """
 
 from __future__ import annotations
 
+import copy
+import time
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -52,6 +55,58 @@ class Recommender(ABC):
             ids.append(top.indices.cpu().numpy())
             scores.append(top.values.cpu().numpy())
         return np.concatenate(ids), np.concatenate(scores)
+
+
+class EarlyStopping:
+    """Per-epoch log entries, the best state by validation NDCG@10 and a stop after `patience` epochs
+    without it improving, for a trainer whose `log` already holds the per-epoch lists it is given:
+
+        stopper = EarlyStopping(model, log, max_epochs, patience)
+        for epoch in stopper.epochs("sasrec: epoch"):
+            ...  # one epoch of training, then validation
+            if stopper.update(epoch, train_loss, ndcg, epoch_seconds=..., eval_seconds=...):
+                break
+        stopper.finish(t_start)  # the best weights back, eval mode, the run's summary in `log`
+    """
+
+    def __init__(self, model: torch.nn.Module, log: dict, max_epochs: int, patience: int):
+        self.model, self.log = model, log
+        self.max_epochs, self.patience = int(max_epochs), int(patience)
+        self.best, self.best_epoch, self.best_state, self.bad = -1.0, 0, None, 0
+        self.bar = None
+
+    def epochs(self, desc: str):
+        """Epochs 1..max_epochs under a progress bar (which `update` labels with the loss and NDCG)."""
+        self.bar = progress(range(1, self.max_epochs + 1), desc=desc, unit="epoch")
+        return self.bar
+
+    def update(self, epoch: int, train_loss: float, ndcg: float, **seconds: float) -> bool:
+        """Log one epoch (`seconds`: this epoch's value of each named timing list); True: stop training."""
+        self.log["train_loss"].append(train_loss)
+        self.log["valid_ndcg@10"].append(ndcg)
+        for key, value in seconds.items():
+            self.log[key].append(value)
+        if hasattr(self.bar, "set_postfix"):
+            self.bar.set_postfix(loss=f"{train_loss:.4f}", ndcg10=f"{ndcg:.4f}", best=self.best_epoch)
+        if ndcg > self.best:
+            self.best, self.best_epoch, self.bad = ndcg, epoch, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def finish(self, t_start: float) -> dict:
+        """Load the best state, set eval mode and add the summary (`t_start`: the fit's perf_counter start)."""
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        log = self.log
+        log["epochs_run"] = len(log["train_loss"])
+        log["best_epoch"] = self.best_epoch
+        log["best_valid_ndcg@10"] = self.best
+        log["stopped_early"] = log["epochs_run"] < self.max_epochs
+        log["total_seconds"] = time.perf_counter() - t_start
+        return log
 
 
 def topk_stable(scores: torch.Tensor, k: int):

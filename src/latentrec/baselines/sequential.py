@@ -24,7 +24,6 @@ torch.randint call.
 from __future__ import annotations
 
 import abc
-import copy
 import itertools
 import math
 import time
@@ -35,9 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentrec.baselines.base import Recommender
+from latentrec.baselines.base import EarlyStopping, Recommender
 from latentrec.data.processed_io import ProcessedDataset
-from latentrec.io_utils import progress
 
 MAX_LEN = 10
 
@@ -421,9 +419,8 @@ class SequentialRecommender(Recommender):
             "compute_seconds": [],
             "eval_seconds": [],
         }
-        best, best_epoch, best_state, bad = -1.0, 0, None, 0
-        bar = progress(range(1, int(hp["max_epochs"]) + 1), desc=f"{self.family}: epoch", unit="epoch")
-        for epoch in bar:
+        stopper = EarlyStopping(model, log, hp["max_epochs"], hp["patience"])
+        for epoch in stopper.epochs(f"{self.family}: epoch"):
             t0 = time.perf_counter()
             model.train()
             t_batch = t_compute = 0.0
@@ -452,30 +449,15 @@ class SequentialRecommender(Recommender):
             te = time.perf_counter()
             ndcg = self._evaluate(valid_hist, valid_target)
             t1 = time.perf_counter()
-            log["train_loss"].append(total / count)
-            log["valid_ndcg@10"].append(ndcg)
-            log["epoch_seconds"].append(t1 - t0)
-            log["batch_seconds"].append(t_batch)
-            log["compute_seconds"].append(t_compute)
-            log["eval_seconds"].append(t1 - te)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total / count:.4f}", ndcg10=f"{ndcg:.4f}", best=best_epoch)
-            if ndcg > best:
-                best, best_epoch, bad = ndcg, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad += 1
-                if bad >= int(hp["patience"]):
-                    break
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        model.eval()
-        log["epochs_run"] = len(log["train_loss"])
-        log["best_epoch"] = best_epoch
-        log["best_valid_ndcg@10"] = best
-        log["stopped_early"] = log["epochs_run"] < int(hp["max_epochs"])
-        log["total_seconds"] = time.perf_counter() - t_start
-        return log
+            seconds = {
+                "epoch_seconds": t1 - t0,
+                "batch_seconds": t_batch,
+                "compute_seconds": t_compute,
+                "eval_seconds": t1 - te,
+            }
+            if stopper.update(epoch, total / count, ndcg, **seconds):
+                break
+        return stopper.finish(t_start)
 
     def _full_scores(self, hist: torch.Tensor) -> torch.Tensor:
         scores = self.model.full_scores(hist)
