@@ -253,17 +253,8 @@ def train_sft(
     """Train, keep the best model (by validation loss) in out_dir/model, return a log dict. `tracking_kind`
     (llm.tracking) logs every step's scalars to out_dir/tracking/`run_name` as they come."""
     from accelerate import Accelerator
-    from transformers import get_linear_schedule_with_warmup
 
-    task = task or SFTTask()
-    if cfg.packing:
-        if not task.supports_packing:
-            raise InputError(
-                f"sft packing: {type(task).__name__} cannot pack samples into one row (its forward reads each "
-                "sample's prompt as a padded row); set its sft `packing: false`"
-            )
-        task = copy.copy(task)
-        task.packing = True
+    task = _packing_task(task or SFTTask(), cfg)
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoint"
     accelerator = Accelerator(
@@ -271,50 +262,14 @@ def train_sft(
         **tracking.accelerator_options(tracking_kind, out_dir),
     )
     world = accelerator.num_processes
-    # Micro-batches per optimiser step over all processes: fixed by the config, not by the process count,
-    # so the data order, the steps and a checkpoint are the same for any world size (ranks take turns;
-    # when `window` is not a multiple of `world` some take one micro-batch more, the sum is the same).
-    window = cfg.effective_batch // cfg.micro_batch
-    per_epoch = math.ceil(len(train) / cfg.micro_batch)
-    if world > 1 and min(window, per_epoch) < world:  # a rank without a micro-batch would hang the all-reduce
-        raise InputError(
-            f"{world} processes need at least {world} micro-batches per optimiser step: sft "
-            f"effective_batch {cfg.effective_batch} / micro_batch {cfg.micro_batch} = {window}, "
-            f"{len(train)} train rows = {per_epoch} micro-batches; lower micro_batch or use fewer "
-            "processes"
-        )
-    accum = math.ceil(window / world)
-    steps_per_epoch = per_epoch // window or 1  # whole optimiser steps: the loop drops a partial one
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.max_epochs
-
-    params = task.trainable_parameters(model)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, cfg.warmup_steps, total_steps)
+    window, per_epoch, accum, total_steps = _step_layout(cfg, len(train), world)
+    params, opt, sched = _optimiser(model, task, cfg, total_steps)
     # The scheduler stays unprepared: accelerate would step it once per process per optimiser step. It is
     # not registered for accelerate's checkpointing either (that pickles it): save_checkpoint keeps it.
     model, opt = accelerator.prepare(model, opt)
-
     # Not the world size: a checkpoint of 2 processes resumes in 1 and vice versa (same steps, same order).
     fingerprint = json.dumps([asdict(cfg), len(train), len(valid)], sort_keys=True)
-    state = TrainState(fingerprint=fingerprint)
-    found = latest_checkpoint(ckpt_dir, accelerator.print)
-    if found is not None:
-        saved = TrainState(**read_json(found / "trainer_state.json"))
-        ours = saved.fingerprint == fingerprint and (
-            saved.step == 0 or (out_dir / "model").exists() or not saved.history
-        )
-        if not ours:
-            # another config or data: resuming would silently mix two runs
-            accelerator.print(f"ignoring {found}: it belongs to a different run; starting afresh")
-        elif missing := checkpoint_missing(found):
-            accelerator.print(
-                f"ignoring {found}: it lacks {', '.join(missing)} (written by an older version, whose "
-                "pickled optimizer and RNG files are never loaded); starting afresh"
-            )
-        else:
-            load_checkpoint(accelerator, found, model, opt, sched)
-            state = saved
-            accelerator.print(f"resumed from {found}: epoch {state.epoch}, step {state.step}")
+    state = _resume(accelerator, ckpt_dir, out_dir, fingerprint, model, opt, sched)
     tracking.start(accelerator, tracking_kind, out_dir, run_name, asdict(cfg), resume_step=state.step)
 
     def checkpoint():
@@ -328,76 +283,30 @@ def train_sft(
         total=total_steps, initial=state.step, desc="sft", unit="step", disable=not accelerator.is_main_process
     )
     while not state.done and state.epoch < cfg.max_epochs:
-        rng = np.random.default_rng(cfg.seed + state.epoch)  # same order on every rank and on resume
-        batches = (
-            length_grouped_batches(lengths, cfg.micro_batch, rng)
-            if cfg.group_by_length
-            else [list(b) for b in np.array_split(rng.permutation(len(train)), per_epoch)]
-        )
-        # Whole optimiser steps: rank r takes micro-batches r, r+world, ... of each window
-        n_full = (len(batches) // window) * window or len(batches)
-        batches = batches[:n_full]
+        batches = _epoch_batches(cfg, lengths, per_epoch, window, state.epoch)
         model.train()
         for w_start in range(state.batch_in_epoch, len(batches), window):
             t_step = time.time()
             group = batches[w_start : w_start + window]
-            mine = group[accelerator.process_index :: world]
             # Normalise by the target tokens of the whole effective batch, on all ranks.
             n_tokens = sum(n_targets[i] for b in group for i in b)
-            step_loss = torch.zeros((), device=accelerator.device, dtype=torch.float64)
-            step_tokens = 0
-            for k, idx in enumerate(mine):
-                batch = {key: v.to(accelerator.device) for key, v in task.collate([train[i] for i in idx], pad).items()}
-                sync = k == len(mine) - 1
-                ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
-                with ctx, accelerator.autocast():
-                    loss_sum, _ = task.loss_sum(model, batch)
-                    # DDP averages gradients over ranks; scale back up by world to sum them.
-                    accelerator.backward(loss_sum * world / max(1, n_tokens))
-                step_loss += loss_sum.detach().double()
-                step_tokens += task.count_tokens(batch)
-            grad_norm = accelerator.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            # rank r takes micro-batches r, r+world, ... of each window
+            mine = [[train[i] for i in idx] for idx in group[accelerator.process_index :: world]]
+            step_loss, step_tokens, grad_norm = _optimiser_step(
+                accelerator, model, opt, sched, params, task, mine, n_tokens, pad
+            )
             state.step += 1
             state.batch_in_epoch = w_start + window
             tokens_seen += step_tokens
-            # One reduce per step: the effective batch's summed loss and tokens over all processes.
-            step_tokens_t = torch.tensor(float(step_tokens), device=accelerator.device, dtype=torch.float64)
-            loss_all, tokens_all = accelerator.reduce(torch.stack([step_loss, step_tokens_t]), reduction="sum").tolist()
-            step_seconds = time.time() - t_step
-            train_seconds += step_seconds
-            entry = {
-                "step": state.step,
-                "loss": loss_all / max(1, n_tokens),
-                "lr": sched.get_last_lr()[0],
-                "grad_norm": _norm(grad_norm),
-                "tokens_per_second": tokens_all / max(step_seconds, 1e-9),
-            }
-            state.step_history.append(entry)
-            tracking.log(accelerator, "train", entry, state.step)
+            train_seconds += _log_step(accelerator, state, sched, step_loss, step_tokens, n_tokens, grad_norm, t_step)
             bar.update(1)
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
                 checkpoint()
             if cfg.max_steps and state.step >= cfg.max_steps:
                 break
         valid_loss = evaluate_loss(model, valid, cfg, pad, accelerator, task)
-        state.history.append(
-            {"epoch": state.epoch, "step": state.step, "valid_loss": valid_loss, "lr": sched.get_last_lr()[0]}
-        )
-        tracking.log(accelerator, "valid", {"loss": valid_loss}, state.step)
-        accelerator.print(f"epoch {state.epoch}: valid loss {valid_loss:.4f}")
-        if valid_loss < state.best_valid_loss:
-            state.best_valid_loss, state.bad_epochs = valid_loss, 0
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                task.save(accelerator.unwrap_model(model), tokenizer, out_dir / "model")
-        else:
-            state.bad_epochs += 1
-        state.epoch += 1
-        state.batch_in_epoch = 0
-        state.done = state.bad_epochs >= cfg.patience or bool(cfg.max_steps and state.step >= cfg.max_steps)
+        if _end_epoch(accelerator, state, cfg, valid_loss, sched.get_last_lr()[0]):
+            _save_model(accelerator, model, tokenizer, task, out_dir)
         if not state.done or cfg.keep_checkpoint:  # a finished run's outputs are complete: nothing to resume
             checkpoint()
     bar.close()
@@ -409,14 +318,167 @@ def train_sft(
             f"warning: validation loss was never finite (lr {cfg.lr}); the last weights are saved "
             "and the run is marked diverged"
         )
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            task.save(accelerator.unwrap_model(model), tokenizer, out_dir / "model")
+        _save_model(accelerator, model, tokenizer, task, out_dir)
     if not cfg.keep_checkpoint:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             remove_checkpoints(ckpt_dir)
-    elapsed = time.time() - t0
+    return _train_log(accelerator, state, diverged, time.time() - t0, train_seconds, tokens_seen, accum)
+
+
+def _packing_task(task: SFTTask, cfg: SFTConfig) -> SFTTask:
+    """`task`, or with `cfg.packing` a copy of it that packs (the caller's task object is left as it was)."""
+    if not cfg.packing:
+        return task
+    if not task.supports_packing:
+        raise InputError(
+            f"sft packing: {type(task).__name__} cannot pack samples into one row (its forward reads each "
+            "sample's prompt as a padded row); set its sft `packing: false`"
+        )
+    task = copy.copy(task)
+    task.packing = True
+    return task
+
+
+def _step_layout(cfg: SFTConfig, n_train: int, world: int) -> tuple[int, int, int, int]:
+    """(micro-batches per optimiser step over all processes, micro-batches per epoch, micro-batches per
+    process per step, optimiser steps of the whole run)."""
+    # Micro-batches per optimiser step over all processes: fixed by the config, not by the process count,
+    # so the data order, the steps and a checkpoint are the same for any world size (ranks take turns;
+    # when `window` is not a multiple of `world` some take one micro-batch more, the sum is the same).
+    window = cfg.effective_batch // cfg.micro_batch
+    per_epoch = math.ceil(n_train / cfg.micro_batch)
+    if world > 1 and min(window, per_epoch) < world:  # a rank without a micro-batch would hang the all-reduce
+        raise InputError(
+            f"{world} processes need at least {world} micro-batches per optimiser step: sft "
+            f"effective_batch {cfg.effective_batch} / micro_batch {cfg.micro_batch} = {window}, "
+            f"{n_train} train rows = {per_epoch} micro-batches; lower micro_batch or use fewer "
+            "processes"
+        )
+    accum = math.ceil(window / world)
+    steps_per_epoch = per_epoch // window or 1  # whole optimiser steps: the loop drops a partial one
+    total_steps = cfg.max_steps or steps_per_epoch * cfg.max_epochs
+    return window, per_epoch, accum, total_steps
+
+
+def _optimiser(model, task: SFTTask, cfg: SFTConfig, total_steps: int):
+    """(trainable parameters, AdamW, linear schedule with warm-up to 0 at `total_steps`)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    params = task.trainable_parameters(model)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, cfg.warmup_steps, total_steps)
+    return params, opt, sched
+
+
+def _resume(accelerator, ckpt_dir: Path, out_dir: Path, fingerprint: str, model, opt, sched) -> TrainState:
+    """The state of the run's latest usable checkpoint, loaded into model, opt and sched; else a fresh one."""
+    state = TrainState(fingerprint=fingerprint)
+    found = latest_checkpoint(ckpt_dir, accelerator.print)
+    if found is None:
+        return state
+    saved = TrainState(**read_json(found / "trainer_state.json"))
+    ours = saved.fingerprint == fingerprint and (saved.step == 0 or (out_dir / "model").exists() or not saved.history)
+    if not ours:
+        # another config or data: resuming would silently mix two runs
+        accelerator.print(f"ignoring {found}: it belongs to a different run; starting afresh")
+    elif missing := checkpoint_missing(found):
+        accelerator.print(
+            f"ignoring {found}: it lacks {', '.join(missing)} (written by an older version, whose "
+            "pickled optimizer and RNG files are never loaded); starting afresh"
+        )
+    else:
+        load_checkpoint(accelerator, found, model, opt, sched)
+        state = saved
+        accelerator.print(f"resumed from {found}: epoch {state.epoch}, step {state.step}")
+    return state
+
+
+def _epoch_batches(cfg: SFTConfig, lengths: list[int], per_epoch: int, window: int, epoch: int) -> list[list[int]]:
+    """The epoch's micro-batches (sample indices), cut to whole optimiser steps."""
+    rng = np.random.default_rng(cfg.seed + epoch)  # same order on every rank and on resume
+    batches = (
+        length_grouped_batches(lengths, cfg.micro_batch, rng)
+        if cfg.group_by_length
+        else [list(b) for b in np.array_split(rng.permutation(len(lengths)), per_epoch)]
+    )
+    # Whole optimiser steps (all micro-batches when they do not fill one)
+    n_full = (len(batches) // window) * window or len(batches)
+    return batches[:n_full]
+
+
+def _optimiser_step(accelerator, model, opt, sched, params, task: SFTTask, micro_batches, n_tokens: int, pad: int):
+    """Forward and backward over this rank's micro-batches (lists of samples) of one effective batch of
+    `n_tokens` target tokens, then one optimiser and scheduler step. Returns this rank's summed loss
+    (float64 tensor), its tokens and the gradient norm before clipping."""
+    world = accelerator.num_processes
+    step_loss = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+    step_tokens = 0
+    for k, samples in enumerate(micro_batches):
+        batch = {key: v.to(accelerator.device) for key, v in task.collate(samples, pad).items()}
+        sync = k == len(micro_batches) - 1
+        ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
+        with ctx, accelerator.autocast():
+            loss_sum, _ = task.loss_sum(model, batch)
+            # DDP averages gradients over ranks; scale back up by world to sum them.
+            accelerator.backward(loss_sum * world / max(1, n_tokens))
+        step_loss += loss_sum.detach().double()
+        step_tokens += task.count_tokens(batch)
+    grad_norm = accelerator.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    return step_loss, step_tokens, grad_norm
+
+
+def _log_step(
+    accelerator, state: TrainState, sched, step_loss, step_tokens: int, n_tokens: int, grad_norm, t_step: float
+) -> float:
+    """Add the step just taken to state.step_history and the tracker; returns its seconds since `t_step`."""
+    # One reduce per step: the effective batch's summed loss and tokens over all processes.
+    step_tokens_t = torch.tensor(float(step_tokens), device=accelerator.device, dtype=torch.float64)
+    loss_all, tokens_all = accelerator.reduce(torch.stack([step_loss, step_tokens_t]), reduction="sum").tolist()
+    step_seconds = time.time() - t_step
+    entry = {
+        "step": state.step,
+        "loss": loss_all / max(1, n_tokens),
+        "lr": sched.get_last_lr()[0],
+        "grad_norm": _norm(grad_norm),
+        "tokens_per_second": tokens_all / max(step_seconds, 1e-9),
+    }
+    state.step_history.append(entry)
+    tracking.log(accelerator, "train", entry, state.step)
+    return step_seconds
+
+
+def _end_epoch(accelerator, state: TrainState, cfg: SFTConfig, valid_loss: float, lr: float) -> bool:
+    """Record the epoch's validation loss, count epochs without improvement, move state to the next
+    epoch and decide whether the run is done. True: a new best (the caller saves the model)."""
+    state.history.append({"epoch": state.epoch, "step": state.step, "valid_loss": valid_loss, "lr": lr})
+    tracking.log(accelerator, "valid", {"loss": valid_loss}, state.step)
+    accelerator.print(f"epoch {state.epoch}: valid loss {valid_loss:.4f}")
+    improved = valid_loss < state.best_valid_loss
+    if improved:
+        state.best_valid_loss, state.bad_epochs = valid_loss, 0
+    else:
+        state.bad_epochs += 1
+    state.epoch += 1
+    state.batch_in_epoch = 0
+    state.done = state.bad_epochs >= cfg.patience or bool(cfg.max_steps and state.step >= cfg.max_steps)
+    return improved
+
+
+def _save_model(accelerator, model, tokenizer, task: SFTTask, out_dir: Path) -> None:
+    """The run's output, out_dir/model, written by the main process once every rank got here."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        task.save(accelerator.unwrap_model(model), tokenizer, out_dir / "model")
+
+
+def _train_log(
+    accelerator, state: TrainState, diverged: bool, seconds: float, train_seconds: float, tokens_seen: int, accum: int
+) -> dict:
+    """train_sft's returned log."""
     tokens_seen = int(accelerator.reduce(torch.tensor(tokens_seen, device=accelerator.device), reduction="sum"))
     # tokens_per_second counts the training loop only (forward, backward, optimiser); validation,
     # checkpoints and saving are in `seconds`.
@@ -427,11 +489,11 @@ def train_sft(
         "diverged": diverged,
         "history": state.history,
         "step_history": state.step_history,
-        "seconds": elapsed,
+        "seconds": seconds,
         "train_seconds": train_seconds,
         "tokens": tokens_seen,
         "tokens_per_second": tokens_seen / max(train_seconds, 1e-9),
-        "world_size": world,
+        "world_size": accelerator.num_processes,
         "grad_accum": accum,
         "mixed_precision": accelerator.mixed_precision,
         "peak_memory_mb": peak_memory_mb(accelerator.device),
