@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 CORES  ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint docs dry-run-paper report clean
+.PHONY: install run test lint docs estimates dry-run-paper report clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,15 @@ lint: install                    ## the maintained tools that keep the rules (CI
 
 docs: install                    ## config/README.md's tables of the config dataclasses, from their field help
 	$(BIN)/python -m latentrec.config_docs
+
+ESTIMATES = config/models/Qwen2.5-1.5B/memory_estimates.json
+estimates: install               ## the plan's memory estimates of paper.yaml's shapes, shipped beside its backbone (~30 min)
+	rm -f results/plan/estimates.new.json
+	for gpu in h100 h200; do \
+	  $(BIN)/python -m latentrec plan --configfile config/paper.yaml --gpu $$gpu \
+	    --estimates-file results/plan/estimates.new.json > /dev/null || exit 1; \
+	done
+	mv results/plan/estimates.new.json $(ESTIMATES)
 
 dry-run-paper: install           ## the papers' full DAG, nothing executed
 	$(BIN)/snakemake -n --configfile config/paper.yaml

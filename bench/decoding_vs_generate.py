@@ -1,7 +1,8 @@
 """Catalog-constrained beam search: our decoder against the reference HF ``generate`` approach.
 
-Both decode the same prompts (first ``--n`` rows of the CDs test split, the BIGRec/D3/LatentR3
-prompt), on the same machine, in one run, with SmolLM2-135M-Instruct, 10 beams, 10 returned sequences:
+Both decode the same prompts (the BIGRec/D3/LatentR3 prompt of ``--n`` rows of the test split: the first
+rows, or with ``--workload longest`` the distinct prompts of the longest histories), on the same machine, in
+one run, with SmolLM2-135M-Instruct, 10 beams, 10 returned sequences:
 
 (i)  reference: ``model.generate`` + ``prefix_allowed_tokens_fn`` over a Python dict trie keyed by the
      tuple of generated tokens, batches of prompts, each prompt prefilled ``num_beams`` times;
@@ -16,6 +17,7 @@ the vocabulary projection only at the last prompt token and for live beams), in 
 after the last, at the same thread count.
 
     PYTHONPATH=src .venv/bin/python bench/decoding_vs_generate.py --n 32 --ours-batch-sizes 8,16
+    PYTHONPATH=src .venv/bin/python bench/decoding_vs_generate.py --n 64 --block 64 --workload longest
     PYTHONPATH=src .venv/bin/python bench/decoding_vs_generate.py --quick
 
 Every method is warmed up on the same two prompts before timing; the methods then alternate block by
@@ -118,6 +120,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200, help="test rows to decode (default 200)")
     ap.add_argument("--split", type=Path, default=_setup.DEFAULT_SPLIT)
+    ap.add_argument(
+        "--workload",
+        choices=("first", "longest"),
+        default="first",
+        help="which test rows: the first --n, or the --n distinct prompts of the longest histories (in test order)",
+    )
     ap.add_argument("--model-dir", type=Path, default=_setup.DEFAULT_MODEL)
     ap.add_argument("--num-beams", type=int, default=10)
     ap.add_argument("--length-penalty", type=float, default=1.0)
@@ -162,11 +170,17 @@ def main(argv=None):
 
     import pandas as pd
 
-    test = pd.read_csv(args.split / "test.csv", nrows=args.n)
+    test = pd.read_csv(args.split / "test.csv", nrows=args.n if args.workload == "first" else None)
     prompts = [sum(map(enc, prompt_segments(ast.literal_eval(h), "musics")), []) for h in test["history_item_title"]]
+    if args.workload == "longest":  # long prompts: more keys/values to attend over, more padding to skip
+        # Distinct prompts only: a user's long history recurs across the rows of its later targets.
+        first_of = {tuple(p): i for i, p in reversed(list(enumerate(prompts)))}
+        rows = sorted(sorted(first_of.values(), key=lambda i: -len(prompts[i]))[: args.n])
+        prompts = [prompts[i] for i in rows]
     lens = [len(p) for p in prompts]
     print(
-        f"{len(prompts)} prompts (tokens: mean {sum(lens) / len(lens):.0f}, max {max(lens)}), "
+        f"{len(prompts)} prompts, {args.workload} rows (tokens: mean {sum(lens) / len(lens):.0f}, "
+        f"min {min(lens)}, max {max(lens)}), "
         f"catalog {len(titles)} titles / {len(trie.terminals)} distinct, trie {trie.num_nodes} nodes, "
         f"beams {args.num_beams}, lp {args.length_penalty}, max_new_tokens {args.max_new_tokens}, "
         f"threads {torch.get_num_threads()}",
@@ -274,6 +288,8 @@ def main(argv=None):
     peak_cpu = sum(p["flops_per_cpu_s"] for p in peaks) / len(peaks)
     result = {
         "n": n,
+        "workload": args.workload,
+        "prompt_tokens_mean": sum(lens) / n,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "threads": torch.get_num_threads(),
         "load_average_per_block": load,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from latentrec.flops import Backbone, decode_user, rl_row, train_row
+from latentrec.flops import Backbone, decode_user, rl_head_again, rl_row, train_row
 from latentrec.memory_estimate import STEP_KINDS, DtypePolicy, _Run
 from tests.test_memory_estimate import tiny_qwen2, tiny_shapes
 
@@ -36,14 +36,24 @@ def plan_count(kind: str, bb: Backbone, s) -> float:
     if kind == "latent_sft":
         return s.micro_batch * train_row(bb, s.prompt_len, s.target_len, lat)
     if kind in ("lr_grpo", "flr_grpo"):
-        return s.micro_batch * rl_row(bb, s.prompt_len, s.target_len, s.group_size, lat, kl=kind == "flr_grpo")
+        again = rl_head_again(s.micro_batch, s.group_size, s.target_len)
+        return s.micro_batch * rl_row(
+            bb, s.prompt_len, s.target_len, s.group_size, lat, kl=kind == "flr_grpo", head_again=again
+        )
     return s.decode_batch * decode_user(bb, s.prompt_len, s.num_beams, s.max_new_tokens)
 
 
-@pytest.mark.parametrize("kind", STEP_KINDS)
-def test_plan_flops_match_the_counted_flops(kind):
+@pytest.mark.parametrize("kind,piece", [(k, None) for k in STEP_KINDS] + [("lr_grpo", 8), ("flr_grpo", 8)])
+def test_plan_flops_match_the_counted_flops(kind, piece, monkeypatch):
+    """``piece``: RL's target log-probs in pieces of that many tokens, the LM head recomputed in the backward
+    (what the paper's shapes do), which the plan then counts."""
     import contextlib
 
+    import latentrec.llm.latent as latent_mod
+
+    if piece:
+        monkeypatch.setattr(latent_mod, "LOGPROB_PIECE_TOKENS", piece)
+        assert rl_head_again(tiny_shapes(kind).micro_batch, tiny_shapes(kind).group_size, tiny_shapes(kind).target_len)
     torch.manual_seed(0)
     cfg, shapes = tiny_qwen2(), tiny_shapes(kind)
     run = _Run(kind, cfg, shapes, DtypePolicy(), contextlib.nullcontext())  # real weights

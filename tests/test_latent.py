@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+import latentrec.llm.latent as latent_mod
 from latentrec.llm.decoding import constrained_beam_search
-from latentrec.llm.grpo import LRGRPOConfig, advantages, draw_noise, reference_step, step_loss, train_lr_grpo
+from latentrec.llm.grpo import (
+    LRGRPOConfig,
+    advantages,
+    draw_noise,
+    reference_step,
+    scored_advantages,
+    step_loss,
+    train_lr_grpo,
+)
 from latentrec.llm.latent import (
     HEADS,
     LatentRATT,
@@ -108,14 +117,20 @@ def test_cached_forward_equals_full_recomputation_values_and_gradients(tok, n_la
         assert torch.allclose(g_fast[n], p.grad, atol=1e-5, rtol=1e-4), n
 
 
-@pytest.mark.parametrize("n_latents,refine_steps", [(1, 1), (3, 1), (2, 2)])
-def test_copies_share_one_prompt_kv_and_equal_per_copy_recomputation_float64(tok, n_latents, refine_steps):
+@pytest.mark.parametrize("n_latents,refine_steps,piece", [(1, 1, None), (3, 1, None), (2, 2, None), (2, 2, 5)])
+def test_copies_share_one_prompt_kv_and_equal_per_copy_recomputation_float64(
+    tok, monkeypatch, n_latents, refine_steps, piece
+):
     """The K copies of a prompt read one copy of its KV cache (no repeat_interleave); values and
-    gradients (head and LLM) equal each copy recomputed alone from scratch, and the copying layout."""
+    gradients (head and LLM) equal each copy recomputed alone from scratch, and the copying layout.
+    ``piece``: the target log-probs in pieces of that many tokens, recomputed in the backward."""
+    if piece:
+        monkeypatch.setattr(latent_mod, "LOGPROB_PIECE_TOKENS", piece)
     r = tiny_reasoner(tok, n_latents=n_latents, refine_steps=refine_steps).double()
     samples = _samples(tok, 3)
     batch = collate_prompt_target(samples, tok.pad_token_id)
     k, d = 4, r.llm.config.hidden_size
+    assert piece is None or batch["target_ids"].numel() * k > 3 * piece  # several pieces
     noise = torch.randn(3, k, n_latents, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     noise[:, 0] = 0
 
@@ -234,14 +249,24 @@ def _t(s):
 
 
 @pytest.mark.parametrize(
-    "mode,n_latents,noise_latents",
-    [("batch", 1, "first"), ("group", 1, "first"), ("batch", 3, "first"), ("batch", 3, "all")],
+    "mode,n_latents,noise_latents,piece",
+    [
+        ("batch", 1, "first", None),
+        ("group", 1, "first", None),
+        ("batch", 3, "first", None),
+        ("batch", 3, "all", None),
+        ("batch", 1, "first", 7),
+    ],
 )
-def test_fast_rl_step_equals_paper_equations(tok, mode, n_latents, noise_latents):
+def test_fast_rl_step_equals_paper_equations(tok, monkeypatch, mode, n_latents, noise_latents, piece):
     """In float64 the cached, batched step and the naive one agree to rounding: the comparison is exact
     up to ~1e-12, not a float32 tolerance that one machine's summation order happens to meet. (In float32
     the batch loss, -sum A / K, is a difference of near-equal rewards, so its relative error is the
-    rewards' ~1e-7 amplified by the cancellation; the group loss is 0 in exact arithmetic.)"""
+    rewards' ~1e-7 amplified by the cancellation; the group loss is 0 in exact arithmetic.) ``piece``:
+    the step's target log-probs in pieces of that many tokens (recomputed in the backward), as at the
+    paper's scale."""
+    if piece:
+        monkeypatch.setattr(latent_mod, "LOGPROB_PIECE_TOKENS", piece)
     r = _reasoner(tok, n_latents=n_latents).double()
     for p in r.llm.parameters():
         p.requires_grad_(False)
@@ -255,6 +280,7 @@ def test_fast_rl_step_equals_paper_equations(tok, mode, n_latents, noise_latents
         assert (noise[:, 1:, 1:].abs().sum() == 0) == (noise_latents == "first")
         assert noise[:, 1:, 0].abs().min() > 0
     batch = collate_prompt_target(samples, tok.pad_token_id)
+    assert piece is None or batch["target_ids"].numel() * cfg.group_size > 3 * piece  # several pieces
     fast, _ = step_loss(r, batch, noise, cfg)
     fast.backward()
     g = {n: p.grad.clone() for n, p in r.head.named_parameters()}
@@ -543,3 +569,61 @@ def test_batch_advantage_spans_the_whole_step_by_default(tok, monkeypatch, advan
     )
     train_lr_grpo(r, tok, _samples(tok, 8), _samples(tok, 2), cfg)
     assert seen == calls
+
+
+@pytest.mark.parametrize("mode", ["batch", "base"])
+def test_forward_samples_split_the_step_not_its_advantage(tok, mode):
+    """Scoring the rewards of all samples first (scored_advantages) and then running the loss forwards a piece
+    at a time gives the loss and gradients of one forward over all of them (float64: to rounding), the batch
+    advantage still over every sample."""
+    r = _reasoner(tok, n_latents=2).double()
+    for p in r.llm.parameters():
+        p.requires_grad_(False)
+    cfg = LRGRPOConfig(group_size=3, advantage=mode)
+    samples = _samples(tok, 4)
+    d = r.llm.config.hidden_size
+    noise = draw_noise(4, cfg, 2, d, torch.Generator().manual_seed(3), "cpu", dtype=torch.float64)
+
+    whole, _ = step_loss(r, collate_prompt_target(samples, tok.pad_token_id), noise, cfg)
+    whole.backward()
+    g_whole = {n: p.grad.clone() for n, p in r.head.named_parameters()}
+    r.zero_grad()
+    pieces = [slice(0, 1), slice(1, 3), slice(3, 4)]
+    batches = [collate_prompt_target(samples[p], tok.pad_token_id) for p in pieces]
+    adv = scored_advantages(r, batches, [noise[p] for p in pieces], cfg)
+    total = sum(step_loss(r, b, noise[p], cfg, adv=adv[p])[0] for p, b in zip(pieces, batches))
+    total.backward()
+    assert total.item() == pytest.approx(whole.item(), rel=1e-9, abs=1e-12)
+    for n, p in r.head.named_parameters():
+        assert p.grad.abs().max() > 0, n
+        assert (g_whole[n] - p.grad).abs().max() <= 1e-9 * p.grad.abs().max(), n
+    # without the advance scoring, each piece's batch advantage would have its own baseline: another loss
+    if mode == "batch":
+        alone = sum(step_loss(r, b, noise[p], cfg)[0] for p, b in zip(pieces, batches))
+        assert abs(alone.item() - whole.item()) > 1e-6
+
+
+def test_forward_samples_in_training_equal_one_forward(tok):
+    """train_lr_grpo with forward_samples 1 (four loss forwards a step after one scoring pass) ends where
+    one forward of 4 samples does (float64: AdamW's first steps turn float32 rounding of near-zero
+    gradients into whole-lr differences)."""
+    heads = []
+    for forward_samples in (None, 1):
+        fresh = copy.deepcopy(tok)  # each reasoner adds its own thought token to a fresh tokenizer
+        r = _reasoner(fresh).double()
+        cfg = LRGRPOConfig.from_dict(
+            {
+                "group_size": 2,
+                "groups_per_step": 4,
+                "forward_samples": forward_samples,
+                "warmup_steps": 1,
+                "max_steps": 2,
+                "mixed_precision": "no",
+            }
+        )
+        train_lr_grpo(r, fresh, _samples(fresh, 8), _samples(fresh, 2), cfg)
+        heads.append({n: p.detach().clone() for n, p in r.head.named_parameters()})
+    start = _reasoner(copy.deepcopy(tok)).double().head.state_dict()
+    for n in heads[0]:
+        assert (heads[0][n] - start[n]).abs().max() > 1e-6, n  # it trained
+        assert torch.allclose(heads[0][n], heads[1][n], rtol=1e-9, atol=1e-10), n

@@ -107,6 +107,14 @@ def latent_recipe(config: dict, name: str, dataset: str | None = None) -> dict:
     return r
 
 
+def latent_architecture(config: dict, name: str, dataset: str | None = None) -> dict:
+    """The head, head_options, n_latents and refine_steps of the model a recipe trains and decodes with:
+    those of the recipe whose warm-up it reuses (`warmup_from`), since its RL starts from that model."""
+    own = latent_recipe(config, name, dataset)
+    r = latent_recipe(config, own["warmup_from"], dataset) if own.get("warmup_from") else own
+    return {key: r.get(key) for key in ("head", "head_options", "n_latents", "refine_steps")}
+
+
 def latent_rl_points(config: dict, name: str) -> dict[str, dict]:
     """RL grid points of a recipe ({} when it has no RL stage)."""
     r = latent_recipe(config, name)

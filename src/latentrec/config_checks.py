@@ -388,6 +388,22 @@ def _check_llm(config: dict) -> None:
             LRGRPOConfig.from_dict,
             fields=LRGRPOConfig.__dataclass_fields__,
         )
+        _check_forward_samples(config, where, raw.get("rl"))
+
+
+def _check_forward_samples(config: dict, where: str, rl: dict | None) -> None:
+    """`forward_samples` divides the samples that share a baseline on one GPU (the step splits into equal
+    forwards), known before any job from llm.rl_gpus."""
+    if not rl or not rl.get("forward_samples"):
+        return
+    gpus = max(1, int(config["llm"].get("rl_gpus") or 1))
+    shared = (rl.get("advantage_groups") or rl.get("groups_per_step", 32)) // gpus
+    if shared % int(rl["forward_samples"]):
+        _fail(
+            f"{where}.rl.forward_samples",
+            f"must divide the samples sharing a baseline on each of the llm.rl_gpus = {gpus} GPUs "
+            f"((advantage_groups or groups_per_step) / GPUs = {shared}), got {rl['forward_samples']}",
+        )
 
 
 def _check_sft_grid(where: str, grid, bases) -> None:

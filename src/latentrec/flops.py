@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from latentrec.config import latent_recipe, method_config, sft_grid_points
+from latentrec.config import latent_architecture, latent_recipe, method_config, sft_grid_points
 
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s, from the vendors' data sheets.
 GPU_PEAK_FLOPS = {
@@ -125,14 +125,50 @@ def valid_row(bb: Backbone, prompt: float, target: float, extra: float = 0.0) ->
     return forward(bb, tokens, target, _causal(tokens))
 
 
-def rl_row(bb: Backbone, prompt: float, target: float, k: int, latents: float, kl: bool = False) -> float:
+def rl_row(
+    bb: Backbone,
+    prompt: float,
+    target: float,
+    k: int,
+    latents: float,
+    kl: bool = False,
+    head_again: bool = False,
+    scored_first: bool = False,
+) -> float:
     """One LR-GRPO sample: the prompt once without gradient, K continuations of `latents` + target forward
     and backward to the activations (the frozen LLM's weights get no gradient); `kl`: the reference head's
-    forward again, prompt included."""
+    forward again, prompt included; `head_again`: the LM head's forward once more in the backward (target
+    log-probs in pieces, :func:`rl_head_again`); `scored_first`: a forward without gradient before the loss
+    forward (rewards scored ahead with `forward_samples`)."""
     new = k * (latents + target)
     prompt_pass = forward(bb, prompt, 0, _causal(prompt))
     cont = forward(bb, new, k * target, k * _causal(latents + target, prompt))
-    return prompt_pass + 2 * cont + (prompt_pass + cont if kl else 0.0)
+    again = 2 * bb.head * k * target if head_again else 0.0
+    return (
+        prompt_pass
+        + 2 * cont
+        + again
+        + (prompt_pass + cont if kl else 0.0)
+        + (prompt_pass + cont if scored_first else 0.0)
+    )
+
+
+def rl_forward_samples(rl: dict, llm: dict) -> int:
+    """Samples one RL forward holds on a GPU: `forward_samples`, else those sharing a baseline there
+    (advantage_groups, default the whole step, over llm.rl_gpus)."""
+    shared = max(
+        1, (rl.get("advantage_groups") or rl.get("groups_per_step", 32)) // max(1, int(llm.get("rl_gpus") or 1))
+    )
+    return min(shared, int(rl.get("forward_samples") or shared))
+
+
+def rl_head_again(samples_per_forward: int, k: int, longest_target: float) -> bool:
+    """Whether an RL forward scores its targets in pieces (llm/latent.py: LOGPROB_PIECE_TOKENS), recomputing
+    the LM head in the backward: counted when K copies of the longest title over the forward's samples
+    exceed a piece (an upper bound: a batch of short titles may fit one piece)."""
+    from latentrec.llm.latent import LOGPROB_PIECE_TOKENS
+
+    return samples_per_forward * k * longest_target > LOGPROB_PIECE_TOKENS
 
 
 def decode_user(bb: Backbone, prompt: float, beams: int, steps: float) -> float:
@@ -183,9 +219,9 @@ def latent_sft(w: dict, config: dict, bb: Backbone, st: TokenStats) -> tuple[flo
 
 def latent_rl(w: dict, config: dict, bb: Backbone, st: TokenStats) -> tuple[float, str]:
     """One RL grid point: LR-GRPO / FLR-GRPO (K latent continuations of a shared prompt) or the original GRPO."""
-    r = latent_recipe(config, w["recipe"], w["dataset"])
-    rl = r["rl"] or {}
-    k, lat = rl.get("group_size", 8), r["n_latents"] * r.get("refine_steps", 1)
+    rl = latent_recipe(config, w["recipe"], w["dataset"])["rl"] or {}
+    arch = latent_architecture(config, w["recipe"], w["dataset"])
+    k, lat = rl.get("group_size", 8), arch["n_latents"] * arch["refine_steps"]
     rows = _rows(st.rows["train"], rl.get("train_limit")) * rl.get("max_epochs", 1)
     if rl.get("max_steps"):
         rows = min(rows, rl["max_steps"] * rl.get("groups_per_step", 1))
@@ -198,7 +234,10 @@ def latent_rl(w: dict, config: dict, bb: Backbone, st: TokenStats) -> tuple[floa
             + 3 * forward(bb, k * (lat + t), k * t, k * _causal(lat + t, p))
         )
     else:
-        per_row = rl_row(bb, p, t, k, lat, kl=bool(rl.get("beta")))
+        per_forward = rl_forward_samples(rl, config["llm"])
+        shared = rl_forward_samples({**rl, "forward_samples": None}, config["llm"])
+        again = rl_head_again(per_forward, k, st.target_max or t)
+        per_row = rl_row(bb, p, t, k, lat, kl=bool(rl.get("beta")), head_again=again, scored_first=per_forward < shared)
     return rows * per_row + valid * valid_row(bb, p, t, lat), f"{rows} samples x K={k}"
 
 
@@ -209,8 +248,8 @@ def _beam_search(w: dict, config: dict, bb: Backbone, st: TokenStats, users: flo
     beams = dec.get("num_beams", 10)
     extra = 0
     if m.get("family") == "latent":
-        r = latent_recipe(config, m["recipe"], w.get("dataset"))
-        extra = r["n_latents"] * r.get("refine_steps", 1)
+        arch = latent_architecture(config, m["recipe"], w.get("dataset"))
+        extra = arch["n_latents"] * arch["refine_steps"]
     extra += int((dec.get("cot") or {}).get("max_reasoning_tokens", 0) or 0)
     return users * decode_user(bb, st.prompt + extra, beams, st.target), f"{users:.0f} users x {beams} beams"
 

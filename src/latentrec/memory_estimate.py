@@ -357,7 +357,8 @@ def analytic_flops(kind: str, cfg, shapes: Shapes) -> float:
     if kind == "latent_sft":
         return s.micro_batch * flops.train_row(bb, p, t, lat)
     if kind in ("lr_grpo", "flr_grpo"):
-        return s.micro_batch * flops.rl_row(bb, p, t, s.group_size, lat, kl=kind == "flr_grpo")
+        again = flops.rl_head_again(s.micro_batch, s.group_size, t)
+        return s.micro_batch * flops.rl_row(bb, p, t, s.group_size, lat, kl=kind == "flr_grpo", head_again=again)
     return s.decode_batch * flops.decode_user(bb, p, s.num_beams, s.max_new_tokens)
 
 

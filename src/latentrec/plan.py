@@ -267,17 +267,26 @@ def measured_mfus(path: str | Path) -> tuple[float, float, str]:
 
 
 def estimate_memory(
-    jobs: list[Job], config: dict, stats: dict[str, TokenStats], gpu_bytes: float, estimator=None
+    jobs: list[Job],
+    config: dict,
+    stats: dict[str, TokenStats],
+    gpu_bytes: float,
+    estimator=None,
+    estimates_file: str | None = None,
 ) -> str:
     """Each LLM job's peak on one GPU, and where it does not fit, the largest batch that does; returns
-    where the architecture came from ("" when none is on disk: no column)."""
-    from latentrec.plan_memory import MARGIN, Estimator, job_step
+    where the architecture came from ("" when none is on disk: no column). `estimates_file`: estimate
+    afresh into that JSON alone."""
+    from latentrec.plan_memory import CACHE, MARGIN, Estimator, job_step
 
     if estimator is None:
         path = architecture(config)
         if path is None:
             return ""
-        estimator = Estimator(path)
+        if estimates_file:
+            estimator = Estimator(path, cache=Path(estimates_file), shipped=False)
+        else:
+            estimator = Estimator(path, cache=CACHE)
     for j in jobs:
         step = RULES[j.rule].step
         if step is None or j.wildcards.get("dataset") not in stats:
@@ -300,6 +309,7 @@ def make_plan(
     memory: bool = False,
     measured: str | None = None,
     estimator=None,
+    estimates_file: str | None = None,
 ) -> Plan:
     """The plan of `configfiles`; `memory`: the peak-memory column (minutes on a CPU at 1.5B scale, then
     cached); `measured`: a gpu_check JSON whose MFUs replace the assumed ones; `estimator`: the memory
@@ -323,7 +333,7 @@ def make_plan(
     gpu_bytes = GPU_MEMORY.get(gpu)
     arch = ""
     if memory and gpu_bytes and stats:
-        arch = estimate_memory(jobs, config, stats, gpu_bytes, estimator)
+        arch = estimate_memory(jobs, config, stats, gpu_bytes, estimator, estimates_file)
     assumptions = {
         "gpu": gpu,
         "peak_flops": peak,
@@ -434,7 +444,7 @@ def markdown(plan: Plan, safety: float = 2.0) -> str:
     hours = sum(r["hours"] for r in rules)
     lines += [
         "",
-        f"**Total: {total:.0f} GPU-hours** on {a['gpu']}, {hours:.3g} job-hours of the costed rules "
+        f"**Total: {total:.3g} GPU-hours** on {a['gpu']}, {hours:.3g} job-hours of the costed rules "
         f"({sum(r['flops'] for r in rules) / 1e18:.2f} EFLOP).",
         "",
         "Token counts per dataset:",

@@ -5,7 +5,9 @@ A job's step shape is its config's (micro-batch, latents, head, decode batch and
 prompt of the token-count sample and the longest catalogue title, over every dataset of the plan: a padded
 batch's worst case, and one shape per setting rather than per dataset. Estimates take seconds to tens of
 seconds each on a CPU at 1.5B scale, so each distinct (kind, shapes) runs once, and is kept in a JSON cache
-beside the plan (keyed by the architecture's config.json) for the next plan.
+beside the plan (keyed by the architecture's config.json) for the next plan. The estimates of the shipped
+configs' shapes come with the architecture (`memory_estimates.json` beside its config.json, written by
+`make estimates`), so a first plan of paper.yaml prints its column in seconds.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from latentrec.config import latent_recipe, method_config, sft_grid_points
-from latentrec.flops import TokenStats
+from latentrec.config import latent_architecture, latent_recipe, method_config, sft_grid_points
+from latentrec.flops import TokenStats, rl_forward_samples
 
 CACHE = Path(__file__).resolve().parents[2] / "results" / "plan" / "memory_estimates.json"
+SHIPPED = "memory_estimates.json"  # beside an architecture's config.json: estimates that travel with it
 MARGIN = 0.1  # a batch fits when its peak stays under 90 % of the GPU's memory
 
 
@@ -39,6 +42,7 @@ def _lengths(stats: dict[str, TokenStats]) -> tuple[int, int, int]:
 
 
 def _head(r: dict) -> tuple[str, tuple]:
+    """(head, options that change its size) of a recipe or latent_architecture's dict."""
     # Only the factor count changes the head's size; the regulariser switches change a few scalars.
     n = (r.get("head_options") or {}).get("n_factors")
     return r.get("head", "latentratt"), ((("n_factors", n),) if n else ())
@@ -72,16 +76,15 @@ def job_step(step: str, w: dict, config: dict, stats: dict[str, TokenStats]) -> 
             ),
             f"llm.latent.{w['recipe']}.sft.micro_batch",
         )
-    if step == "latent_rl":
-        r = latent_recipe(config, w["recipe"], w.get("dataset"))
-        rl, head, opts = r["rl"] or {}, *_head(r)
-        k, lat = rl.get("group_size", 8), r["n_latents"] * r.get("refine_steps", 1)
-        per_forward = max(
-            1, (rl.get("advantage_groups") or rl.get("groups_per_step", 32)) // max(1, int(llm.get("rl_gpus") or 1))
-        )
-        knob = f"llm.latent.{w['recipe']}.rl.advantage_groups"
+    if step == "latent_rl":  # the RL trains the model of the warm-up it starts from
+        r = latent_architecture(config, w["recipe"], w.get("dataset"))
+        rl, head, opts = latent_recipe(config, w["recipe"], w.get("dataset"))["rl"] or {}, *_head(r)
+        k, lat = rl.get("group_size", 8), r["n_latents"] * r["refine_steps"]
+        per_forward = rl_forward_samples(rl, llm)
         if rl.get("rollout") in ("decode", "beams"):  # the whole model trains on K titles per sample: SFT-like
+            knob = f"llm.latent.{w['recipe']}.rl.advantage_groups / llm.rl_gpus"
             return JobStep("sft", Shapes(micro_batch=per_forward * k, prompt_len=p + lat, target_len=t), knob)
+        knob = f"llm.latent.{w['recipe']}.rl.forward_samples"  # splits the step, not its advantage
         flr = bool(rl.get("beta")) or rl.get("reward") == "hybrid" or bool(rl.get("regularisers"))
         return JobStep(
             "flr_grpo" if flr else "lr_grpo",
@@ -91,7 +94,7 @@ def job_step(step: str, w: dict, config: dict, stats: dict[str, TokenStats]) -> 
                 target_len=t,
                 group_size=k,
                 n_latents=r["n_latents"],
-                refine_steps=r.get("refine_steps", 1),
+                refine_steps=r["refine_steps"],
                 head=head,
                 head_options=opts,
                 catalog_items=items,
@@ -103,8 +106,8 @@ def job_step(step: str, w: dict, config: dict, stats: dict[str, TokenStats]) -> 
         dec = m.get("decode") or {}
         extra = int((dec.get("cot") or {}).get("max_reasoning_tokens", 0) or 0)
         if m.get("family") == "latent":
-            r = latent_recipe(config, m["recipe"], w.get("dataset"))
-            extra += r["n_latents"] * r.get("refine_steps", 1)
+            r = latent_architecture(config, m["recipe"], w.get("dataset"))
+            extra += r["n_latents"] * r["refine_steps"]
         return JobStep(
             "decode",
             Shapes(
@@ -122,7 +125,7 @@ def job_step(step: str, w: dict, config: dict, stats: dict[str, TokenStats]) -> 
 class Estimator:
     """Cached peak bytes of (kind, shapes) on one architecture (`cfg_path`: its config.json)."""
 
-    def __init__(self, cfg_path: Path, cache: Path | None = CACHE):
+    def __init__(self, cfg_path: Path, cache: Path | None = CACHE, shipped: bool = True):
         from latentrec.memory_estimate import model_config
 
         self.cfg = model_config(cfg_path.parent)
@@ -131,6 +134,9 @@ class Estimator:
         self.arch = hashlib.sha256(cfg_path.read_bytes()).hexdigest()[:16]
         self.cache_path = cache
         self.cache = json.loads(cache.read_text()) if cache is not None and cache.exists() else {}
+        seed = cfg_path.parent / SHIPPED
+        if shipped and seed.exists():  # keys name the config's hash and every shape: a stale entry is never hit
+            self.cache = {**json.loads(seed.read_text()), **self.cache}
 
     def peak(self, kind: str, shapes) -> float:
         key = json.dumps([self.arch, kind, asdict(shapes)], sort_keys=True)

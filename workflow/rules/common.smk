@@ -12,6 +12,7 @@ from latentrec.data.download import amazon2018_urls
 from latentrec.config import (
     dataset_config,
     grid_points,
+    latent_architecture,
     latent_recipe,
     latent_recipes_used,
     latent_rl_points,
@@ -226,10 +227,7 @@ def _first_seed_runs(methods):
 def _has_flr_head(method, dataset):
     """Its model has an FLR head: its recipe's, or that of the warm-up it shares (`warmup_from`)."""
     c = method_config(config, method)
-    if c["family"] != "latent":
-        return False
-    recipe = latent_recipe(config, c["recipe"]).get("warmup_from") or c["recipe"]
-    return latent_recipe(config, recipe, dataset)["head"] == "flr"
+    return c["family"] == "latent" and latent_architecture(config, c["recipe"], dataset)["head"] == "flr"
 
 
 def flr_factor_files():

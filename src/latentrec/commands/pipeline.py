@@ -28,6 +28,7 @@ def cmd_plan(a) -> None:
         params=a.params,
         memory=not a.no_memory,
         measured=a.measured,
+        estimates_file=a.estimates_file,
     )
     text = markdown(plan, a.safety)
     print(text)
@@ -90,8 +91,16 @@ def add_parsers(sub) -> None:
     s.add_argument(
         "--no-memory",
         action="store_true",
-        help="leave out the peak-memory column (its fake-weight estimates take minutes on a CPU at 1.5B "
-        "scale the first time; results/plan/memory_estimates.json caches them)",
+        help="leave out the peak-memory column (estimates of shapes the backbone's shipped "
+        "memory_estimates.json lacks take minutes on a CPU at 1.5B scale; results/plan/memory_estimates.json "
+        "caches them)",
+    )
+    s.add_argument(
+        "--estimates-file",
+        default=None,
+        metavar="JSON",
+        help="keep the memory estimates in this file only, computed afresh (neither the shipped ones nor "
+        "results/plan's cache): how `make estimates` rewrites the shipped file",
     )
     s.add_argument(
         "--peak-tflops",

@@ -88,6 +88,16 @@ class LRGRPOConfig:
             "row); otherwise a divisor of `groups_per_step` and a multiple of the GPU count"
         },
     )
+    forward_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "samples one forward holds (rollout `noise`): null, all the samples sharing a baseline on this "
+            "process (`advantage_groups` / GPUs); fewer, and their rewards are first scored without gradient "
+            "in forwards of this size, the advantages taken over all of them, then the loss forwards run "
+            "this many at a time. The same step for one more forward without gradient: a memory knob (the "
+            "plan's peak-memory column names it) that leaves the batch advantage's scope alone"
+        },
+    )
     advantage: str = field(
         default="batch",
         metadata={
@@ -182,6 +192,7 @@ class LRGRPOConfig:
                 "noise_std": 0,
                 "groups_per_step": 1,
                 "advantage_groups": 1,
+                "forward_samples": 1,
                 "clip_low": 0,
                 "clip_high": 0,
                 "beta": 0,
@@ -216,6 +227,11 @@ class LRGRPOConfig:
                         f"group advantage, ratio over the decoded tokens, no KL, no regularisers), "
                         f"got {getattr(cfg, key)!r}"
                     )
+        if cfg.forward_samples is not None and cfg.whole_model:
+            raise ValueError(
+                "forward_samples: applies to rollout 'noise'; with 'decode' or 'beams' and the group advantage, "
+                "advantage_groups alone sets the samples of a forward"
+            )
         if cfg.groups_per_step % cfg.baseline_groups:
             raise ValueError(
                 f"groups_per_step: must be a multiple of advantage_groups ({cfg.advantage_groups}), "
@@ -311,12 +327,9 @@ def draw_noise(
     return noise.to(device=device, dtype=dtype)
 
 
-def step_loss(
-    model, batch, noise, cfg: LRGRPOConfig, gather=lambda t: t, rank_slice=slice(None), ref_head=None, trie=None
-):
-    """The loss of one micro-step (fast path) and its stats. Sum over this device's samples of the
-    per-sample token-mean surrogate (+ the head's regularisers with `cfg.regularisers`); the caller scales
-    by the number of samples per optimiser step. `trie`: the catalog, for FLR-GRPO's exact-match reward."""
+def _draws(model, batch, noise, cfg: LRGRPOConfig, trie):
+    """The loss forward: (per-token log-probs [g*K, T], noise-free latents, exact-match hits or None,
+    rewards [g, K])."""
     k = cfg.group_size
     match = trie if cfg.exact_match else None
     if cfg.exact_match and trie is None:
@@ -324,14 +337,45 @@ def step_loss(
     out = model(**batch, copies=k, noise=noise, frozen_llm=True, return_latents=True, match_trie=match)  # [g*K, T]
     logp, clean = out[0], out[1]
     hits = out[2] if match is not None else None
-    reg = getattr(model, "module", model).head.regularisers() if cfg.regularisers else {}
     mask = batch["target_mask"].repeat_interleave(k, 0)
     g = batch["prompt_ids"].shape[0]
     if cfg.reward == "hybrid":
         rewards = hybrid_rewards(logp.detach(), mask, hits, cfg).view(g, k)
     else:
         rewards = rewards_from_logp(logp.detach(), mask).view(g, k)
-    adv = advantages(gather(rewards), cfg.advantage)[rank_slice]
+    return logp, clean, hits, rewards
+
+
+def scored_advantages(model, batches, noises, cfg: LRGRPOConfig, gather=lambda t: t, rank_slice=slice(None), trie=None):
+    """Advantages [g, K] of this process's samples, scored without gradient in the given forwards (pieces of
+    its samples, `forward_samples` each) and taken over all processes' samples as one forward would."""
+    with torch.no_grad():
+        rewards = torch.cat([_draws(model, b, n, cfg, trie)[3] for b, n in zip(batches, noises)])
+    return advantages(gather(rewards), cfg.advantage)[rank_slice]
+
+
+def step_loss(
+    model,
+    batch,
+    noise,
+    cfg: LRGRPOConfig,
+    gather=lambda t: t,
+    rank_slice=slice(None),
+    ref_head=None,
+    trie=None,
+    adv: torch.Tensor | None = None,
+):
+    """The loss of one micro-step (fast path) and its stats. Sum over this device's samples of the
+    per-sample token-mean surrogate (+ the head's regularisers with `cfg.regularisers`); the caller scales
+    by the number of samples per optimiser step. `trie`: the catalog, for FLR-GRPO's exact-match reward.
+    `adv`: these samples' advantages [g, K] when already taken over a larger group (scored_advantages)."""
+    k = cfg.group_size
+    logp, clean, hits, rewards = _draws(model, batch, noise, cfg, trie)
+    reg = getattr(model, "module", model).head.regularisers() if cfg.regularisers else {}
+    mask = batch["target_mask"].repeat_interleave(k, 0)
+    g = batch["prompt_ids"].shape[0]
+    if adv is None:
+        adv = advantages(gather(rewards), cfg.advantage)[rank_slice]
     adv_stats = advantage_stats(adv)
     adv = adv.reshape(-1)
     ref_logp = None
@@ -584,6 +628,12 @@ def train_lr_grpo(
             f"advantage_groups {groups} (samples sharing a baseline) must be a multiple of the process count {world}"
         )
     per_rank = groups // world
+    per_forward = cfg.forward_samples or per_rank
+    if per_rank % per_forward:
+        raise ValueError(
+            f"forward_samples {per_forward} must divide the samples sharing a baseline on each process "
+            f"(advantage_groups / processes = {per_rank})"
+        )
     micro_steps = cfg.groups_per_step // groups
     steps_per_epoch = len(train) // cfg.groups_per_step  # the last incomplete step is dropped (as trl)
     if steps_per_epoch == 0:
@@ -620,33 +670,52 @@ def train_lr_grpo(
             for m in range(micro_steps):
                 ids = chunk[m * groups : (m + 1) * groups]
                 mine = ids[rank * per_rank : (rank + 1) * per_rank]
-                batch = {
-                    k: v.to(accelerator.device) for k, v in collate_prompt_target([train[i] for i in mine], pad).items()
-                }
                 noise = draw_noise(len(ids), cfg, model.n_latents, hidden, noise_gen, accelerator.device)[
                     rank * per_rank : (rank + 1) * per_rank
                 ]
-                sync = m == micro_steps - 1
-                ctx = accelerator.no_sync(wrapped) if (world > 1 and not sync) else contextlib.nullcontext()
-                with ctx, accelerator.autocast():
-                    if full_model:
-                        loss, st = decode_step_loss(wrapped, batch, noise, trie, cfg, tokenizer.eos_token_id)
-                    else:
-                        loss, st = step_loss(
+                pieces = [slice(i, i + per_forward) for i in range(0, per_rank, per_forward)]
+                batches = [
+                    {
+                        k: v.to(accelerator.device)
+                        for k, v in collate_prompt_target([train[i] for i in mine[p]], pad).items()
+                    }
+                    for p in pieces
+                ]
+                adv = None
+                if len(pieces) > 1:  # the advantages over all of them first, then the loss forwards piece by piece
+                    with accelerator.autocast():
+                        adv = scored_advantages(
                             wrapped,
-                            batch,
-                            noise,
+                            batches,
+                            [noise[p] for p in pieces],
                             cfg,
                             gather=accelerator.gather,
                             rank_slice=slice(rank * per_rank, (rank + 1) * per_rank),
-                            ref_head=ref_head,
                             trie=trie,
                         )
-                    # DDP averages over ranks: scale so the step's loss is the mean over all its samples.
-                    accelerator.backward(loss * world / cfg.groups_per_step)
-                # the step's loss is the sum of these over micro-steps and processes; tokens: prompt + target
-                tokens = float(batch["prompt_mask"].sum() + batch["target_mask"].sum())
-                stats.append({**st, "loss": float(loss.detach()) / cfg.groups_per_step, "tokens": tokens})
+                for p, batch in zip(pieces, batches):
+                    sync = m == micro_steps - 1 and p is pieces[-1]
+                    ctx = accelerator.no_sync(wrapped) if (world > 1 and not sync) else contextlib.nullcontext()
+                    with ctx, accelerator.autocast():
+                        if full_model:
+                            loss, st = decode_step_loss(wrapped, batch, noise, trie, cfg, tokenizer.eos_token_id)
+                        else:
+                            loss, st = step_loss(
+                                wrapped,
+                                batch,
+                                noise[p],
+                                cfg,
+                                gather=accelerator.gather,
+                                rank_slice=slice(rank * per_rank, (rank + 1) * per_rank),
+                                ref_head=ref_head,
+                                trie=trie,
+                                adv=None if adv is None else adv[p],
+                            )
+                        # DDP averages over ranks: scale so the step's loss is the mean over all its samples.
+                        accelerator.backward(loss * world / cfg.groups_per_step)
+                    # the step's loss is the sum of these over micro-steps and processes; tokens: prompt + target
+                    tokens = float(batch["prompt_mask"].sum() + batch["target_mask"].sum())
+                    stats.append({**st, "loss": float(loss.detach()) / cfg.groups_per_step, "tokens": tokens})
             grad_norm = accelerator.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()

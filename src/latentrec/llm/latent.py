@@ -44,6 +44,28 @@ from latentrec.llm.tensors import left_pad
 
 HEAD_FILE = "latent_head.safetensors"
 HEAD_CONFIG = "latent_head.json"
+# Target tokens per vocabulary projection when a graph is kept: RL scores K copies of every title, and at a
+# 152k vocabulary the fp32 logits and log-softmax of all of them would be ~1.2 MB a token (20 GB at K = 8
+# and 16 samples of 104-token titles). Each piece keeps only its input and recomputes its logits in the
+# backward (torch.utils.checkpoint): exact, for one more LM-head pass over the scored tokens.
+LOGPROB_PIECE_TOKENS = 2048
+
+
+def token_logprobs(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log softmax(lm_head(hidden))[targets] in fp32, [N] from hidden [N, d] and targets [N], computed
+    LOGPROB_PIECE_TOKENS rows at a time (recomputed in the backward) when the result needs a gradient."""
+    from torch.utils.checkpoint import checkpoint
+
+    def piece(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.gather(F.log_softmax(upcast(lm_head(h)), -1), 1, y[:, None])[:, 0]
+
+    n = hidden.shape[0]
+    if n <= LOGPROB_PIECE_TOKENS or not torch.is_grad_enabled():
+        return piece(hidden, targets)
+    step = LOGPROB_PIECE_TOKENS
+    return torch.cat(
+        [checkpoint(piece, hidden[i : i + step], targets[i : i + step], use_reentrant=False) for i in range(0, n, step)]
+    )
 
 
 # ------------------------------------------------------------------------------------------- heads
@@ -353,9 +375,12 @@ class LatentReasoner(nn.Module):
         # 2D input: a sliced [B, T, d] view would make F.linear a bmm against a broadcast copy of the
         # vocabulary matrix (~10x slower on CPU).
         hidden = ext.hidden[:, -t:].reshape(-1, ext.hidden.shape[-1])
-        logits = upcast(self.llm.get_output_embeddings()(hidden)).view(target_ids.shape[0], t, -1)
+        lm_head = self.llm.get_output_embeddings()
+        if not return_logits:
+            return token_logprobs(lm_head, hidden, target_ids.reshape(-1)).view(target_ids.shape) * target_mask
+        logits = upcast(lm_head(hidden)).view(target_ids.shape[0], t, -1)
         logp = torch.gather(F.log_softmax(logits, -1), 2, target_ids[:, :, None])[:, :, 0] * target_mask
-        return (logp, logits) if return_logits else logp
+        return logp, logits
 
     # -- what trainers call --------------------------------------------------------------------------
     def forward(
