@@ -90,6 +90,19 @@ CASES = [
         ["llm.latent.LatentR3.rl.group_size: must be an integer >= 2 (draw 0 is the noise-free baseline), got 1"],
     ),
     (
+        "recipe_rl_forward_samples_not_a_divisor",
+        {"llm": {"rl_gpus": 1, "latent": {"LatentR3": {"rl": {"groups_per_step": 8, "forward_samples": 3}}}}},
+        [
+            "llm.latent.LatentR3.rl.forward_samples: must divide the samples sharing a baseline on each of the "
+            "llm.rl_gpus = 1 GPUs ((advantage_groups or groups_per_step) / GPUs = 8), got 3"
+        ],
+    ),
+    (
+        "recipe_rl_forward_samples_with_decoded_rollouts",
+        {"llm": {"latent": {"LatentR3": {"rl": {"rollout": "decode", "advantage": "group", "forward_samples": 1}}}}},
+        ["llm.latent.LatentR3.rl.forward_samples: applies to rollout 'noise'"],
+    ),
+    (
         "recipe_rl_unknown",
         {"llm": {"latent": {"LatentR3": {"rl": {"noise": 1.0}}}}},
         ["llm.latent.LatentR3.rl: unknown RL option(s) ['noise']"],

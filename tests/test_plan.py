@@ -238,3 +238,34 @@ def test_memory_column_gives_a_verdict_and_the_batch_that_fits(small_config, tmp
     assert json.loads((tmp_path / "cache.json").read_text())  # estimates are cached
     text = markdown(plan)
     assert "peak memory / GPU | fits h100" in text and "Peak memory per distinct step" in text
+
+
+def test_rl_memory_steps_follow_the_warmup_model_and_forward_samples():
+    """paper.yaml's RL jobs: the memory step of an RL recipe that reuses FLR's warm-up has FLR's head and
+    refinements (its model), `forward_samples` sets the samples of one forward and is the knob the plan
+    names, and the FLOP count adds the scoring pass it costs."""
+    from latentrec.flops import Backbone, TokenStats, latent_rl, rl_forward_samples
+    from latentrec.memory_estimate import model_config
+    from latentrec.plan import load_config
+    from latentrec.plan_memory import job_step
+
+    config = load_config(["config/paper.yaml"])
+    stats = {"CDs_and_Vinyl": TokenStats({"train": 100, "valid": 10, "test": 10}, 500, 120.0, 10.0, "t", 200, 30)}
+    w = {"dataset": "CDs_and_Vinyl", "seed": "0", "point": "lr0.0001"}
+    flr = job_step("latent_rl", {**w, "recipe": "FLR-LRGRPO"}, config, stats)
+    assert (flr.kind, flr.shapes.head, flr.shapes.refine_steps) == ("lr_grpo", "flr", 2)
+    assert flr.shapes.head_options == (("n_factors", 3),)  # CDs: K = 3
+    assert flr.shapes.micro_batch == 16 and flr.knob == "llm.latent.FLR-LRGRPO.rl.forward_samples"
+    n8 = job_step("latent_rl", {**w, "recipe": "LatentR3-N8"}, config, stats)
+    assert (n8.shapes.micro_batch, n8.shapes.n_latents) == (8, 8)
+    rl = config["llm"]["latent"]["LatentR3-N8"]["rl"]
+    assert (
+        rl_forward_samples(rl, config["llm"]) == 8
+        and rl_forward_samples({**rl, "forward_samples": None}, config["llm"]) == 16
+    )
+    bb = Backbone.from_config(model_config())
+    st = stats["CDs_and_Vinyl"]
+    split, _ = latent_rl({**w, "recipe": "LatentR3-N8"}, config, bb, st)
+    config["llm"]["latent"]["LatentR3-N8"]["rl"] = {**rl, "forward_samples": None}
+    whole, _ = latent_rl({**w, "recipe": "LatentR3-N8"}, config, bb, st)
+    assert split > whole  # one more forward without gradient per sample
