@@ -469,7 +469,8 @@ def markdown(plan: Plan, safety: float = 2.0) -> str:
             lines.append(
                 f"| {st['kind']} | {st['batch']} | {st['prompt_len']} + {st['target_len']} | "
                 f"{st['peak_bytes'] / 2**30:.1f} GiB | {'yes' if st['fits'] is None else '**no**'} | "
-                f"{'' if st['fits'] is None else st['fits']} | {st['jobs']} ({', '.join(st['rules'])}) |"
+                f"{'' if st['fits'] is None else st['fits']} | {st['jobs']} ({', '.join(st['rules'])}: "
+                f"{_names(st.get('names', []))}) |"
             )
     return "\n".join(lines) + "\n"
 
@@ -505,7 +506,17 @@ def memory_steps(plan: Plan) -> list[dict]:
         d["jobs"] += 1
         if j.rule not in d["rules"]:
             d["rules"].append(j.rule)
+        name = j.wildcards.get("recipe") or j.wildcards.get("method")
+        if name and name not in d.setdefault("names", []):
+            d["names"].append(name)
     return sorted(out.values(), key=lambda d: -d["peak_bytes"])
+
+
+def _names(names: list[str], shown: int = 4) -> str:
+    """The recipes or methods of a step's jobs, the first few and how many more."""
+    names = sorted(names)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def as_dict(plan: Plan, safety: float = 2.0) -> dict:
