@@ -386,6 +386,18 @@ def test_shipped_configs_are_valid(overlay, tmp_path):
     check_config_files([ROOT / "config" / "config.yaml", *([ROOT / "config" / overlay] if overlay else [])])
 
 
+def test_the_cds_column_overlay_is_valid_over_paper_yaml():
+    """config/cds_llm_column.yaml goes over paper.yaml: one seed, the CDs dataset, the five LLM rows, no
+    FLR timing (its warm-ups are not part of the column)."""
+    cfg = merged(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    update_config(cfg, yaml.safe_load((ROOT / "config" / "cds_llm_column.yaml").read_text()))
+    check(cfg)
+    assert cfg["seeds"] == [0] and cfg["run_datasets"] == ["CDs_and_Vinyl"]
+    assert cfg["run_methods"] == ["Base", "BIGRec", "D3", "BIGRec+LatentR3", "D3+LatentR3"]
+    assert cfg["report"]["flr"]["timing"]["methods"] == [] and cfg["report"]["flr"]["timing"].get("rows")
+    check_config_files([ROOT / "config" / "paper.yaml", ROOT / "config" / "cds_llm_column.yaml"])
+
+
 def test_names_with_punctuation_are_valid():
     cfg = merged(
         {
