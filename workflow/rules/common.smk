@@ -227,7 +227,10 @@ def _first_seed_runs(methods):
 def _has_flr_head(method, dataset):
     """Its model has an FLR head: its recipe's, or that of the warm-up it shares (`warmup_from`)."""
     c = method_config(config, method)
-    return c["family"] == "latent" and latent_architecture(config, c["recipe"], dataset)["head"] == "flr"
+    return (
+        c["family"] == "latent"
+        and latent_architecture(config, c["recipe"], dataset)["head"] == "flr"
+    )
 
 
 def flr_factor_files():
