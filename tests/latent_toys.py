@@ -9,6 +9,23 @@ from latentrec.llm.latent import collate_prompt_target, new_reasoner
 from latentrec.llm.prompts import SegmentEncoder, encode_sample
 
 TITLES = [f"Album {w}" for w in ("Alpha", "Beta", "Gamma", "Delta", "Omega", "Sigma")]
+# Real album titles, for catalogues whose titles should tokenise like the CDs ones.
+ALBUMS = [
+    "Abbey Road",
+    "Blue Train",
+    "Kind of Blue",
+    "Rumours",
+    "Thriller",
+    "Back in Black",
+    "Nevermind",
+    "The Wall",
+    "Hotel California",
+    "Purple Rain",
+    "Born to Run",
+    "Ten",
+    "Is This It",
+    "Blue Lines",
+]
 
 
 def tiny_reasoner(tok, head="latentratt", n_latents=1, refine_steps=1, seed=0, **options):

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from latentrec.llm.backbone import tiny_llama_like
-from latentrec.llm.sft import SFTConfig, SFTTask, collate, train_sft
-from tests.test_llm_sft import _toy_samples
+from latentrec.llm.sft import SFTTask, collate, train_sft
+from tests.test_llm_sft import _toy_samples, tiny_sft_config
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -43,16 +43,7 @@ def test_sft_tokens_per_second_leaves_out_validation_and_checkpoints(smollm2_tok
 
     monkeypatch.setattr(sft, "evaluate_loss", slowed("eval", real_eval))
     monkeypatch.setattr(sft, "save_checkpoint", slowed("save", real_save))
-    cfg = SFTConfig(
-        lr=1e-3,
-        warmup_steps=1,
-        effective_batch=8,
-        micro_batch=4,
-        max_epochs=2,
-        patience=5,
-        valid_limit=None,
-        checkpoint_every=1,
-    )
+    cfg = tiny_sft_config(micro_batch=4, max_epochs=2, patience=5)
     log = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path / "run")
     assert log["epochs"] == 2 and log["steps"] == 4 and calls["eval"] == 2 and calls["save"] >= 4
     assert log["seconds"] - log["train_seconds"] >= (calls["eval"] + calls["save"]) * slow

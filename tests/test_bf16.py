@@ -89,7 +89,8 @@ def _assert_fp32_and(module, before, moved: bool):
         assert not changed, f"updated but should be frozen: {sorted(changed)[:5]}"
 
 
-def _sft_cfg(**kw):
+def bf16_sft_config(**kw):
+    """One bf16 optimiser step over 4 rows; `kw` replaces any field."""
     return SFTConfig(
         **{
             **dict(
@@ -116,7 +117,7 @@ def test_sft_step_under_bf16_autocast_keeps_fp32_master_weights(tok, tmp_path, m
     before = _snapshot(llm)
     spy = DtypeSpy(monkeypatch, llm)
     samples = toy_samples(tok, 8)
-    log = train_sft(llm, tok, samples, samples[:4], _sft_cfg(), tmp_path)
+    log = train_sft(llm, tok, samples, samples[:4], bf16_sft_config(), tmp_path)
     spy.close()
     assert log["mixed_precision"] == "bf16" and log["steps"] == 1
     assert math.isfinite(log["best_valid_loss"]) and not log["diverged"]
@@ -133,7 +134,7 @@ def test_latent_warmup_step_under_bf16_autocast(tok, tmp_path, monkeypatch, head
     before = _snapshot(r)
     spy = DtypeSpy(monkeypatch, r.llm)
     samples = toy_samples(tok, 8)
-    log = train_sft(r, tok, samples, samples[:4], _sft_cfg(), tmp_path, task=LatentSFTTask())
+    log = train_sft(r, tok, samples, samples[:4], bf16_sft_config(), tmp_path, task=LatentSFTTask())
     spy.close()
     assert log["mixed_precision"] == "bf16" and math.isfinite(log["best_valid_loss"])
     # fp32 master weights: the latent is written into the (fp32) embedding space as fp32, like the token

@@ -9,24 +9,9 @@ from latentrec.llm.decoding import constrained_beam_search
 from latentrec.llm.prompts import SegmentEncoder
 from latentrec.llm.recommender import catalog_sequences, decode_rows
 from latentrec.llm.trie import TitleTrie
-from tests.latent_toys import catalog_dataset
+from tests.latent_toys import ALBUMS, catalog_dataset
 
-TITLES = [
-    "Abbey Road",
-    "Blue Train",
-    "Kind of Blue",
-    "Rumours",
-    "Thriller",
-    "Back in Black",
-    "Nevermind",
-    "The Wall",
-    "Hotel California",
-    "Purple Rain",
-    "Born to Run",
-    "Ten",
-    "Is This It",
-    "Blue Lines",
-]
+TITLES = ALBUMS
 
 
 @pytest.fixture(scope="module")

@@ -228,6 +228,28 @@ def _same_up_to_ties(got, ref, tol):
     return True
 
 
+def _search(model, tokenizer, prompts, trie, **over):
+    """Our decoder at the tests' usual settings (10 beams, 10 returned, lp 1, 48 new tokens); `over` replaces
+    or adds any argument."""
+    kw = dict(
+        num_beams=10,
+        num_return=10,
+        length_penalty=1.0,
+        max_new_tokens=48,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return constrained_beam_search(model, prompts, trie, **{**kw, **over})
+
+
+def _assert_same_lists(first, second, tol=1e-5):
+    """Two runs of our decoder: the same hypotheses in the same order, scores within `tol` (relative)."""
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        assert [n for n, _ in a] == [n for n, _ in b]
+        assert all(abs(x - y) <= tol * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
+
+
 # --------------------------------------------------------------- exhaustive scoring on a small catalog
 SMALL_TITLES = [
     "Hot Rocks",
@@ -300,19 +322,7 @@ def test_matches_hf_generate(model, tokenizer, realistic, lp):
     hf = _hf_beam_search(model, tokenizer, prompts, seqs, num_beams=10, lp=lp, max_new_tokens=48)
     assert all(len(h) == 10 for h in hf)
     for layout in ("tree", "expand"):  # both KV-cache layouts
-        ours = constrained_beam_search(
-            model,
-            prompts,
-            trie,
-            num_beams=10,
-            num_return=10,
-            length_penalty=lp,
-            max_new_tokens=48,
-            batch_size=4,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            kv_layout=layout,
-        )
+        ours = _search(model, tokenizer, prompts, trie, length_penalty=lp, batch_size=4, kv_layout=layout)
         _assert_same(ours, trie, hf)
         assert all(trie.items(n) for hyps in ours for n, _ in hyps)
 
@@ -342,15 +352,7 @@ def test_matches_hf_generate_when_cut_at_max_new_tokens(model, tokenizer, realis
 def test_prefix_embeds_path_equals_ids_path(model, tokenizer, realistic):
     _, trie, prompts = realistic
     prompts = prompts[:5]
-    kw = dict(
-        num_beams=10,
-        num_return=10,
-        length_penalty=1.0,
-        max_new_tokens=48,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    by_ids = constrained_beam_search(model, prompts, trie, **kw)
+    by_ids = _search(model, tokenizer, prompts, trie)
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), tokenizer.pad_token_id)
     mask = torch.zeros_like(ids)
@@ -359,34 +361,21 @@ def test_prefix_embeds_path_equals_ids_path(model, tokenizer, realistic):
         mask[i, width - len(p) :] = 1
     with torch.no_grad():
         embeds = model.get_input_embeddings()(ids)
-    by_embeds = constrained_beam_search(model, None, trie, prefix_embeds=embeds, prefix_attention_mask=mask, **kw)
-    for a, b in zip(by_ids, by_embeds):
-        assert [n for n, _ in a] == [n for n, _ in b]
-        assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
+    by_embeds = _search(model, tokenizer, None, trie, prefix_embeds=embeds, prefix_attention_mask=mask)
+    _assert_same_lists(by_ids, by_embeds)
 
 
 def test_batching_and_left_padding_do_not_change_results(model, tokenizer, realistic):
     _, trie, prompts = realistic
     short = min(prompts, key=len)
     longer = sorted(prompts, key=len)[-3:]
-    kw = dict(
-        num_beams=10,
-        num_return=10,
-        length_penalty=1.0,
-        max_new_tokens=48,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    alone = constrained_beam_search(model, [short], trie, **kw)[0]
-    batched = constrained_beam_search(model, longer + [short], trie, batch_size=4, **kw)
-    in_batch = batched[-1]
+    alone = _search(model, tokenizer, [short], trie)
+    batched = _search(model, tokenizer, longer + [short], trie, batch_size=4)
     assert len(short) < min(len(p) for p in longer)  # the short prompt really is left-padded
-    assert [n for n, _ in alone] == [n for n, _ in in_batch]
-    assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(alone, in_batch))
+    _assert_same_lists(alone, batched[-1:])
     # Order of the output follows the input order, whatever the internal length sorting.
-    unsorted = constrained_beam_search(model, longer + [short], trie, batch_size=4, sort_by_length=False, **kw)
-    for a, b in zip(batched, unsorted):
-        assert [n for n, _ in a] == [n for n, _ in b]
+    unsorted = _search(model, tokenizer, longer + [short], trie, batch_size=4, sort_by_length=False)
+    _assert_same_lists(batched, unsorted)
 
 
 def test_argument_checks(model, tokenizer):
@@ -410,21 +399,10 @@ def test_shared_prompt_prefix_does_not_change_results(model, tokenizer, realisti
     _, trie, prompts = realistic
     prompts = prompts[:6]
     assert common_prefix_len(prompts) >= 20  # the reference instruction text
-    kw = dict(
-        num_beams=10,
-        num_return=10,
-        length_penalty=1.0,
-        max_new_tokens=48,
-        batch_size=4,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        kv_layout=layout,
-    )
-    shared = constrained_beam_search(model, prompts, trie, share_prefix=True, **kw)
-    whole = constrained_beam_search(model, prompts, trie, share_prefix=False, **kw)
-    for a, b in zip(shared, whole):
-        assert [n for n, _ in a] == [n for n, _ in b]
-        assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
+    kw = dict(batch_size=4, kv_layout=layout)
+    shared = _search(model, tokenizer, prompts, trie, share_prefix=True, **kw)
+    whole = _search(model, tokenizer, prompts, trie, share_prefix=False, **kw)
+    _assert_same_lists(shared, whole)
     # The embeddings path (latent decoding feeds [prompt, latents] as embeddings) shares the same prefix.
     from latentrec.llm.decoding.prefix import common_embed_prefix_len
 
@@ -433,12 +411,10 @@ def test_shared_prompt_prefix_does_not_change_results(model, tokenizer, realisti
         embeds = model.get_input_embeddings()(ids)
     lengths = [len(p) for p in prompts]
     assert common_embed_prefix_len(embeds, lengths) == common_prefix_len(prompts)
-    by_embeds = constrained_beam_search(
-        model, None, trie, prefix_embeds=embeds, prefix_attention_mask=mask, share_prefix=True, **kw
+    by_embeds = _search(
+        model, tokenizer, None, trie, prefix_embeds=embeds, prefix_attention_mask=mask, share_prefix=True, **kw
     )
-    for a, b in zip(by_embeds, whole):
-        assert [n for n, _ in a] == [n for n, _ in b]
-        assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
+    _assert_same_lists(by_embeds, whole)
     assert common_prefix_len([[1, 2, 3], [1, 2, 4], [5]]) == 0
     assert common_prefix_len([[1, 2, 3], [1, 2, 4]]) == 2
 
@@ -466,15 +442,6 @@ def test_tree_layout_runs_the_model_on_real_tokens_only_and_counts_the_floor(mod
     lengths = sorted(len(p) for p in prompts)
     assert lengths[0] < lengths[-1]  # left padding in the batch
     n_shared = min(common_prefix_len(prompts), lengths[0] - 1)
-    kw = dict(
-        num_beams=10,
-        num_return=10,
-        length_penalty=1.0,
-        max_new_tokens=48,
-        batch_size=6,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
     seen, counts = {}, {}
     # (the tree layout projects onto the vocabulary slice by slice: its head is called many times)
     for layout in ("tree", "expand"):
@@ -482,7 +449,7 @@ def test_tree_layout_runs_the_model_on_real_tokens_only_and_counts_the_floor(mod
         embed_calls, h1 = _token_counter(model.get_input_embeddings())
         head_calls, h2 = _token_counter(model.get_output_embeddings())
         try:
-            constrained_beam_search(model, prompts, trie, kv_layout=layout, counts=counts[layout], **kw)
+            _search(model, tokenizer, prompts, trie, batch_size=6, kv_layout=layout, counts=counts[layout])
         finally:
             h1.remove()
             h2.remove()
@@ -506,7 +473,7 @@ def test_tree_layout_runs_the_model_on_real_tokens_only_and_counts_the_floor(mod
     one = DecodeCounts()
     embed_calls, h1 = _token_counter(model.get_input_embeddings())
     try:
-        constrained_beam_search(model, prompts[:1], trie, counts=one, **kw)
+        _search(model, tokenizer, prompts[:1], trie, batch_size=6, counts=one)
     finally:
         h1.remove()
     length = len(prompts[0])
@@ -546,19 +513,7 @@ def test_tree_layout_full_logits_path_equals_vocabulary_slices(model, tokenizer,
     from latentrec.llm.decoding import layouts
 
     _, trie, prompts = realistic
-    kw = dict(
-        num_beams=10,
-        num_return=10,
-        length_penalty=1.0,
-        max_new_tokens=48,
-        batch_size=5,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        kv_layout="tree",
-    )
-    sliced = constrained_beam_search(model, prompts[:5], trie, **kw)
+    sliced = _search(model, tokenizer, prompts[:5], trie, batch_size=5, kv_layout="tree")
     monkeypatch.setattr(layouts, "plain_lm_head", lambda m: False)
-    full = constrained_beam_search(model, prompts[:5], trie, **kw)
-    for a, b in zip(sliced, full):
-        assert [n for n, _ in a] == [n for n, _ in b]
-        assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for (_, x), (_, y) in zip(a, b))
+    full = _search(model, tokenizer, prompts[:5], trie, batch_size=5, kv_layout="tree")
+    _assert_same_lists(sliced, full)

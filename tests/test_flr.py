@@ -22,9 +22,10 @@ from latentrec.llm.grpo import (
 )
 from latentrec.llm.latent import LatentReasoner, LatentSFTTask, build_head, collate_prompt_target
 from latentrec.llm.prompts import SegmentEncoder
-from latentrec.llm.sft import SFTConfig, train_sft
+from latentrec.llm.sft import train_sft
 from latentrec.llm.trie import TitleTrie
 from tests.latent_toys import TITLES, fit_to_rule, tiny_reasoner, toy_samples
+from tests.test_llm_sft import tiny_sft_config
 
 
 @pytest.fixture
@@ -291,16 +292,7 @@ def test_flr_warmup_sft_trains_saves_and_loads(tok, tmp_path):
     r = _reasoner(tok, refine_steps=2, n_factors=3)
     before = {n: p.detach().clone() for n, p in r.named_parameters()}
     train = _samples(tok, 16)
-    cfg = SFTConfig(
-        lr=3e-3,
-        warmup_steps=1,
-        effective_batch=8,
-        micro_batch=4,
-        max_epochs=2,
-        patience=2,
-        checkpoint_every=0,
-        mixed_precision="no",
-    )
+    cfg = tiny_sft_config(lr=3e-3, micro_batch=4, max_epochs=2, patience=2, checkpoint_every=0, mixed_precision="no")
     log = train_sft(r, tok, train, train[:8], cfg, tmp_path, task=LatentSFTTask())
     assert log["steps"] == 4
     moved = {n for n, p in r.named_parameters() if not torch.equal(p, before[n])}

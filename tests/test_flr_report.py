@@ -14,20 +14,9 @@ from latentrec.llm.analysis import dump_factors, item_token_spans, time_decode
 from latentrec.llm.backbone import tiny_llama_like
 from latentrec.llm.latent import new_reasoner
 from latentrec.report.flr import build, factor_stats
-from tests.latent_toys import catalog_dataset
+from tests.latent_toys import ALBUMS, catalog_dataset
 
-TITLES = [
-    "Abbey Road",
-    "Blue Train",
-    "Kind of Blue",
-    "Rumours",
-    "Thriller",
-    "Back in Black",
-    "Nevermind",
-    "The Wall",
-    "Hotel California",
-    "Purple Rain",
-]
+TITLES = ALBUMS[:10]
 
 
 @pytest.fixture(scope="module")

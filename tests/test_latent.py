@@ -28,10 +28,11 @@ from latentrec.llm.latent import (
     collate_prompt_target,
 )
 from latentrec.llm.prompts import SegmentEncoder
-from latentrec.llm.sft import SFTConfig, train_sft
+from latentrec.llm.sft import train_sft
 from latentrec.llm.tensors import left_pad
 from latentrec.llm.trie import TitleTrie
 from tests.latent_toys import TITLES, fit_to_rule, tiny_reasoner, toy_samples
+from tests.test_llm_sft import tiny_sft_config
 
 
 @pytest.fixture
@@ -184,16 +185,7 @@ def test_warmup_sft_trains_llm_and_head_and_lowers_loss(tok, tmp_path):
     r = _reasoner(tok)
     before = {n: p.detach().clone() for n, p in r.named_parameters()}
     train = _samples(tok, 24)
-    cfg = SFTConfig(
-        lr=3e-3,
-        warmup_steps=1,
-        effective_batch=8,
-        micro_batch=4,
-        max_epochs=3,
-        patience=3,
-        checkpoint_every=0,
-        mixed_precision="no",
-    )
+    cfg = tiny_sft_config(lr=3e-3, micro_batch=4, max_epochs=3, patience=3, checkpoint_every=0, mixed_precision="no")
     log = train_sft(r, tok, train, train[:8], cfg, tmp_path, task=LatentSFTTask())
     losses = [h["valid_loss"] for h in log["history"]]
     assert losses[-1] < losses[0]

@@ -78,21 +78,21 @@ def _toy_samples(tok, n=48):
     return out
 
 
+def tiny_sft_config(**over) -> SFTConfig:
+    """A tiny run's SFT config: one epoch of micro-batches of 8, a checkpoint every step, all validation
+    rows; `over` replaces any field."""
+    base = dict(
+        lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=8, max_epochs=1, checkpoint_every=1, valid_limit=None
+    )
+    return SFTConfig(**{**base, **over})
+
+
 def test_sft_lowers_loss_and_changes_weights(smollm2_tokenizer, tmp_path):
     tok = smollm2_tokenizer
     model = tiny_llama_like(tok)
     before = copy.deepcopy(model.state_dict())
     train, valid = _toy_samples(tok, 32), _toy_samples(tok, 12)
-    cfg = SFTConfig(
-        lr=1e-2,
-        warmup_steps=1,
-        effective_batch=16,
-        micro_batch=8,
-        max_epochs=5,
-        patience=5,
-        checkpoint_every=0,
-        valid_limit=None,
-    )
+    cfg = tiny_sft_config(lr=1e-2, effective_batch=16, max_epochs=5, patience=5, checkpoint_every=0)
     log = train_sft(model, tok, train, valid, cfg, tmp_path)
     losses = [h["valid_loss"] for h in log["history"]]
     assert losses[-1] < losses[0] * 0.8, losses
@@ -105,16 +105,7 @@ def test_sft_lowers_loss_and_changes_weights(smollm2_tokenizer, tmp_path):
 def test_killed_run_resumes_to_the_same_weights(smollm2_tokenizer, tmp_path, monkeypatch):
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 24), _toy_samples(tok, 8)
-    cfg = SFTConfig(
-        lr=1e-3,
-        warmup_steps=1,
-        effective_batch=8,
-        micro_batch=4,
-        max_epochs=2,
-        patience=5,
-        checkpoint_every=1,
-        valid_limit=None,
-    )
+    cfg = tiny_sft_config(micro_batch=4, max_epochs=2, patience=5)
     straight = tiny_llama_like(tok, seed=1)
     train_sft(straight, tok, train, valid, cfg, tmp_path / "a")
 
@@ -149,16 +140,7 @@ def test_killed_run_resumes_to_the_same_weights(smollm2_tokenizer, tmp_path, mon
 def test_checkpoint_of_another_config_is_not_resumed(smollm2_tokenizer, tmp_path):
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
-    cfg = SFTConfig(
-        lr=1e-3,
-        warmup_steps=1,
-        effective_batch=8,
-        micro_batch=8,
-        max_epochs=1,
-        checkpoint_every=1,
-        valid_limit=None,
-        keep_checkpoint=True,
-    )
+    cfg = tiny_sft_config(keep_checkpoint=True)
     first = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path)
     assert first["steps"] == 2
     again = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path)  # same run: already done
@@ -224,9 +206,7 @@ def test_target_only_logits_give_the_full_cross_entropy(smollm2_tokenizer):
 def test_finished_run_leaves_no_checkpoint_unless_kept(smollm2_tokenizer, tmp_path):
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
-    cfg = SFTConfig(
-        lr=1e-3, warmup_steps=1, effective_batch=8, micro_batch=8, max_epochs=2, checkpoint_every=1, valid_limit=None
-    )
+    cfg = tiny_sft_config(max_epochs=2)
     log = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path / "a")
     assert (tmp_path / "a/model/config.json").exists()
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["model"]
@@ -247,16 +227,7 @@ def test_kill_while_saving_a_checkpoint_resumes_from_the_previous_one(
 
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 24), _toy_samples(tok, 8)
-    cfg = SFTConfig(
-        lr=1e-3,
-        warmup_steps=1,
-        effective_batch=8,
-        micro_batch=4,
-        max_epochs=1,
-        patience=5,
-        checkpoint_every=1,
-        valid_limit=None,
-    )
+    cfg = tiny_sft_config(micro_batch=4, patience=5)
     straight = tiny_llama_like(tok, seed=1)
     train_sft(straight, tok, train, valid, cfg, tmp_path / "a")
 
@@ -326,16 +297,7 @@ def test_resume_never_unpickles_planted_files(smollm2_tokenizer, tmp_path):
 
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
-    cfg = SFTConfig(
-        lr=1e-3,
-        warmup_steps=1,
-        effective_batch=8,
-        micro_batch=8,
-        max_epochs=1,
-        checkpoint_every=1,
-        valid_limit=None,
-        keep_checkpoint=True,
-    )
+    cfg = tiny_sft_config(keep_checkpoint=True)
     trained = tiny_llama_like(tok, seed=1)
     train_sft(trained, tok, train, valid, cfg, tmp_path / "run")
     ckpt = tmp_path / "run/checkpoint"
@@ -386,9 +348,7 @@ def test_a_diverged_run_still_writes_its_model_and_says_so(smollm2_tokenizer, tm
     as its output and marks itself diverged, so a grid's selection can skip it instead of a job failing."""
     tok = smollm2_tokenizer
     train, valid = _toy_samples(tok, 16), _toy_samples(tok, 4)
-    cfg = SFTConfig(
-        lr=1e30, warmup_steps=0, effective_batch=8, micro_batch=8, max_epochs=1, checkpoint_every=0, valid_limit=None
-    )
+    cfg = tiny_sft_config(lr=1e30, warmup_steps=0, checkpoint_every=0)
     log = train_sft(tiny_llama_like(tok), tok, train, valid, cfg, tmp_path)
     assert log["diverged"] and not np.isfinite(log["best_valid_loss"])
     assert (tmp_path / "model" / "config.json").exists()

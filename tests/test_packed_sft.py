@@ -11,6 +11,7 @@ from latentrec.errors import InputError
 from latentrec.llm.backbone import tiny_llama_like, tiny_qwen2_like
 from latentrec.llm.prompts import IGNORE_INDEX, SegmentEncoder, encode_sample
 from latentrec.llm.sft import SFTConfig, SFTTask, collate, collate_packed, train_sft
+from tests.test_llm_sft import tiny_sft_config
 
 TITLES = [
     "Abbey Road",
@@ -106,16 +107,7 @@ def test_packed_training_gives_the_padded_model(smollm2_tokenizer, tmp_path):
     logs, weights = {}, {}
     for packing in (False, True):
         model = tiny_llama_like(tok)
-        cfg = SFTConfig(
-            lr=1e-3,
-            warmup_steps=1,
-            effective_batch=8,
-            micro_batch=4,
-            max_epochs=1,
-            max_steps=3,
-            checkpoint_every=0,
-            packing=packing,
-        )
+        cfg = tiny_sft_config(micro_batch=4, max_steps=3, checkpoint_every=0, packing=packing)
         logs[packing] = train_sft(model, tok, train, valid, cfg, tmp_path / str(packing))
         weights[packing] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     assert logs[True]["steps"] == logs[False]["steps"] == 3

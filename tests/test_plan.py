@@ -244,7 +244,7 @@ def test_rl_memory_steps_follow_the_warmup_model_and_forward_samples():
     """paper.yaml's RL jobs: the memory step of an RL recipe that reuses FLR's warm-up has FLR's head and
     refinements (its model), `forward_samples` sets the samples of one forward and is the knob the plan
     names, and the FLOP count adds the scoring pass it costs."""
-    from latentrec.flops import Backbone, TokenStats, latent_rl, rl_forward_samples
+    from latentrec.flops import Backbone, TokenStats, latent_rl, rl_forward_samples, rl_shared_samples
     from latentrec.memory_estimate import model_config
     from latentrec.plan import load_config
     from latentrec.plan_memory import job_step
@@ -259,10 +259,7 @@ def test_rl_memory_steps_follow_the_warmup_model_and_forward_samples():
     n8 = job_step("latent_rl", {**w, "recipe": "LatentR3-N8"}, config, stats)
     assert (n8.shapes.micro_batch, n8.shapes.n_latents) == (8, 8)
     rl = config["llm"]["latent"]["LatentR3-N8"]["rl"]
-    assert (
-        rl_forward_samples(rl, config["llm"]) == 8
-        and rl_forward_samples({**rl, "forward_samples": None}, config["llm"]) == 16
-    )
+    assert rl_forward_samples(rl, config["llm"]) == 8 and rl_shared_samples(rl, config["llm"]) == 16
     bb = Backbone.from_config(model_config())
     st = stats["CDs_and_Vinyl"]
     split, _ = latent_rl({**w, "recipe": "LatentR3-N8"}, config, bb, st)

@@ -20,8 +20,9 @@ from latentrec.llm.grpo import LRGRPOConfig, train_lr_grpo
 from latentrec.llm.latent import LatentReasoner, LatentSFTTask, new_reasoner
 from latentrec.llm.prompts import THOUGHT_TOKEN, SegmentEncoder
 from latentrec.llm.recommender import decode_rows
-from latentrec.llm.sft import SFTConfig, train_sft
+from latentrec.llm.sft import train_sft
 from tests.latent_toys import TITLES, catalog_dataset, toy_samples
+from tests.test_bf16 import bf16_sft_config
 
 QWEN_SPECIALS = ["<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>", "<|vision_pad|>", "<|fim_prefix|>"]
 
@@ -85,17 +86,7 @@ def test_sft_latentr3_decoding_and_cot_on_a_padded_qwen2(tok, tmp_path):
     samples = toy_samples(tok, 8)
     llm = tiny_qwen2_like(tok)
     rows = llm.get_input_embeddings().num_embeddings
-    cfg = SFTConfig(
-        lr=1e-3,
-        warmup_steps=0,
-        effective_batch=4,
-        micro_batch=4,
-        max_epochs=1,
-        max_steps=1,
-        checkpoint_every=0,
-        mixed_precision="bf16",
-        valid_limit=4,
-    )
+    cfg = bf16_sft_config()
     before = llm.model.layers[0].self_attn.q_proj.bias.detach().clone()
     log = train_sft(llm, tok, samples, samples[:4], cfg, tmp_path / "sft")
     assert math.isfinite(log["best_valid_loss"]) and not torch.equal(before, llm.model.layers[0].self_attn.q_proj.bias)

@@ -35,6 +35,7 @@ from latentrec.config import (
 from latentrec.data.split_files import SPLIT_FILES
 from latentrec.errors import InputError
 from latentrec.extensions import SPEC_FORM, is_class_spec
+from latentrec.flops import rl_shared_samples
 
 
 def _fail(where: str, msg: str):
@@ -397,7 +398,7 @@ def _check_forward_samples(config: dict, where: str, rl: dict | None) -> None:
     if not rl or not rl.get("forward_samples"):
         return
     gpus = max(1, int(config["llm"].get("rl_gpus") or 1))
-    shared = (rl.get("advantage_groups") or rl.get("groups_per_step", 32)) // gpus
+    shared = rl_shared_samples(rl, config["llm"])
     if shared % int(rl["forward_samples"]):
         _fail(
             f"{where}.rl.forward_samples",

@@ -153,12 +153,15 @@ def rl_row(
     )
 
 
+def rl_shared_samples(rl: dict, llm: dict) -> int:
+    """Samples that share an advantage baseline on one GPU: advantage_groups (default the whole step) over
+    llm.rl_gpus."""
+    return max(1, (rl.get("advantage_groups") or rl.get("groups_per_step", 32)) // max(1, int(llm.get("rl_gpus") or 1)))
+
+
 def rl_forward_samples(rl: dict, llm: dict) -> int:
-    """Samples one RL forward holds on a GPU: `forward_samples`, else those sharing a baseline there
-    (advantage_groups, default the whole step, over llm.rl_gpus)."""
-    shared = max(
-        1, (rl.get("advantage_groups") or rl.get("groups_per_step", 32)) // max(1, int(llm.get("rl_gpus") or 1))
-    )
+    """Samples one RL forward holds on a GPU: `forward_samples`, else all that share a baseline there."""
+    shared = rl_shared_samples(rl, llm)
     return min(shared, int(rl.get("forward_samples") or shared))
 
 
@@ -235,7 +238,7 @@ def latent_rl(w: dict, config: dict, bb: Backbone, st: TokenStats) -> tuple[floa
         )
     else:
         per_forward = rl_forward_samples(rl, config["llm"])
-        shared = rl_forward_samples({**rl, "forward_samples": None}, config["llm"])
+        shared = rl_shared_samples(rl, config["llm"])
         again = rl_head_again(per_forward, k, st.target_max or t)
         per_row = rl_row(bb, p, t, k, lat, kl=bool(rl.get("beta")), head_again=again, scored_first=per_forward < shared)
     return rows * per_row + valid * valid_row(bb, p, t, lat), f"{rows} samples x K={k}"

@@ -329,7 +329,7 @@ def draw_noise(
 
 def _draws(model, batch, noise, cfg: LRGRPOConfig, trie):
     """The loss forward: (per-token log-probs [g*K, T], noise-free latents, exact-match hits or None,
-    rewards [g, K])."""
+    target mask [g*K, T], rewards [g, K])."""
     k = cfg.group_size
     match = trie if cfg.exact_match else None
     if cfg.exact_match and trie is None:
@@ -343,14 +343,14 @@ def _draws(model, batch, noise, cfg: LRGRPOConfig, trie):
         rewards = hybrid_rewards(logp.detach(), mask, hits, cfg).view(g, k)
     else:
         rewards = rewards_from_logp(logp.detach(), mask).view(g, k)
-    return logp, clean, hits, rewards
+    return logp, clean, hits, mask, rewards
 
 
 def scored_advantages(model, batches, noises, cfg: LRGRPOConfig, gather=lambda t: t, rank_slice=slice(None), trie=None):
     """Advantages [g, K] of this process's samples, scored without gradient in the given forwards (pieces of
     its samples, `forward_samples` each) and taken over all processes' samples as one forward would."""
     with torch.no_grad():
-        rewards = torch.cat([_draws(model, b, n, cfg, trie)[3] for b, n in zip(batches, noises)])
+        rewards = torch.cat([_draws(model, b, n, cfg, trie)[-1] for b, n in zip(batches, noises)])
     return advantages(gather(rewards), cfg.advantage)[rank_slice]
 
 
@@ -370,10 +370,9 @@ def step_loss(
     by the number of samples per optimiser step. `trie`: the catalog, for FLR-GRPO's exact-match reward.
     `adv`: these samples' advantages [g, K] when already taken over a larger group (scored_advantages)."""
     k = cfg.group_size
-    logp, clean, hits, rewards = _draws(model, batch, noise, cfg, trie)
+    logp, clean, hits, mask, rewards = _draws(model, batch, noise, cfg, trie)
     reg = getattr(model, "module", model).head.regularisers() if cfg.regularisers else {}
-    mask = batch["target_mask"].repeat_interleave(k, 0)
-    g = batch["prompt_ids"].shape[0]
+    g = rewards.shape[0]
     if adv is None:
         adv = advantages(gather(rewards), cfg.advantage)[rank_slice]
     adv_stats = advantage_stats(adv)
@@ -698,7 +697,7 @@ def train_lr_grpo(
                     ctx = accelerator.no_sync(wrapped) if (world > 1 and not sync) else contextlib.nullcontext()
                     with ctx, accelerator.autocast():
                         if full_model:
-                            loss, st = decode_step_loss(wrapped, batch, noise, trie, cfg, tokenizer.eos_token_id)
+                            loss, st = decode_step_loss(wrapped, batch, noise[p], trie, cfg, tokenizer.eos_token_id)
                         else:
                             loss, st = step_loss(
                                 wrapped,

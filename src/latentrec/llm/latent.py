@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers.cache_utils import DynamicCache
 
 from latentrec.errors import InputError
@@ -54,7 +55,6 @@ LOGPROB_PIECE_TOKENS = 2048
 def token_logprobs(lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log softmax(lm_head(hidden))[targets] in fp32, [N] from hidden [N, d] and targets [N], computed
     LOGPROB_PIECE_TOKENS rows at a time (recomputed in the backward) when the result needs a gradient."""
-    from torch.utils.checkpoint import checkpoint
 
     def piece(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.gather(F.log_softmax(upcast(lm_head(h)), -1), 1, y[:, None])[:, 0]
